@@ -1,0 +1,90 @@
+// Package driver defines the one interface every compute backend
+// implements — process, docker, podman, vm — and the contract between a
+// driver and the supervisor inside the sandbox it runs.
+//
+// A driver creates, starts, stops, deletes and inspects sandboxes. It never
+// writes a token: the gateway's atomic writer fills the token directory
+// before it calls Start, and the driver only makes that directory visible
+// to the sandbox, read-only, the way its TokenDelivery says. Drivers are
+// registered in one place (cmd/gateway); the gateway core knows only this
+// interface.
+package driver
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// TokenDelivery says how a driver makes the token directory visible inside
+// its sandboxes.
+type TokenDelivery string
+
+const (
+	// DeliveryDirBind: the host directory itself, or a read-only bind mount of it.
+	DeliveryDirBind TokenDelivery = "dir-bind"
+	// DeliveryDirVirtiofs: a read-only virtio-fs share; the guest must poll.
+	DeliveryDirVirtiofs TokenDelivery = "dir-virtiofs"
+	// DeliveryK8sSA: a projected ServiceAccount token exchanged for a sandbox token.
+	DeliveryK8sSA TokenDelivery = "k8s-sa"
+)
+
+// State is what a driver observes of a sandbox.
+type State string
+
+const (
+	StateRunning State = "running"
+	StateStopped State = "stopped"
+	// StateMissing: the driver knows nothing of the sandbox (removed behind
+	// the gateway's back, or never created).
+	StateMissing State = "missing"
+)
+
+// Spec is everything a driver needs to run one sandbox. Paths are on the
+// gateway's host.
+type Spec struct {
+	SandboxID  string
+	Name       string
+	InstanceID string // new on every start; the supervisor reports it back
+	Image      string // container image or VM guest image; empty for process
+	Command    []string
+	// Env is the workload's environment as the user asked; drivers drop
+	// every SANDKEY_* entry from it (see StripReserved) and add SandboxEnv.
+	Env map[string]string
+	// SandboxEnv holds the SANDKEY_* variables the gateway sets for the
+	// supervisor (see the Env* constants).
+	SandboxEnv map[string]string
+	TokenDir   string // the sandbox's token directory, written by the gateway only
+	SocketDir  string // directory holding the sandbox's attested gateway socket
+	StateDir   string // the driver's own per-sandbox directory (logs, pid files)
+}
+
+// Status is a driver's view of one sandbox.
+type Status struct {
+	State      State
+	InstanceID string
+	ExitCode   int // valid when State is StateStopped and Exited is true
+	Exited     bool
+	Detail     string
+}
+
+// Driver runs sandboxes on one backend.
+type Driver interface {
+	Name() string
+	TokenDelivery() TokenDelivery
+	// Create prepares a sandbox without starting it. Idempotent.
+	Create(ctx context.Context, spec Spec) error
+	// Start runs a created or stopped sandbox. The token directory already
+	// holds a fresh token when it is called.
+	Start(ctx context.Context, spec Spec) error
+	// Stop ends the sandbox, SIGTERM then SIGKILL after grace, keeping what
+	// a later Start needs.
+	Stop(ctx context.Context, sandboxID string, grace time.Duration) error
+	// Delete removes everything the driver made for the sandbox. Idempotent.
+	Delete(ctx context.Context, sandboxID string) error
+	// Status reports the sandbox's state; StateMissing when unknown.
+	Status(ctx context.Context, sandboxID string) (Status, error)
+}
+
+// ErrNotFound is returned by drivers for a sandbox they do not know.
+var ErrNotFound = errors.New("sandbox not found by driver")

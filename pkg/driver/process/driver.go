@@ -1,0 +1,525 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/driver"
+)
+
+// Name is the name the driver registers under.
+const Name = "process"
+
+const (
+	// defaultDeleteGrace is the grace Delete gives a running sandbox when
+	// Config.DeleteGrace is zero; the gateway normally stops a sandbox,
+	// with the operator's grace, before it deletes it.
+	defaultDeleteGrace = 10 * time.Second
+	// killWait bounds the wait for a sandbox's processes to end after
+	// SIGKILL; only a process stuck in the kernel outlives it.
+	killWait = 10 * time.Second
+	// pollInterval is how often Stop looks at /proc for a supervisor that
+	// is not this process's child (the gateway restarted since it started
+	// it), whose end sends no SIGCHLD here.
+	pollInterval = 20 * time.Millisecond
+)
+
+var (
+	// ErrAlreadyRunning is returned by Start for a sandbox whose
+	// supervisor runs.
+	ErrAlreadyRunning = errors.New("sandbox already running")
+	// ErrClosed is returned by every method of a closed Driver.
+	ErrClosed = errors.New("process driver closed")
+)
+
+// Config configures a Driver.
+type Config struct {
+	// SupervisorPath is the sandkey supervisor binary; it must exist and be
+	// executable.
+	SupervisorPath string
+	// StateRoot holds the driver's index of sandboxes (see the package
+	// doc), and the state directory of a sandbox whose spec names none.
+	// A Driver opened later on the same StateRoot finds the sandboxes an
+	// earlier one started.
+	StateRoot string
+	// Logger defaults to zap.NewNop().
+	Logger *zap.Logger
+	// Now stamps start and exit records; defaults to time.Now.
+	Now func() time.Time
+	// DeleteGrace is the grace Delete gives a running sandbox before
+	// SIGKILL; defaults to 10 s.
+	DeleteGrace time.Duration
+}
+
+// Driver runs each sandbox as a child process of the gateway.
+type Driver struct {
+	supervisor  string
+	stateRoot   string
+	deleteGrace time.Duration
+	log         *zap.Logger
+	now         func() time.Time
+
+	locks sandboxLocks
+
+	mu       sync.Mutex
+	children map[int]*child // by pid
+
+	sigchld   chan os.Signal
+	wake      chan struct{}
+	ctx       context.Context // ends at Close; owns the reaper
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New checks cfg, creates the state root's index and starts the driver's
+// reaper. Close stops the reaper and leaves the sandboxes running.
+func New(cfg Config) (*Driver, error) {
+	supervisor, err := checkSupervisor(cfg.SupervisorPath)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.StateRoot == "" {
+		return nil, errors.New("process driver: no state root configured")
+	}
+	root, err := filepath.Abs(cfg.StateRoot)
+	if err != nil {
+		return nil, fmt.Errorf("process driver: state root %s: %w", cfg.StateRoot, err)
+	}
+	if err := makePrivateDir(filepath.Join(root, indexDir)); err != nil {
+		return nil, fmt.Errorf("process driver: state root: %w", err)
+	}
+	d := &Driver{
+		supervisor:  supervisor,
+		stateRoot:   root,
+		deleteGrace: cfg.DeleteGrace,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		children:    make(map[int]*child),
+		sigchld:     make(chan os.Signal, 1),
+		wake:        make(chan struct{}, 1),
+	}
+	if d.deleteGrace <= 0 {
+		d.deleteGrace = defaultDeleteGrace
+	}
+	if d.log == nil {
+		d.log = zap.NewNop()
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	signal.Notify(d.sigchld, unix.SIGCHLD)
+	d.wg.Go(func() { d.runReaper(d.ctx) })
+	return d, nil
+}
+
+// checkSupervisor returns the absolute path of the supervisor binary, or
+// an error saying why it cannot be run.
+func checkSupervisor(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("process driver: no supervisor path configured: set it to the sandkey supervisor binary")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("process driver: supervisor %s: %w", path, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fmt.Errorf("process driver: supervisor %s: %w", abs, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("process driver: supervisor %s is not a regular file", abs)
+	}
+	if err := unix.Access(abs, unix.X_OK); err != nil {
+		return "", fmt.Errorf("process driver: supervisor %s is not executable: %w", abs, err)
+	}
+	return abs, nil
+}
+
+// Close stops the driver's reaper. Sandboxes keep running: a later Driver
+// on the same state root finds them. Close is idempotent.
+func (d *Driver) Close() error {
+	d.closeOnce.Do(func() {
+		signal.Stop(d.sigchld)
+		d.cancel()
+		d.wg.Wait()
+	})
+	return nil
+}
+
+func (d *Driver) Name() string { return Name }
+
+// TokenDelivery is dir-bind: the supervisor reads the host's token
+// directory in place.
+func (d *Driver) TokenDelivery() driver.TokenDelivery { return driver.DeliveryDirBind }
+
+// Create makes the sandbox's state directory (0700), records its spec and
+// indexes it. Idempotent; a repeated Create replaces the recorded spec.
+func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
+	if err := d.checkOpen(); err != nil {
+		return err
+	}
+	spec, err := d.normalize(spec)
+	if err != nil {
+		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
+	}
+	if len(spec.Command) == 0 {
+		return fmt.Errorf("create sandbox %s: no command", spec.SandboxID)
+	}
+	defer d.locks.lock(spec.SandboxID)()
+	return d.create(spec)
+}
+
+func (d *Driver) create(spec driver.Spec) error {
+	if err := makePrivateDir(spec.StateDir); err != nil {
+		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
+	}
+	if err := writeJSONAtomic(filepath.Join(spec.StateDir, specFile), newSpecRecord(spec)); err != nil {
+		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
+	}
+	if err := d.link(spec.SandboxID, spec.StateDir); err != nil {
+		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
+	}
+	return nil
+}
+
+// Start runs `<supervisor> -- <command...>` for the sandbox, creating the
+// sandbox first if needed. A spec without a command runs the command (and
+// environment) that Create recorded. Starting a running sandbox fails with
+// ErrAlreadyRunning and leaves it running: its supervisor holds another
+// instance ID, which a silent success would hide.
+func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
+	if err := d.checkOpen(); err != nil {
+		return err
+	}
+	spec, err := d.normalize(spec)
+	if err != nil {
+		return fmt.Errorf("start sandbox %q: %w", spec.SandboxID, err)
+	}
+	defer d.locks.lock(spec.SandboxID)()
+
+	if len(spec.Command) == 0 {
+		if rec, err := readSpecRecord(spec.StateDir); err == nil {
+			spec.Command = rec.Command
+			if spec.Env == nil {
+				spec.Env = rec.Env
+			}
+		}
+	}
+	if len(spec.Command) == 0 {
+		return fmt.Errorf("start sandbox %s: no command given, and none recorded by Create", spec.SandboxID)
+	}
+	if err := d.create(spec); err != nil {
+		return err
+	}
+	switch rec, err := readPIDRecord(spec.StateDir); {
+	case err == nil && d.running(spec.SandboxID, spec.StateDir, rec):
+		return fmt.Errorf("start sandbox %s: %w (supervisor pid %d, instance %s)",
+			spec.SandboxID, ErrAlreadyRunning, rec.PID, rec.InstanceID)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("start sandbox %s: %w", spec.SandboxID, err)
+	}
+	return d.launch(spec)
+}
+
+// launch starts the supervisor, records its pid and start time, and hands
+// it to the reaper.
+func (d *Driver) launch(spec driver.Spec) error {
+	id, dir := spec.SandboxID, spec.StateDir
+	logPath := filepath.Join(dir, logFile)
+	out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("start sandbox %s: open log: %w", id, err)
+	}
+	defer out.Close()
+	if err := os.Remove(filepath.Join(dir, exitFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("start sandbox %s: clear last exit: %w", id, err)
+	}
+
+	cmd := exec.Command(d.supervisor, append([]string{"--"}, spec.Command...)...)
+	cmd.Env = environ(spec)
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = out, out // stdin stays nil: /dev/null
+	// A session of its own (so also a process group of its own): see the
+	// package doc. No Pdeathsig: the sandbox outlives the gateway.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start sandbox %s: run supervisor %s: %w", id, d.supervisor, err)
+	}
+	pid := cmd.Process.Pid
+	// The reaper, not cmd.Wait, collects the exit; drop Go's handle.
+	cmd.Process.Release()
+
+	st, err := readProcStat(pid)
+	if err != nil {
+		// Cannot happen to an unreaped child; never leave one untracked.
+		unix.Kill(-pid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, 0, nil)
+		return fmt.Errorf("start sandbox %s: %w", id, err)
+	}
+	rec := pidRecord{PID: pid, StartTicks: st.StartTicks, InstanceID: spec.InstanceID, StartedAt: d.now()}
+	werr := writeJSONAtomic(filepath.Join(dir, pidFile), rec)
+	// Adopt after the pid record is written, so that an exit record never
+	// precedes the pid record it belongs to.
+	d.adopt(&child{sandboxID: id, stateDir: dir, proc: rec.process(), instanceID: spec.InstanceID, done: make(chan struct{})})
+	if werr != nil {
+		// Untracked by any file, it could never be stopped: end it now.
+		rec.process().killSession(killWait)
+		return fmt.Errorf("start sandbox %s: %w", id, werr)
+	}
+	d.log.Info("sandbox started", zap.String("sandbox_id", id), zap.String("instance_id", spec.InstanceID),
+		zap.Int("pid", pid), zap.String("log", logPath))
+	return nil
+}
+
+// Stop sends SIGTERM to the supervisor's process group, waits up to grace
+// for the supervisor to end, then kills every process of the sandbox's
+// session. Stopping a stopped sandbox does nothing; an unknown one yields
+// driver.ErrNotFound.
+func (d *Driver) Stop(ctx context.Context, sandboxID string, grace time.Duration) error {
+	if err := d.checkOpen(); err != nil {
+		return err
+	}
+	if err := checkSandboxID(sandboxID); err != nil {
+		return fmt.Errorf("stop sandbox %q: %w", sandboxID, err)
+	}
+	defer d.locks.lock(sandboxID)()
+	dir, err := d.lookup(sandboxID)
+	if errors.Is(err, errNoState) {
+		return fmt.Errorf("stop sandbox %s: %w", sandboxID, driver.ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	return d.stop(ctx, sandboxID, dir, grace)
+}
+
+func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) error {
+	rec, err := readPIDRecord(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // never started
+	}
+	if err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
+	}
+	if !d.running(id, dir, rec) {
+		return nil
+	}
+	p := rec.process()
+	d.log.Info("stopping sandbox", zap.String("sandbox_id", id), zap.Int("pid", p.PID), zap.Duration("grace", grace))
+	if err := p.signalGroup(unix.SIGTERM); err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
+	}
+	ended, err := d.waitEnded(ctx, id, dir, rec, grace)
+	if err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
+	}
+	if !ended {
+		d.log.Info("sandbox outlived its grace; killing it", zap.String("sandbox_id", id), zap.Int("pid", p.PID))
+	}
+	// Kill what is left: the supervisor after its grace, or the processes
+	// that outlived it. The session id cannot have been reused: it stays
+	// taken while any process of the session lives.
+	if err := p.killSession(killWait); err != nil {
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
+	}
+	if !ended {
+		if ended, err = d.waitEnded(ctx, id, dir, rec, killWait); err != nil {
+			return fmt.Errorf("stop sandbox %s: %w", id, err)
+		}
+		if !ended {
+			return fmt.Errorf("stop sandbox %s: supervisor pid %d still runs %s after SIGKILL", id, p.PID, killWait)
+		}
+	}
+	d.log.Info("sandbox stopped", zap.String("sandbox_id", id), zap.Int("pid", p.PID))
+	return nil
+}
+
+// waitEnded waits up to timeout for the supervisor of rec to end. It
+// waits for the reaper when the supervisor is this process's registered
+// child, and polls /proc otherwise.
+func (d *Driver) waitEnded(ctx context.Context, id, dir string, rec pidRecord, timeout time.Duration) (bool, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	if c := d.ownChild(rec.process()); c != nil {
+		select {
+		case <-c.done:
+			return true, nil
+		case <-timer.C:
+			return !d.running(id, dir, rec), nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-d.ctx.Done(): // the reaper stopped: poll below
+		}
+	}
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		if !d.running(id, dir, rec) {
+			return true, nil
+		}
+		select {
+		case <-tick.C:
+		case <-timer.C:
+			return !d.running(id, dir, rec), nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// running reports whether the supervisor of rec still runs. It collects
+// the supervisor's exit when this process is its parent, and registers a
+// running supervisor whose parent this process is but which no reaper
+// watches (the gateway re-executed itself, or an earlier Driver of this
+// process was closed).
+func (d *Driver) running(id, dir string, rec pidRecord) bool {
+	p := rec.process()
+	d.mu.Lock()
+	if c, ok := d.children[p.PID]; ok && c.proc == p {
+		ended := d.reapLocked(c)
+		d.mu.Unlock()
+		return !ended
+	}
+	d.mu.Unlock()
+	switch state, ppid := p.observe(); state {
+	case alive:
+		if ppid == os.Getpid() && d.ctx.Err() == nil {
+			d.adopt(&child{sandboxID: id, stateDir: dir, proc: p, instanceID: rec.InstanceID, done: make(chan struct{})})
+		}
+		return true
+	case zombie:
+		d.reapAdopted(id, dir, rec)
+	}
+	return false
+}
+
+// Delete stops a running sandbox (with Config.DeleteGrace) and removes its
+// state directory and index entry. Idempotent.
+func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
+	if err := d.checkOpen(); err != nil {
+		return err
+	}
+	if err := checkSandboxID(sandboxID); err != nil {
+		return fmt.Errorf("delete sandbox %q: %w", sandboxID, err)
+	}
+	defer d.locks.lock(sandboxID)()
+	dir, err := d.lookup(sandboxID)
+	switch {
+	case errors.Is(err, errNoState):
+	case err != nil:
+		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
+	default:
+		if err := d.stop(ctx, sandboxID, dir, d.deleteGrace); err != nil {
+			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
+		}
+	}
+	if err := os.Remove(d.indexPath(sandboxID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
+	}
+	d.log.Info("sandbox deleted", zap.String("sandbox_id", sandboxID))
+	return nil
+}
+
+// Status reports running while the recorded supervisor (same pid, same
+// start time) runs; stopped, with its exit code when this gateway process
+// collected it, once it ended; missing when the sandbox has no state
+// directory.
+func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, error) {
+	if err := d.checkOpen(); err != nil {
+		return driver.Status{}, err
+	}
+	if err := checkSandboxID(sandboxID); err != nil {
+		return driver.Status{}, fmt.Errorf("status of sandbox %q: %w", sandboxID, err)
+	}
+	dir, err := d.lookup(sandboxID)
+	if errors.Is(err, errNoState) {
+		return driver.Status{State: driver.StateMissing}, nil
+	}
+	if err != nil {
+		return driver.Status{}, err
+	}
+	rec, err := readPIDRecord(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return driver.Status{State: driver.StateStopped, Detail: "created, never started"}, nil
+	}
+	if err != nil {
+		return driver.Status{}, fmt.Errorf("status of sandbox %s: %w", sandboxID, err)
+	}
+	if d.running(sandboxID, dir, rec) {
+		return driver.Status{
+			State:      driver.StateRunning,
+			InstanceID: rec.InstanceID,
+			Detail:     fmt.Sprintf("supervisor pid %d", rec.PID),
+		}, nil
+	}
+	st := driver.Status{State: driver.StateStopped, InstanceID: rec.InstanceID}
+	if exit, err := readExitRecord(dir); err == nil && exit.process() == rec.process() {
+		st.Exited, st.ExitCode = true, exit.ExitCode
+		st.Detail = fmt.Sprintf("supervisor pid %d exited with code %d at %s",
+			exit.PID, exit.ExitCode, exit.ExitedAt.Format(time.RFC3339))
+	} else {
+		st.Detail = fmt.Sprintf("supervisor pid %d ended; exit status unknown: it was not a child of this gateway process", rec.PID)
+	}
+	return st, nil
+}
+
+func (d *Driver) checkOpen() error {
+	if d.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return nil
+}
+
+// normalize checks spec and fills in its state directory when empty. Paths
+// must be absolute: the supervisor runs in /.
+func (d *Driver) normalize(spec driver.Spec) (driver.Spec, error) {
+	if err := checkSandboxID(spec.SandboxID); err != nil {
+		return spec, err
+	}
+	if spec.StateDir == "" {
+		spec.StateDir = d.indexPath(spec.SandboxID)
+	}
+	for _, p := range []struct {
+		name string
+		path *string
+	}{{"state directory", &spec.StateDir}, {"token directory", &spec.TokenDir}, {"socket directory", &spec.SocketDir}} {
+		if !filepath.IsAbs(*p.path) {
+			return spec, fmt.Errorf("%s %q is not an absolute path", p.name, *p.path)
+		}
+		*p.path = filepath.Clean(*p.path)
+	}
+	return spec, nil
+}
+
+// checkSandboxID accepts an ID that can name a file: the driver indexes
+// sandboxes by ID under the state root.
+func checkSandboxID(id string) error {
+	switch {
+	case id == "":
+		return errors.New("empty sandbox ID")
+	case strings.HasPrefix(id, "."), strings.ContainsAny(id, "/\x00"), len(id) > 200:
+		return fmt.Errorf("sandbox ID %q cannot name a file (no '/', no leading '.', at most 200 bytes)", id)
+	}
+	return nil
+}
