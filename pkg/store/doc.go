@@ -1,0 +1,105 @@
+// Package store is the gateway's durable state: its sandboxes, every
+// sandbox's token generations, and the signing key set. It is one SQLite
+// file under the state directory (through the pure-Go modernc.org/sqlite
+// driver), in plain SQL so that a Postgres backend can serve several gateway
+// replicas later.
+//
+// # Opening
+//
+// Open takes these steps, in this order, and stops at the first refusal
+// without having changed the file:
+//
+//  1. The directory must not be writable by group or others (they could
+//     swap the file); the error says which chmod to run.
+//  2. A missing file is created empty with O_CREAT|O_EXCL and mode 0600
+//     before SQLite touches it. An existing file must be a regular file
+//     with no group or other permission bits.
+//  3. A non-empty file must start with the SQLite header; garbage is
+//     refused before any SQLite code reads it.
+//  4. Through a read-only connection (mode=ro, so nothing can write): the
+//     file must pass PRAGMA quick_check (or integrity_check, with
+//     Options.ThoroughCheck) and foreign_key_check, must carry sandkey's
+//     application_id (or be empty), and its schema version must not be
+//     newer than this binary's. A damaged, foreign or too-new file is
+//     refused with its path and what to do next, byte for byte untouched.
+//  5. The read-write connections open it in WAL mode with synchronous=FULL
+//     (a commit is on disk before it returns), foreign_keys=ON and a busy
+//     timeout; the -wal and -shm files get mode 0600 too.
+//  6. Pending migrations are applied (see below), and the stored signing
+//     keys are decrypted once, so a wrong or missing key file fails here.
+//
+// Check runs the full integrity_check and foreign_key_check again, for
+// instance after a crash or from an operator command.
+//
+// # Migrations
+//
+// The schema is a list of SQL files embedded in the binary,
+// migrations/sqlite/NNNN_description.sql, numbered from 1 without gaps.
+// schema_migrations records each one applied. Each migration runs in its own
+// write transaction together with its schema_migrations row, so a crash
+// leaves the schema at a version the next Open continues from. Migrations
+// only ever move forward; a database that a newer sandkey migrated is refused
+// (ErrSchemaTooNew) rather than guessed at.
+//
+// # Concurrency
+//
+// All writes go through one connection (SetMaxOpenConns(1)) and begin with
+// BEGIN IMMEDIATE, which takes SQLite's write lock at the start of the
+// transaction: writers in this process queue on the connection, writers in
+// other processes on busy_timeout, and no transaction fails halfway on a
+// lock upgrade. Reads use a separate pool of query-only connections; in WAL
+// mode they see the last committed state and never wait for the writer, so
+// a rotation sweep does not stall token checks.
+//
+// # Generations
+//
+// Every sandbox has a generation counter: each token minted for it gets the
+// next one, 1, 2, 3... NextGenerations is the only way to mint. In a single
+// transaction it, for each requested sandbox:
+//
+//  1. reads the sandbox's newest generation (sandboxes.latest_gen);
+//  2. calls the caller's mint function with the next one (signing is pure
+//     CPU work, done serially inside the transaction);
+//  3. inserts the generation: jti (unique across the store), kid, iat, exp,
+//     the caller's rotation point, and the raw token;
+//  4. clears the raw token of every generation but the two newest, which
+//     keep only their metadata;
+//  5. advances latest_gen and copies the rotation point onto the sandbox
+//     row, where DueForRotation finds it with one index range scan.
+//
+// It returns the generations only after the commit, so a token never leaves
+// the gateway before its generation is durable, and a crash can never hand
+// out the same generation twice. Decisions: duplicate ids are minted once;
+// ids of sandboxes that do not exist (typically deleted since the sweep
+// listed them) are skipped, and the others are still committed and returned,
+// together with a *MissingSandboxesError naming the skipped ids; any other
+// failure (a mint error, a duplicate jti, an unknown kid) rolls the whole
+// batch back.
+//
+// The revocation rule lives here too: only the two newest generations of an
+// existing sandbox authenticate, each only with the jti it was issued with
+// (IsAcceptable, AcceptableGenerations). Deleting a sandbox deletes its
+// generations by cascade, so all its tokens become unknown at once. The
+// store also tracks, per sandbox, the newest generation written into its
+// token directory and the newest its supervisor acknowledged; both only
+// move forward. PruneGenerations drops the metadata of long-expired
+// generations, never the two newest.
+//
+// # Signing keys
+//
+// The key set holds Ed25519 seeds with their public keys, in state active
+// (signs), verify (verifies only) or retired. A partial unique index keeps at
+// most one key active; ActivateKey demotes the old active key in the same
+// transaction. With Options.KeyFile, seeds are encrypted at rest with
+// AES-256-GCM (a fresh nonce per key, the kid as additional data); each row
+// records whether it is encrypted. KeysInUse tells the gateway which keys
+// still have unexpired tokens, so retired ones leave the JWKS only then.
+//
+// # Portability
+//
+// Everything specific to SQLite is in dialect.go and migrations/sqlite/:
+// connection strings, pragmas, the checks at open, and error classification.
+// The queries elsewhere use only standard SQL (no RETURNING, no UPSERT, no
+// SQLite functions) with "?" placeholders; times are BIGINT Unix
+// nanoseconds and booleans INTEGER 0/1.
+package store

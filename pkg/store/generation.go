@@ -1,0 +1,512 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// acceptedGenerations is how many of a sandbox's newest generations
+// authenticate, and keep their raw token in the store: the newest, and the
+// one before it, which a supervisor may still hold while the newest is on its
+// way to it.
+const acceptedGenerations = 2
+
+// Generation is one minted token of a sandbox.
+type Generation struct {
+	SandboxID string
+	Gen       uint64 // 1, 2, 3... strictly increasing per sandbox
+	JTI       string // unique across all sandboxes
+	KID       string // the signing key
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	RotateAt  time.Time // when the gateway should mint the next one
+	// Token is the raw JWT; empty once two newer generations exist.
+	Token   string
+	Written bool // written into the sandbox's token directory
+}
+
+// Minted is what a MintFunc returns: a signed token and its metadata.
+type Minted struct {
+	JTI       string
+	KID       string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	// RotateAt is the caller's rotation point (half the lifetime plus
+	// jitter); DueForRotation returns the sandbox once it has passed.
+	RotateAt time.Time
+	Token    string
+}
+
+// MintFunc signs the token of generation gen of a sandbox. It runs inside
+// the store's write transaction, so it must be quick and must not call the
+// store. An error aborts the whole NextGenerations call.
+type MintFunc func(sandboxID string, gen uint64) (Minted, error)
+
+func (m Minted) validate() error {
+	switch {
+	case m.JTI == "":
+		return errors.New("empty jti")
+	case m.KID == "":
+		return errors.New("empty kid")
+	case m.Token == "":
+		return errors.New("empty token")
+	case m.IssuedAt.IsZero():
+		return errors.New("zero issued-at")
+	case !m.ExpiresAt.After(m.IssuedAt):
+		return fmt.Errorf("expires at %v, not after issued at %v", m.ExpiresAt, m.IssuedAt)
+	case m.RotateAt.IsZero() || m.RotateAt.After(m.ExpiresAt):
+		return fmt.Errorf("rotate at %v: must be set and not after expiry %v", m.RotateAt, m.ExpiresAt)
+	}
+	return nil
+}
+
+// NextGenerations mints and commits the next generation of every listed
+// sandbox in one transaction, and returns them only after the commit: a
+// token never leaves the gateway before its generation is durable, so a
+// crash can never hand out one generation twice.
+//
+// For each sandbox it reads the newest generation, calls mint with the
+// next one, inserts it, and clears the raw token of every generation but
+// the two newest. Duplicate ids are minted once. Sandboxes that do not exist
+// (deleted since the caller listed them) are skipped: the generations of the
+// others are still committed and returned, together with a
+// *MissingSandboxesError naming the skipped ids. Any other failure, mint
+// errors included, rolls everything back and returns no generations.
+//
+// The result is in the order of ids.
+func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc) ([]Generation, error) {
+	ids = uniqueIDs(ids)
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var out []Generation
+	var missing []string
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		out, missing = make([]Generation, 0, len(ids)), nil
+		st, err := prepareNextGeneration(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer st.close()
+		// The statements run without ctx's cancellation: watching it costs
+		// the driver a goroutine per statement, 40,000 for a sweep of
+		// 10,000. Cancellation is checked once per sandbox instead.
+		quiet := context.WithoutCancel(ctx)
+		for _, id := range ids {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			g, err := st.next(quiet, id, mint)
+			if errors.Is(err, ErrNotFound) {
+				missing = append(missing, id)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, g)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("next generations of %d sandboxes: %w", len(ids), err)
+	}
+	if len(missing) > 0 {
+		return out, &MissingSandboxesError{IDs: missing}
+	}
+	return out, nil
+}
+
+// nextGenerationStmts are NextGenerations' statements, prepared once per
+// call so a sweep of 10,000 sandboxes parses each only once.
+type nextGenerationStmts struct {
+	latest, insert, clearTokens, advance *sql.Stmt
+}
+
+func prepareNextGeneration(ctx context.Context, tx *sql.Tx) (*nextGenerationStmts, error) {
+	st := &nextGenerationStmts{}
+	queries := []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&st.latest, "SELECT latest_gen FROM sandboxes WHERE id = ?"},
+		{&st.insert, `INSERT INTO generations
+			(sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, token)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
+		// "token IS NOT NULL" lets the partial index generations_with_token
+		// serve this, whatever the length of the sandbox's history.
+		{&st.clearTokens, `UPDATE generations SET token = NULL
+			WHERE sandbox_id = ? AND gen <= ? AND token IS NOT NULL`},
+		{&st.advance, "UPDATE sandboxes SET latest_gen = ?, rotate_at = ? WHERE id = ?"},
+	}
+	for _, q := range queries {
+		stmt, err := tx.PrepareContext(ctx, q.query)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("prepare %q: %w", q.query, err)
+		}
+		*q.dst = stmt
+	}
+	return st, nil
+}
+
+func (st *nextGenerationStmts) close() {
+	for _, s := range []*sql.Stmt{st.latest, st.insert, st.clearTokens, st.advance} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+func (st *nextGenerationStmts) next(ctx context.Context, id string, mint MintFunc) (Generation, error) {
+	var latest int64
+	err := st.latest.QueryRowContext(ctx, id).Scan(&latest)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Generation{}, ErrNotFound
+	}
+	if err != nil {
+		return Generation{}, fmt.Errorf("read generation of sandbox %s: %w", id, err)
+	}
+	gen := latest + 1
+	m, err := mint(id, uint64(gen))
+	if err != nil {
+		return Generation{}, fmt.Errorf("mint generation %d of sandbox %s: %w", gen, id, err)
+	}
+	if err := m.validate(); err != nil {
+		return Generation{}, fmt.Errorf("mint generation %d of sandbox %s: %w: %w", gen, id, ErrInvalid, err)
+	}
+	_, err = st.insert.ExecContext(ctx, id, gen, m.JTI, m.KID,
+		dbTime(m.IssuedAt), dbTime(m.ExpiresAt), dbTime(m.RotateAt), m.Token)
+	if isUniqueViolation(err) {
+		return Generation{}, fmt.Errorf("insert generation %d of sandbox %s: %w: jti %s already used",
+			gen, id, ErrInvalid, m.JTI)
+	}
+	if err != nil {
+		return Generation{}, fmt.Errorf("insert generation %d of sandbox %s (kid %s): %w", gen, id, m.KID, err)
+	}
+	if _, err := st.clearTokens.ExecContext(ctx, id, gen-acceptedGenerations); err != nil {
+		return Generation{}, fmt.Errorf("clear old tokens of sandbox %s: %w", id, err)
+	}
+	if _, err := st.advance.ExecContext(ctx, gen, dbTime(m.RotateAt), id); err != nil {
+		return Generation{}, fmt.Errorf("advance sandbox %s to generation %d: %w", id, gen, err)
+	}
+	return Generation{
+		SandboxID: id, Gen: uint64(gen), JTI: m.JTI, KID: m.KID,
+		IssuedAt: goTime(dbTime(m.IssuedAt)), ExpiresAt: goTime(dbTime(m.ExpiresAt)),
+		RotateAt: goTime(dbTime(m.RotateAt)), Token: m.Token,
+	}, nil
+}
+
+func uniqueIDs(ids []string) []string {
+	seen := make(map[string]struct{}, len(ids))
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if _, ok := seen[id]; ok {
+			continue
+		}
+		seen[id] = struct{}{}
+		out = append(out, id)
+	}
+	return out
+}
+
+const generationColumns = "sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, token, written"
+
+func scanGeneration(r rowScanner) (Generation, error) {
+	var g Generation
+	var gen, issued, expires, rotate int64
+	var token sql.NullString
+	var written int64
+	if err := r.Scan(&g.SandboxID, &gen, &g.JTI, &g.KID, &issued, &expires, &rotate, &token, &written); err != nil {
+		return Generation{}, err
+	}
+	g.Gen = uint64(gen)
+	g.IssuedAt, g.ExpiresAt, g.RotateAt = goTime(issued), goTime(expires), goTime(rotate)
+	g.Token = token.String
+	g.Written = written != 0
+	return g, nil
+}
+
+// LatestGeneration returns the sandbox's newest generation, token included.
+// It fails with ErrNotFound for an unknown sandbox and ErrNoGeneration when
+// none was minted yet.
+func (s *Store) LatestGeneration(ctx context.Context, sandboxID string) (Generation, error) {
+	gens, err := s.newestGenerations(ctx, sandboxID, 1)
+	if err != nil {
+		return Generation{}, fmt.Errorf("latest generation of sandbox %s: %w", sandboxID, err)
+	}
+	if len(gens) == 0 {
+		return Generation{}, fmt.Errorf("latest generation of sandbox %s: %w", sandboxID, ErrNoGeneration)
+	}
+	return gens[0], nil
+}
+
+// AcceptableGenerations returns the generations that still authenticate:
+// the two newest (fewer if fewer were minted), newest first. It fails with
+// ErrNotFound for an unknown sandbox.
+func (s *Store) AcceptableGenerations(ctx context.Context, sandboxID string) ([]Generation, error) {
+	gens, err := s.newestGenerations(ctx, sandboxID, acceptedGenerations)
+	if err != nil {
+		return nil, fmt.Errorf("acceptable generations of sandbox %s: %w", sandboxID, err)
+	}
+	return gens, nil
+}
+
+func (s *Store) newestGenerations(ctx context.Context, sandboxID string, n int) ([]Generation, error) {
+	var out []Generation
+	err := s.readTx(ctx, func(tx *sql.Tx) error {
+		var latest int64
+		err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx,
+			"SELECT "+generationColumns+" FROM generations WHERE sandbox_id = ? AND gen > ? ORDER BY gen DESC",
+			sandboxID, latest-int64(n))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			g, err := scanGeneration(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, g)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// Verdict says whether a presented token generation may authenticate.
+type Verdict string
+
+// Verdicts of IsAcceptable.
+const (
+	// VerdictAccepted: one of the two newest generations, with its jti.
+	VerdictAccepted Verdict = "accepted"
+	// VerdictUnknownSandbox: no such sandbox (never created, or deleted).
+	VerdictUnknownSandbox Verdict = "unknown sandbox"
+	// VerdictSuperseded: older than the two newest generations.
+	VerdictSuperseded Verdict = "superseded"
+	// VerdictNotIssued: the store never issued this generation with this
+	// jti (for instance, the store was restored from an older backup).
+	VerdictNotIssued Verdict = "not issued"
+)
+
+// IsAcceptable applies the revocation rule: only the two newest generations
+// of an existing sandbox authenticate, each only with the jti it was issued
+// with. Signature and expiry are the token validator's job. The error is
+// only for a store failure.
+func (s *Store) IsAcceptable(ctx context.Context, sandboxID string, gen uint64, jti string) (Verdict, error) {
+	if gen == 0 || gen > math.MaxInt64 {
+		// Still tell an unknown sandbox apart.
+		if _, err := s.GetSandbox(ctx, sandboxID); errors.Is(err, ErrNotFound) {
+			return VerdictUnknownSandbox, nil
+		} else if err != nil {
+			return "", fmt.Errorf("check generation %d of sandbox %s: %w", gen, sandboxID, err)
+		}
+		return VerdictNotIssued, nil
+	}
+	var latest int64
+	var issuedJTI sql.NullString
+	err := s.reader.QueryRowContext(ctx,
+		`SELECT s.latest_gen, g.jti FROM sandboxes s
+		 LEFT JOIN generations g ON g.sandbox_id = s.id AND g.gen = ?
+		 WHERE s.id = ?`, int64(gen), sandboxID).Scan(&latest, &issuedJTI)
+	if errors.Is(err, sql.ErrNoRows) {
+		return VerdictUnknownSandbox, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("check generation %d of sandbox %s: %w", gen, sandboxID, err)
+	}
+	switch {
+	case int64(gen) > latest:
+		return VerdictNotIssued, nil
+	case int64(gen) <= latest-acceptedGenerations:
+		return VerdictSuperseded, nil
+	case !issuedJTI.Valid || issuedJTI.String != jti:
+		return VerdictNotIssued, nil
+	}
+	return VerdictAccepted, nil
+}
+
+// RecordWritten notes that generation gen was written into the sandbox's
+// token directory. WrittenGen never goes down: a late report of an older
+// write is a no-op. A generation that was never issued is ErrUnknownGeneration.
+func (s *Store) RecordWritten(ctx context.Context, sandboxID string, gen uint64) error {
+	return s.RecordWrittenBatch(ctx, map[string]uint64{sandboxID: gen})
+}
+
+// RecordWrittenBatch records, in one transaction, the generation written
+// into each sandbox's token directory after a sweep. A sandbox deleted
+// meanwhile is skipped; a generation never issued fails the batch.
+func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint64) error {
+	if len(written) == 0 {
+		return nil
+	}
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		for sandboxID, gen := range written {
+			err := checkIssued(ctx, tx, sandboxID, gen)
+			if errors.Is(err, ErrNotFound) && len(written) > 1 {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("sandbox %s generation %d: %w", sandboxID, gen, err)
+			}
+			if _, err := tx.ExecContext(ctx,
+				"UPDATE generations SET written = 1 WHERE sandbox_id = ? AND gen = ?",
+				sandboxID, int64(gen)); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx,
+				"UPDATE sandboxes SET written_gen = ? WHERE id = ? AND written_gen < ?",
+				int64(gen), sandboxID, int64(gen)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record %d written generation(s): %w", len(written), err)
+	}
+	return nil
+}
+
+// RecordDelivered notes that the supervisor acknowledged generation gen.
+// DeliveredGen never goes down: an older acknowledgement is a no-op. A
+// generation that was never issued is ErrUnknownGeneration.
+func (s *Store) RecordDelivered(ctx context.Context, sandboxID string, gen uint64) error {
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		if err := checkIssued(ctx, tx, sandboxID, gen); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx,
+			"UPDATE sandboxes SET delivered_gen = ? WHERE id = ? AND delivered_gen < ?",
+			int64(gen), sandboxID, int64(gen))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record generation %d of sandbox %s delivered: %w", gen, sandboxID, err)
+	}
+	return nil
+}
+
+// checkIssued fails unless the sandbox exists and gen is one of its
+// generations (1..latest).
+func checkIssued(ctx context.Context, tx *sql.Tx, sandboxID string, gen uint64) error {
+	var latest int64
+	err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if gen == 0 || gen > uint64(latest) {
+		return fmt.Errorf("%w: newest generation is %d", ErrUnknownGeneration, latest)
+	}
+	return nil
+}
+
+// PendingDelivery is a sandbox whose newest generation the supervisor has
+// not acknowledged yet.
+type PendingDelivery struct {
+	SandboxID    string
+	State        SandboxState
+	LatestGen    uint64
+	DeliveredGen uint64
+}
+
+// PendingDeliveries lists every sandbox whose newest generation is newer
+// than the one its supervisor acknowledged, ordered by id.
+func (s *Store) PendingDeliveries(ctx context.Context) ([]PendingDelivery, error) {
+	rows, err := s.reader.QueryContext(ctx,
+		`SELECT id, state, latest_gen, delivered_gen FROM sandboxes
+		 WHERE latest_gen > delivered_gen ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("pending deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []PendingDelivery
+	for rows.Next() {
+		var p PendingDelivery
+		var latest, delivered int64
+		if err := rows.Scan(&p.SandboxID, &p.State, &latest, &delivered); err != nil {
+			return nil, fmt.Errorf("pending deliveries: %w", err)
+		}
+		p.LatestGen, p.DeliveredGen = uint64(latest), uint64(delivered)
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pending deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// Due is a sandbox whose token reached its rotation point.
+type Due struct {
+	ID       string
+	RotateAt time.Time // zero when the sandbox has no generation yet
+}
+
+// DueForRotation returns the running sandboxes whose newest generation
+// reached its rotation point at now, and the running sandboxes that have
+// none yet, most overdue first. It is one range scan of the (state,
+// rotate_at) index.
+func (s *Store) DueForRotation(ctx context.Context, now time.Time) ([]Due, error) {
+	rows, err := s.reader.QueryContext(ctx,
+		`SELECT id, rotate_at FROM sandboxes WHERE state = ? AND rotate_at <= ? ORDER BY rotate_at, id`,
+		SandboxRunning, dbTime(now))
+	if err != nil {
+		return nil, fmt.Errorf("sandboxes due for rotation at %v: %w", now, err)
+	}
+	defer rows.Close()
+	var due []Due
+	for rows.Next() {
+		var d Due
+		var at int64
+		if err := rows.Scan(&d.ID, &at); err != nil {
+			return nil, fmt.Errorf("sandboxes due for rotation at %v: %w", now, err)
+		}
+		if at != 0 {
+			d.RotateAt = goTime(at)
+		}
+		due = append(due, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sandboxes due for rotation at %v: %w", now, err)
+	}
+	return due, nil
+}
+
+// PruneGenerations deletes the metadata of generations that expired before
+// the given time and are not among their sandbox's two newest, and returns
+// how many it deleted. Without it, history grows by one row per sandbox per
+// rotation. Generations stay strictly increasing: the newest is never pruned.
+func (s *Store) PruneGenerations(ctx context.Context, expiredBefore time.Time) (int64, error) {
+	var n int64
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`DELETE FROM generations WHERE expires_at < ? AND gen <=
+			 (SELECT s.latest_gen FROM sandboxes s WHERE s.id = generations.sandbox_id) - ?`,
+			dbTime(expiredBefore), acceptedGenerations)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune generations expired before %v: %w", expiredBefore, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// DefaultBusyTimeout is how long a statement waits for a lock held by
+// another connection or process before failing with SQLITE_BUSY.
+const DefaultBusyTimeout = 5 * time.Second
+
+// defaultReaders is the size of the read pool: reads (token checks at every
+// Hello) must not queue behind a rotation sweep holding the writer.
+const defaultReaders = 4
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// KeyFile, when set, encrypts signing key seeds at rest with the
+	// AES-256-GCM key in this file (32 raw bytes or 64 hex digits, mode
+	// 0600). Keys already stored in the clear stay readable.
+	KeyFile string
+	// BusyTimeout bounds lock waits; DefaultBusyTimeout when zero.
+	BusyTimeout time.Duration
+	// ThoroughCheck runs PRAGMA integrity_check at open instead of the
+	// faster quick_check (which skips checking indexes against tables).
+	ThoroughCheck bool
+	// Now is the clock for created_at, updated_at and retired_at;
+	// time.Now when nil.
+	Now func() time.Time
+	// Logger; zap.NewNop() when nil.
+	Logger *zap.Logger
+}
+
+// Store is the gateway's durable state. It is safe for concurrent use.
+type Store struct {
+	path   string
+	writer *sql.DB // exactly one connection: all writes are serialised
+	reader *sql.DB // query-only connections
+	sealer *sealer // nil: keys stored in the clear
+	now    func() time.Time
+	log    *zap.Logger
+}
+
+// Open opens the store at path, creating it (mode 0600) when it does not
+// exist, checking it and bringing its schema up to date. See the package
+// documentation for every check and refusal.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = DefaultBusyTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	log := opts.Logger.With(zap.String("store", abs))
+
+	var seal *sealer
+	if opts.KeyFile != "" {
+		if seal, err = loadKeyFile(opts.KeyFile); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", abs, err)
+		}
+	}
+	created, err := prepareFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if created {
+		log.Info("created store")
+	}
+	if err := checkHeader(abs); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := inspect(ctx, abs, opts, log); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	s := &Store{path: abs, sealer: seal, now: opts.Now, log: log}
+	if err := s.openPools(ctx, opts.BusyTimeout); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	if err := tightenSidecars(abs, log); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	if err := s.checkKeysDecrypt(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// inspect checks an existing file through a read-only connection before the
+// read-write pools open it: nothing here can modify a damaged, foreign or
+// too-new database (setting WAL mode, for one, writes the header).
+func inspect(ctx context.Context, path string, opts Options, log *zap.Logger) error {
+	db, err := sql.Open(sqliteDriver, sqliteDSN(path, roleInspect, opts.BusyTimeout))
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", path, err)
+	}
+	defer db.Close()
+
+	damaged := func(err error) error {
+		if isDamaged(err) || errors.Is(err, errIntegrity) {
+			return fmt.Errorf("%w: %s is damaged (%v); it was left untouched: restore a backup, or move it away to start with an empty store",
+				ErrNotDatabase, path, err)
+		}
+		return fmt.Errorf("inspect %s: %w", path, err)
+	}
+	info, err := inspectDatabase(ctx, db)
+	if err != nil {
+		return damaged(err)
+	}
+	if err := integrityCheck(ctx, db, opts.ThoroughCheck); err != nil {
+		return damaged(err)
+	}
+	foreign := info.appID != applicationID && (info.appID != 0 || info.tables > 0)
+	if foreign {
+		return fmt.Errorf("%w: %s is an SQLite database of another program (application_id %#x, %d tables); it was left untouched: check the path",
+			ErrNotDatabase, path, info.appID, info.tables)
+	}
+	if known := latestMigration(); info.schemaVersion > known {
+		return fmt.Errorf("%w: %s has schema version %d, this sandkey knows versions up to %d; run a newer sandkey or restore a backup taken before the upgrade",
+			ErrSchemaTooNew, path, info.schemaVersion, known)
+	}
+	return tightenSidecars(path, log)
+}
+
+func (s *Store) openPools(ctx context.Context, busy time.Duration) error {
+	var err error
+	if s.writer, err = sql.Open(sqliteDriver, sqliteDSN(s.path, roleWriter, busy)); err != nil {
+		return err
+	}
+	// One connection, never closed while the store is open: every write
+	// is serialised in-process, and BEGIN IMMEDIATE serialises processes.
+	s.writer.SetMaxOpenConns(1)
+	s.writer.SetMaxIdleConns(1)
+	s.writer.SetConnMaxLifetime(0)
+	s.writer.SetConnMaxIdleTime(0)
+	// Connect now: the first connection switches the file to WAL mode, which
+	// the readers' query_only connections cannot do.
+	if err := s.writer.PingContext(ctx); err != nil {
+		return fmt.Errorf("connect writer: %w", err)
+	}
+	if s.reader, err = sql.Open(sqliteDriver, sqliteDSN(s.path, roleReader, busy)); err != nil {
+		return err
+	}
+	s.reader.SetMaxOpenConns(defaultReaders)
+	s.reader.SetMaxIdleConns(defaultReaders)
+	if err := s.reader.PingContext(ctx); err != nil {
+		return fmt.Errorf("connect reader: %w", err)
+	}
+	return nil
+}
+
+// Path is the absolute path of the database file.
+func (s *Store) Path() string { return s.path }
+
+// Check runs a full integrity check (PRAGMA integrity_check and
+// foreign_key_check), for instance after a crash or from an operator
+// command. It reads only.
+func (s *Store) Check(ctx context.Context) error {
+	if err := integrityCheck(ctx, s.reader, true); err != nil {
+		if isDamaged(err) || errors.Is(err, errIntegrity) {
+			return fmt.Errorf("check store %s: %w: %v", s.path, ErrNotDatabase, err)
+		}
+		return fmt.Errorf("check store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Close closes the store. The writer closes last, so SQLite checkpoints the
+// WAL into the database file and removes it.
+func (s *Store) Close() error {
+	var errs []error
+	if s.reader != nil {
+		errs = append(errs, s.reader.Close())
+	}
+	if s.writer != nil {
+		errs = append(errs, s.writer.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// writeTx runs fn in a write transaction (BEGIN IMMEDIATE on the single
+// writer connection) and commits when fn returns nil.
+func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin write: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// readTx runs fn in a read-only transaction: one consistent snapshot.
+func (s *Store) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only: nothing to undo
+	return fn(tx)
+}
+
+// Times are stored as Unix nanoseconds; 0 is the zero time.
+
+func dbTime(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func goTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
