@@ -97,6 +97,7 @@ func TestSupervisorGetsEnvironmentContract(t *testing.T) {
 				driver.EnvGateway + "=unix://" + filepath.Join(spec.SocketDir, "gw.sock"),
 				driver.EnvInstanceID + "=" + spec.InstanceID,
 				driver.EnvSandboxID + "=" + spec.SandboxID,
+				driver.EnvStatusFile + "=" + filepath.Join(spec.StateDir, StatusFileName),
 				driver.EnvTokenDir + "=" + spec.TokenDir,
 			}
 			slices.Sort(want)

@@ -34,8 +34,16 @@ func environ(spec driver.Spec) []string {
 	}
 	sandbox[driver.EnvTokenDir] = spec.TokenDir
 	sandbox[driver.EnvGateway] = gatewayAddress(spec.SocketDir)
+	if spec.StateDir != "" {
+		// Beside the sandbox's log, where an operator looks first.
+		sandbox[driver.EnvStatusFile] = filepath.Join(spec.StateDir, StatusFileName)
+	}
 	return driver.Environ(user, sandbox)
 }
+
+// StatusFileName is the supervisor's status file in the sandbox's state
+// directory.
+const StatusFileName = "status.json"
 
 // gatewayAddress is the dial address of the socket in socketDir.
 func gatewayAddress(socketDir string) string {

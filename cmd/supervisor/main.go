@@ -1,0 +1,139 @@
+// Command supervisor is PID 1 in every sandbox: it runs the workload,
+// keeps the sandbox's token fresh, and keeps its session with the gateway.
+//
+//	supervisor [flags] -- command args...
+//
+// Every flag has a SANDKEY_* environment variable, which the sandbox's
+// driver sets; flags win.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/supervisor"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func run(args []string) int {
+	var cfg supervisor.Config
+	var user, logLevel, logFormat string
+	fs := pflag.NewFlagSet("supervisor", pflag.ContinueOnError)
+	fs.StringVar(&cfg.Mode, "auth-mode", env(driver.EnvAuthMode, ""), "auth mode: dir or static (env "+driver.EnvAuthMode+")")
+	fs.StringVar(&cfg.SandboxID, "sandbox-id", env(driver.EnvSandboxID, ""), "this sandbox's id (env "+driver.EnvSandboxID+")")
+	fs.StringVar(&cfg.InstanceID, "instance-id", env(driver.EnvInstanceID, ""), "this start's instance id (env "+driver.EnvInstanceID+")")
+	fs.StringVar(&cfg.TokenDir, "token-dir", env(driver.EnvTokenDir, driver.DefaultTokenDir), "token directory (env "+driver.EnvTokenDir+")")
+	fs.StringVar(&cfg.Gateway, "gateway", env(driver.EnvGateway, driver.DefaultGateway), "gateway address: unix://, vsock://, tcp:// or tls:// (env "+driver.EnvGateway+")")
+	fs.StringVar(&cfg.Issuer, "issuer", env(driver.EnvIssuer, ""), "expected token issuer; empty accepts any (env "+driver.EnvIssuer+")")
+	fs.StringVar(&cfg.Audience, "audience", env(driver.EnvAudience, ""), "expected token audience; empty accepts any (env "+driver.EnvAudience+")")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", env(driver.EnvTrustDomain, ""), "expected SPIFFE trust domain; empty accepts any (env "+driver.EnvTrustDomain+")")
+	fs.StringVar(&cfg.StatusFile, "status-file", env(driver.EnvStatusFile, ""), "status file to keep current; empty disables (env "+driver.EnvStatusFile+")")
+	fs.StringVar(&cfg.TokenFile, "token-file", env(driver.EnvTokenFile, ""), "static mode: file holding the token (env "+driver.EnvTokenFile+")")
+	fs.DurationVar(&cfg.PollInterval, "poll-interval", durationEnv("SANDKEY_POLL_INTERVAL", 0), "token directory poll; 0 picks 1s on FUSE/virtio-fs, 30s elsewhere (env SANDKEY_POLL_INTERVAL)")
+	fs.DurationVar(&cfg.Grace, "grace", durationEnv("SANDKEY_GRACE", 10*time.Second), "after SIGTERM, how long the workload has before SIGKILL (env SANDKEY_GRACE)")
+	fs.StringVar(&user, "user", env("SANDKEY_USER", ""), "run the workload as UID[:GID] (env SANDKEY_USER)")
+	fs.StringVar(&cfg.VMInit, "vm-init", env("SANDKEY_VM_INIT", "auto"), "microVM init duties: auto (when PID 1 without /proc), on, off (env SANDKEY_VM_INIT)")
+	fs.StringVar(&logLevel, "log-level", env("SANDKEY_LOG_LEVEL", "info"), "log level (env SANDKEY_LOG_LEVEL)")
+	fs.StringVar(&logFormat, "log-format", env("SANDKEY_LOG_FORMAT", "json"), "log format: json or console (env SANDKEY_LOG_FORMAT)")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: supervisor [flags] -- command args...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return supervisor.ExitUsage
+	}
+	cfg.Argv = fs.Args()
+	cfg.StaticToken = os.Getenv(driver.EnvToken)
+	if err := parseUser(user, &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "supervisor: --user %q: %v\n", user, err)
+		return supervisor.ExitUsage
+	}
+	switch cfg.VMInit {
+	case "auto", "on", "off":
+	default:
+		fmt.Fprintf(os.Stderr, "supervisor: --vm-init %q: want auto, on or off\n", cfg.VMInit)
+		return supervisor.ExitUsage
+	}
+	log, err := newLogger(logLevel, logFormat)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
+		return supervisor.ExitUsage
+	}
+	defer log.Sync()
+	log = log.With(zap.String("sandbox", cfg.SandboxID))
+
+	// Signals are the workload runner's: it forwards them and, on SIGTERM,
+	// stops the workload after the grace; its exit then ends the supervisor.
+	return supervisor.Run(context.Background(), cfg, log)
+}
+
+func durationEnv(name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "supervisor: %s=%q: %v; using %s\n", name, v, err, def)
+		return def
+	}
+	return d
+}
+
+func parseUser(s string, cfg *supervisor.Config) error {
+	if s == "" {
+		return nil
+	}
+	uidStr, gidStr, hasGID := strings.Cut(s, ":")
+	uid, err := strconv.ParseUint(uidStr, 10, 32)
+	if err != nil {
+		return fmt.Errorf("uid must be a number")
+	}
+	u := uint32(uid)
+	cfg.UID = &u
+	if hasGID {
+		gid, err := strconv.ParseUint(gidStr, 10, 32)
+		if err != nil {
+			return fmt.Errorf("gid must be a number")
+		}
+		g := uint32(gid)
+		cfg.GID = &g
+	}
+	return nil
+}
+
+func newLogger(level, format string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	var c zap.Config
+	switch format {
+	case "json":
+		c = zap.NewProductionConfig()
+	case "console":
+		c = zap.NewDevelopmentConfig()
+	default:
+		return nil, fmt.Errorf("--log-format %q: want json or console", format)
+	}
+	c.Level = zap.NewAtomicLevelAt(lvl)
+	c.OutputPaths = []string{"stderr"}
+	return c.Build()
+}

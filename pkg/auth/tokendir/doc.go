@@ -1,0 +1,92 @@
+// Package tokendir writes and reads a sandbox's token directory: the
+// gateway's channel for handing the newest token (and the JWKS to verify it)
+// to a sandbox that sees the directory read-only.
+//
+// # Layout
+//
+// The layout is the one of the Kubernetes atomic writer:
+//
+//	<dir>/                                 0700, owned by the gateway
+//	  ..2026_11_27_08_15_00.123456789/     one generation, 0500
+//	      token                            0400
+//	      jwks.json                        0400
+//	  ..data -> ..2026_11_27_08_15_00.123456789
+//	  token -> ..data/token
+//	  jwks.json -> ..data/jwks.json
+//
+// Every symlink is relative, so the directory reads the same wherever it is
+// mounted (a bind mount at /run/sandkey/auth, a virtio-fs share in a VM).
+//
+// # Writing
+//
+// [Writer.Write] publishes a new set of files in these steps, each one a
+// function of writer.go:
+//
+//  1. lock: take the Writer's mutex, then flock(LOCK_EX) on the directory,
+//     so that two goroutines or two processes never interleave their steps;
+//  2. readLayout: list the existing generations, the target of ..data and
+//     the visible symlinks;
+//  3. createGeneration: make a new directory named after the injected clock,
+//     in UTC with nanoseconds; the name is bumped past every existing
+//     generation, so names are unique and sort in write order even for two
+//     writes in the same nanosecond or a clock that steps back;
+//  4. fillGeneration: write every file 0400, then close the directory to
+//     0500;
+//  5. swapData: point the temporary symlink ..data_tmp at the new generation
+//     and rename it over ..data. This rename is the one atomic step: a reader
+//     resolving token -> ..data/token sees either the whole old generation or
+//     the whole new one, never a mix and never a partial file;
+//  6. linkFiles: make sure every visible name (token, jwks.json) is a symlink
+//     to ..data/<name>, creating missing ones through a temporary link and a
+//     rename so they never disappear, and removing those of names no longer
+//     written;
+//  7. removeOldGenerations: remove every generation except the new one and
+//     the previous one, which a reader may still be in the middle of.
+//
+// A reader slower than two whole writes can still find its generation gone:
+// it gets ENOENT and [ReadFile] retries from the top.
+//
+// No file and no directory is fsynced. After a host crash every sandbox is
+// resumed, and every resume mints a fresh token and writes it before the
+// sandbox starts; the gateway's store, not this directory, is durable. A
+// directory left torn by a crash is repaired by the next Write (stray
+// temporary links and generations are removed), and a reader judges a
+// token by the generation inside it, never by the directory's names.
+//
+// # Permissions and ownership
+//
+// The directory is 0700 and owned by the gateway, generations are 0500 and
+// files 0400. The sandbox side mounts the directory read-only, so the modes
+// only have to let the sandbox's reader read, never write. A supervisor
+// running as root in the sandbox (the usual case: it is PID 1) reads
+// through DAC override. When the reader runs under another uid, the driver
+// passes [WithOwner] with the host uid and gid the sandbox's reader maps
+// to (after any user-namespace mapping): the Writer then chowns the
+// directory, every generation and every file it creates, so that reader
+// owns what it reads, and nobody else, not even its group, gets a bit.
+// Access control lists do not help here: with file mode 0400 the ACL mask
+// is empty, so named ACL entries grant nothing.
+//
+// # Reading
+//
+// [ReadFile] and [ReadToken] resolve the name relative to the directory
+// with openat2(RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS): symlinks are
+// followed only while they stay beneath the directory, and an absolute
+// symlink or one climbing out with ".." fails with [ErrOutsideDir]. Where
+// openat2 is missing (ENOSYS on kernels before 5.6, or EPERM from a seccomp
+// profile that predates it) the same containment is done in user space: each
+// component is opened with O_NOFOLLOW relative to its parent's descriptor,
+// symlinks are read and expanded by hand, and an absolute target or a ".."
+// above the directory is refused.
+//
+// The file is opened O_NONBLOCK, so a FIFO or a device planted in place of
+// the token cannot hang the reader, and anything but a regular file is
+// refused ([ErrNotRegular]). At most [MaxFileSize] bytes are read; a larger
+// file is refused ([ErrTooLarge]) rather than truncated. ENOENT (a lookup
+// racing the removal of an old generation) and EAGAIN (openat2 racing a
+// rename) are retried a few times with a backoff of well under ten
+// milliseconds in total.
+//
+// Readers never watch or mount a single file: a bind mount of a file pins
+// the old inode and goes stale after the first rename over it.
+package tokendir

@@ -1,0 +1,82 @@
+// Package container is the one implementation behind the docker and podman
+// drivers: each sandbox is a container of a local engine, made and run
+// through the Docker Engine API, version 1.41 (the newest Docker 20.10
+// accepts, and one Podman's compatible service serves), with the Docker Go
+// SDK. No engine CLI is ever run. An Engine value holds what sets one
+// engine apart; the docker and podman packages supply theirs.
+//
+// # The container
+//
+// A sandbox's container is named sandkey-<sandbox id> and is made from:
+//
+//   - the image the spec names, looked up with ImageInspect and created
+//     from the image's ID. The driver never pulls: a missing image fails
+//     Create and Start with ErrImageNotFound ("image X not found locally;
+//     build it with `make images` or load it"), and creating from an ID
+//     leaves the engine no name to resolve against a registry.
+//   - the image's ENTRYPOINT, which in a sandkey image must be
+//     ["/supervisor", "--"]: the spec's Command is the container's Cmd, so
+//     the supervisor runs as PID 1 as `/supervisor -- <command...>`. An
+//     empty Command leaves the image's own CMD.
+//   - two bind mounts, both of directories and both read-only: the token
+//     directory (spec.TokenDir) at /run/sandkey/auth, and the directory of
+//     the sandbox's attested gateway socket (spec.SocketDir) at
+//     /run/sandkey/gw, where the supervisor dials
+//     unix:///run/sandkey/gw/gw.sock. Never a single file: a bind mount of
+//     a file pins its inode and goes stale after the first rename over it,
+//     which is how every token write lands; a directory mount sees every
+//     rename, and a gateway that re-creates its socket after a restart.
+//     Read-only does not keep the supervisor from connecting to the socket.
+//   - network mode "none" (Config.Network can change it): the session runs
+//     over the bind-mounted socket. Podman's API ignores containers.conf's
+//     netns, so the mode is always sent explicitly.
+//   - the environment driver.Environ(spec.Env, spec.SandboxEnv), every
+//     user SANDKEY_* variable stripped, with SANDKEY_TOKEN_DIR and
+//     SANDKEY_GATEWAY set to the paths above whatever SandboxEnv says; the
+//     engine adds the image's variables beneath. In static mode SandboxEnv
+//     holds a raw token, which then sits in the container's configuration,
+//     readable by whoever can inspect containers on the engine.
+//   - stop signal SIGTERM and no restart policy: the gateway decides when a
+//     sandbox runs.
+//   - labels io.sandkey.managed=true, io.sandkey.sandbox-id,
+//     io.sandkey.instance-id, io.sandkey.name, io.sandkey.image (the name
+//     the spec gave) and io.sandkey.spec-hash (below).
+//
+// # State lives in the engine
+//
+// The driver keeps nothing on disk (spec.StateDir is unused) and nothing in
+// memory but per-sandbox locks: a container's name finds it, and its
+// labels say whose it is and which start it belongs to. A new Driver after
+// a gateway restart therefore sees exactly what the old one saw. A
+// container that bears a sandbox's name but not the driver's labels is
+// never touched: every operation on that sandbox fails with
+// ErrNotManaged. List finds every managed container by label.
+//
+// # One container per start
+//
+// A container's environment and labels are fixed when it is made, and
+// every start of a sandbox has a new instance ID, which the supervisor
+// reads from SANDKEY_INSTANCE_ID and Status reports from the label. So the
+// driver makes a container per start rather than record the instance
+// elsewhere:
+//
+//  1. Create and Start build the container request and digest it,
+//     the image's ID included, into the io.sandkey.spec-hash label.
+//  2. An existing container with the same digest is kept: Create followed
+//     by Start with the same spec starts the container Create made.
+//  3. An existing stopped container with another digest (a new instance, a
+//     rebuilt image, a changed command) is removed and made anew; its
+//     exit code and logs go with it.
+//  4. An existing running container is left alone: Create is a no-op, and
+//     Start fails with ErrAlreadyRunning, as a running supervisor holds
+//     another instance ID that a silent success would hide.
+//
+// Stop sends SIGTERM to PID 1 and SIGKILL after the grace, rounded up to
+// whole seconds (the engines count in seconds), and keeps the container
+// with its exit code and logs. Delete removes it with force (both engines
+// kill a running container at once) and with its anonymous volumes; the
+// token and socket directories are the gateway's to remove. Status reads
+// ContainerInspect: running (paused and restarting count as running),
+// stopped with the exit code once the container ran (137 after SIGKILL),
+// stopped without an exit for a container never started, or missing.
+package container

@@ -1,0 +1,174 @@
+package container
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	ctr "github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+
+	"github.com/sandkey/sandkey/pkg/driver"
+)
+
+// Paths inside the container.
+const (
+	// TokenDirTarget is where the token directory is mounted, read-only.
+	TokenDirTarget = driver.DefaultTokenDir
+	// SocketDirTarget is where the sandbox's gateway socket directory is
+	// mounted; the supervisor dials driver.DefaultGateway inside it.
+	SocketDirTarget = "/run/sandkey/gw"
+)
+
+// The labels every container of the driver carries.
+const (
+	LabelManaged   = "io.sandkey.managed"     // "true"
+	LabelSandboxID = "io.sandkey.sandbox-id"  // the sandbox's ID
+	LabelInstance  = "io.sandkey.instance-id" // the instance of the start the container was made for
+	LabelName      = "io.sandkey.name"        // the sandbox's name, for operators
+	LabelImage     = "io.sandkey.image"       // the image as the spec named it (the container names its ID)
+	LabelSpecHash  = "io.sandkey.spec-hash"   // see specHash
+)
+
+// ContainerPrefix starts the name of every container of the driver:
+// sandkey-<sandbox id>.
+const ContainerPrefix = "sandkey-"
+
+// stopSignal is what Stop sends first, whatever STOPSIGNAL the image sets:
+// the supervisor forwards SIGTERM to its workload.
+const stopSignal = "SIGTERM"
+
+// sandboxIDPattern is what an engine accepts in a container name after
+// the prefix.
+var sandboxIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,199}$`)
+
+// checkSandboxID accepts an ID that can name a container.
+func checkSandboxID(id string) error {
+	if !sandboxIDPattern.MatchString(id) {
+		return fmt.Errorf("sandbox ID %q cannot name a container: want letters, digits, '_', '.', '-', starting with a letter or digit, at most 200", id)
+	}
+	return nil
+}
+
+// containerName is the name of sandbox id's container.
+func containerName(id string) string { return ContainerPrefix + id }
+
+// request is everything ContainerCreate gets for one sandbox.
+type request struct {
+	name   string
+	config *ctr.Config
+	host   *ctr.HostConfig
+}
+
+// newRequest builds the container for spec from the image whose ID the
+// engine reported. It checks the spec's host directories: each must be a
+// directory, never a single file (see the package doc).
+func newRequest(spec driver.Spec, imageID, network string) (request, error) {
+	if err := checkSandboxID(spec.SandboxID); err != nil {
+		return request{}, err
+	}
+	if spec.Image == "" {
+		return request{}, errors.New("no image in the spec")
+	}
+	ms, err := mounts(spec)
+	if err != nil {
+		return request{}, err
+	}
+	cfg := &ctr.Config{
+		Image:      imageID,
+		Cmd:        spec.Command, // after the image's ENTRYPOINT, ["/supervisor", "--"]
+		Env:        environ(spec),
+		StopSignal: stopSignal,
+		Labels: map[string]string{
+			LabelManaged:   "true",
+			LabelSandboxID: spec.SandboxID,
+			LabelInstance:  spec.InstanceID,
+			LabelName:      spec.Name,
+			LabelImage:     spec.Image,
+		},
+	}
+	host := &ctr.HostConfig{
+		NetworkMode: ctr.NetworkMode(network),
+		Mounts:      ms,
+		// No restart policy: the gateway decides when a sandbox runs.
+		RestartPolicy: ctr.RestartPolicy{Name: ctr.RestartPolicyDisabled},
+	}
+	hash, err := specHash(cfg, host)
+	if err != nil {
+		return request{}, err
+	}
+	cfg.Labels[LabelSpecHash] = hash
+	return request{name: containerName(spec.SandboxID), config: cfg, host: host}, nil
+}
+
+// mounts binds the token directory read-only at TokenDirTarget and the
+// socket directory read-only at SocketDirTarget. Read-only does not keep
+// the supervisor from connecting to the socket in it; it keeps the sandbox
+// from planting files where the gateway listens.
+func mounts(spec driver.Spec) ([]mount.Mount, error) {
+	tokenDir, err := hostDir("token directory", spec.TokenDir)
+	if err != nil {
+		return nil, err
+	}
+	socketDir, err := hostDir("socket directory", spec.SocketDir)
+	if err != nil {
+		return nil, err
+	}
+	return []mount.Mount{
+		{Type: mount.TypeBind, Source: tokenDir, Target: TokenDirTarget, ReadOnly: true},
+		{Type: mount.TypeBind, Source: socketDir, Target: SocketDirTarget, ReadOnly: true},
+	}, nil
+}
+
+// hostDir checks that path is an absolute path to a directory and returns
+// it cleaned. A single file is refused: a bind mount of a file pins its
+// inode and goes stale after the first rename over it.
+func hostDir(what, path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("%s %q is not an absolute path", what, path)
+	}
+	path = filepath.Clean(path)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%s %s is not a directory; the driver bind-mounts directories only, never a single file", what, path)
+	}
+	return path, nil
+}
+
+// environ builds the container's environment: the user's variables
+// (SANDKEY_* stripped), the gateway's SANDKEY_* variables, and the two
+// paths only the driver knows, which win over SandboxEnv. The engine adds
+// the image's variables (PATH and the like) under these.
+func environ(spec driver.Spec) []string {
+	sandbox := make(map[string]string, len(spec.SandboxEnv)+2)
+	for k, v := range spec.SandboxEnv {
+		sandbox[k] = v
+	}
+	sandbox[driver.EnvTokenDir] = TokenDirTarget
+	sandbox[driver.EnvGateway] = driver.DefaultGateway
+	return driver.Environ(spec.Env, sandbox)
+}
+
+// specHash digests everything the container is made of, the image ID
+// included, so that Start can tell whether the existing container still
+// fits the spec or must be made anew. encoding/json sorts map keys, so the
+// digest is stable.
+func specHash(cfg *ctr.Config, host *ctr.HostConfig) (string, error) {
+	data, err := json.Marshal(struct {
+		Config *ctr.Config
+		Host   *ctr.HostConfig
+	}{cfg, host})
+	if err != nil {
+		return "", fmt.Errorf("digest container spec: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:]), nil
+}

@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/driver"
+)
+
+// Defaults of the gateway core; cmd/gateway documents them as flag defaults.
+const (
+	DefaultIssuer            = "sandkey-gateway"
+	DefaultAudience          = "sandkey"
+	DefaultTrustDomain       = "sandkey.local"
+	DefaultSweepInterval     = time.Second
+	DefaultStopGrace         = 10 * time.Second
+	DefaultWriteParallelism  = 16
+	DefaultSweepBatch        = 1000
+	DefaultHeartbeatInterval = 10 * time.Second
+)
+
+// Config configures a Gateway. Zero values take the defaults above.
+type Config struct {
+	// StateDir holds the store, the sandboxes' token directories and
+	// sockets, and the operator socket. It must be 0700 (or narrower).
+	StateDir string
+	// KeyFile, when set, encrypts signing keys at rest with the 32-byte key it holds.
+	KeyFile string
+
+	Lifetime    time.Duration // token lifetime, at least auth.MinLifetime
+	Issuer      string
+	Audience    string
+	TrustDomain string
+
+	SweepInterval     time.Duration // how often the rotation sweep looks for due tokens
+	SweepBatch        int           // sandboxes minted per store transaction
+	WriteParallelism  int           // token directory writes in flight at once
+	StopGrace         time.Duration // SIGTERM-to-SIGKILL grace when stopping sandboxes
+	HeartbeatInterval time.Duration // session heartbeat
+
+	// Drivers by name; DefaultDriver names the one used when a create
+	// request names none.
+	Drivers       map[string]driver.Driver
+	DefaultDriver string
+
+	Now        func() time.Time
+	Jitter     func() float64 // rotation jitter in [0, 1)
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() {
+	if c.Lifetime == 0 {
+		c.Lifetime = auth.DefaultLifetime
+	}
+	if c.Issuer == "" {
+		c.Issuer = DefaultIssuer
+	}
+	if c.Audience == "" {
+		c.Audience = DefaultAudience
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = DefaultTrustDomain
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.SweepBatch == 0 {
+		c.SweepBatch = DefaultSweepBatch
+	}
+	if c.WriteParallelism == 0 {
+		c.WriteParallelism = DefaultWriteParallelism
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = DefaultStopGrace
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Jitter == nil {
+		c.Jitter = defaultJitter
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// maxSocketPath is the longest unix socket path Linux binds (sun_path is
+// 108 bytes with its terminating NUL), and socketSuffix is what the gateway
+// appends to the state directory for a sandbox's socket.
+const (
+	maxSocketPath = 107
+	socketSuffix  = "/sandboxes/0123456789abcdef0123456789abcdef/gw/gw.sock"
+)
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state directory is empty"))
+	}
+	if err := auth.CheckLifetime(c.Lifetime); err != nil {
+		errs = append(errs, err)
+	}
+	if n := len(c.StateDir) + len(socketSuffix); c.StateDir != "" && n > maxSocketPath {
+		errs = append(errs, fmt.Errorf("state directory %s: its sandbox sockets would be %d bytes long, over the %d-byte limit of unix socket paths; use a shorter path", c.StateDir, n, maxSocketPath))
+	}
+	if c.SweepInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("sweep interval %s: must be at least 10ms", c.SweepInterval))
+	}
+	if c.SweepInterval > c.Lifetime/4 {
+		errs = append(errs, fmt.Errorf("sweep interval %s: must be at most a quarter of the token lifetime %s, or tokens expire before they rotate", c.SweepInterval, c.Lifetime))
+	}
+	if c.SweepBatch < 1 || c.WriteParallelism < 1 {
+		errs = append(errs, fmt.Errorf("sweep batch %d and write parallelism %d must be positive", c.SweepBatch, c.WriteParallelism))
+	}
+	if c.StopGrace < 0 {
+		errs = append(errs, fmt.Errorf("stop grace %s is negative", c.StopGrace))
+	}
+	if len(c.Drivers) == 0 {
+		errs = append(errs, errors.New("no compute driver is registered"))
+	}
+	if c.DefaultDriver != "" {
+		if _, ok := c.Drivers[c.DefaultDriver]; !ok {
+			errs = append(errs, fmt.Errorf("default driver %q is not registered (have %v)", c.DefaultDriver, driverNames(c.Drivers)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkStateDir creates the state directory 0700, or refuses an existing
+// one that others can read or write: it holds signing keys and tokens.
+func checkStateDir(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(abs)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(abs, 0o700); err != nil {
+			return fmt.Errorf("create state directory %s: %w", abs, err)
+		}
+		return os.Chmod(abs, 0o700)
+	case err != nil:
+		return fmt.Errorf("state directory %s: %w", abs, err)
+	case !fi.IsDir():
+		return fmt.Errorf("state directory %s is not a directory", abs)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("state directory %s has mode %04o: it holds signing keys and tokens, so it must be private; run: chmod 700 %s",
+			abs, fi.Mode().Perm(), abs)
+	}
+	return nil
+}
+
+func driverNames(m map[string]driver.Driver) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	return names
+}

@@ -1,0 +1,197 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/store"
+)
+
+// StoreFile is the store's file name under the state directory.
+const StoreFile = "sandkey.db"
+
+// Gateway is a running control plane. Open builds and reconciles it;
+// Serve runs its sweep and sessions until the context ends; Close releases
+// what Open acquired.
+type Gateway struct {
+	cfg     Config
+	log     *zap.Logger
+	store   *store.Store
+	keys    *auth.KeySet
+	issuer  *auth.Issuer
+	verify  *auth.Verifier
+	jwks    atomic.Pointer[[]byte]
+	metrics *metrics
+
+	sessions *session.Server
+	grpc     *grpc.Server // serves sessions on every sandbox socket
+	sockets  *session.Listeners
+
+	// locks serialises lifecycle operations per sandbox, so a stop and a
+	// start of the same sandbox never interleave.
+	locks sync.Map // sandbox id -> *sync.Mutex
+
+	// latest caches the newest token of each sandbox, so that registrations
+	// and pushes need no store read or signature check.
+	latestMu sync.RWMutex
+	latest   map[string]*auth.Token
+
+	ready atomic.Bool
+}
+
+// Open opens the store under cfg.StateDir, loads (or creates) the signing
+// keys, and reconciles every sandbox the store says is running with its
+// driver, re-minting tokens that expired while the gateway was down. It
+// serves nothing yet: call Serve.
+func Open(ctx context.Context, cfg Config) (*Gateway, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
+	if err := checkStateDir(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token)}
+	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile), store.Options{
+		KeyFile: cfg.KeyFile, Now: cfg.Now, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	g.store = st
+	if err := g.loadKeys(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	g.issuer, err = auth.NewIssuer(auth.IssuerConfig{Keys: g.keys, Issuer: cfg.Issuer, Audience: cfg.Audience,
+		TrustDomain: cfg.TrustDomain, Lifetime: cfg.Lifetime, Now: cfg.Now})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	g.verify = g.issuer.Verifier()
+	g.metrics = newMetrics(cfg.Registerer, g)
+	g.sessions = session.NewServer(session.ServerConfig{
+		Authority:         g,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		Now:               cfg.Now,
+		Logger:            cfg.Logger.Named("session"),
+		Registerer:        cfg.Registerer,
+		OnExit:            g.onExit,
+	})
+	g.grpc = grpc.NewServer(session.ServerOptions(nil)...)
+	g.sessions.Register(g.grpc)
+	g.sockets = session.NewListeners(g.grpc, cfg.Logger.Named("listeners"))
+	if err := g.reconcile(ctx); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("reconcile sandboxes at start: %w", err)
+	}
+	return g, nil
+}
+
+// Serve runs the rotation sweep until ctx ends. Sessions are served from
+// the end of Open, once reconciliation has re-minted what needed it.
+func (g *Gateway) Serve(ctx context.Context) error {
+	g.ready.Store(true)
+	defer g.ready.Store(false)
+	g.log.Info("gateway serving", zap.String("state_dir", g.cfg.StateDir),
+		zap.Duration("token_lifetime", g.cfg.Lifetime))
+	g.runSweep(ctx)
+	return nil
+}
+
+// Ready reports whether the gateway has reconciled and serves sessions.
+func (g *Gateway) Ready() bool { return g.ready.Load() }
+
+// Close ends every session and listener and closes the store. Sandboxes
+// keep running: a restarted gateway finds them again. The drivers belong
+// to whoever made them, and stay open.
+func (g *Gateway) Close() error {
+	if g.sockets != nil {
+		g.sockets.Close()
+	}
+	if g.sessions != nil {
+		g.sessions.Close()
+	}
+	if g.grpc != nil {
+		g.grpc.Stop()
+	}
+	if g.store != nil {
+		return g.store.Close()
+	}
+	return nil
+}
+
+// Sessions returns the session server, for registering on a shared
+// listener (TCP/TLS).
+func (g *Gateway) Sessions() *session.Server { return g.sessions }
+
+// Store returns the gateway's store.
+func (g *Gateway) Store() *store.Store { return g.store }
+
+// JWKSJSON returns the public keys as served on /jwks.json.
+func (g *Gateway) JWKSJSON() []byte { return *g.jwks.Load() }
+
+func (g *Gateway) sandboxDir(id string) string { return filepath.Join(g.cfg.StateDir, "sandboxes", id) }
+func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.sandboxDir(id), "auth") }
+func (g *Gateway) socketDir(id string) string  { return filepath.Join(g.sandboxDir(id), "gw") }
+func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
+
+func (g *Gateway) lock(id string) func() {
+	m, _ := g.locks.LoadOrStore(id, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+func (g *Gateway) driverFor(name string) (driver.Driver, error) {
+	d, ok := g.cfg.Drivers[name]
+	if !ok {
+		return nil, fmt.Errorf("driver %q is not registered (have %v)", name, driverNames(g.cfg.Drivers))
+	}
+	return d, nil
+}
+
+func newInstanceID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// writeToken writes one generation into the sandbox's token directory,
+// with the current JWKS beside it.
+func (g *Gateway) writeToken(id, raw string) error {
+	w, err := tokendir.NewWriter(g.tokenDir(id))
+	if err != nil {
+		return err
+	}
+	return w.Write(map[string][]byte{tokendir.TokenFile: []byte(raw), tokendir.JWKSFile: g.JWKSJSON()})
+}
+
+func removeAll(path string) error {
+	if err := os.RemoveAll(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
+
+var errStopped = errors.New("sandbox is not running")
+
+// now is the gateway's clock.
+func (g *Gateway) now() time.Time { return g.cfg.Now() }

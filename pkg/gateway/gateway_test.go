@@ -1,0 +1,398 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/process"
+	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const lifetime = time.Minute
+
+// clock is a settable test clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// checkingDriver wraps the real process driver and records, at each
+// Start, whether the token directory already held a valid token of the
+// sandbox's newest generation: the invariant "no sandbox boots on an
+// expired token".
+type checkingDriver struct {
+	driver.Driver
+	t      *testing.T
+	g      func() *Gateway
+	starts []uint64 // gen found in the directory at each start
+}
+
+func (d *checkingDriver) Start(ctx context.Context, spec driver.Spec) error {
+	raw, err := tokendir.ReadToken(spec.TokenDir)
+	if err != nil {
+		d.t.Errorf("driver start of %s: token directory not ready: %v", spec.SandboxID, err)
+	} else {
+		g := d.g()
+		tok, err := g.verify.Verify(string(raw), spec.SandboxID)
+		if err != nil {
+			d.t.Errorf("driver start of %s on a token that does not verify: %v", spec.SandboxID, err)
+		} else {
+			d.starts = append(d.starts, tok.Gen())
+		}
+	}
+	return d.Driver.Start(ctx, spec)
+}
+
+type env struct {
+	t     *testing.T
+	dir   string
+	clock *clock
+	drv   *checkingDriver
+	proc  *process.Driver
+	g     *Gateway
+}
+
+// newEnv opens a gateway on a real store, with the real process driver
+// running /usr/bin/env as the "supervisor": `env -- sleep 600` is a real
+// sandbox process that simply never registers, which is all the gateway
+// core needs.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, dir: shortTempDir(t), clock: &clock{now: time.Now().Truncate(time.Second)}}
+	e.open()
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if e.g != nil {
+			if all, err := e.g.List(ctx); err == nil {
+				for _, sb := range all {
+					e.g.Delete(ctx, sb.ID)
+				}
+			}
+			e.g.Close()
+		}
+		e.proc.Close()
+	})
+	return e
+}
+
+// shortTempDir is a temporary directory short enough for unix socket
+// paths under it (t.TempDir's names carry the test's name).
+func shortTempDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "sk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func (e *env) open() {
+	e.t.Helper()
+	proc, err := process.New(process.Config{SupervisorPath: "/usr/bin/env", StateRoot: filepath.Join(e.dir, "process")})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.proc = proc
+	e.drv = &checkingDriver{Driver: proc, t: e.t, g: func() *Gateway { return e.g }}
+	g, err := Open(context.Background(), e.config())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.g = g
+}
+
+func (e *env) config() Config {
+	return Config{
+		StateDir: filepath.Join(e.dir, "state"), Lifetime: lifetime, StopGrace: time.Second,
+		Drivers: map[string]driver.Driver{"process": e.drv}, DefaultDriver: "process",
+		Now: e.clock.Now, Jitter: func() float64 { return 0 },
+	}
+}
+
+// restart closes the gateway and its driver and opens new ones on the
+// same state, after the clock moves by down.
+func (e *env) restart(down time.Duration) {
+	e.t.Helper()
+	e.g.Close()
+	e.g = nil
+	e.proc.Close()
+	e.clock.Add(down)
+	e.open()
+}
+
+func (e *env) create(name string) Sandbox {
+	e.t.Helper()
+	sb, err := e.g.Create(context.Background(), CreateRequest{Name: name, Start: true,
+		Spec: Spec{Command: []string{"sleep", "600"}}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return sb
+}
+
+// dirToken reads and verifies the token in a sandbox's directory at the
+// test clock's time.
+func (e *env) dirToken(id string) (*auth.Token, error) {
+	raw, err := tokendir.ReadToken(e.g.tokenDir(id))
+	if err != nil {
+		return nil, err
+	}
+	return e.g.verify.Verify(string(raw), id)
+}
+
+func TestStartWritesAFreshTokenBeforeTheDriverStarts(t *testing.T) {
+	e := newEnv(t)
+	sb := e.create("one")
+	if sb.State != store.SandboxRunning || sb.LatestGen != 1 || sb.WrittenGen != 1 {
+		t.Fatalf("after create+start: %+v", sb.Sandbox)
+	}
+	if len(e.drv.starts) != 1 || e.drv.starts[0] != 1 {
+		t.Fatalf("gens seen by the driver at start = %v, want [1]", e.drv.starts)
+	}
+	st, err := e.proc.Status(context.Background(), sb.ID)
+	if err != nil || st.State != driver.StateRunning {
+		t.Fatalf("process status = %+v, %v; want running", st, err)
+	}
+	for path, want := range map[string]os.FileMode{e.g.tokenDir(sb.ID): 0o700, e.g.socketDir(sb.ID): 0o700} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+}
+
+func TestResumeAfterExpiryStartsOnAFreshToken(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb := e.create("sleeper")
+	if _, err := e.g.Stop(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(3 * lifetime) // stopped for longer than a token lives
+	if _, err := e.dirToken(sb.ID); !errors.Is(err, auth.ErrExpired) {
+		t.Fatalf("token in the directory while stopped: err = %v, want expired", err)
+	}
+	sb2, err := e.g.Start(ctx, sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.dirToken(sb.ID)
+	if err != nil {
+		t.Fatalf("token after resume: %v", err)
+	}
+	if tok.Gen() != 2 || sb2.LatestGen != 2 || len(e.drv.starts) != 2 || e.drv.starts[1] != 2 {
+		t.Fatalf("resume: dir gen %d, latest %d, driver saw %v; want 2 everywhere", tok.Gen(), sb2.LatestGen, e.drv.starts)
+	}
+}
+
+func TestSweepRotatesAtHalfTheLifetime(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a, b := e.create("a"), e.create("b")
+	e.clock.Add(lifetime/2 - time.Second)
+	if n, err := e.g.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep before the rotation point rotated %d (%v), want 0", n, err)
+	}
+	e.clock.Add(time.Second)
+	if n, err := e.g.Sweep(ctx); err != nil || n != 2 {
+		t.Fatalf("sweep at the rotation point rotated %d (%v), want 2", n, err)
+	}
+	for _, sb := range []Sandbox{a, b} {
+		tok, err := e.dirToken(sb.ID)
+		if err != nil || tok.Gen() != 2 {
+			t.Fatalf("%s after sweep: %v, %v; want gen 2", sb.Name, tok, err)
+		}
+	}
+}
+
+func TestOnlyTheTwoNewestGenerationsAuthenticate(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb := e.create("rev")
+	var toks []*auth.Token
+	tok, _ := e.dirToken(sb.ID)
+	toks = append(toks, tok)
+	for range 2 {
+		if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+		tok, _ := e.dirToken(sb.ID)
+		toks = append(toks, tok)
+	}
+	if _, err := e.g.Authenticate(ctx, toks[0].Raw(), sb.ID, false); !errors.Is(err, session.ErrSuperseded) {
+		t.Fatalf("gen 1 of 3: err = %v, want superseded", err)
+	}
+	for _, tok := range toks[1:] {
+		if _, err := e.g.Authenticate(ctx, tok.Raw(), sb.ID, false); err != nil {
+			t.Fatalf("%s refused: %v", tok, err)
+		}
+	}
+	if err := e.g.Delete(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.g.Authenticate(ctx, toks[2].Raw(), sb.ID, true); !errors.Is(err, session.ErrUnknownSandbox) {
+		t.Fatalf("newest token after delete: err = %v, want unknown sandbox", err)
+	}
+	if _, err := os.Stat(e.g.sandboxDir(sb.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("sandbox directory after delete: %v", err)
+	}
+}
+
+func TestRestartPastExpiryRemintsBeforeServing(t *testing.T) {
+	e := newEnv(t)
+	sb := e.create("long")
+	e.restart(2 * lifetime) // the gateway was down past the token's life
+	tok, err := e.dirToken(sb.ID)
+	if err != nil || tok.Gen() != 2 {
+		t.Fatalf("after restart: %v, %v; want a valid gen 2", tok, err)
+	}
+	got, _ := e.g.Get(context.Background(), sb.ID)
+	if got.State != store.SandboxRunning || got.WrittenGen != 2 {
+		t.Fatalf("after restart: %+v", got.Sandbox)
+	}
+}
+
+func TestRestartMarksEndedSandboxesStopped(t *testing.T) {
+	e := newEnv(t)
+	sb := e.create("ends")
+	if err := e.proc.Stop(context.Background(), sb.ID, time.Second); err != nil { // behind the gateway's back
+		t.Fatal(err)
+	}
+	e.restart(0)
+	got, _ := e.g.Get(context.Background(), sb.ID)
+	if got.State != store.SandboxStopped {
+		t.Fatalf("state after restart = %s, want stopped", got.State)
+	}
+}
+
+func TestKeyRotationKeepsOldTokensUntilTheyExpire(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb := e.create("keys")
+	old, _ := e.dirToken(sb.ID)
+	oldKID := e.g.keys.Active().KID
+	newKID, err := e.g.RotateKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := auth.ParseJWKS(e.g.JWKSJSON())
+	if err != nil || len(jwks.Keys) != 2 || jwks.Keys[0].Kid != newKID {
+		t.Fatalf("JWKS after rotation: %+v, %v; want the new key first of two", jwks, err)
+	}
+	if _, err := e.g.Authenticate(ctx, old.Raw(), sb.ID, false); err != nil {
+		t.Fatalf("token of the previous key refused: %v", err)
+	}
+	e.clock.Add(lifetime + auth.Leeway + time.Second)
+	if _, err := e.g.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ = auth.ParseJWKS(e.g.JWKSJSON())
+	for _, k := range jwks.Keys {
+		if k.Kid == oldKID {
+			t.Fatalf("old key %s still in the JWKS after its last token expired", oldKID)
+		}
+	}
+	dirJWKS, err := tokendir.ReadFile(e.g.tokenDir(sb.ID), tokendir.JWKSFile)
+	if err != nil || !strings.Contains(string(dirJWKS), newKID) {
+		t.Fatalf("jwks.json in the token directory lacks the new key: %v", err)
+	}
+}
+
+func TestOpenRefusesBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	proc, err := process.New(process.Config{SupervisorPath: "/usr/bin/env", StateRoot: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Close()
+	loose := filepath.Join(dir, "loose")
+	os.Mkdir(loose, 0o755)
+	good := func() Config {
+		return Config{StateDir: filepath.Join(dir, "s"), Lifetime: lifetime, Drivers: map[string]driver.Driver{"process": proc}}
+	}
+	cases := map[string]struct {
+		edit func(*Config)
+		want string
+	}{
+		"short lifetime":  {func(c *Config) { c.Lifetime = 5 * time.Second }, "at least 10s"},
+		"no driver":       {func(c *Config) { c.Drivers = nil }, "no compute driver"},
+		"unknown default": {func(c *Config) { c.DefaultDriver = "kvm" }, `default driver "kvm" is not registered`},
+		"loose state dir": {func(c *Config) { c.StateDir = loose }, "chmod 700"},
+		"slow sweep":      {func(c *Config) { c.SweepInterval = time.Minute }, "at most a quarter"},
+		"long state dir":  {func(c *Config) { c.StateDir = "/tmp/" + strings.Repeat("x", 60) }, "unix socket paths"},
+	}
+	for name, tc := range cases {
+		cfg := good()
+		tc.edit(&cfg)
+		g, err := Open(context.Background(), cfg)
+		if err == nil {
+			g.Close()
+			t.Errorf("%s: Open succeeded", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestOpenRefusesACorruptStoreAndLeavesItAlone(t *testing.T) {
+	dir := filepath.Join(shortTempDir(t), "state")
+	os.MkdirAll(dir, 0o700)
+	garbage := []byte("this is not a database, and must survive the attempt")
+	path := filepath.Join(dir, StoreFile)
+	os.WriteFile(path, garbage, 0o600)
+	proc, _ := process.New(process.Config{SupervisorPath: "/usr/bin/env", StateRoot: t.TempDir()})
+	defer proc.Close()
+	_, err := Open(context.Background(), Config{StateDir: dir, Lifetime: lifetime, Drivers: map[string]driver.Driver{"process": proc}})
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("err = %v, want an error naming %s", err, path)
+	}
+	if got, _ := os.ReadFile(path); string(got) != string(garbage) {
+		t.Fatal("the corrupt store was modified")
+	}
+}
+
+func TestCreateRefusesBadRequests(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.create("dup")
+	for name, req := range map[string]CreateRequest{
+		"duplicate name": {Name: "dup", Spec: Spec{Command: []string{"true"}}},
+		"bad name":       {Name: "../etc", Spec: Spec{Command: []string{"true"}}},
+		"no command":     {Name: "empty"},
+		"unknown driver": {Name: "x", Driver: "kvm", Spec: Spec{Command: []string{"true"}}},
+	} {
+		if _, err := e.g.Create(ctx, req); err == nil {
+			t.Errorf("%s: create succeeded", name)
+		}
+	}
+	all, _ := e.g.List(ctx)
+	if len(all) != 1 {
+		t.Fatalf("sandboxes after refused creates: %d, want 1", len(all))
+	}
+}

@@ -1,0 +1,281 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+
+	"go.uber.org/zap"
+
+	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/store"
+)
+
+// Spec is what an operator asks for when creating a sandbox. It is stored
+// as the sandbox's spec.
+type Spec struct {
+	Image   string            `json:"image,omitempty"`
+	Command []string          `json:"command"`
+	Env     map[string]string `json:"env,omitempty"`
+}
+
+// CreateRequest creates a sandbox.
+type CreateRequest struct {
+	Name   string
+	Driver string // DefaultDriver when empty
+	Spec   Spec
+	Start  bool // start it right away
+}
+
+// Sandbox is a sandbox as operators see it.
+type Sandbox struct {
+	store.Sandbox
+	Spec      Spec
+	Connected bool
+}
+
+// ErrAlreadyRunning is returned when starting a running sandbox.
+var ErrAlreadyRunning = errors.New("sandbox is already running")
+
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// Create records a new sandbox and prepares it with its driver, and starts
+// it when asked.
+func (g *Gateway) Create(ctx context.Context, req CreateRequest) (Sandbox, error) {
+	if !validName.MatchString(req.Name) {
+		return Sandbox{}, fmt.Errorf("sandbox name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", req.Name, store.ErrInvalid)
+	}
+	if len(req.Spec.Command) == 0 {
+		return Sandbox{}, fmt.Errorf("sandbox %q: no command to run: %w", req.Name, store.ErrInvalid)
+	}
+	if req.Driver == "" {
+		req.Driver = g.cfg.DefaultDriver
+	}
+	d, err := g.driverFor(req.Driver)
+	if err != nil {
+		return Sandbox{}, fmt.Errorf("sandbox %q: %w: %w", req.Name, err, store.ErrInvalid)
+	}
+	req.Spec.Env = driver.StripReserved(req.Spec.Env)
+	spec, err := json.Marshal(req.Spec)
+	if err != nil {
+		return Sandbox{}, fmt.Errorf("sandbox %q: encode spec: %w", req.Name, err)
+	}
+	sb, err := g.store.CreateSandbox(ctx, store.NewSandbox{Name: req.Name, Driver: req.Driver, Spec: spec})
+	if err != nil {
+		return Sandbox{}, err
+	}
+	if err := os.MkdirAll(g.sandboxDir(sb.ID), 0o700); err != nil {
+		return Sandbox{}, g.undoCreate(ctx, sb.ID, fmt.Errorf("create sandbox directory: %w", err))
+	}
+	if err := d.Create(ctx, g.driverSpec(sb, req.Spec, "")); err != nil {
+		return Sandbox{}, g.undoCreate(ctx, sb.ID, fmt.Errorf("driver %s create: %w", req.Driver, err))
+	}
+	g.log.Info("sandbox created", zap.String("sandbox", sb.ID), zap.String("name", sb.Name), zap.String("driver", sb.Driver))
+	if req.Start {
+		return g.Start(ctx, sb.ID)
+	}
+	return g.Get(ctx, sb.ID)
+}
+
+func (g *Gateway) undoCreate(ctx context.Context, id string, cause error) error {
+	if err := g.store.DeleteSandbox(ctx, id); err != nil {
+		g.log.Error("undo sandbox create", zap.String("sandbox", id), zap.Error(err))
+	}
+	removeAll(g.sandboxDir(id))
+	return cause
+}
+
+// Resolve finds a sandbox by id or by name.
+func (g *Gateway) Resolve(ctx context.Context, idOrName string) (store.Sandbox, error) {
+	sb, err := g.store.GetSandbox(ctx, idOrName)
+	if errors.Is(err, store.ErrNotFound) {
+		sb, err = g.store.GetSandboxByName(ctx, idOrName)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Sandbox{}, fmt.Errorf("sandbox %q: %w", idOrName, store.ErrNotFound)
+	}
+	return sb, err
+}
+
+// Get returns a sandbox by id or name.
+func (g *Gateway) Get(ctx context.Context, idOrName string) (Sandbox, error) {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	return g.view(sb)
+}
+
+// List returns every sandbox.
+func (g *Gateway) List(ctx context.Context) ([]Sandbox, error) {
+	all, err := g.store.ListSandboxes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Sandbox, 0, len(all))
+	for _, sb := range all {
+		v, err := g.view(sb)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (g *Gateway) view(sb store.Sandbox) (Sandbox, error) {
+	var spec Spec
+	if err := json.Unmarshal(sb.Spec, &spec); err != nil {
+		return Sandbox{}, fmt.Errorf("sandbox %s: stored spec: %w", sb.ID, err)
+	}
+	return Sandbox{Sandbox: sb, Spec: spec, Connected: g.sessions.Connected(sb.ID)}, nil
+}
+
+// Start starts or resumes a sandbox: it mints a fresh generation and
+// writes it into the token directory, opens the sandbox's gateway socket,
+// and only then asks the driver to start it, so the sandbox never boots on
+// an expired token.
+func (g *Gateway) Start(ctx context.Context, idOrName string) (Sandbox, error) {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	defer g.lock(sb.ID)()
+	if sb, err = g.store.GetSandbox(ctx, sb.ID); err != nil { // re-read under the lock
+		return Sandbox{}, err
+	}
+	d, err := g.driverFor(sb.Driver)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	if st, err := d.Status(ctx, sb.ID); err == nil && st.State == driver.StateRunning {
+		return Sandbox{}, fmt.Errorf("sandbox %s (%s): %w", sb.Name, sb.ID, ErrAlreadyRunning)
+	}
+	tok, err := g.mintOne(ctx, sb.ID, "start")
+	if err != nil {
+		return Sandbox{}, fmt.Errorf("start sandbox %s: %w", sb.Name, err)
+	}
+	if _, err := g.sockets.AddSandbox(g.socketDir(sb.ID), sb.ID); err != nil {
+		return Sandbox{}, fmt.Errorf("start sandbox %s: %w", sb.Name, err)
+	}
+	var spec Spec
+	if err := json.Unmarshal(sb.Spec, &spec); err != nil {
+		return Sandbox{}, fmt.Errorf("sandbox %s: stored spec: %w", sb.ID, err)
+	}
+	instance := newInstanceID()
+	if err := d.Start(ctx, g.driverSpec(sb, spec, instance)); err != nil {
+		return Sandbox{}, fmt.Errorf("driver %s start sandbox %s: %w", sb.Driver, sb.Name, err)
+	}
+	if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxRunning, instance); err != nil {
+		return Sandbox{}, err
+	}
+	g.log.Info("sandbox started", zap.String("sandbox", sb.ID), zap.String("name", sb.Name),
+		zap.String("instance", instance), zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()))
+	return g.Get(ctx, sb.ID)
+}
+
+// Stop stops a sandbox, keeping it for a later Start.
+func (g *Gateway) Stop(ctx context.Context, idOrName string) (Sandbox, error) {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	defer g.lock(sb.ID)()
+	d, err := g.driverFor(sb.Driver)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	if err := d.Stop(ctx, sb.ID, g.cfg.StopGrace); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		return Sandbox{}, fmt.Errorf("driver %s stop sandbox %s: %w", sb.Driver, sb.Name, err)
+	}
+	if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxStopped, sb.InstanceID); err != nil {
+		return Sandbox{}, err
+	}
+	g.sessions.Disconnect(sb.ID)
+	g.log.Info("sandbox stopped", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
+	return g.Get(ctx, sb.ID)
+}
+
+// Delete removes a sandbox and revokes every token it ever had: its store
+// rows go first, so from that moment no token of it authenticates.
+func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return err
+	}
+	defer g.lock(sb.ID)()
+	d, err := g.driverFor(sb.Driver)
+	if err != nil {
+		return err
+	}
+	if err := g.store.DeleteSandbox(ctx, sb.ID); err != nil {
+		return err
+	}
+	g.forget(sb.ID)
+	g.sessions.Disconnect(sb.ID)
+	if err := g.sockets.RemoveSandbox(sb.ID); err != nil {
+		g.log.Warn("close sandbox socket", zap.String("sandbox", sb.ID), zap.Error(err))
+	}
+	var errs []error
+	if err := d.Delete(ctx, sb.ID); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		errs = append(errs, fmt.Errorf("driver %s delete: %w", sb.Driver, err))
+	}
+	errs = append(errs, removeAll(g.sandboxDir(sb.ID)))
+	g.log.Info("sandbox deleted; its tokens are revoked", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("delete sandbox %s: tokens revoked, but cleanup failed: %w", sb.Name, err)
+	}
+	return nil
+}
+
+// Rotate mints a new generation for a sandbox now, out of turn.
+func (g *Gateway) Rotate(ctx context.Context, idOrName string) (uint64, error) {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return 0, err
+	}
+	tok, err := g.mintOne(ctx, sb.ID, "manual")
+	if err != nil {
+		return 0, err
+	}
+	return tok.Gen(), nil
+}
+
+// Exec runs a command in a running sandbox through its supervisor,
+// streaming its output to req.Stdout and req.Stderr.
+func (g *Gateway) Exec(ctx context.Context, idOrName string, req session.ExecRequest) (session.ExecResult, error) {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return session.ExecResult{}, err
+	}
+	return g.sessions.Exec(ctx, sb.ID, req)
+}
+
+// driverSpec is what a driver needs to run sb.
+func (g *Gateway) driverSpec(sb store.Sandbox, spec Spec, instance string) driver.Spec {
+	return driver.Spec{
+		SandboxID: sb.ID, Name: sb.Name, InstanceID: instance, Image: spec.Image, Command: spec.Command,
+		Env: spec.Env,
+		SandboxEnv: map[string]string{
+			driver.EnvAuthMode:    "dir",
+			driver.EnvSandboxID:   sb.ID,
+			driver.EnvInstanceID:  instance,
+			driver.EnvIssuer:      g.cfg.Issuer,
+			driver.EnvAudience:    g.cfg.Audience,
+			driver.EnvTrustDomain: g.cfg.TrustDomain,
+		},
+		TokenDir:  g.tokenDir(sb.ID),
+		SocketDir: g.socketDir(sb.ID),
+		StateDir:  g.driverDir(sb.ID),
+	}
+}
+
+// onExit records a workload's exit reported by its supervisor.
+func (g *Gateway) onExit(r session.ExitReport) {
+	g.log.Info("workload exited", zap.String("sandbox", r.SandboxID), zap.String("instance", r.InstanceID),
+		zap.Int("exit_code", r.Code), zap.Int("signal", r.Signal))
+}

@@ -1,0 +1,55 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	minted        *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	rotationLag   prometheus.Histogram
+	mintDuration  prometheus.Histogram
+	writeFailures prometheus.Counter
+}
+
+// newMetrics registers the gateway's metrics on reg (none when nil).
+func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
+	m := &metrics{
+		minted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sandkey_tokens_minted_total", Help: "Token generations minted, by reason (start, rotation, reconcile, manual).",
+		}, []string{"reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sandkey_token_rejections_total", Help: "Tokens refused when authenticating supervisors, by reason.",
+		}, []string{"reason"}),
+		rotationLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sandkey_rotation_lag_seconds", Help: "How long after its rotation point a token was rotated.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 2, 5, 10, 30, 60},
+		}),
+		mintDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sandkey_mint_batch_seconds", Help: "Time to commit, write and push one batch of generations.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		writeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sandkey_token_dir_write_failures_total", Help: "Token directory writes that failed.",
+		}),
+	}
+	if reg == nil {
+		return m
+	}
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sandkey_pending_deliveries", Help: "Running sandboxes whose newest generation the supervisor has not acknowledged.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		pending, err := g.store.PendingDeliveries(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(len(pending))
+	})
+	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, pending)
+	return m
+}

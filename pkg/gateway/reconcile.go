@@ -1,0 +1,70 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/store"
+)
+
+// reconcile runs once at start, before any session is served: every
+// sandbox the store says is running is checked with its driver. One that
+// still runs gets its socket back, and a fresh token if its token expired,
+// reached its rotation point, or was never written while the gateway was
+// down; one the driver no longer knows is marked vanished, one that ended
+// is marked stopped.
+func (g *Gateway) reconcile(ctx context.Context) error {
+	running, err := g.store.ListSandboxes(ctx, store.SandboxRunning)
+	if err != nil {
+		return err
+	}
+	now := g.now()
+	var serve, remint []string
+	for _, sb := range running {
+		d, err := g.driverFor(sb.Driver)
+		if err != nil {
+			g.log.Error("sandbox uses an unregistered driver; marking it vanished", zap.String("sandbox", sb.ID), zap.Error(err))
+			g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxVanished, sb.InstanceID)
+			continue
+		}
+		st, err := d.Status(ctx, sb.ID)
+		if err != nil {
+			return fmt.Errorf("driver %s status of sandbox %s: %w", sb.Driver, sb.ID, err)
+		}
+		switch st.State {
+		case driver.StateMissing:
+			g.log.Warn("sandbox vanished while the gateway was down", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
+			if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxVanished, sb.InstanceID); err != nil {
+				return err
+			}
+			continue
+		case driver.StateStopped:
+			g.log.Info("sandbox ended while the gateway was down", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
+			if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxStopped, sb.InstanceID); err != nil {
+				return err
+			}
+			continue
+		}
+		serve = append(serve, sb.ID)
+		if sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) {
+			remint = append(remint, sb.ID)
+		}
+	}
+	for start := 0; start < len(remint); start += g.cfg.SweepBatch {
+		batch := remint[start:min(start+g.cfg.SweepBatch, len(remint))]
+		if _, err := g.mint(ctx, batch, "reconcile"); err != nil {
+			return err
+		}
+	}
+	// Only now, with every token fresh, do the sandboxes' sockets open.
+	for _, id := range serve {
+		if _, err := g.sockets.AddSandbox(g.socketDir(id), id); err != nil {
+			return err
+		}
+	}
+	g.log.Info("reconciled sandboxes", zap.Int("running", len(running)), zap.Int("reminted", len(remint)))
+	return nil
+}

@@ -1,0 +1,110 @@
+package gatewaycmd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// clearAdminEnv keeps the caller's SANDKEY_* settings out of a test.
+func clearAdminEnv(t *testing.T) {
+	for _, name := range []string{"SANDKEY_STATE_DIR", "SANDKEY_ADMIN", "SANDKEY_ADMIN_TOKEN_FILE", "SANDKEY_ADMIN_CA"} {
+		t.Setenv(name, "")
+	}
+}
+
+// runCLI runs the gateway command line and returns its exit code, stdout
+// and stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestCLIRefusesBadArgumentsBeforeCallingTheGateway(t *testing.T) {
+	clearAdminEnv(t)
+	// No gateway runs here: an argument that got past validation would
+	// fail with "no gateway is running" and ExitFailure instead.
+	state := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"create without a name", []string{"sandbox", "create"}, "missing NAME"},
+		{"create with only a command", []string{"sandbox", "create", "--", "sleep", "1"}, "missing NAME"},
+		{"create without a command", []string{"sandbox", "create", "web"}, "no command given"},
+		{"create with an empty command after --", []string{"sandbox", "create", "web", "--"}, "no command given"},
+		{"create with two names", []string{"sandbox", "create", "a", "b", "--", "sleep", "1"}, "expected one NAME before --"},
+		{"env without =", []string{"sandbox", "create", "web", "--env", "MODE", "--", "true"}, `"MODE": want KEY=VALUE`},
+		{"env with a bad name", []string{"sandbox", "create", "web", "-e", "1X=y", "--", "true"}, "not a variable name"},
+		{"env reserved for sandkey", []string{"sandbox", "create", "web", "-e", "SANDKEY_SANDBOX_ID=other", "--", "true"}, "set by the gateway"},
+		{"unknown output format", []string{"-o", "yaml", "sandbox", "list"}, `unknown output format "yaml"`},
+		{"get without a sandbox", []string{"sandbox", "get"}, "missing sandbox"},
+		{"start with two sandboxes", []string{"sandbox", "start", "a", "b"}, "takes one sandbox"},
+		{"list with an operand", []string{"sandbox", "list", "web"}, "takes no arguments"},
+		{"exec without a command", []string{"sandbox", "exec", "web"}, "no command given"},
+		{"exec with a bad env entry", []string{"sandbox", "exec", "web", "-e", "=x", "--", "true"}, "not a variable name"},
+		{"exec with a negative timeout", []string{"sandbox", "exec", "web", "--timeout", "-1s", "--", "true"}, "negative"},
+		{"unknown sandbox command", []string{"sandbox", "frob"}, `unknown command "frob"`},
+		{"unknown keys command", []string{"keys", "frob"}, `unknown command "frob"`},
+		{"keys rotate with an operand", []string{"keys", "rotate", "now"}, "takes no arguments"},
+		{"unknown flag", []string{"sandbox", "list", "--frob"}, "unknown flag"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, append([]string{"--state-dir", state}, tt.args...)...)
+			if code != ExitUsage {
+				t.Errorf("exit code %d, want ExitUsage (%d); stderr: %s", code, ExitUsage, stderr)
+			}
+			if !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr %q does not say %q", stderr, tt.want)
+			}
+			if stdout != "" {
+				t.Errorf("stdout %q, want nothing", stdout)
+			}
+		})
+	}
+}
+
+func TestCLISaysHowToStartAGatewayWhenNoneRuns(t *testing.T) {
+	clearAdminEnv(t)
+	state := t.TempDir()
+	sock := filepath.Join(state, AdminSocketName)
+	for _, args := range [][]string{
+		{"--state-dir", state, "sandbox", "list"},
+		{"--admin", sock, "keys", "rotate"},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		want := "gateway: no gateway is running at " + sock + " (start one with `gateway serve`, or pass --admin)\n"
+		if code != ExitFailure || stderr != want {
+			t.Errorf("%q: exit %d, stderr %q; want %d, %q", args, code, stderr, ExitFailure, want)
+		}
+	}
+}
+
+func TestCLIFindsTheSocketOfARelativeStateDir(t *testing.T) {
+	clearAdminEnv(t)
+	t.Chdir(t.TempDir())
+	_, _, stderr := runCLI(t, "--state-dir", "state", "sandbox", "list")
+	if !strings.Contains(stderr, " at /") {
+		t.Errorf("stderr %q does not name an absolute socket path", stderr)
+	}
+}
+
+func TestExecRefusesStdinLargerThanOneExecCarries(t *testing.T) {
+	clearAdminEnv(t)
+	var stdout, stderr bytes.Buffer
+	root := NewRoot(&stdout, &stderr)
+	root.SetIn(bytes.NewReader(make([]byte, 513<<10)))
+	root.SetArgs([]string{"--state-dir", t.TempDir(), "sandbox", "exec", "web", "--stdin", "--", "cat"})
+	err := root.ExecuteContext(context.Background())
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "512 KiB") {
+		t.Fatalf("exec with 513 KiB of stdin: %v, want a usage error naming the limit", err)
+	}
+}

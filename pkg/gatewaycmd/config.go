@@ -1,0 +1,102 @@
+package gatewaycmd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+)
+
+// Configuration comes from three places, strongest first: flags, then
+// SANDKEY_* environment variables, then the YAML file named by --config.
+// The three share one vocabulary: a flag --token-lifetime is the variable
+// SANDKEY_TOKEN_LIFETIME and the key token-lifetime in the file, so there
+// is one list of settings (the flags, each with its documented default),
+// and every value goes through the flag's own parser. Unknown keys and
+// values that do not parse fail at start, naming where they came from.
+
+// maxConfigFile caps the configuration file a gateway reads.
+const maxConfigFile = 1 << 20
+
+// EnvName is the environment variable for a flag.
+func EnvName(flag string) string {
+	return "SANDKEY_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// applyConfig fills every flag the user did not set from the environment,
+// then from the YAML file at path (when not empty). A setting taken from
+// either counts as changed, as if given as a flag.
+func applyConfig(fs *pflag.FlagSet, path string, skip map[string]bool) error {
+	fromFile, err := readConfigFile(path)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for key := range fromFile {
+		if f := fs.Lookup(key); f == nil || skip[key] {
+			errs = append(errs, fmt.Errorf("config file %s: unknown setting %q (settings are the flag names of `gateway serve --help`)", path, key))
+		}
+	}
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || skip[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("environment %s=%q: %w", EnvName(f.Name), v, err))
+			}
+			return
+		}
+		if v, ok := fromFile[f.Name]; ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("config file %s: %s: %q: %w", path, f.Name, v, err))
+			}
+		}
+	})
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// readConfigFile reads a flat YAML mapping of setting names to scalars (or
+// lists of scalars, for repeated flags).
+func readConfigFile(path string) (map[string]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	if len(data) > maxConfigFile {
+		return nil, fmt.Errorf("config file %s: %d bytes exceeds the %d-byte limit", path, len(data), maxConfigFile)
+	}
+	var raw map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config file %s: not a YAML mapping of settings: %w", path, err)
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		switch val := v.(type) {
+		case map[string]any:
+			return nil, fmt.Errorf("config file %s: %s: nested mappings are not settings; write %s: VALUE", path, k, k)
+		case []any:
+			parts := make([]string, len(val))
+			for i, p := range val {
+				parts[i] = fmt.Sprint(p)
+			}
+			out[k] = strings.Join(parts, ",")
+		case nil:
+			out[k] = ""
+		default:
+			out[k] = fmt.Sprint(val)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,37 @@
+package gatewaycmd
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sandkey/sandkey/pkg/gateway"
+)
+
+var errServerClosed = http.ErrServerClosed
+
+// newHTTPServer serves the gateway's health, readiness, metrics and public
+// keys. It listens on loopback by default: none of it is secret, but none
+// of it is for the sandboxes either.
+func newHTTPServer(gw *gateway.Gateway, reg *prometheus.Registry) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !gw.Ready() {
+			http.Error(w, "not ready: reconciling sandboxes", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Write(gw.JWKSJSON())
+	})
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}

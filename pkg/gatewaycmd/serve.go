@@ -1,0 +1,233 @@
+package gatewaycmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+
+	"github.com/sandkey/sandkey/pkg/admin"
+	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/process"
+	"github.com/sandkey/sandkey/pkg/gateway"
+)
+
+// serveOptions are `gateway serve`'s settings; each is a flag, an
+// environment variable and a config file key (see config.go).
+type serveOptions struct {
+	configFile        string
+	lifetime          time.Duration
+	issuer            string
+	audience          string
+	trustDomain       string
+	sweepInterval     time.Duration
+	stopGrace         time.Duration
+	heartbeatInterval time.Duration
+	httpAddr          string
+	adminTCP          string
+	adminCert         string
+	adminKey          string
+	adminTokenFile    string
+	defaultDriver     string
+	supervisorPath    string
+	keyFile           string
+	logLevel          string
+	logFormat         string
+	demo              bool
+}
+
+func newServeCommand(g *globals) *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway: mint and rotate tokens, run sandboxes, serve supervisors and operators",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			skip := map[string]bool{"config": true}
+			if err := applyConfig(cmd.Flags(), o.configFile, skip); err != nil {
+				return usageError{err}
+			}
+			if o.demo && !cmd.Flags().Changed("token-lifetime") {
+				o.lifetime = demoLifetime
+			}
+			return runServe(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.configFile, "config", os.Getenv("SANDKEY_CONFIG"), "YAML file of settings named like these flags (env SANDKEY_CONFIG)")
+	f.DurationVar(&o.lifetime, "token-lifetime", auth.DefaultLifetime, "lifetime of every token; at least 10s")
+	f.StringVar(&o.issuer, "issuer", gateway.DefaultIssuer, "token issuer (iss)")
+	f.StringVar(&o.audience, "audience", gateway.DefaultAudience, "token audience (aud)")
+	f.StringVar(&o.trustDomain, "trust-domain", gateway.DefaultTrustDomain, "SPIFFE trust domain of token subjects")
+	f.DurationVar(&o.sweepInterval, "sweep-interval", gateway.DefaultSweepInterval, "how often the rotation sweep runs")
+	f.DurationVar(&o.stopGrace, "stop-grace", gateway.DefaultStopGrace, "grace between SIGTERM and SIGKILL when stopping a sandbox")
+	f.DurationVar(&o.heartbeatInterval, "heartbeat-interval", gateway.DefaultHeartbeatInterval, "session heartbeat interval")
+	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP address for /healthz, /readyz, /metrics, /jwks.json; empty disables")
+	f.StringVar(&o.adminTCP, "admin-tcp", "", "also serve the operator API on this TCP address, with TLS and an admin token")
+	f.StringVar(&o.adminCert, "admin-tls-cert", "", "TLS certificate for --admin-tcp")
+	f.StringVar(&o.adminKey, "admin-tls-key", "", "TLS private key for --admin-tcp")
+	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires")
+	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
+	f.StringVar(&o.supervisorPath, "supervisor", "", "supervisor binary the process driver runs (default: `supervisor` beside this binary, else on PATH)")
+	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	f.BoolVar(&o.demo, "demo", false, "create and start a demo sandbox with a short token lifetime (30s unless set)")
+	return cmd
+}
+
+func newLogger(level, format string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, Usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	var cfg zap.Config
+	switch format {
+	case "json":
+		cfg = zap.NewProductionConfig()
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+	default:
+		return nil, Usagef("--log-format %q: want json or console", format)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.OutputPaths = []string{"stderr"}
+	return cfg.Build()
+}
+
+// findSupervisor locates the supervisor binary for the process driver.
+func findSupervisor(flag string) (string, error) {
+	if flag != "" {
+		return filepath.Abs(flag)
+	}
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), "supervisor")
+		if _, err := os.Stat(beside); err == nil {
+			return beside, nil
+		}
+	}
+	p, err := exec.LookPath("supervisor")
+	if err != nil {
+		return "", Usagef("no supervisor binary beside the gateway or on PATH; build it (make build) or pass --supervisor")
+	}
+	return filepath.Abs(p)
+}
+
+func runServe(ctx context.Context, g *globals, o *serveOptions) error {
+	log, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	supervisor, err := findSupervisor(o.supervisorPath)
+	if err != nil {
+		return err
+	}
+	// The state directory is made (0700) before the driver puts its own
+	// directory in it; gateway.Open then checks its mode.
+	if err := os.MkdirAll(g.stateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	procDriver, err := process.New(process.Config{SupervisorPath: supervisor,
+		StateRoot: filepath.Join(g.stateDir, "drivers", process.Name), Logger: log.Named("process")})
+	if err != nil {
+		return usageError{err}
+	}
+	defer procDriver.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gw, err := gateway.Open(ctx, gateway.Config{
+		StateDir: g.stateDir, KeyFile: o.keyFile, Lifetime: o.lifetime,
+		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
+		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
+		Drivers:       map[string]driver.Driver{procDriver.Name(): procDriver},
+		DefaultDriver: o.defaultDriver,
+		Logger:        log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer gw.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	fail := make(chan error, 4)
+
+	adminSrv := grpc.NewServer()
+	defer adminSrv.Stop()
+	admin.Register(adminSrv, gw, log.Named("admin"))
+	adminPath := filepath.Join(g.stateDir, AdminSocketName)
+	l, err := admin.ListenUnix(adminPath)
+	if err != nil {
+		return err
+	}
+	serveGRPC(&wg, fail, adminSrv, l)
+	if o.adminTCP != "" {
+		tcpSrv, tl, err := admin.ListenTCP(o.adminTCP, admin.TCPConfig{CertFile: o.adminCert, KeyFile: o.adminKey, TokenFile: o.adminTokenFile})
+		if err != nil {
+			return usageError{err}
+		}
+		defer tcpSrv.Stop()
+		admin.Register(tcpSrv, gw, log.Named("admin"))
+		serveGRPC(&wg, fail, tcpSrv, tl)
+	}
+	if o.httpAddr != "" {
+		hl, err := net.Listen("tcp", o.httpAddr)
+		if err != nil {
+			return usageError{fmt.Errorf("--http-addr %s: %w", o.httpAddr, err)}
+		}
+		srv := newHTTPServer(gw, reg)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(hl); err != nil && !errors.Is(err, errServerClosed) {
+				fail <- fmt.Errorf("http: %w", err)
+			}
+		}()
+		defer srv.Close()
+		log.Info("http serving", zap.String("addr", hl.Addr().String()))
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		gw.Serve(ctx)
+	}()
+	log.Info("operator API serving", zap.String("socket", adminPath))
+	if o.demo {
+		if err := startDemo(ctx, gw, g, o, log); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("gateway stopping; sandboxes keep running")
+		return nil
+	case err := <-fail:
+		return err
+	}
+}
+
+func serveGRPC(wg *sync.WaitGroup, fail chan<- error, srv *grpc.Server, l net.Listener) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			fail <- fmt.Errorf("serve %s: %w", l.Addr(), err)
+		}
+	}()
+}

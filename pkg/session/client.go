@@ -1,0 +1,530 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/sandkey/sandkey/pkg/session/sessionpb"
+)
+
+const (
+	// reportExitAttempts bounds ReportExit's retries; each attempt waits
+	// at most reportExitTimeout for the gateway.
+	reportExitAttempts = 5
+	reportExitTimeout  = 5 * time.Second
+	// maxConcurrentExecs bounds the execs one session runs at a time.
+	maxConcurrentExecs = 64
+	// minHeartbeatInterval keeps a gateway's odd interval from making the
+	// supervisor spin.
+	minHeartbeatInterval = time.Millisecond
+)
+
+// ClientConfig configures the supervisor side of the session.
+type ClientConfig struct {
+	// Target is where the gateway listens: unix:///path, vsock://CID:PORT,
+	// tcp://host:port or tls://host:port.
+	Target     string
+	SandboxID  string
+	InstanceID string
+	Version    string
+	// Source holds the supervisor's token; the client offers it every
+	// token the gateway sends and puts its current token on every call.
+	Source TokenSource
+	// Exec runs exec requests; CommandRunner{} when nil.
+	Exec    ExecHandler
+	Backoff Backoff
+	// HelloTimeout is how long to wait for the gateway's answer to the
+	// Hello; DefaultHelloTimeout when zero.
+	HelloTimeout time.Duration
+	Logger       *zap.Logger      // zap.NewNop() when nil
+	Now          func() time.Time // time.Now when nil
+	DialOptions  []DialOption
+}
+
+// Client is the supervisor side of the session: it keeps one session
+// with the gateway, feeds every token it receives to its source, runs
+// exec requests and reports the workload's exit.
+type Client struct {
+	cfg  ClientConfig
+	log  *zap.Logger
+	conn *grpc.ClientConn
+	rpc  sessionpb.SupervisorSessionClient
+
+	running atomic.Bool // Run is not reentrant
+
+	mu        sync.Mutex
+	connected bool
+	sessionID string
+	lastErr   error
+}
+
+// NewClient checks cfg and prepares the connection (made lazily by Run).
+// Close it after Run has returned.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.SandboxID == "" {
+		return nil, errors.New("new session client: empty sandbox id")
+	}
+	if cfg.Source == nil {
+		return nil, fmt.Errorf("new session client for %s: no token source", cfg.SandboxID)
+	}
+	if cfg.Exec == nil {
+		cfg.Exec = CommandRunner{}
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = DefaultHelloTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Backoff = cfg.Backoff.withDefaults()
+	creds := &callCredentials{source: cfg.Source, inner: cfg.Source.PerRPCCredentials(), sandboxID: cfg.SandboxID}
+	opts := append([]DialOption{WithGRPCOptions(grpc.WithPerRPCCredentials(creds))}, cfg.DialOptions...)
+	conn, err := Dial(context.Background(), cfg.Target, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("new session client for %s: %w", cfg.SandboxID, err)
+	}
+	return &Client{
+		cfg:  cfg,
+		log:  cfg.Logger.With(zap.String("sandbox", cfg.SandboxID), zap.String("target", cfg.Target)),
+		conn: conn,
+		rpc:  sessionpb.NewSupervisorSessionClient(conn),
+	}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// State reports whether a session is established, its id, and the error
+// that ended the last session or attempt.
+func (c *Client) State() (connected bool, sessionID string, lastErr error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected, c.sessionID, c.lastErr
+}
+
+func (c *Client) setState(connected bool, sessionID string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.connected, c.sessionID = connected, sessionID
+	if err != nil {
+		c.lastErr = err
+	}
+}
+
+// Run keeps a session with the gateway until ctx ends, reconnecting with
+// exponential backoff and full jitter, reset once a session has stayed up
+// for Backoff.ResetAfter. It returns nil when ctx ends. Run may be called
+// again after it returned, never concurrently.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("run session of %s: already running", c.cfg.SandboxID)
+	}
+	defer c.running.Store(false)
+	attempt := 0
+	for {
+		acceptedAt, err := c.runSession(ctx)
+		c.setState(false, "", err)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !acceptedAt.IsZero() && c.cfg.Now().Sub(acceptedAt) >= c.cfg.Backoff.ResetAfter {
+			attempt = 0
+		}
+		delay := c.cfg.Backoff.Delay(attempt, rand.Float64())
+		attempt++
+		c.log.Info("session ended; reconnecting", zap.Error(err), zap.Duration("delay", delay))
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-timer.C:
+		}
+	}
+}
+
+// RejectedError is the gateway's refusal of a session, or its reason to
+// end one.
+type RejectedError struct {
+	Code   sessionpb.RejectCode
+	Reason string
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("gateway rejected the session: %s: %s", codeLabel(e.Code), e.Reason)
+}
+
+// ErrHeartbeatTimeout ends a session whose gateway went silent.
+var ErrHeartbeatTimeout = errors.New("no message from the gateway for three heartbeat intervals")
+
+// runSession runs one session: Hello, then the loop. It returns when the
+// session was accepted (zero if it never was) and why it ended.
+func (c *Client) runSession(ctx context.Context) (time.Time, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel: the reader and the execs stop with ctx
+	defer cancel()
+
+	stream, err := c.rpc.Connect(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("open session: %w", err)
+	}
+	in := make(chan *sessionpb.GatewayMessage)
+	inErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				inErr <- err
+				return
+			}
+			select {
+			case in <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var held uint64
+	if cur := c.cfg.Source.Current(); cur != nil {
+		held = cur.Gen()
+	}
+	hello := &sessionpb.Hello{SandboxId: c.cfg.SandboxID, InstanceId: c.cfg.InstanceID, TokenGen: held, Version: c.cfg.Version}
+	if err := stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Hello{Hello: hello}}); err != nil {
+		return time.Time{}, fmt.Errorf("send hello: %w", streamErr(stream, err))
+	}
+
+	var first *sessionpb.GatewayMessage
+	timer := time.NewTimer(c.cfg.HelloTimeout)
+	select {
+	case first = <-in:
+		timer.Stop()
+	case err := <-inErr:
+		timer.Stop()
+		return time.Time{}, fmt.Errorf("await accepted: %w", err)
+	case <-timer.C:
+		return time.Time{}, fmt.Errorf("await accepted: no answer to hello within %s", c.cfg.HelloTimeout)
+	case <-ctx.Done():
+		timer.Stop()
+		return time.Time{}, ctx.Err()
+	}
+	if r := first.GetRejected(); r != nil {
+		return time.Time{}, c.rejected(r)
+	}
+	acc := first.GetAccepted()
+	if acc == nil {
+		return time.Time{}, errors.New("await accepted: the gateway's first message is neither Accepted nor Rejected")
+	}
+	acceptedAt := c.cfg.Now()
+	hb := acc.GetHeartbeatInterval().AsDuration()
+	switch {
+	case hb <= 0:
+		hb = DefaultHeartbeatInterval
+	case hb < minHeartbeatInterval:
+		hb = minHeartbeatInterval
+	}
+	c.setState(true, acc.GetSessionId(), nil)
+	log := c.log.With(zap.String("session", acc.GetSessionId()))
+	log.Info("session accepted", zap.Uint64("held_gen", held), zap.Uint64("latest_gen", acc.GetTokenGen()),
+		zap.Bool("token_sent", acc.Token != nil), zap.Bool("token_rejected", acc.GetTokenRejected()))
+	if acc.GetTokenRejected() {
+		c.cfg.Source.MarkRejected()
+	}
+	if acc.Token != nil {
+		if err := c.take(stream, log, acc.GetToken(), acc.GetTokenGen(), acc.GetJwks(), OriginSessionHello); err != nil {
+			return acceptedAt, err
+		}
+	}
+
+	execs := newExecSet()
+	ticker := time.NewTicker(hb)
+	defer ticker.Stop()
+	lastHeard := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return acceptedAt, ctx.Err()
+		case err := <-inErr:
+			return acceptedAt, fmt.Errorf("session stream: %w", err)
+		case <-ticker.C:
+			if silent := time.Since(lastHeard); silent >= missedHeartbeats*hb {
+				return acceptedAt, fmt.Errorf("%w (%s)", ErrHeartbeatTimeout, silent.Round(time.Millisecond))
+			}
+			if err := stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}}); err != nil {
+				return acceptedAt, fmt.Errorf("send heartbeat: %w", streamErr(stream, err))
+			}
+		case m := <-in:
+			lastHeard = time.Now()
+			switch msg := m.GetMsg().(type) {
+			case *sessionpb.GatewayMessage_Heartbeat:
+			case *sessionpb.GatewayMessage_TokenUpdate:
+				u := msg.TokenUpdate
+				if err := c.take(stream, log, u.GetToken(), u.GetGen(), u.GetJwks(), OriginSessionPush); err != nil {
+					return acceptedAt, err
+				}
+			case *sessionpb.GatewayMessage_ExecRequest:
+				c.startExec(ctx, &wg, execs, log, msg.ExecRequest)
+			case *sessionpb.GatewayMessage_ExecCancel:
+				execs.cancel(msg.ExecCancel.GetExecId())
+			case *sessionpb.GatewayMessage_Rejected:
+				return acceptedAt, c.rejected(msg.Rejected)
+			default:
+				log.Warn("unexpected message from the gateway; ignored", zap.String("type", fmt.Sprintf("%T", msg)))
+			}
+		}
+	}
+}
+
+// take offers a token from the gateway to the source and acknowledges it
+// once the source holds it (or something newer).
+func (c *Client) take(stream sessionpb.SupervisorSession_ConnectClient, log *zap.Logger, raw string, gen uint64, jwks []byte, origin string) error {
+	offerErr := c.cfg.Source.Offer(raw, jwks, origin)
+	cur := c.cfg.Source.Current()
+	if offerErr != nil && (cur == nil || cur.Gen() < gen) {
+		// Not acknowledged: the gateway resends, and the session ends if
+		// the credential it knows expires.
+		log.Warn("token from the gateway refused by the source", zap.Uint64("gen", gen), zap.String("origin", origin), zap.Error(offerErr))
+		return nil
+	}
+	log.Debug("token taken", zap.Uint64("gen", gen), zap.String("origin", origin), zap.Stringer("current", cur))
+	if err := stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_TokenAck{TokenAck: &sessionpb.TokenAck{Gen: gen}}}); err != nil {
+		return fmt.Errorf("send token ack: %w", streamErr(stream, err))
+	}
+	return nil
+}
+
+func (c *Client) rejected(r *sessionpb.Rejected) error {
+	switch r.GetCode() {
+	case sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED, sessionpb.RejectCode_REJECT_CODE_SUPERSEDED:
+		c.cfg.Source.MarkRejected()
+	}
+	return &RejectedError{Code: r.GetCode(), Reason: r.GetReason()}
+}
+
+// streamErr turns a Send's io.EOF into the status that ended the stream.
+func streamErr(stream grpc.ClientStream, err error) error {
+	if errors.Is(err, io.EOF) {
+		if _, rerr := stream.Header(); rerr != nil {
+			return rerr
+		}
+		return fmt.Errorf("stream closed by the gateway: %w", err)
+	}
+	return err
+}
+
+// execSet tracks a session's running execs so that ExecCancel finds them.
+type execSet struct {
+	mu      sync.Mutex
+	cancels map[string]context.CancelFunc
+}
+
+func newExecSet() *execSet { return &execSet{cancels: map[string]context.CancelFunc{}} }
+
+func (s *execSet) add(id string, cancel context.CancelFunc) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.cancels[id]; dup || len(s.cancels) >= maxConcurrentExecs {
+		return false
+	}
+	s.cancels[id] = cancel
+	return true
+}
+
+func (s *execSet) remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.cancels, id)
+}
+
+func (s *execSet) cancel(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cancel := s.cancels[id]; cancel != nil {
+		cancel()
+	}
+}
+
+// startExec runs one exec request in a goroutine owned by the session
+// (wg, ctx): its output goes back on an ExecOutput call of its own.
+func (c *Client) startExec(ctx context.Context, wg *sync.WaitGroup, execs *execSet, log *zap.Logger, req *sessionpb.ExecRequest) {
+	id := req.GetExecId()
+	ectx, cancel := context.WithCancel(ctx)
+	if !execs.add(id, cancel) {
+		cancel()
+		log.Warn("exec refused: duplicate id or too many running", zap.String("exec", id))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.sendExecResult(ctx, log, id, ExecResult{ExitCode: ExitCannotExecute, Error: "supervisor refused the exec: duplicate id or too many running"})
+		}()
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer execs.remove(id)
+		defer cancel()
+		out, err := c.rpc.ExecOutput(ectx)
+		if err != nil {
+			log.Warn("open exec output", zap.String("exec", id), zap.Error(err))
+			return
+		}
+		sink := &execSink{stream: out, id: id, cancel: cancel}
+		cmd := ExecCommand{ID: id, Argv: req.GetArgv(), Env: req.GetEnv(), Stdin: req.GetStdin(), HasStdin: req.GetHasStdin()}
+		log.Info("exec started", zap.String("exec", id), zap.Strings("argv", cmd.Argv))
+		res := c.cfg.Exec.Run(ectx, cmd, sink.writer(true), sink.writer(false))
+		log.Info("exec ended", zap.String("exec", id), zap.Int("code", res.ExitCode), zap.String("error", res.Error))
+		if err := sink.exit(res); err != nil {
+			log.Warn("send exec exit", zap.String("exec", id), zap.Error(err))
+		}
+	}()
+}
+
+// sendExecResult answers an exec that did not run with its result alone.
+func (c *Client) sendExecResult(ctx context.Context, log *zap.Logger, id string, res ExecResult) {
+	out, err := c.rpc.ExecOutput(ctx)
+	if err == nil {
+		err = (&execSink{stream: out, id: id, cancel: func() {}}).exit(res)
+	}
+	if err != nil {
+		log.Warn("send exec result", zap.String("exec", id), zap.Error(err))
+	}
+}
+
+// execSink sends an exec's output as chunks on its ExecOutput stream; the
+// command's stdout and stderr copiers share it.
+type execSink struct {
+	stream sessionpb.SupervisorSession_ExecOutputClient
+	id     string
+	cancel context.CancelFunc // stops the command when the gateway stops listening
+
+	mu     sync.Mutex
+	failed error
+}
+
+func (s *execSink) send(chunk *sessionpb.ExecChunk) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	if err := s.stream.Send(chunk); err != nil {
+		s.failed = fmt.Errorf("send exec %s output: %w", s.id, err)
+		s.cancel()
+		return s.failed
+	}
+	return nil
+}
+
+type sinkWriter struct {
+	sink   *execSink
+	stdout bool
+}
+
+func (s *execSink) writer(stdout bool) io.Writer { return sinkWriter{sink: s, stdout: stdout} }
+
+func (w sinkWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		piece := p[:min(len(p), execChunkSize)]
+		chunk := &sessionpb.ExecChunk{ExecId: w.sink.id}
+		if w.stdout {
+			chunk.Data = &sessionpb.ExecChunk_Stdout{Stdout: piece}
+		} else {
+			chunk.Data = &sessionpb.ExecChunk_Stderr{Stderr: piece}
+		}
+		if err := w.sink.send(chunk); err != nil {
+			return n, err
+		}
+		n += len(piece)
+		p = p[len(piece):]
+	}
+	return n, nil
+}
+
+func (s *execSink) exit(res ExecResult) error {
+	err := s.send(&sessionpb.ExecChunk{ExecId: s.id, Data: &sessionpb.ExecChunk_Exit{Exit: &sessionpb.ExecExit{
+		Code: int32(res.ExitCode), Signal: int32(res.Signal), Error: res.Error}}})
+	if err != nil {
+		return err
+	}
+	_, err = s.stream.CloseAndRecv()
+	return err
+}
+
+// ReportExit tells the gateway that the workload ended, retrying a few
+// times (the gateway may be restarting) within ctx.
+func (c *Client) ReportExit(ctx context.Context, code, signal int) error {
+	req := &sessionpb.ReportExitRequest{SandboxId: c.cfg.SandboxID, InstanceId: c.cfg.InstanceID,
+		ExitCode: int32(code), Signal: int32(signal)}
+	var err error
+	for attempt := 0; attempt < reportExitAttempts; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, reportExitTimeout)
+		_, err = c.rpc.ReportExit(actx, req, grpc.WaitForReady(true))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.PermissionDenied, codes.NotFound, codes.Unimplemented:
+			return fmt.Errorf("report exit code %d of %s: %w", code, c.cfg.SandboxID, err)
+		}
+		if attempt == reportExitAttempts-1 {
+			break
+		}
+		timer := time.NewTimer(c.cfg.Backoff.Delay(attempt+2, rand.Float64()))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("report exit code %d of %s: %w (last error: %v)", code, c.cfg.SandboxID, ctx.Err(), err)
+		case <-timer.C:
+		}
+	}
+	return fmt.Errorf("report exit code %d of %s: %d attempts failed: %w", code, c.cfg.SandboxID, reportExitAttempts, err)
+}
+
+// callCredentials puts the source's current token (when there is one) and
+// the sandbox id on every call. It does not require transport security:
+// the target's scheme is the operator's choice, and tcp:// serves QEMU's
+// user-network forward, which never leaves the host.
+type callCredentials struct {
+	source    TokenSource
+	inner     credentials.PerRPCCredentials
+	sandboxID string
+}
+
+func (c *callCredentials) GetRequestMetadata(ctx context.Context, uri ...string) (map[string]string, error) {
+	md := map[string]string{SandboxIDMetadata: c.sandboxID}
+	if c.source.Current() == nil || c.inner == nil {
+		// No token yet: an attested socket accepts the call without one.
+		return md, nil
+	}
+	inner, err := c.inner.GetRequestMetadata(ctx, uri...)
+	if err != nil {
+		return nil, fmt.Errorf("token for call: %w", err)
+	}
+	for k, v := range inner {
+		md[k] = v
+	}
+	return md, nil
+}
+
+func (c *callCredentials) RequireTransportSecurity() bool { return false }

@@ -1,0 +1,123 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sandkey/sandkey/pkg/driver"
+)
+
+// Exit codes of the supervisor's own failures. A workload's own code is
+// passed through unchanged, so these are chosen from sysexits.h, which few
+// workloads use.
+const (
+	ExitUsage       = 64 // EX_USAGE: bad flags or no command
+	ExitUnavailable = 69 // EX_UNAVAILABLE: the gateway's socket is not there
+	ExitSoftware    = 70 // EX_SOFTWARE: an internal failure
+	ExitConfig      = 78 // EX_CONFIG: a mode it cannot serve, a missing token directory
+)
+
+// Auth modes (DESIGN.md §8).
+const (
+	ModeDir    = "dir"
+	ModeStatic = "static"
+	ModeK8sSA  = "k8s-sa"
+)
+
+// Config is the supervisor's configuration, from flags and SANDKEY_*
+// variables set by the driver.
+type Config struct {
+	Mode         string
+	SandboxID    string
+	InstanceID   string
+	TokenDir     string
+	Gateway      string
+	Issuer       string
+	Audience     string
+	TrustDomain  string
+	StatusFile   string
+	StaticToken  string // static mode: the token itself
+	TokenFile    string // static mode: a file holding it
+	PollInterval time.Duration
+	Grace        time.Duration
+	UID, GID     *uint32
+	VMInit       string // auto | on | off
+	Argv         []string
+}
+
+// ConfigError is a configuration the supervisor cannot serve; it exits
+// with Code.
+type ConfigError struct {
+	Code int
+	Err  error
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErr(code int, format string, args ...any) error {
+	return &ConfigError{Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// Check validates cfg for its mode, looking at the file system where the
+// mode needs it.
+func (c *Config) Check() error {
+	if len(c.Argv) == 0 {
+		return configErr(ExitUsage, "no workload: run as `supervisor [flags] -- command args...`")
+	}
+	if c.SandboxID == "" {
+		return configErr(ExitConfig, "no sandbox id: the driver sets %s", driver.EnvSandboxID)
+	}
+	switch c.Mode {
+	case ModeDir:
+		if err := checkTokenDir(c.TokenDir); err != nil {
+			return err
+		}
+		return checkGateway(c.Gateway)
+	case ModeStatic:
+		if (c.StaticToken == "") == (c.TokenFile == "") {
+			return configErr(ExitConfig, "auth mode static needs exactly one of %s or %s", driver.EnvToken, driver.EnvTokenFile)
+		}
+		return checkGateway(c.Gateway)
+	case ModeK8sSA:
+		return configErr(ExitConfig, "auth mode %q is not supported yet; use %q", ModeK8sSA, ModeDir)
+	case "":
+		return configErr(ExitConfig, "no auth mode: the driver sets %s (dir, static)", driver.EnvAuthMode)
+	default:
+		return configErr(ExitConfig, "auth mode %q is unknown; want dir or static", c.Mode)
+	}
+}
+
+func checkTokenDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return configErr(ExitConfig, "token directory %s does not exist: the driver must mount it (auth mode dir)", dir)
+	case err != nil:
+		return configErr(ExitConfig, "token directory %s: %v", dir, err)
+	case !fi.IsDir():
+		return configErr(ExitConfig, "token directory %s is not a directory (a mounted file goes stale: mount the directory)", dir)
+	}
+	return nil
+}
+
+// checkGateway refuses a unix gateway socket that is not there: the
+// gateway opens it before the sandbox starts, so its absence is a
+// misconfiguration, not a gateway restart.
+func checkGateway(target string) error {
+	path, ok := strings.CutPrefix(target, "unix://")
+	if !ok {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return configErr(ExitUnavailable, "gateway socket %s: %v (is the gateway's socket directory mounted?)", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return configErr(ExitUnavailable, "gateway socket %s is not a socket", path)
+	}
+	return nil
+}

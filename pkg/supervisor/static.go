@@ -1,0 +1,54 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+
+	"google.golang.org/grpc/credentials"
+
+	"github.com/sandkey/sandkey/pkg/auth"
+)
+
+// staticSource is the token source of auth mode static: one token, read
+// once, never refreshed. It cannot verify the token (it has no keys), so
+// it only presents it.
+type staticSource struct{ tok *auth.Token }
+
+func newStaticSource(cfg Config) (*staticSource, error) {
+	raw := cfg.StaticToken
+	if cfg.TokenFile != "" {
+		data, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, configErr(ExitConfig, "static token file: %v", err)
+		}
+		raw = strings.TrimSpace(string(data))
+	}
+	tok, err := auth.ParseUnverified(raw)
+	if err != nil {
+		return nil, configErr(ExitConfig, "static token: %v", err)
+	}
+	if tok.SandboxID() != cfg.SandboxID {
+		return nil, configErr(ExitConfig, "static token is for sandbox %q, not %q", tok.SandboxID(), cfg.SandboxID)
+	}
+	return &staticSource{tok: tok}, nil
+}
+
+func (s *staticSource) Current() *auth.Token { return s.tok }
+
+func (s *staticSource) Offer(string, []byte, string) error {
+	return errors.New("auth mode static takes no new tokens")
+}
+
+func (s *staticSource) MarkRejected() {}
+
+func (s *staticSource) PerRPCCredentials() credentials.PerRPCCredentials { return staticBearer{s.tok.Raw()} }
+
+type staticBearer struct{ raw string }
+
+func (b staticBearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.raw}, nil
+}
+
+func (staticBearer) RequireTransportSecurity() bool { return false }

@@ -1,0 +1,80 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sandkey/sandkey/pkg/auth"
+)
+
+// Status is what the supervisor tells the workload and operators about
+// its credential and session. It never holds the token.
+type Status struct {
+	SandboxID    string    `json:"sandbox_id"`
+	Gen          uint64    `json:"gen"`
+	JTI          string    `json:"jti,omitempty"`
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	Connected    bool      `json:"connected"`
+	SessionID    string    `json:"session_id,omitempty"`
+	LastError    string    `json:"last_error,omitempty"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	WorkloadPID  int       `json:"workload_pid,omitempty"`
+	TokenExpired bool      `json:"token_expired"`
+}
+
+func statusOf(sandboxID string, tok *auth.Token, connected bool, sessionID string, lastErr error, pid int, now time.Time) Status {
+	st := Status{SandboxID: sandboxID, Connected: connected, SessionID: sessionID, UpdatedAt: now.UTC(), WorkloadPID: pid}
+	if tok != nil {
+		st.Gen, st.JTI, st.ExpiresAt = tok.Gen(), tok.JTI(), tok.ExpiresAt().UTC()
+		st.TokenExpired = !now.Before(tok.ExpiresAt())
+	}
+	if lastErr != nil {
+		st.LastError = lastErr.Error()
+	}
+	return st
+}
+
+// writeStatus replaces the status file atomically (temp file + rename), so
+// a reader never sees half of it. It is 0644: it holds nothing secret.
+func writeStatus(path string, st Status) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".status-*")
+	if err != nil {
+		return fmt.Errorf("write status %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write status %s: %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write status %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write status %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write status %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadStatus reads a status file.
+func ReadStatus(path string) (Status, error) {
+	var st Status
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, fmt.Errorf("status file %s: %w", path, err)
+	}
+	return st, nil
+}

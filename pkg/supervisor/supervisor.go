@@ -1,0 +1,178 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/auth/source"
+	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
+	"github.com/sandkey/sandkey/pkg/supervisor/workload"
+)
+
+// Version is reported to the gateway in every Hello.
+var Version = "dev"
+
+// statusRefresh is how often the status file is rewritten when nothing
+// else changed, so its session state and expiry flag stay current.
+const statusRefresh = 5 * time.Second
+
+// tokenSource is what the supervisor needs of a token source: the
+// session's view of it, plus change notifications for the status file.
+type tokenSource interface {
+	session.TokenSource
+	Subscribe() (<-chan *auth.Token, func())
+	Close() error
+}
+
+// Run runs the supervisor until the workload ends, and returns the exit
+// code the process should end with.
+func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
+	if err := maybeInitVM(cfg, log); err != nil {
+		log.Error("vm init", zap.Error(err))
+		return ExitConfig
+	}
+	if err := cfg.Check(); err != nil {
+		return fail(log, err)
+	}
+	src, err := newSource(ctx, cfg, log)
+	if err != nil {
+		return fail(log, err)
+	}
+	defer src.Close()
+	if tok := src.Current(); tok != nil {
+		log.Info("holding token", zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()), zap.Time("exp", tok.ExpiresAt()))
+	} else {
+		log.Warn("no valid token at start; waiting for the session to deliver one")
+	}
+
+	runner, err := workload.Start(context.Background(), workload.Config{
+		Argv: cfg.Argv, Env: workloadEnv(), UID: cfg.UID, GID: cfg.GID, Grace: cfg.Grace,
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Logger: log.Named("workload"),
+	})
+	if err != nil {
+		log.Error("start workload", zap.Strings("argv", cfg.Argv), zap.Error(err))
+		return 127
+	}
+	defer runner.Close()
+
+	client, err := session.NewClient(session.ClientConfig{
+		Target: cfg.Gateway, SandboxID: cfg.SandboxID, InstanceID: cfg.InstanceID, Version: Version,
+		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: execEnv()}, Logger: log.Named("session"),
+	})
+	if err != nil {
+		runner.Stop()
+		runner.Wait()
+		return fail(log, configErr(ExitConfig, "gateway %s: %v", cfg.Gateway, err))
+	}
+	defer client.Close()
+
+	sessCtx, stopSession := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { client.Run(sessCtx) })
+	if cfg.StatusFile != "" {
+		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, runner.Pid(), log) })
+	}
+
+	// A cancelled ctx (the supervisor's own SIGTERM is forwarded by the
+	// runner) ends the workload; either way its exit decides ours.
+	select {
+	case <-runner.Done():
+	case <-ctx.Done():
+		runner.Stop()
+	}
+	exit := runner.Wait()
+	log.Info("workload exited", zap.Int("code", exit.Code), zap.Int("signal", int(exit.Signal)))
+	reportCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := client.ReportExit(reportCtx, exit.Code, int(exit.Signal)); err != nil {
+		log.Warn("report exit to the gateway", zap.Error(err))
+	}
+	cancel()
+	stopSession()
+	wg.Wait()
+	return exit.Code
+}
+
+func fail(log *zap.Logger, err error) int {
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		log.Error("cannot start", zap.Error(err))
+		return ce.Code
+	}
+	log.Error("supervisor failed", zap.Error(err))
+	return ExitSoftware
+}
+
+func newSource(ctx context.Context, cfg Config, log *zap.Logger) (tokenSource, error) {
+	if cfg.Mode == ModeStatic {
+		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires",
+			zap.String("sandbox", cfg.SandboxID))
+		s, err := newStaticSource(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return staticTokens{s}, nil
+	}
+	return source.New(ctx, source.Config{
+		SandboxID: cfg.SandboxID, Dir: cfg.TokenDir, Issuer: cfg.Issuer, Audience: cfg.Audience,
+		TrustDomain: cfg.TrustDomain, PollInterval: cfg.PollInterval, Logger: log.Named("source"),
+	})
+}
+
+// staticTokens gives the static source the change feed it never uses.
+type staticTokens struct{ *staticSource }
+
+func (staticTokens) Subscribe() (<-chan *auth.Token, func()) { return make(chan *auth.Token), func() {} }
+func (staticTokens) Close() error                            { return nil }
+
+// keepStatus rewrites the status file on every new token and every
+// statusRefresh.
+func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *session.Client, pid int, log *zap.Logger) {
+	changes, cancel := src.Subscribe()
+	defer cancel()
+	t := time.NewTicker(statusRefresh)
+	defer t.Stop()
+	var lastErr string
+	for {
+		connected, sessionID, err := client.State()
+		st := statusOf(cfg.SandboxID, src.Current(), connected, sessionID, err, pid, time.Now())
+		if err := writeStatus(cfg.StatusFile, st); err != nil && err.Error() != lastErr {
+			lastErr = err.Error()
+			log.Warn("status file", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		case <-t.C:
+		}
+	}
+}
+
+// workloadEnv is the workload's environment: the supervisor's, less the
+// static token.
+func workloadEnv() []string { return execEnv() }
+
+// maybeInitVM does init's duties in a microVM. The share tag and the
+// network address come from the kernel command line, which is only
+// readable once /proc is mounted: a first Setup mounts the file systems
+// and brings up loopback, the second (idempotent) adds the rest.
+func maybeInitVM(cfg Config, log *zap.Logger) error {
+	if cfg.VMInit == "off" || (cfg.VMInit == "auto" && !vminit.NeedsInit()) {
+		return nil
+	}
+	if err := vminit.Setup(vminit.Config{}, log.Named("vminit")); err != nil {
+		return err
+	}
+	data, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return err
+	}
+	return vminit.Setup(vminit.ConfigFromCmdline(vminit.ParseKernelCmdline(string(data))), log.Named("vminit"))
+}
