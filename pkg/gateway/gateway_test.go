@@ -43,7 +43,7 @@ func (c *clock) Add(d time.Duration) {
 // expired token".
 type checkingDriver struct {
 	driver.Driver
-	t      *testing.T
+	t      testing.TB
 	g      func() *Gateway
 	starts []uint64 // gen found in the directory at each start
 }
@@ -65,7 +65,7 @@ func (d *checkingDriver) Start(ctx context.Context, spec driver.Spec) error {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	clock *clock
 	drv   *checkingDriver
@@ -98,7 +98,7 @@ func newEnv(t *testing.T) *env {
 
 // shortTempDir is a temporary directory short enough for unix socket
 // paths under it (t.TempDir's names carry the test's name).
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	dir, err := os.MkdirTemp("", "sk")
 	if err != nil {
 		t.Fatal(err)

@@ -85,7 +85,6 @@ func (g *Gateway) RotateKeys(ctx context.Context) (string, error) {
 	return sk.KID, nil
 }
 
-
 // ListKeys lists the signing keys the store holds, private halves omitted.
 func (g *Gateway) ListKeys(ctx context.Context) ([]store.SigningKey, error) {
 	keys, err := g.store.ListKeys(ctx)
