@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 }
 
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	proc  *process.Driver
 	gw    *gateway.Gateway
