@@ -20,6 +20,7 @@ build:
 
 test:
 	./scripts/test-deps.sh
+	./scripts/engine-deps.sh
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench:
