@@ -28,7 +28,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "engine-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# Recommends stay on, as measured in shared/TESTING.md: podman needs some of
-# them (conmon's helpers, the containers configs).
-apt-get install -y -qq "${missing[@]}" >/dev/null
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+# apt's output is shown only when it fails. Recommends stay on, as in the
+# setup shared/TESTING.md measured.
+if ! { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "engine-deps: installing ${missing[*]} failed" >&2
+  exit 1
+fi

@@ -36,6 +36,9 @@
 //     engine adds the image's variables beneath. In static mode SandboxEnv
 //     holds a raw token, which then sits in the container's configuration,
 //     readable by whoever can inspect containers on the engine.
+//   - the image's user. The token directory is 0700 on the host, so a
+//     supervisor that does not run as root needs the gateway's writer to
+//     own the directory for it (tokendir.WithOwner).
 //   - stop signal SIGTERM and no restart policy: the gateway decides when a
 //     sandbox runs.
 //   - labels io.sandkey.managed=true, io.sandkey.sandbox-id,

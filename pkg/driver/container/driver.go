@@ -125,7 +125,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	case existing.Config.Labels[LabelSpecHash] == req.config.Labels[LabelSpecHash]:
 		return nil
 	default:
-		if err := d.remove(ctx, existing); err != nil {
+		if err := d.replace(ctx, existing); err != nil {
 			return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 		}
 	}
@@ -157,7 +157,7 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
 			spec.SandboxID, ErrAlreadyRunning, short(existing.ID), existing.Config.Labels[LabelInstance])
 	}
 	if found && existing.Config.Labels[LabelSpecHash] != req.config.Labels[LabelSpecHash] {
-		if err := d.remove(ctx, existing); err != nil {
+		if err := d.replace(ctx, existing); err != nil {
 			return fmt.Errorf("start sandbox %s: %w", spec.SandboxID, err)
 		}
 		found = false
@@ -347,6 +347,15 @@ func (d *Driver) create(ctx context.Context, req request) error {
 	return nil
 }
 
+// replace removes c, a stopped container that no longer fits its
+// sandbox's spec, before a new one is made.
+func (d *Driver) replace(ctx context.Context, c ctr.InspectResponse) error {
+	d.log.Info("replacing sandbox container: its spec changed", zap.String("engine", d.engine.Name),
+		zap.String("sandbox_id", c.Config.Labels[LabelSandboxID]), zap.String("container", short(c.ID)),
+		zap.String("old_instance_id", c.Config.Labels[LabelInstance]))
+	return d.remove(ctx, c)
+}
+
 // remove removes c, and its anonymous volumes. A running container is
 // killed at once (both engines send SIGKILL on a forced remove). A
 // container already gone is not an error.
@@ -376,12 +385,15 @@ func statusOf(c ctr.InspectResponse) driver.Status {
 		if s.Error != "" {
 			st.Detail += ": " + s.Error
 		}
+	case s.Status == ctr.StateCreated && s.Error != "":
+		st.State = driver.StateStopped
+		st.Detail = fmt.Sprintf("container %s created; its start failed: %s", short(c.ID), s.Error)
+	case s.Status == ctr.StateCreated:
+		st.State = driver.StateStopped
+		st.Detail = fmt.Sprintf("container %s created, never started", short(c.ID))
 	default:
 		st.State = driver.StateStopped
-		st.Detail = fmt.Sprintf("container %s %s, never started", short(c.ID), s.Status)
-		if s.Error != "" {
-			st.Detail += ": " + s.Error
-		}
+		st.Detail = fmt.Sprintf("container %s %s", short(c.ID), s.Status)
 	}
 	return st
 }

@@ -98,8 +98,13 @@ func LaunchDocker() (*Engine, error) {
 }
 
 // podmanConf is the containers.conf a private podman gets through
-// CONTAINERS_CONF (it replaces the system's): crun fails on these
-// machines' hybrid cgroups and raising rlimits is not permitted.
+// CONTAINERS_CONF (it replaces the system's), as shared/TESTING.md
+// measured it: crun fails on these machines' hybrid cgroups and raising
+// rlimits is not permitted. One line is added: file locks, which live in
+// the service's tmp dir. The default shm locks share one segment
+// (/libpod_lock) among every root podman of the host, and a podman that
+// starts on a fresh run root frees all of its locks, those of another
+// private podman running in parallel included.
 const podmanConf = `[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 netns = "none"
@@ -108,6 +113,7 @@ netns = "none"
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+lock_type = "file"
 `
 
 // registriesConf lists no registry to search: a short image name never
