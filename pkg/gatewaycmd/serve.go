@@ -20,8 +20,6 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/auth"
-	"github.com/sandkey/sandkey/pkg/driver"
-	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/gateway"
 )
 
@@ -42,7 +40,7 @@ type serveOptions struct {
 	adminKey          string
 	adminTokenFile    string
 	defaultDriver     string
-	supervisorPath    string
+	drivers           driverOptions
 	keyFile           string
 	logLevel          string
 	logFormat         string
@@ -81,7 +79,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.adminKey, "admin-tls-key", "", "TLS private key for --admin-tcp")
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires")
 	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
-	f.StringVar(&o.supervisorPath, "supervisor", "", "supervisor binary the process driver runs (default: `supervisor` beside this binary, else on PATH)")
+	addDriverFlags(f, &o.drivers)
 	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
@@ -132,28 +130,24 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return err
 	}
 	defer log.Sync()
-	supervisor, err := findSupervisor(o.supervisorPath)
-	if err != nil {
-		return err
-	}
-	// The state directory is made (0700) before the driver puts its own
-	// directory in it; gateway.Open then checks its mode.
+	// The state directory is made (0700) before drivers put their own
+	// directories in it; gateway.Open then checks its mode.
 	if err := os.MkdirAll(g.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	procDriver, err := process.New(process.Config{SupervisorPath: supervisor,
-		StateRoot: filepath.Join(g.stateDir, "drivers", process.Name), Logger: log.Named("process")})
+	drivers, err := buildDrivers(driverEnv{stateDir: g.stateDir, log: log,
+		supervisor: func() (string, error) { return findSupervisor(o.drivers.supervisorF) }}, &o.drivers)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
-	defer procDriver.Close()
+	defer closeDrivers(drivers)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gw, err := gateway.Open(ctx, gateway.Config{
 		StateDir: g.stateDir, KeyFile: o.keyFile, Lifetime: o.lifetime,
 		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
 		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
-		Drivers:       map[string]driver.Driver{procDriver.Name(): procDriver},
+		Drivers:       drivers,
 		DefaultDriver: o.defaultDriver,
 		Logger:        log, Registerer: reg,
 	})

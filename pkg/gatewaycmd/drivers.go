@@ -1,0 +1,130 @@
+package gatewaycmd
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+
+	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/docker"
+	"github.com/sandkey/sandkey/pkg/driver/podman"
+	"github.com/sandkey/sandkey/pkg/driver/process"
+)
+
+// This file is the one place where compute drivers are registered: the
+// gateway core knows only the driver interface. A driver is an entry of
+// driverRegistry: its flags and how to build it.
+
+// driverEnv is what every driver's constructor may use.
+type driverEnv struct {
+	stateDir   string
+	supervisor func() (string, error) // the supervisor binary, found lazily
+	log        *zap.Logger
+}
+
+type driverEntry struct {
+	name  string
+	flags func(fs *pflag.FlagSet, o *driverOptions)
+	build func(env driverEnv, o *driverOptions) (driver.Driver, error)
+}
+
+// driverOptions holds every driver's settings; each entry reads its own.
+type driverOptions struct {
+	enabled     []string
+	dockerHost  string
+	podmanHost  string
+	network     string
+	supervisorF string
+}
+
+var driverRegistry = []driverEntry{
+	{
+		name: process.Name,
+		flags: func(fs *pflag.FlagSet, o *driverOptions) {
+			fs.StringVar(&o.supervisorF, "supervisor", "", "supervisor binary the process driver runs (default: the one beside this binary, else on PATH)")
+		},
+		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) {
+			path, err := env.supervisor()
+			if err != nil {
+				return nil, err
+			}
+			return process.New(process.Config{SupervisorPath: path,
+				StateRoot: filepath.Join(env.stateDir, "drivers", process.Name), Logger: env.log.Named(process.Name)})
+		},
+	},
+	{
+		name: docker.Name,
+		flags: func(fs *pflag.FlagSet, o *driverOptions) {
+			fs.StringVar(&o.dockerHost, "docker-host", docker.DefaultHost, "Docker Engine API address for the docker driver")
+			fs.StringVar(&o.network, "container-network", "none", "network mode of docker and podman sandboxes (the session needs none)")
+		},
+		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) {
+			return docker.New(docker.Config{Host: o.dockerHost, Network: o.network, Logger: env.log.Named(docker.Name)})
+		},
+	},
+	{
+		name: podman.Name,
+		flags: func(fs *pflag.FlagSet, o *driverOptions) {
+			fs.StringVar(&o.podmanHost, "podman-host", podman.DefaultHost, "Podman API address (Docker-compatible) for the podman driver")
+		},
+		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) {
+			return podman.New(podman.Config{Host: o.podmanHost, Network: o.network, Logger: env.log.Named(podman.Name)})
+		},
+	},
+}
+
+func driverNames() []string {
+	names := make([]string, len(driverRegistry))
+	for i, e := range driverRegistry {
+		names[i] = e.name
+	}
+	return names
+}
+
+func addDriverFlags(fs *pflag.FlagSet, o *driverOptions) {
+	fs.StringSliceVar(&o.enabled, "drivers", []string{process.Name}, "drivers to enable, of: "+strings.Join(driverNames(), ", "))
+	for _, e := range driverRegistry {
+		e.flags(fs, o)
+	}
+}
+
+// buildDrivers builds every enabled driver. The caller closes them.
+func buildDrivers(env driverEnv, o *driverOptions) (map[string]driver.Driver, error) {
+	out := make(map[string]driver.Driver)
+	for _, name := range o.enabled {
+		var entry *driverEntry
+		for i := range driverRegistry {
+			if driverRegistry[i].name == name {
+				entry = &driverRegistry[i]
+			}
+		}
+		if entry == nil {
+			closeDrivers(out)
+			return nil, Usagef("--drivers: unknown driver %q (have %s)", name, strings.Join(driverNames(), ", "))
+		}
+		d, err := entry.build(env, o)
+		if err != nil {
+			closeDrivers(out)
+			return nil, usageError{fmt.Errorf("driver %s: %w", name, err)}
+		}
+		out[name] = d
+	}
+	return out, nil
+}
+
+func closeDrivers(ds map[string]driver.Driver) {
+	names := make([]string, 0, len(ds))
+	for n := range ds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if c, ok := ds[n].(interface{ Close() error }); ok {
+			c.Close()
+		}
+	}
+}
