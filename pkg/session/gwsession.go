@@ -385,7 +385,7 @@ func (l *sessionLoop) tick(ctx context.Context) error {
 		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
 			fmt.Sprintf("nothing heard from the supervisor for %s", silent.Round(time.Millisecond)))
 	}
-	if now := l.s.cfg.Now(); false && !now.Before(l.credentialExpiry) {
+	if now := l.s.cfg.Now(); !now.Before(l.credentialExpiry) {
 		return reject(sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED,
 			fmt.Sprintf("the session's credential expired at %s", l.credentialExpiry.UTC().Format(time.RFC3339)))
 	}
