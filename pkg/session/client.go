@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -148,12 +150,48 @@ func (c *Client) Run(ctx context.Context) error {
 		delay := c.cfg.Backoff.Delay(attempt, rand.Float64())
 		attempt++
 		c.log.Info("session ended; reconnecting", zap.Error(err), zap.Duration("delay", delay))
-		timer := time.NewTimer(delay)
+		if c.sleepOrWake(ctx, delay) {
+			attempt = 0 // a gateway just came up: start the backoff afresh
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// sleepOrWake waits out a backoff delay, or less: on a unix target it
+// also watches the socket's directory, and returns as soon as the socket
+// is created again, so that a restarted gateway is reached at once rather
+// than at the end of a backoff that grew while it was down. It reports
+// whether it was woken that way.
+func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration) bool {
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	var events <-chan fsnotify.Event
+	t, err := ParseTarget(c.cfg.Target)
+	if err == nil && t.Scheme == SchemeUnix {
+		if w, err := fsnotify.NewWatcher(); err == nil {
+			defer w.Close()
+			if w.Add(filepath.Dir(t.Path)) == nil {
+				events = w.Events
+			}
+		}
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			timer.Stop()
-			return nil
+			return false
 		case <-timer.C:
+			return false
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if ev.Name == t.Path && ev.Has(fsnotify.Create) {
+				c.log.Info("gateway socket created; reconnecting now", zap.String("socket", t.Path))
+				return true
+			}
 		}
 	}
 }

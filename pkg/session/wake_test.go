@@ -1,0 +1,27 @@
+package session
+
+import (
+	"testing"
+	"time"
+)
+
+// With a backoff of an hour, only the socket's re-creation can bring the
+// client back: a restarted gateway is reached at once.
+func TestClientReconnectsAsSoonAsTheGatewaySocketReappears(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	target, tok := e.sandbox("sb-wake")
+	src := e.newSource("sb-wake", tok)
+	rc := e.startClient(ClientConfig{Target: target, SandboxID: "sb-wake", Source: src,
+		Backoff: Backoff{Min: time.Hour, Max: time.Hour}})
+	eventually(t, "first session", func() bool { c, _, _ := rc.State(); return c })
+
+	if err := e.listeners.RemoveSandbox("sb-wake"); err != nil { // the gateway goes away
+		t.Fatal(err)
+	}
+	eventually(t, "session gone", func() bool { c, _, _ := rc.State(); return !c })
+	time.Sleep(100 * time.Millisecond) // the client is now in its hour-long backoff
+	if _, err := e.listeners.AddSandbox(e.dir+"/sb-wake", "sb-wake"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "session back long before the backoff ends", func() bool { c, _, _ := rc.State(); return c })
+}
