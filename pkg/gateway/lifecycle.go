@@ -221,6 +221,11 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
 		g.log.Warn("close sandbox socket", zap.String("sandbox", sb.ID), zap.Error(err))
 	}
 	var errs []error
+	// Stop first, with the operator's grace, so the workload ends the way
+	// a stop ends it; Delete then only removes what is left.
+	if err := d.Stop(ctx, sb.ID, g.cfg.StopGrace); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		errs = append(errs, fmt.Errorf("driver %s stop: %w", sb.Driver, err))
+	}
 	if err := d.Delete(ctx, sb.ID); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		errs = append(errs, fmt.Errorf("driver %s delete: %w", sb.Driver, err))
 	}

@@ -139,6 +139,9 @@ func (c *Client) Run(ctx context.Context) error {
 	defer c.running.Store(false)
 	attempt := 0
 	for {
+		// The loop owns the backoff: gRPC's own reconnect backoff (up to
+		// two minutes) would otherwise fail this attempt fast, unseen.
+		c.conn.ResetConnectBackoff()
 		acceptedAt, err := c.runSession(ctx)
 		c.setState(false, "", err)
 		if ctx.Err() != nil {

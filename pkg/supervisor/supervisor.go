@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -18,6 +19,10 @@ import (
 
 // Version is reported to the gateway in every Hello.
 var Version = "dev"
+
+// reportExitTimeout bounds the exit report's retries: a supervisor being
+// stopped must end well within the driver's grace, gateway or not.
+const reportExitTimeout = 3 * time.Second
 
 // statusRefresh is how often the status file is rewritten when nothing
 // else changed, so its session state and expiry flag stay current.
@@ -89,7 +94,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	}
 	exit := runner.Wait()
 	log.Info("workload exited", zap.Int("code", exit.Code), zap.Int("signal", int(exit.Signal)))
-	reportCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	reportCtx, cancel := context.WithTimeout(context.Background(), reportExitTimeout)
 	if err := client.ReportExit(reportCtx, exit.Code, int(exit.Signal)); err != nil {
 		log.Warn("report exit to the gateway", zap.Error(err))
 	}
@@ -174,5 +179,8 @@ func maybeInitVM(cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	return vminit.Setup(vminit.ConfigFromCmdline(vminit.ParseKernelCmdline(string(data))), log.Named("vminit"))
+	// SANDKEY_VM_* variables win: libkrun boots its own kernel command line.
+	params := vminit.ParseKernelCmdline(string(data))
+	maps.Copy(params, vminit.EnvParams(os.Environ()))
+	return vminit.Setup(vminit.ConfigFromCmdline(params), log.Named("vminit"))
 }

@@ -23,18 +23,18 @@ import (
 	"github.com/sandkey/sandkey/pkg/supervisor"
 )
 
-var supervisorBin string
+var supervisorBin, gatewayBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "sk-bin")
 	if err != nil {
 		panic(err)
 	}
-	supervisorBin = filepath.Join(dir, "supervisor")
-	build := exec.Command("go", "build", "-o", supervisorBin, "github.com/sandkey/sandkey/cmd/supervisor")
+	supervisorBin, gatewayBin = filepath.Join(dir, "supervisor"), filepath.Join(dir, "gateway")
+	build := exec.Command("go", "build", "-o", dir+"/", "github.com/sandkey/sandkey/cmd/supervisor", "github.com/sandkey/sandkey/cmd/gateway")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build supervisor: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
