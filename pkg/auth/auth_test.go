@@ -352,3 +352,24 @@ func TestTokenStringNeverRevealsTheToken(t *testing.T) {
 		t.Fatalf("String() = %s, want gen and jti", s)
 	}
 }
+
+func TestMintEncodesUnusualIssuerAndAudience(t *testing.T) {
+	key, _ := GenerateKey(rand.Reader, t0)
+	iss, err := NewIssuer(IssuerConfig{Keys: NewKeySet(key), Issuer: "gw \"quoted\" \\ é <&>", Audience: "aud\n\t",
+		TrustDomain: "td", Lifetime: time.Minute, Now: func() time.Time { return t0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := iss.Mint("sb-1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := iss.Verifier()
+	got, err := v.Verify(tok.Raw(), "sb-1")
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if c := got.Claims(); c.Issuer != "gw \"quoted\" \\ é <&>" || c.Audience[0] != "aud\n\t" {
+		t.Fatalf("claims round trip: iss %q aud %q", c.Issuer, c.Audience)
+	}
+}
