@@ -16,7 +16,7 @@ TEST_TIMEOUT ?= 25m
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
 
 test:
 	./scripts/test-deps.sh
