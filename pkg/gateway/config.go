@@ -104,6 +104,10 @@ const (
 )
 
 func (c *Config) validate() error {
+	return errors.Join(c.validateSettings(), c.validateDrivers())
+}
+
+func (c *Config) validateSettings() error {
 	var errs []error
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("state directory is empty"))
@@ -126,6 +130,19 @@ func (c *Config) validate() error {
 	if c.StopGrace < 0 {
 		errs = append(errs, fmt.Errorf("stop grace %s is negative", c.StopGrace))
 	}
+	return errors.Join(errs...)
+}
+
+// CheckSettings validates everything but the drivers, with defaults
+// applied, so a command line can refuse bad settings before it builds
+// drivers.
+func (c Config) CheckSettings() error {
+	c.setDefaults()
+	return c.validateSettings()
+}
+
+func (c *Config) validateDrivers() error {
+	var errs []error
 	if len(c.Drivers) == 0 {
 		errs = append(errs, errors.New("no compute driver is registered"))
 	}

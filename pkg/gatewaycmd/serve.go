@@ -130,6 +130,15 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return err
 	}
 	defer log.Sync()
+	cfg := gateway.Config{
+		StateDir: g.stateDir, KeyFile: o.keyFile, Lifetime: o.lifetime,
+		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
+		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
+		DefaultDriver: o.defaultDriver, Logger: log,
+	}
+	if err := cfg.CheckSettings(); err != nil {
+		return usageError{fmt.Errorf("gateway config: %w", err)}
+	}
 	// The state directory is made (0700) before drivers put their own
 	// directories in it; gateway.Open then checks its mode.
 	if err := os.MkdirAll(g.stateDir, 0o700); err != nil {
@@ -143,14 +152,8 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	defer closeDrivers(drivers)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw, err := gateway.Open(ctx, gateway.Config{
-		StateDir: g.stateDir, KeyFile: o.keyFile, Lifetime: o.lifetime,
-		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
-		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
-		Drivers:       drivers,
-		DefaultDriver: o.defaultDriver,
-		Logger:        log, Registerer: reg,
-	})
+	cfg.Drivers, cfg.Registerer = drivers, reg
+	gw, err := gateway.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,9 @@ func (s *staticSource) Offer(string, []byte, string) error {
 
 func (s *staticSource) MarkRejected() {}
 
-func (s *staticSource) PerRPCCredentials() credentials.PerRPCCredentials { return staticBearer{s.tok.Raw()} }
+func (s *staticSource) PerRPCCredentials() credentials.PerRPCCredentials {
+	return staticBearer{s.tok.Raw()}
+}
 
 type staticBearer struct{ raw string }
 

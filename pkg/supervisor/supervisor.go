@@ -133,8 +133,10 @@ func newSource(ctx context.Context, cfg Config, log *zap.Logger) (tokenSource, e
 // staticTokens gives the static source the change feed it never uses.
 type staticTokens struct{ *staticSource }
 
-func (staticTokens) Subscribe() (<-chan *auth.Token, func()) { return make(chan *auth.Token), func() {} }
-func (staticTokens) Close() error                            { return nil }
+func (staticTokens) Subscribe() (<-chan *auth.Token, func()) {
+	return make(chan *auth.Token), func() {}
+}
+func (staticTokens) Close() error { return nil }
 
 // keepStatus rewrites the status file on every new token and every
 // statusRefresh.

@@ -1,0 +1,106 @@
+package gatewaycmd
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func newTestFlags() (*pflag.FlagSet, *time.Duration, *string, *[]string) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	lifetime := fs.Duration("token-lifetime", time.Hour, "")
+	issuer := fs.String("issuer", "default-issuer", "")
+	drivers := fs.StringSlice("drivers", []string{"process"}, "")
+	fs.String("config", "", "")
+	return fs, lifetime, issuer, drivers
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestConfigPrecedenceIsFlagThenEnvThenFile(t *testing.T) {
+	path := writeConfig(t, "token-lifetime: 2m\nissuer: from-file\ndrivers: [process, docker]\n")
+	t.Setenv("SANDKEY_ISSUER", "from-env")
+
+	fs, lifetime, issuer, drivers := newTestFlags()
+	if err := fs.Parse([]string{"--token-lifetime=3m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfig(fs, path, map[string]bool{"config": true}); err != nil {
+		t.Fatal(err)
+	}
+	if *lifetime != 3*time.Minute || *issuer != "from-env" || strings.Join(*drivers, ",") != "process,docker" {
+		t.Fatalf("lifetime %s (want flag's 3m), issuer %q (want env's), drivers %v (want file's)", *lifetime, *issuer, *drivers)
+	}
+	if !fs.Changed("issuer") || !fs.Changed("drivers") {
+		t.Fatal("settings from the environment and the file must count as set")
+	}
+}
+
+func TestConfigErrorsNameTheirSource(t *testing.T) {
+	cases := map[string]struct {
+		file string
+		env  map[string]string
+		want string
+	}{
+		"unknown key":       {file: "token-lifetim: 1h\n", want: `unknown setting "token-lifetim"`},
+		"bad file value":    {file: "token-lifetime: forever\n", want: "token-lifetime"},
+		"nested mapping":    {file: "issuer:\n  name: x\n", want: "nested mappings"},
+		"not yaml":          {file: "{{{", want: "not a YAML mapping"},
+		"bad env value":     {env: map[string]string{"SANDKEY_TOKEN_LIFETIME": "soon"}, want: "environment SANDKEY_TOKEN_LIFETIME"},
+		"config not a file": {file: "", want: "config file"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			if tc.file != "" {
+				path = writeConfig(t, tc.file)
+			}
+			if name == "config not a file" {
+				path = t.TempDir() // a directory
+			}
+			fs, _, _, _ := newTestFlags()
+			err := applyConfig(fs, path, map[string]bool{"config": true})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEmptyConfigFileIsNoSettings(t *testing.T) {
+	fs, lifetime, _, _ := newTestFlags()
+	if err := applyConfig(fs, writeConfig(t, ""), nil); err != nil {
+		t.Fatal(err)
+	}
+	if *lifetime != time.Hour {
+		t.Fatalf("lifetime %s, want the default", *lifetime)
+	}
+}
+
+func TestServeRefusesBadConfigAtStart(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb strings.Builder
+	path := writeConfig(t, "token-lifetime: 5s\n")
+	code := Main(t.Context(), []string{"--state-dir", filepath.Join(dir, "s"), "serve", "--config", path, "--http-addr", ""}, &out, &errb)
+	if code == ExitOK || !strings.Contains(errb.String(), "at least 10s") {
+		t.Fatalf("exit %d, stderr %q; want a refusal of the 5s lifetime", code, errb.String())
+	}
+	code = Main(t.Context(), []string{"--state-dir", filepath.Join(dir, "s"), "serve", "--config", writeConfig(t, "colour: blue\n")}, &out, &errb)
+	if code != ExitUsage || !strings.Contains(errb.String(), `unknown setting "colour"`) {
+		t.Fatalf("exit %d, stderr %q; want ExitUsage naming the key", code, errb.String())
+	}
+}
