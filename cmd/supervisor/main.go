@@ -134,6 +134,8 @@ func newLogger(level, format string) (*zap.Logger, error) {
 		return nil, fmt.Errorf("--log-format %q: want json or console", format)
 	}
 	c.Level = zap.NewAtomicLevelAt(lvl)
+	// Errors here are about sandboxes and settings, not code paths.
+	c.DisableStacktrace = true
 	c.OutputPaths = []string{"stderr"}
 	return c.Build()
 }

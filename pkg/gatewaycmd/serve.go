@@ -102,6 +102,8 @@ func newLogger(level, format string) (*zap.Logger, error) {
 		return nil, Usagef("--log-format %q: want json or console", format)
 	}
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	// Errors here are about sandboxes and settings, not code paths.
+	cfg.DisableStacktrace = true
 	cfg.OutputPaths = []string{"stderr"}
 	return cfg.Build()
 }

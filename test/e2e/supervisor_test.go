@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandkey/sandkey/pkg/supervisor"
+)
+
+// runSupervisor runs the real binary with only the given environment and
+// returns its exit code and stderr. A hang fails the test.
+func runSupervisor(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, supervisorBin, args...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "SANDKEY_VM_INIT=off"}, env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("supervisor %v hung; stderr: %s", args, stderr.String())
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+func TestSupervisorRefusesWhatItCannotServe(t *testing.T) {
+	dir := t.TempDir()
+	tokenDir := filepath.Join(dir, "auth")
+	os.Mkdir(tokenDir, 0o700)
+	aFile := filepath.Join(dir, "file")
+	os.WriteFile(aFile, []byte("x"), 0o600)
+	sockDir, _ := os.MkdirTemp("", "sk")
+	defer os.RemoveAll(sockDir)
+	sock := filepath.Join(sockDir, "gw.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	base := []string{"SANDKEY_SANDBOX_ID=sb-1", "SANDKEY_TOKEN_DIR=" + tokenDir, "SANDKEY_GATEWAY=unix://" + sock}
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", append(base, "SANDKEY_AUTH_MODE=dir"), nil, supervisor.ExitUsage, "no workload"},
+		{"no mode", base, []string{"--", "true"}, supervisor.ExitConfig, "no auth mode"},
+		{"unknown mode", append(base, "SANDKEY_AUTH_MODE=magic"), []string{"--", "true"}, supervisor.ExitConfig, "is unknown; want dir or static"},
+		{"k8s-sa not yet", append(base, "SANDKEY_AUTH_MODE=k8s-sa"), []string{"--", "true"}, supervisor.ExitConfig, "not supported yet"},
+		{"no sandbox id", []string{"SANDKEY_AUTH_MODE=dir", "SANDKEY_TOKEN_DIR=" + tokenDir}, []string{"--", "true"}, supervisor.ExitConfig, "no sandbox id"},
+		{"missing token dir", append(base, "SANDKEY_AUTH_MODE=dir", "SANDKEY_TOKEN_DIR="+filepath.Join(dir, "nope")), []string{"--", "true"}, supervisor.ExitConfig, "does not exist"},
+		{"token dir is a file", append(base, "SANDKEY_AUTH_MODE=dir", "SANDKEY_TOKEN_DIR="+aFile), []string{"--", "true"}, supervisor.ExitConfig, "not a directory"},
+		{"gateway socket missing", append(base, "SANDKEY_AUTH_MODE=dir", "SANDKEY_GATEWAY=unix://"+filepath.Join(dir, "gone.sock")), []string{"--", "true"}, supervisor.ExitUnavailable, "gone.sock"},
+		{"gateway socket not a socket", append(base, "SANDKEY_AUTH_MODE=dir", "SANDKEY_GATEWAY=unix://"+aFile), []string{"--", "true"}, supervisor.ExitUnavailable, "not a socket"},
+		{"static without a token", append(base, "SANDKEY_AUTH_MODE=static"), []string{"--", "true"}, supervisor.ExitConfig, "exactly one of"},
+		{"static with garbage", append(base, "SANDKEY_AUTH_MODE=static", "SANDKEY_TOKEN=garbage"), []string{"--", "true"}, supervisor.ExitConfig, "static token"},
+		{"bad user", append(base, "SANDKEY_AUTH_MODE=dir"), []string{"--user", "root", "--", "true"}, supervisor.ExitUsage, "uid must be a number"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stderr := runSupervisor(t, tc.env, tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit %d mentioning %q", code, stderr, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+func TestSupervisorPassesTheWorkloadsExitCode(t *testing.T) {
+	sockDir, _ := os.MkdirTemp("", "sk")
+	defer os.RemoveAll(sockDir)
+	sock := filepath.Join(sockDir, "gw.sock")
+	l, err := net.Listen("unix", sock) // a socket nobody answers: the session retries, the workload runs
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	env := []string{"SANDKEY_AUTH_MODE=dir", "SANDKEY_SANDBOX_ID=sb-1", "SANDKEY_TOKEN_DIR=" + t.TempDir(), "SANDKEY_GATEWAY=unix://" + sock}
+	for _, tc := range []struct {
+		script string
+		code   int
+	}{{"exit 0", 0}, {"exit 42", 42}, {"kill -KILL $$", 137}} {
+		if code, stderr := runSupervisor(t, env, "--", "/bin/sh", "-c", tc.script); code != tc.code {
+			t.Errorf("workload %q: supervisor exited %d, want %d; stderr %s", tc.script, code, tc.code, stderr)
+		}
+	}
+}
