@@ -11,7 +11,7 @@ BENCH_COUNT ?= 6
 # The whole suite must stay well under CI's budget.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test bench run lint proto fuzz clean
+.PHONY: all build test bench run lint proto fuzz clean images
 
 all: build
 
@@ -38,6 +38,10 @@ lint:
 
 proto:
 	./scripts/gen-proto.sh
+
+# The sandbox base image (sandkey-base:latest), with whichever engine answers.
+images:
+	GO=$(GO) ./images/build.sh
 
 # Short fuzzing of every parser; `make test` already runs their seed corpora.
 FUZZTIME ?= 30s

@@ -7,6 +7,7 @@ set -euo pipefail
 # it is installed.
 packages=(
   "util-linux:unshare"
+  "busybox-static:busybox"
 )
 
 missing=()

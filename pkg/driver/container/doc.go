@@ -32,10 +32,17 @@
 //     netns, so the mode is always sent explicitly.
 //   - the environment driver.Environ(spec.Env, spec.SandboxEnv), every
 //     user SANDKEY_* variable stripped, with SANDKEY_TOKEN_DIR and
-//     SANDKEY_GATEWAY set to the paths above whatever SandboxEnv says; the
-//     engine adds the image's variables beneath. In static mode SandboxEnv
-//     holds a raw token, which then sits in the container's configuration,
-//     readable by whoever can inspect containers on the engine.
+//     SANDKEY_GATEWAY set to the paths above, and SANDKEY_STATUS_FILE to
+//     /run/sandkey/status.json, whatever SandboxEnv says; the engine adds
+//     the image's variables beneath. In static mode SandboxEnv holds a raw
+//     token, which then sits in the container's configuration, readable
+//     by whoever can inspect containers on the engine.
+//   - the status file in the container's own writable layer (the engine
+//     makes /run/sandkey, root's, for the two mounts), not in a host
+//     directory the sandbox could fill. It holds no secret; the engine's
+//     archive API or an exec reads it. A read-only root file system, or a
+//     supervisor that is not root, only costs the status file: the
+//     supervisor warns that it cannot write it and runs on.
 //   - the image's user. The token directory is 0700 on the host, so a
 //     supervisor that does not run as root needs the gateway's writer to
 //     own the directory for it (tokendir.WithOwner).
@@ -66,7 +73,12 @@
 //  1. Create and Start build the container request and digest it,
 //     the image's ID included, into the io.sandkey.spec-hash label.
 //  2. An existing container with the same digest is kept: Create followed
-//     by Start with the same spec starts the container Create made.
+//     by Start with the same spec starts the container Create made. The
+//     gateway calls Create before its first token write makes the token
+//     directory and its socket the socket directory; Create then checks
+//     the spec and the image (never pulling) but makes no container, and
+//     Start makes it. The gateway's Create and Start differ in instance ID
+//     anyway, so a container made by Create would be made anew at Start.
 //  3. An existing stopped container with another digest (a new instance, a
 //     rebuilt image, a changed command) is removed and made anew; its
 //     exit code and logs go with it.

@@ -105,13 +105,24 @@ func (d *Driver) TokenDelivery() driver.TokenDelivery { return driver.DeliveryDi
 // Create makes the sandbox's container without starting it. Idempotent: a
 // container that already fits the spec is kept, a stopped one that does
 // not is made anew, and a running one is left running (Start will refuse
-// it).
+// it). Before the sandbox's first start its token and socket directories
+// may not exist yet (the gateway makes them when it mints the first token
+// and opens the socket): Create then checks the spec and the image only,
+// and Start makes the container.
 func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := checkSandboxID(spec.SandboxID); err != nil {
 		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
 	}
 	defer d.locks.lock(spec.SandboxID)()
 	req, err := d.prepare(ctx, spec)
+	if errors.Is(err, errDirMissing) {
+		if _, err := d.imageID(ctx, spec.Image); err != nil {
+			return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
+		}
+		d.log.Debug("sandbox directories not there yet; the container is made at start",
+			zap.String("engine", d.engine.Name), zap.String("sandbox_id", spec.SandboxID), zap.Error(err))
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 	}
@@ -296,14 +307,23 @@ func (d *Driver) prepare(ctx context.Context, spec driver.Spec) (request, error)
 	if _, err := mounts(spec); err != nil {
 		return request{}, err
 	}
-	img, err := d.client.ImageInspect(ctx, spec.Image)
+	id, err := d.imageID(ctx, spec.Image)
+	if err != nil {
+		return request{}, err
+	}
+	return newRequest(spec, id, d.network)
+}
+
+// imageID looks image up in the engine, never pulling it.
+func (d *Driver) imageID(ctx context.Context, image string) (string, error) {
+	img, err := d.client.ImageInspect(ctx, image)
 	if cerrdefs.IsNotFound(err) {
-		return request{}, imageNotFoundError{engine: d.engine.Name, image: spec.Image}
+		return "", imageNotFoundError{engine: d.engine.Name, image: image}
 	}
 	if err != nil {
-		return request{}, fmt.Errorf("inspect image %q: %w", spec.Image, err)
+		return "", fmt.Errorf("inspect image %q: %w", image, err)
 	}
-	return newRequest(spec, img.ID, d.network)
+	return img.ID, nil
 }
 
 // imageNotFoundError says which image is missing and what to do.

@@ -90,6 +90,7 @@ func TestSandboxGetsContractMountsEnvironmentAndNoNetwork(t *testing.T) {
 			driver.EnvGateway + "=unix:///run/sandkey/gw/gw.sock",
 			driver.EnvInstanceID + "=" + spec.InstanceID,
 			driver.EnvSandboxID + "=" + spec.SandboxID,
+			driver.EnvStatusFile + "=/run/sandkey/status.json",
 			driver.EnvTokenDir + "=/run/sandkey/auth",
 		}
 		if !slices.Equal(sandkey, wantSandkey) {
@@ -263,6 +264,44 @@ func TestMissingImageFailsClearlyAndIsNeverPulled(t *testing.T) {
 		if reg.conns.Load() == 0 {
 			t.Error("an explicit pull did not reach the stand-in registry; the no-pull check proves nothing")
 		}
+	})
+}
+
+// TestCreateBeforeTheDirectoriesExistDefersTheContainerToStart pins the
+// gateway's order: Create comes before the first token is written and the
+// socket opened, so the token and socket directories may not exist yet.
+// Create then checks the image (never pulling) and makes no container;
+// Start, once the directories are there, makes it.
+func TestCreateBeforeTheDirectoriesExistDefersTheContainerToStart(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e *engine) {
+		d := e.driver(t)
+		sb := newSandbox(t)
+		spec := sb.spec()
+		deleteAtEnd(t, d, spec.SandboxID)
+		tokenDir, socketDir := spec.TokenDir, spec.SocketDir
+		spec.TokenDir = filepath.Join(t.TempDir(), "not-yet", "auth")
+		spec.SocketDir = filepath.Join(t.TempDir(), "not-yet", "gw")
+
+		missing := spec
+		missing.Image = "sandkey/missing:v1"
+		if err := d.Create(ctxT(t), missing); !errors.Is(err, container.ErrImageNotFound) {
+			t.Fatalf("Create with a missing image and no directories = %v, want container.ErrImageNotFound", err)
+		}
+		if err := d.Create(ctxT(t), spec); err != nil {
+			t.Fatalf("Create before the directories exist: %v", err)
+		}
+		if st, err := d.Status(ctxT(t), spec.SandboxID); err != nil || st.State != driver.StateMissing {
+			t.Errorf("status after Create without directories = %+v, %v; want missing (no container yet)", st, err)
+		}
+		if err := d.Start(ctxT(t), spec); err == nil || !strings.Contains(err.Error(), "does not exist") {
+			t.Errorf("Start without directories = %v, want an error saying the directory does not exist", err)
+		}
+
+		spec.TokenDir, spec.SocketDir = tokenDir, socketDir
+		if err := d.Start(ctxT(t), spec); err != nil {
+			t.Fatalf("Start once the directories exist: %v", err)
+		}
+		waitState(t, d, spec.SandboxID, driver.StateRunning)
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,6 +24,11 @@ const (
 	// SocketDirTarget is where the sandbox's gateway socket directory is
 	// mounted; the supervisor dials driver.DefaultGateway inside it.
 	SocketDirTarget = "/run/sandkey/gw"
+	// StatusFileTarget is where the supervisor keeps its status file: in
+	// the container's own writable layer, beside the two mounts, never in
+	// a host directory the sandbox could fill. Operators and tests read it
+	// with the engine's archive API or an exec; it holds no secret.
+	StatusFileTarget = "/run/sandkey/status.json"
 )
 
 // The labels every container of the driver carries.
@@ -125,15 +131,24 @@ func mounts(spec driver.Spec) ([]mount.Mount, error) {
 	}, nil
 }
 
+// errDirMissing is matched by the error of a mount source that does not
+// exist (yet): the gateway makes the token and socket directories at a
+// sandbox's first start, after Create.
+var errDirMissing = errors.New("directory does not exist")
+
 // hostDir checks that path is an absolute path to a directory and returns
 // it cleaned. A single file is refused: a bind mount of a file pins its
-// inode and goes stale after the first rename over it.
+// inode and goes stale after the first rename over it. A missing path is
+// an errDirMissing error.
 func hostDir(what, path string) (string, error) {
 	if !filepath.IsAbs(path) {
 		return "", fmt.Errorf("%s %q is not an absolute path", what, path)
 	}
 	path = filepath.Clean(path)
 	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%s %s: %w", what, path, errDirMissing)
+	}
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
@@ -144,16 +159,17 @@ func hostDir(what, path string) (string, error) {
 }
 
 // environ builds the container's environment: the user's variables
-// (SANDKEY_* stripped), the gateway's SANDKEY_* variables, and the two
+// (SANDKEY_* stripped), the gateway's SANDKEY_* variables, and the three
 // paths only the driver knows, which win over SandboxEnv. The engine adds
 // the image's variables (PATH and the like) under these.
 func environ(spec driver.Spec) []string {
-	sandbox := make(map[string]string, len(spec.SandboxEnv)+2)
+	sandbox := make(map[string]string, len(spec.SandboxEnv)+3)
 	for k, v := range spec.SandboxEnv {
 		sandbox[k] = v
 	}
 	sandbox[driver.EnvTokenDir] = TokenDirTarget
 	sandbox[driver.EnvGateway] = driver.DefaultGateway
+	sandbox[driver.EnvStatusFile] = StatusFileTarget
 	return driver.Environ(spec.Env, sandbox)
 }
 

@@ -113,7 +113,8 @@ func TestRequestCarriesContract(t *testing.T) {
 	spec.Env["SANDKEY_EXTRA"] = "x"
 	spec.Env["sandkey_gateway"] = "unix:///elsewhere.sock"
 	spec.Env[driver.EnvSandboxID] = "someone-else"
-	spec.SandboxEnv[driver.EnvTokenDir] = "/host/path" // the driver's value wins
+	spec.SandboxEnv[driver.EnvTokenDir] = "/host/path"                // the driver's value wins
+	spec.SandboxEnv[driver.EnvStatusFile] = "/host/state/status.json" // and here
 	req, err := newRequest(spec, "sha256:abc", DefaultNetwork)
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +125,7 @@ func TestRequestCarriesContract(t *testing.T) {
 		"SANDKEY_GATEWAY=unix:///run/sandkey/gw/gw.sock",
 		"SANDKEY_INSTANCE_ID=inst1",
 		"SANDKEY_SANDBOX_ID=sb1",
+		"SANDKEY_STATUS_FILE=/run/sandkey/status.json",
 		"SANDKEY_TOKEN_DIR=/run/sandkey/auth",
 	}
 	if !slices.Equal(req.config.Env, wantEnv) {
@@ -198,7 +200,7 @@ func TestRequestRefusesInvalidSpec(t *testing.T) {
 		{"ID starting with a dot", "cannot name a container", func(s *driver.Spec) { s.SandboxID = ".a" }},
 		{"no image", "no image", func(s *driver.Spec) { s.Image = "" }},
 		{"relative token dir", "not an absolute path", func(s *driver.Spec) { s.TokenDir = "auth" }},
-		{"missing socket dir", "no such file", func(s *driver.Spec) { s.SocketDir = "/nonexistent/gw" }},
+		{"missing socket dir", "socket directory /nonexistent/gw: directory does not exist", func(s *driver.Spec) { s.SocketDir = "/nonexistent/gw" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := unitSpec(t)

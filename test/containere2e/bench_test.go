@@ -1,0 +1,104 @@
+package containere2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sandkey/sandkey/pkg/gateway"
+)
+
+// benchPoll is how often a benchmark looks for the state it waits for.
+const benchPoll = time.Millisecond
+
+// BenchmarkCreateToRegistered measures, per engine, a sandbox's life from
+// the gateway's Create (with start: token minted and written, container
+// made and started) until its supervisor's session is registered. Deleting
+// it is not timed.
+func BenchmarkCreateToRegistered(b *testing.B) {
+	for _, e := range engines {
+		b.Run(e.name, func(b *testing.B) {
+			h := newHarness(b, e, longLifetime)
+			ctx := context.Background()
+			var took []time.Duration
+			i := 0
+			for b.Loop() {
+				start := time.Now()
+				sb, err := h.gw.Create(ctx, gateway.CreateRequest{Name: fmt.Sprintf("bench-%d", i), Driver: e.name, Start: true,
+					Spec: gateway.Spec{Image: testImage, Command: []string{"sleep", "600"}}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				waitFor(b, registerBound, func() bool { return h.gw.Sessions().Connected(sb.ID) })
+				took = append(took, time.Since(start))
+				b.StopTimer()
+				if err := h.gw.Delete(ctx, sb.ID); err != nil {
+					b.Fatal(err)
+				}
+				i++
+				b.StartTimer()
+			}
+			reportPercentiles(b, took, "registered")
+		})
+	}
+}
+
+// BenchmarkRotationToSwap measures, per engine, the latency from a
+// rotation (Gateway.Rotate: generation committed, directory written, push
+// sent) until the gateway records the generation as delivered, which
+// takes the supervisor's acknowledgement, sent once its token source in
+// the container holds the new token (from the directory or the push,
+// whichever came first).
+func BenchmarkRotationToSwap(b *testing.B) {
+	for _, e := range engines {
+		b.Run(e.name, func(b *testing.B) {
+			h := newHarness(b, e, longLifetime)
+			sb := h.create("rotating", "sleep", "600")
+			ctx := context.Background()
+			var took []time.Duration
+			for b.Loop() {
+				start := time.Now()
+				gen, err := h.gw.Rotate(ctx, sb.ID)
+				if err != nil {
+					b.Fatal(err)
+				}
+				waitFor(b, 10*time.Second, func() bool {
+					got, err := h.gw.Get(ctx, sb.ID)
+					return err == nil && got.DeliveredGen >= gen
+				})
+				took = append(took, time.Since(start))
+			}
+			reportPercentiles(b, took, "swap")
+		})
+	}
+}
+
+// waitFor polls cond every benchPoll until it holds, or fails b.
+func waitFor(b *testing.B, bound time.Duration, cond func() bool) {
+	b.Helper()
+	deadline := time.Now().Add(bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatalf("not within %s", bound)
+		}
+		time.Sleep(benchPoll)
+	}
+}
+
+// reportPercentiles reports the p50 and p99 of the samples in
+// milliseconds, as <what>-p50-ms and <what>-p99-ms.
+func reportPercentiles(b *testing.B, samples []time.Duration, what string) {
+	if len(samples) == 0 {
+		return
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	at := func(q float64) float64 {
+		i := int(q*float64(len(s)-1) + 0.5)
+		return float64(s[i]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(at(0.50), what+"-p50-ms")
+	b.ReportMetric(at(0.99), what+"-p99-ms")
+}

@@ -1,0 +1,292 @@
+package containere2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/client"
+	"go.uber.org/goleak"
+
+	"github.com/sandkey/sandkey/pkg/driver/container"
+	"github.com/sandkey/sandkey/pkg/driver/docker"
+	"github.com/sandkey/sandkey/pkg/driver/enginetest"
+	"github.com/sandkey/sandkey/pkg/driver/podman"
+)
+
+const (
+	// baseImage is the tag images/build.sh gives the base image, and the
+	// one the test image's FROM names.
+	baseImage = "sandkey-base:latest"
+	// testImage is the base image plus busybox.
+	testImage = "sandkey-e2e:test"
+	// baseContainerfile is the base image's Containerfile, from this
+	// package's directory (where go test runs).
+	baseContainerfile = "../../images/base/Containerfile"
+	// busyboxPath is where Debian's busybox-static installs its binary.
+	busyboxPath = "/bin/busybox"
+	// buildTimeout bounds one image build.
+	buildTimeout = 5 * time.Minute
+)
+
+// busyboxApplets are linked to /bin/busybox in the test image.
+var busyboxApplets = []string{"sh", "cat", "sleep", "echo", "touch", "rm", "mkdir", "ln", "ls", "true", "false", "test"}
+
+// supervisorBin is the real supervisor, built by TestMain.
+var supervisorBin string
+
+// engine is one engine the tests run against: started once for the
+// package, at the first test that needs it, with both images built into it
+// once.
+type engine struct {
+	name   string
+	shared *enginetest.Shared
+	newDrv func(container.Config) (*container.Driver, error)
+
+	imageOnce sync.Once
+	imageErr  error
+}
+
+var engines = []*engine{
+	{name: docker.Name, shared: enginetest.NewShared(enginetest.LaunchDocker), newDrv: docker.New},
+	{name: podman.Name, shared: enginetest.NewShared(enginetest.LaunchPodman), newDrv: podman.New},
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "skbin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	supervisorBin = filepath.Join(dir, "supervisor")
+	build := exec.Command("go", "build", "-trimpath", "-o", supervisorBin, "github.com/sandkey/sandkey/cmd/supervisor")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build supervisor: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	for _, e := range engines {
+		if err := e.shared.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop %s: %v\n", e.name, err)
+			code = 1
+		}
+	}
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// forEachEngine runs test as a parallel subtest per engine: the engines
+// are separate processes, and each subtest its own gateway.
+func forEachEngine(t *testing.T, test func(t *testing.T, e *engine)) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, e)
+		})
+	}
+}
+
+// socket starts the engine if needed, builds both images into it once, and
+// returns the engine's API socket.
+func (e *engine) socket(t testing.TB) string {
+	t.Helper()
+	requireBusybox(t)
+	sock := e.shared.Socket(t)
+	e.imageOnce.Do(func() {
+		start := time.Now()
+		e.imageErr = buildImages(sock)
+		t.Logf("%s: images built in %s", e.name, time.Since(start).Round(time.Millisecond))
+	})
+	if e.imageErr != nil {
+		t.Fatalf("%s: build images: %v", e.name, e.imageErr)
+	}
+	return sock
+}
+
+// requireBusybox skips t when a static busybox is not installed, or fails
+// it under CI=true, where nothing may pass by skipping. Debian's dynamic
+// busybox package installs the same path, but cannot run in a FROM scratch
+// image.
+func requireBusybox(t testing.TB) {
+	t.Helper()
+	if err := checkStatic(busyboxPath); err != nil {
+		msg := fmt.Sprintf("%v: install the Debian package busybox-static (scripts/test-deps.sh installs it)", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip("skipping: " + msg)
+	}
+}
+
+// checkStatic fails unless path is an ELF executable without a program
+// interpreter, one that runs in an image holding nothing else.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked", path)
+		}
+	}
+	return nil
+}
+
+// client returns a raw client of the engine, closed when t ends.
+func (e *engine) client(t testing.TB) *client.Client {
+	t.Helper()
+	c, err := client.NewClientWithOpts(client.WithHost("unix://"+e.socket(t)), client.WithVersion(container.APIVersion))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// buildImages builds the base image from images/base/Containerfile and the
+// test image from it, on the engine at sock.
+func buildImages(sock string) error {
+	containerfile, err := os.ReadFile(baseContainerfile)
+	if err != nil {
+		return fmt.Errorf("read the base image's Containerfile: %w", err)
+	}
+	sup, err := os.ReadFile(supervisorBin)
+	if err != nil {
+		return err
+	}
+	if err := buildImage(sock, baseImage, []contextEntry{
+		{name: "Containerfile", mode: 0o644, data: containerfile},
+		{name: "supervisor", mode: 0o755, data: sup},
+	}); err != nil {
+		return err
+	}
+	bb, err := os.ReadFile(busyboxPath)
+	if err != nil {
+		return err
+	}
+	entries := []contextEntry{
+		{name: "Containerfile", mode: 0o644, data: []byte("FROM " + baseImage + "\nCOPY bin/ /bin/\n")},
+		{name: "bin/", mode: 0o755},
+		{name: "bin/busybox", mode: 0o755, data: bb},
+	}
+	for _, applet := range busyboxApplets {
+		entries = append(entries, contextEntry{name: "bin/" + applet, link: "busybox"})
+	}
+	return buildImage(sock, testImage, entries)
+}
+
+// contextEntry is one entry of a build context: a directory (name ends
+// with /), a symlink to link, or a file holding data.
+type contextEntry struct {
+	name string
+	mode int64
+	data []byte
+	link string
+}
+
+// buildImage builds tag on the engine at sock from the entries, whose
+// Containerfile it follows, with the classic builder and no pull. The
+// context is made here rather than from a directory because the test image
+// needs symlinks.
+func buildImage(sock, tag string, entries []contextEntry) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		hdr := &tar.Header{Name: e.name, Mode: e.mode, ModTime: time.Unix(0, 0)}
+		switch {
+		case e.link != "":
+			hdr.Typeflag, hdr.Linkname, hdr.Mode = tar.TypeSymlink, e.link, 0o777
+		case strings.HasSuffix(e.name, "/"):
+			hdr.Typeflag = tar.TypeDir
+		default:
+			hdr.Typeflag, hdr.Size = tar.TypeReg, int64(len(e.data))
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("build image %s: context: %w", tag, err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			return fmt.Errorf("build image %s: context: %w", tag, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("build image %s: context: %w", tag, err)
+	}
+
+	c, err := client.NewClientWithOpts(client.WithHost("unix://"+sock), client.WithVersion(container.APIVersion))
+	if err != nil {
+		return fmt.Errorf("build image %s: %w", tag, err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	resp, err := c.ImageBuild(ctx, &buf, build.ImageBuildOptions{
+		Tags:        []string{tag},
+		Dockerfile:  "Containerfile",
+		Remove:      true,
+		ForceRemove: true,
+		PullParent:  false,
+		NetworkMode: "none",
+		Version:     build.BuilderV1,
+	})
+	if err != nil {
+		return fmt.Errorf("build image %s: %w", tag, err)
+	}
+	defer resp.Body.Close()
+	if err := readBuildOutput(resp.Body); err != nil {
+		return fmt.Errorf("build image %s: %w", tag, err)
+	}
+	if _, err := c.ImageInspect(ctx, tag); err != nil {
+		return fmt.Errorf("build image %s: inspect the result: %w", tag, err)
+	}
+	return nil
+}
+
+// readBuildOutput reads the build's JSON message stream to its end and
+// returns the error it reports, with the build's output for context.
+func readBuildOutput(r io.Reader) error {
+	var out strings.Builder
+	dec := json.NewDecoder(r)
+	for {
+		var msg struct {
+			Stream      string `json:"stream"`
+			Error       string `json:"error"`
+			ErrorDetail struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		err := dec.Decode(&msg)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read build output: %w\n%s", err, out.String())
+		}
+		out.WriteString(msg.Stream)
+		if msg.Error != "" || msg.ErrorDetail.Message != "" {
+			return fmt.Errorf("%s%s\n%s", msg.Error, msg.ErrorDetail.Message, out.String())
+		}
+	}
+}
