@@ -11,6 +11,7 @@ import (
 // serverMetrics are the gateway-side session metrics.
 type serverMetrics struct {
 	sessions   prometheus.Gauge
+	accepted   prometheus.Counter
 	pushes     prometheus.Counter
 	acks       prometheus.Counter
 	resends    prometheus.Counter
@@ -22,6 +23,10 @@ func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "sandkey", Subsystem: "session", Name: "sessions",
 			Help: "Supervisor sessions currently established.",
+		}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "sandkey", Subsystem: "session", Name: "accepted_total",
+			Help: "Sessions accepted (registrations), reconnections included.",
 		}),
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "sandkey", Subsystem: "session", Name: "token_pushes_total",
@@ -41,7 +46,7 @@ func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
 		}, []string{"code"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.pushes, m.acks, m.resends, m.rejections)
+		reg.MustRegister(m.sessions, m.accepted, m.pushes, m.acks, m.resends, m.rejections)
 	}
 	return m
 }

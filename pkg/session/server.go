@@ -200,6 +200,7 @@ func (s *Server) register(sess *gwSession) bool {
 	s.sessions[sess.sandboxID] = sess
 	s.metrics.sessions.Set(float64(len(s.sessions)))
 	s.mu.Unlock()
+	s.metrics.accepted.Inc()
 	if old != nil {
 		old.end(sessionpb.RejectCode_REJECT_CODE_SESSION_REPLACED,
 			fmt.Sprintf("session %s of sandbox %s replaced this one", sess.id, sess.sandboxID))

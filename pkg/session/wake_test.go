@@ -24,4 +24,7 @@ func TestClientReconnectsAsSoonAsTheGatewaySocketReappears(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "session back long before the backoff ends", func() bool { c, _, _ := rc.State(); return c })
+	if got := metricValue(e.srv.metrics.accepted); got != 2 {
+		t.Fatalf("sessions accepted = %v, want 2 (one per registration)", got)
+	}
 }
