@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"errors"
-	"maps"
 	"os"
 	"sync"
 	"time"
@@ -181,8 +180,5 @@ func maybeInitVM(cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	// SANDKEY_VM_* variables win: libkrun boots its own kernel command line.
-	params := vminit.ParseKernelCmdline(string(data))
-	maps.Copy(params, vminit.EnvParams(os.Environ()))
-	return vminit.Setup(vminit.ConfigFromCmdline(params), log.Named("vminit"))
+	return vminit.Setup(vminit.ConfigFromCmdline(vminit.ParseKernelCmdline(string(data))), log.Named("vminit"))
 }
