@@ -191,7 +191,5 @@ func removeAll(path string) error {
 	return nil
 }
 
-var errStopped = errors.New("sandbox is not running")
-
 // now is the gateway's clock.
 func (g *Gateway) now() time.Time { return g.cfg.Now() }
