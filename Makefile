@@ -28,7 +28,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -timeout 60m $(PKGS) | tee bench/results.txt
 
 run: build
-	./$(BIN)/gateway serve --demo
+	./$(BIN)/gateway serve --demo --log-format console
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
