@@ -18,6 +18,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/sandboxlock"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/store"
 )
@@ -44,7 +45,7 @@ type Gateway struct {
 
 	// locks serialises lifecycle operations per sandbox, so a stop and a
 	// start of the same sandbox never interleave.
-	locks sync.Map // sandbox id -> *sync.Mutex
+	locks sandboxlock.Set
 
 	// latest caches the newest token of each sandbox, so that registrations
 	// and pushes need no store read or signature check.
@@ -151,12 +152,7 @@ func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.sandboxD
 func (g *Gateway) socketDir(id string) string  { return filepath.Join(g.sandboxDir(id), "gw") }
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
 
-func (g *Gateway) lock(id string) func() {
-	m, _ := g.locks.LoadOrStore(id, &sync.Mutex{})
-	mu := m.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
-}
+func (g *Gateway) lock(id string) func() { return g.locks.Lock(id) }
 
 func (g *Gateway) driverFor(name string) (driver.Driver, error) {
 	d, ok := g.cfg.Drivers[name]

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/sandboxlock"
 )
 
 // APIVersion is the Engine API version the driver speaks: the newest that
@@ -63,7 +64,7 @@ type Driver struct {
 	network string
 	client  *client.Client
 	log     *zap.Logger
-	locks   sandboxLocks
+	locks   sandboxlock.Set
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -113,7 +114,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := checkSandboxID(spec.SandboxID); err != nil {
 		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
 	}
-	defer d.locks.lock(spec.SandboxID)()
+	defer d.locks.Lock(spec.SandboxID)()
 	req, err := d.prepare(ctx, spec)
 	if errors.Is(err, errDirMissing) {
 		if _, err := d.imageID(ctx, spec.Image); err != nil {
@@ -154,7 +155,7 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
 	if err := checkSandboxID(spec.SandboxID); err != nil {
 		return fmt.Errorf("start sandbox %q: %w", spec.SandboxID, err)
 	}
-	defer d.locks.lock(spec.SandboxID)()
+	defer d.locks.Lock(spec.SandboxID)()
 	req, err := d.prepare(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("start sandbox %s: %w", spec.SandboxID, err)
@@ -195,7 +196,7 @@ func (d *Driver) Stop(ctx context.Context, sandboxID string, grace time.Duration
 	if err := checkSandboxID(sandboxID); err != nil {
 		return fmt.Errorf("stop sandbox %q: %w", sandboxID, err)
 	}
-	defer d.locks.lock(sandboxID)()
+	defer d.locks.Lock(sandboxID)()
 	existing, found, err := d.inspect(ctx, sandboxID)
 	switch {
 	case err != nil:
@@ -229,7 +230,7 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 	if err := checkSandboxID(sandboxID); err != nil {
 		return fmt.Errorf("delete sandbox %q: %w", sandboxID, err)
 	}
-	defer d.locks.lock(sandboxID)()
+	defer d.locks.Lock(sandboxID)()
 	existing, found, err := d.inspect(ctx, sandboxID)
 	switch {
 	case err != nil:

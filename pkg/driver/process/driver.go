@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/sandboxlock"
 )
 
 // Name is the name the driver registers under.
@@ -72,7 +73,7 @@ type Driver struct {
 	log         *zap.Logger
 	now         func() time.Time
 
-	locks sandboxLocks
+	locks sandboxlock.Set
 
 	mu       sync.Mutex
 	children map[int]*child // by pid
@@ -182,7 +183,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if len(spec.Command) == 0 {
 		return fmt.Errorf("create sandbox %s: no command", spec.SandboxID)
 	}
-	defer d.locks.lock(spec.SandboxID)()
+	defer d.locks.Lock(spec.SandboxID)()
 	return d.create(spec)
 }
 
@@ -212,7 +213,7 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
 	if err != nil {
 		return fmt.Errorf("start sandbox %q: %w", spec.SandboxID, err)
 	}
-	defer d.locks.lock(spec.SandboxID)()
+	defer d.locks.Lock(spec.SandboxID)()
 
 	if len(spec.Command) == 0 {
 		if rec, err := readSpecRecord(spec.StateDir); err == nil {
@@ -300,7 +301,7 @@ func (d *Driver) Stop(ctx context.Context, sandboxID string, grace time.Duration
 	if err := checkSandboxID(sandboxID); err != nil {
 		return fmt.Errorf("stop sandbox %q: %w", sandboxID, err)
 	}
-	defer d.locks.lock(sandboxID)()
+	defer d.locks.Lock(sandboxID)()
 	dir, err := d.lookup(sandboxID)
 	if errors.Is(err, errNoState) {
 		return fmt.Errorf("stop sandbox %s: %w", sandboxID, driver.ErrNotFound)
@@ -420,7 +421,7 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 	if err := checkSandboxID(sandboxID); err != nil {
 		return fmt.Errorf("delete sandbox %q: %w", sandboxID, err)
 	}
-	defer d.locks.lock(sandboxID)()
+	defer d.locks.Lock(sandboxID)()
 	dir, err := d.lookup(sandboxID)
 	switch {
 	case errors.Is(err, errNoState):
