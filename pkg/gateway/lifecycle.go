@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -280,7 +281,18 @@ func (g *Gateway) driverSpec(sb store.Sandbox, spec Spec, instance string) drive
 }
 
 // onExit records a workload's exit reported by its supervisor.
+// A report may come from an instance that was stopped and started
+// again since; only the running instance's exit marks the sandbox stopped,
+// and the sweep then stops rotating its token. It takes no sandbox lock: a
+// Stop holds it while the driver waits for this very supervisor to end.
 func (g *Gateway) onExit(r session.ExitReport) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	changed, err := g.store.MarkInstanceStopped(ctx, r.SandboxID, r.InstanceID)
+	if err != nil {
+		g.log.Warn("record workload exit", zap.String("sandbox", r.SandboxID), zap.Error(err))
+		return
+	}
 	g.log.Info("workload exited", zap.String("sandbox", r.SandboxID), zap.String("instance", r.InstanceID),
-		zap.Int("exit_code", r.Code), zap.Int("signal", r.Signal))
+		zap.Int("exit_code", r.Code), zap.Int("signal", r.Signal), zap.Bool("marked_stopped", changed))
 }

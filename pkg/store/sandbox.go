@@ -212,6 +212,29 @@ func (s *Store) UpdateSandboxState(ctx context.Context, id string, state Sandbox
 	return nil
 }
 
+// MarkInstanceStopped records that instance of a running sandbox ended, in
+// one conditional statement: a report that arrives after the sandbox was
+// started again (as another instance) or stopped changes nothing. It
+// reports whether it changed the sandbox.
+func (s *Store) MarkInstanceStopped(ctx context.Context, id, instanceID string) (bool, error) {
+	var changed bool
+	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			"UPDATE sandboxes SET state = ?, updated_at = ? WHERE id = ? AND instance_id = ? AND state = ?",
+			SandboxStopped, dbTime(s.now()), id, instanceID, SandboxRunning)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		changed = n == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("mark instance %s of sandbox %s stopped: %w", instanceID, id, err)
+	}
+	return changed, nil
+}
+
 // DeleteSandbox removes a sandbox and, by cascade, all its generations: its
 // tokens become unknown at once.
 func (s *Store) DeleteSandbox(ctx context.Context, id string) error {

@@ -182,3 +182,25 @@ func TestDeleteSandboxRevokesItsTokens(t *testing.T) {
 		t.Errorf("the other sandbox has %d generations, want 3", n)
 	}
 }
+
+func TestMarkInstanceStoppedIgnoresOtherInstances(t *testing.T) {
+	s := openTestStore(t)
+	ctx := context.Background()
+	sb, err := s.CreateSandbox(ctx, NewSandbox{Name: "exits", Driver: "process"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateSandboxState(ctx, sb.ID, SandboxRunning, "second"); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.MarkInstanceStopped(ctx, sb.ID, "first"); err != nil || changed {
+		t.Fatalf("a late report of an earlier instance: changed %v, %v; want no change", changed, err)
+	}
+	if changed, err := s.MarkInstanceStopped(ctx, sb.ID, "second"); err != nil || !changed {
+		t.Fatalf("the running instance's report: changed %v, %v; want a change", changed, err)
+	}
+	got, _ := s.GetSandbox(ctx, sb.ID)
+	if got.State != SandboxStopped || got.InstanceID != "second" {
+		t.Fatalf("after the report: %s / %s, want stopped / second", got.State, got.InstanceID)
+	}
+}

@@ -216,3 +216,23 @@ func TestResumeAfterExpiryRegistersOnTheFirstTry(t *testing.T) {
 		t.Fatalf("exec after resume: %+v", res)
 	}
 }
+
+func TestWorkloadExitMarksTheSandboxStopped(t *testing.T) {
+	h := newHarness(t, time.Minute)
+	ctx := context.Background()
+	sb, err := h.gw.Create(ctx, gateway.CreateRequest{Name: "brief", Start: true,
+		Spec: gateway.Spec{Command: []string{"sh", "-c", "sleep 2; exit 3"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(15*time.Second, "the sandbox is marked stopped after its workload exits", func() bool {
+		got, _ := h.gw.Get(ctx, sb.ID)
+		return got.State == "stopped"
+	})
+	// It starts again, on a new token.
+	before, _ := h.gw.Get(ctx, sb.ID)
+	again, err := h.gw.Start(ctx, sb.ID)
+	if err != nil || again.LatestGen != before.LatestGen+1 {
+		t.Fatalf("restart: %+v, %v; want gen %d", again.Sandbox, err, before.LatestGen+1)
+	}
+}
