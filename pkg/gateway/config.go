@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -44,6 +45,10 @@ type Config struct {
 	WriteParallelism  int           // token directory writes in flight at once
 	StopGrace         time.Duration // SIGTERM-to-SIGKILL grace when stopping sandboxes
 	HeartbeatInterval time.Duration // session heartbeat
+
+	// SessionTLS secures the shared session listener (ServeShared); nil
+	// leaves it plaintext, which ServeShared accepts on loopback only.
+	SessionTLS *tls.Config
 
 	// Drivers by name; DefaultDriver names the one used when a create
 	// request names none.

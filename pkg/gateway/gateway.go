@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
@@ -94,7 +96,11 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		Registerer:        cfg.Registerer,
 		OnExit:            g.onExit,
 	})
-	g.grpc = grpc.NewServer(session.ServerOptions(nil)...)
+	var shared credentials.TransportCredentials
+	if cfg.SessionTLS != nil {
+		shared = credentials.NewTLS(cfg.SessionTLS)
+	}
+	g.grpc = grpc.NewServer(session.ServerOptions(shared)...)
 	g.sessions.Register(g.grpc)
 	g.sockets = session.NewListeners(g.grpc, cfg.Logger.Named("listeners"))
 	if err := g.reconcile(ctx); err != nil {
@@ -137,8 +143,23 @@ func (g *Gateway) Close() error {
 	return nil
 }
 
-// Sessions returns the session server, for registering on a shared
-// listener (TCP/TLS).
+// ServeShared serves sessions on a shared (not attested) listener, for
+// supervisors that reach the gateway over the network: only a valid bearer
+// token of one of a sandbox's two newest generations is accepted there,
+// never an expired one. Without SessionTLS it refuses any address but
+// loopback, where nobody can listen in.
+func (g *Gateway) ServeShared(name string, l net.Listener) error {
+	if g.cfg.SessionTLS == nil {
+		addr, ok := l.Addr().(*net.TCPAddr)
+		if !ok || !addr.IP.IsLoopback() {
+			l.Close()
+			return fmt.Errorf("shared session listener %s: plaintext is allowed on loopback only; configure TLS", l.Addr())
+		}
+	}
+	return g.sockets.AddShared(name, l)
+}
+
+// Sessions returns the session server.
 func (g *Gateway) Sessions() *session.Server { return g.sessions }
 
 // Store returns the gateway's store.

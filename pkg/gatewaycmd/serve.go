@@ -2,6 +2,7 @@ package gatewaycmd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +36,9 @@ type serveOptions struct {
 	stopGrace         time.Duration
 	heartbeatInterval time.Duration
 	httpAddr          string
+	sessionAddr       string
+	sessionCert       string
+	sessionKey        string
 	adminTCP          string
 	adminCert         string
 	adminKey          string
@@ -74,6 +78,9 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.DurationVar(&o.stopGrace, "stop-grace", gateway.DefaultStopGrace, "grace between SIGTERM and SIGKILL when stopping a sandbox")
 	f.DurationVar(&o.heartbeatInterval, "heartbeat-interval", gateway.DefaultHeartbeatInterval, "session heartbeat interval")
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP address for /healthz, /readyz, /metrics, /jwks.json; empty disables")
+	f.StringVar(&o.sessionAddr, "session-addr", "", "also serve supervisor sessions on this TCP address (shared, bearer token only; TLS required off loopback)")
+	f.StringVar(&o.sessionCert, "session-tls-cert", "", "TLS certificate for --session-addr")
+	f.StringVar(&o.sessionKey, "session-tls-key", "", "TLS private key for --session-addr")
 	f.StringVar(&o.adminTCP, "admin-tcp", "", "also serve the operator API on this TCP address, with TLS and an admin token")
 	f.StringVar(&o.adminCert, "admin-tls-cert", "", "TLS certificate for --admin-tcp")
 	f.StringVar(&o.adminKey, "admin-tls-key", "", "TLS private key for --admin-tcp")
@@ -138,6 +145,16 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
 		DefaultDriver: o.defaultDriver, Logger: log,
 	}
+	if (o.sessionCert == "") != (o.sessionKey == "") {
+		return Usagef("--session-tls-cert and --session-tls-key go together")
+	}
+	if o.sessionCert != "" {
+		pair, err := tls.LoadX509KeyPair(o.sessionCert, o.sessionKey)
+		if err != nil {
+			return Usagef("session TLS: %v", err)
+		}
+		cfg.SessionTLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13}
+	}
 	if err := cfg.CheckSettings(); err != nil {
 		return usageError{fmt.Errorf("gateway config: %w", err)}
 	}
@@ -200,6 +217,16 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		}()
 		defer srv.Close()
 		log.Info("http serving", zap.String("addr", hl.Addr().String()))
+	}
+	if o.sessionAddr != "" {
+		sl, err := net.Listen("tcp", o.sessionAddr)
+		if err != nil {
+			return usageError{fmt.Errorf("--session-addr %s: %w", o.sessionAddr, err)}
+		}
+		if err := gw.ServeShared("tcp", sl); err != nil {
+			return usageError{err}
+		}
+		log.Info("sessions serving on a shared listener", zap.String("addr", sl.Addr().String()), zap.Bool("tls", cfg.SessionTLS != nil))
 	}
 	wg.Add(1)
 	go func() {
