@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -95,8 +96,12 @@ func (g *gatewayProc) list() []listed {
 }
 
 // genLedger records, for every sandbox, which jti each generation had in
-// its token directory: a generation issued twice would show two.
+// its token directory: a generation issued twice would show two. It also
+// keeps every token's signature, to look for it in the logs.
 type genLedger map[string]map[uint64]string
+
+// seenSignatures holds the signature part of every token observed.
+var seenSignatures = map[string]bool{}
 
 func (l genLedger) observe(t *testing.T, state string, ids []string) {
 	for _, id := range ids {
@@ -108,6 +113,7 @@ func (l genLedger) observe(t *testing.T, state string, ids []string) {
 		if err != nil {
 			t.Fatalf("sandbox %s: unparseable token in its directory: %v", id, err)
 		}
+		seenSignatures[string(raw[strings.LastIndexByte(string(raw), '.')+1:])] = true
 		if l[id] == nil {
 			l[id] = map[uint64]string{}
 		}
@@ -197,6 +203,23 @@ func TestGatewayKilledMidSweepRecoversEverySandbox(t *testing.T) {
 			func() string { return fmt.Sprintf("%+v", g.list()) })
 		t.Logf("recovered in %s", time.Since(start).Round(time.Millisecond))
 	}
+	// No token ever reached a log: the gateway's, or any supervisor's.
+	logs := []string{filepath.Join(dir, "gateway.log")}
+	for _, id := range ids {
+		logs = append(logs, filepath.Join(state, "sandboxes", id, "driver", "sandbox.log"))
+	}
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil || !bytes.Contains(data, []byte(`"jti"`)) {
+			t.Fatalf("log %s: %v; want one that names tokens by jti", path, err)
+		}
+		for sig := range seenSignatures {
+			if strings.Contains(string(data), sig) {
+				t.Fatalf("a token (signature %s...) appears in %s", sig[:12], path)
+			}
+		}
+	}
+	t.Logf("%d tokens looked for in %d logs", len(seenSignatures), len(logs))
 	// Every token in the directories verifies now, against the gateway's keys.
 	for _, id := range ids {
 		raw, err := tokendir.ReadToken(filepath.Join(state, "sandboxes", id, "auth"))
