@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -90,6 +91,7 @@ func (s *Server) Connect(stream sessionpb.SupervisorSession_ConnectServer) error
 	defer s.unregister(sess)
 	log = log.With(zap.String("session", sess.id))
 	loop := &sessionLoop{s: s, sess: sess, stream: stream, log: log, unacked: map[uint64]*auth.Token{}}
+	loop.startSender(ctx)
 	if err := loop.accept(ctx, hello, cred); err != nil {
 		return s.refuse(stream, sess.sandboxID, err)
 	}
@@ -203,6 +205,70 @@ type sessionLoop struct {
 	// clock): the expiry of the newest token presented or acknowledged.
 	credentialExpiry time.Time
 	lastHeard        time.Time
+
+	// out carries every message of the session to its sender goroutine,
+	// so that a supervisor that stops reading blocks only that goroutine:
+	// the loop keeps its clock and ends the session (see sendStalled).
+	out       chan *sessionpb.GatewayMessage
+	sendErr   chan error
+	sendingAt atomic.Int64 // UnixNano when the Send in progress began; 0 when idle
+}
+
+// sendQueue bounds the messages waiting for a supervisor that reads
+// slowly; past it the session ends rather than grow.
+const sendQueue = 64
+
+// startSender starts the session's sender goroutine. It ends when the
+// stream's context does (the handler has returned), which also unblocks a
+// Send in progress.
+func (l *sessionLoop) startSender(ctx context.Context) {
+	l.out = make(chan *sessionpb.GatewayMessage, sendQueue)
+	l.sendErr = make(chan error, 1)
+	l.s.wg.Add(1)
+	go func() {
+		defer l.s.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-l.out:
+				l.sendingAt.Store(time.Now().UnixNano())
+				err := l.stream.Send(m)
+				l.sendingAt.Store(0)
+				if err != nil {
+					l.sendErr <- err
+					return
+				}
+			}
+		}
+	}()
+}
+
+// send queues m for the supervisor.
+func (l *sessionLoop) send(m *sessionpb.GatewayMessage) error {
+	select {
+	case l.out <- m:
+		return nil
+	default:
+		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
+			fmt.Sprintf("the supervisor does not read: %d messages wait", sendQueue))
+	}
+}
+
+// sendStalled reports how long the Send in progress has been blocked.
+func (l *sessionLoop) sendStalled() time.Duration {
+	if at := l.sendingAt.Load(); at != 0 {
+		return time.Since(time.Unix(0, at))
+	}
+	return 0
+}
+
+// flush gives queued messages (a final Rejected) up to limit to leave.
+func (l *sessionLoop) flush(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for (len(l.out) > 0 || l.sendingAt.Load() != 0) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // accept answers the Hello: the latest token when it is newer than what
@@ -243,7 +309,7 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 		l.sent(latest)
 		s.metrics.pushes.Inc()
 	}
-	if err := l.stream.Send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Accepted{Accepted: acc}}); err != nil {
+	if err := l.send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Accepted{Accepted: acc}}); err != nil {
 		return err
 	}
 	l.lastHeard = time.Now()
@@ -285,7 +351,8 @@ func (l *sessionLoop) run(ctx context.Context, in <-chan *sessionpb.SupervisorMe
 		case <-l.sess.push:
 			err = l.deliver(ctx)
 		case m := <-l.sess.out:
-			err = l.stream.Send(m)
+			err = l.send(m)
+		case err = <-l.sendErr:
 		case <-ticker.C:
 			err = l.tick(ctx)
 		}
@@ -305,7 +372,9 @@ func (l *sessionLoop) finish(err error) error {
 	}
 	l.s.metrics.rejections.WithLabelValues(codeLabel(r.code)).Inc()
 	l.log.Info("session ended", zap.String("code", codeLabel(r.code)), zap.String("reason", r.reason))
-	_ = l.stream.Send(rejectedMessage(r))
+	if l.send(rejectedMessage(r)) == nil {
+		l.flush(l.s.cfg.HeartbeatInterval)
+	}
 	return r
 }
 
@@ -372,7 +441,7 @@ func (l *sessionLoop) deliver(ctx context.Context) error {
 }
 
 func (l *sessionLoop) sendToken(tok *auth.Token) error {
-	return l.stream.Send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_TokenUpdate{
+	return l.send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_TokenUpdate{
 		TokenUpdate: &sessionpb.TokenUpdate{Token: tok.Raw(), Gen: tok.Gen(), Jwks: l.s.cfg.Authority.JWKS()}}})
 }
 
@@ -381,6 +450,10 @@ func (l *sessionLoop) sendToken(tok *auth.Token) error {
 // sends the heartbeat.
 func (l *sessionLoop) tick(ctx context.Context) error {
 	hb := l.s.cfg.HeartbeatInterval
+	if stalled := l.sendStalled(); stalled >= missedHeartbeats*hb {
+		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
+			fmt.Sprintf("the supervisor has not read for %s", stalled.Round(time.Millisecond)))
+	}
 	if silent := time.Since(l.lastHeard); silent >= missedHeartbeats*hb {
 		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
 			fmt.Sprintf("nothing heard from the supervisor for %s", silent.Round(time.Millisecond)))
@@ -402,5 +475,5 @@ func (l *sessionLoop) tick(ctx context.Context) error {
 			return err
 		}
 	}
-	return l.stream.Send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}})
+	return l.send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}})
 }
