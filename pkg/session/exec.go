@@ -138,6 +138,11 @@ func (s *Server) Exec(ctx context.Context, sandboxID string, req ExecRequest) (E
 	select {
 	case <-pe.done:
 		if pe.err != nil {
+			select {
+			case <-sess.closing: // the supervisor ended it because the session did
+				return fail(fmt.Errorf("%w (%v)", ErrSessionEnded, pe.err))
+			default:
+			}
 			return fail(pe.err)
 		}
 		return pe.result, nil

@@ -29,6 +29,10 @@ type gwSession struct {
 	push chan struct{}                  // a new generation may exist; size one
 	out  chan *sessionpb.GatewayMessage // exec requests and cancels to send
 	done chan struct{}                  // closed when the session is over
+	// closing is closed as soon as the session starts to end, before the
+	// supervisor is told: what fails after it failed because of the end.
+	closing     chan struct{}
+	closingOnce sync.Once
 
 	endOnce   sync.Once
 	endc      chan struct{} // closed by end
@@ -43,8 +47,12 @@ func newGWSession(sandboxID string) *gwSession {
 		out:  make(chan *sessionpb.GatewayMessage, 16),
 		done: make(chan struct{}),
 		endc: make(chan struct{}),
+
+		closing: make(chan struct{}),
 	}
 }
+
+func (g *gwSession) markClosing() { g.closingOnce.Do(func() { close(g.closing) }) }
 
 func (g *gwSession) notifyPush() {
 	select {
@@ -212,6 +220,7 @@ type sessionLoop struct {
 	out       chan *sessionpb.GatewayMessage
 	sendErr   chan error
 	sendingAt atomic.Int64 // UnixNano when the Send in progress began; 0 when idle
+	pending   atomic.Int64 // messages queued or being sent
 }
 
 // sendQueue bounds the messages waiting for a supervisor that reads
@@ -235,6 +244,7 @@ func (l *sessionLoop) startSender(ctx context.Context) {
 				l.sendingAt.Store(time.Now().UnixNano())
 				err := l.stream.Send(m)
 				l.sendingAt.Store(0)
+				l.pending.Add(-1)
 				if err != nil {
 					l.sendErr <- err
 					return
@@ -246,10 +256,12 @@ func (l *sessionLoop) startSender(ctx context.Context) {
 
 // send queues m for the supervisor.
 func (l *sessionLoop) send(m *sessionpb.GatewayMessage) error {
+	l.pending.Add(1)
 	select {
 	case l.out <- m:
 		return nil
 	default:
+		l.pending.Add(-1)
 		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
 			fmt.Sprintf("the supervisor does not read: %d messages wait", sendQueue))
 	}
@@ -266,7 +278,7 @@ func (l *sessionLoop) sendStalled() time.Duration {
 // flush gives queued messages (a final Rejected) up to limit to leave.
 func (l *sessionLoop) flush(limit time.Duration) {
 	deadline := time.Now().Add(limit)
-	for (len(l.out) > 0 || l.sendingAt.Load() != 0) && time.Now().Before(deadline) {
+	for l.pending.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 }
@@ -365,6 +377,7 @@ func (l *sessionLoop) run(ctx context.Context, in <-chan *sessionpb.SupervisorMe
 // finish ends the session with err, telling the supervisor why when it is
 // a rejection.
 func (l *sessionLoop) finish(err error) error {
+	l.sess.markClosing()
 	var r *rejection
 	if !errors.As(err, &r) {
 		l.log.Info("session ended", zap.Error(err))
