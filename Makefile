@@ -11,7 +11,7 @@ BENCH_COUNT ?= 6
 # The whole suite must stay well under CI's budget.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test bench run lint proto fuzz clean images
+.PHONY: all build test bench run lint proto fuzz clean images vm-image
 
 all: build
 
@@ -21,6 +21,7 @@ build:
 test:
 	./scripts/test-deps.sh
 	./scripts/engine-deps.sh
+	./scripts/vm-deps.sh
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench:
@@ -38,6 +39,11 @@ lint:
 
 proto:
 	./scripts/gen-proto.sh
+
+# The microVM guest image (kernel + initramfs holding the supervisor) in bin/vm.
+vm-image:
+	./scripts/vm-deps.sh
+	./images/vm/build.sh $(BIN)/vm
 
 # The sandbox base image (sandkey-base:latest), with whichever engine answers.
 images:

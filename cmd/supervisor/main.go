@@ -21,9 +21,28 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/supervisor"
+	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	if !vminit.NeedsInit() {
+		os.Exit(run(os.Args[1:]))
+	}
+	// The init of a microVM: the VM driver's boot file gives its
+	// environment and arguments, and the VM powers off when it is done.
+	args, guest, err := vminit.StartGuest(vminit.BootFile, os.Args[1:])
+	code := supervisor.ExitConfig
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
+	} else {
+		code = run(args)
+	}
+	guest.Finish()
+	if err := vminit.Halt(code); err != nil {
+		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
+	}
+	os.Exit(code)
+}
 
 func env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok && v != "" {

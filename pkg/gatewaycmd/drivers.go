@@ -13,6 +13,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/docker"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
 	"github.com/sandkey/sandkey/pkg/driver/process"
+	"github.com/sandkey/sandkey/pkg/driver/vm"
 )
 
 // This file is the one place where compute drivers are registered: the
@@ -39,6 +40,7 @@ type driverOptions struct {
 	podmanHost  string
 	network     string
 	supervisorF string
+	vm          vmOptions
 }
 
 var driverRegistry = []driverEntry{
@@ -74,6 +76,11 @@ var driverRegistry = []driverEntry{
 		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) {
 			return podman.New(podman.Config{Host: o.podmanHost, Network: o.network, Logger: env.log.Named(podman.Name)})
 		},
+	},
+	{
+		name:  vm.Name,
+		flags: func(fs *pflag.FlagSet, o *driverOptions) { addVMFlags(fs, &o.vm) },
+		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) { return buildVMDriver(env, &o.vm) },
 	},
 }
 

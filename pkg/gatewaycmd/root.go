@@ -81,7 +81,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.adminToken, "admin-token-file", envOr("SANDKEY_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token for a TCP operator API (env SANDKEY_ADMIN_TOKEN_FILE)")
 	pf.StringVar(&g.adminCA, "admin-ca", envOr("SANDKEY_ADMIN_CA", ""), "CA bundle that signed the TCP operator API's certificate (env SANDKEY_ADMIN_CA)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(newServeCommand(g), newSandboxCommand(g), newKeysCommand(g))
+	root.AddCommand(newServeCommand(g), newSandboxCommand(g), newKeysCommand(g), newVMKrunRunCommand())
 	return root
 }
 

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -180,5 +181,8 @@ func maybeInitVM(cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	return vminit.Setup(vminit.ConfigFromCmdline(vminit.ParseKernelCmdline(string(data))), log.Named("vminit"))
+	// SANDKEY_VM_* variables win: libkrun boots its own kernel command line.
+	params := vminit.ParseKernelCmdline(string(data))
+	maps.Copy(params, vminit.EnvParams(os.Environ()))
+	return vminit.Setup(vminit.ConfigFromCmdline(params), log.Named("vminit"))
 }
