@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,6 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/hostproc"
+	"github.com/sandkey/sandkey/pkg/driver/statedir"
 	"github.com/sandkey/sandkey/pkg/sandboxlock"
 )
 
@@ -68,7 +69,7 @@ type Config struct {
 // Driver runs each sandbox as a child process of the gateway.
 type Driver struct {
 	supervisor  string
-	stateRoot   string
+	index       *statedir.Index // sandbox ID -> state directory
 	deleteGrace time.Duration
 	log         *zap.Logger
 	now         func() time.Time
@@ -102,12 +103,13 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process driver: state root %s: %w", cfg.StateRoot, err)
 	}
-	if err := makePrivateDir(filepath.Join(root, indexDir)); err != nil {
+	index, err := statedir.OpenIndex(root)
+	if err != nil {
 		return nil, fmt.Errorf("process driver: state root: %w", err)
 	}
 	d := &Driver{
 		supervisor:  supervisor,
-		stateRoot:   root,
+		index:       index,
 		deleteGrace: cfg.DeleteGrace,
 		log:         cfg.Logger,
 		now:         cfg.Now,
@@ -176,7 +178,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.normalize(spec)
+	spec, err := d.index.Normalize(spec)
 	if err != nil {
 		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
 	}
@@ -188,13 +190,13 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 }
 
 func (d *Driver) create(spec driver.Spec) error {
-	if err := makePrivateDir(spec.StateDir); err != nil {
+	if err := statedir.MakePrivate(spec.StateDir); err != nil {
 		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 	}
-	if err := writeJSONAtomic(filepath.Join(spec.StateDir, specFile), newSpecRecord(spec)); err != nil {
+	if err := statedir.WriteJSON(filepath.Join(spec.StateDir, specFile), newSpecRecord(spec)); err != nil {
 		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 	}
-	if err := d.link(spec.SandboxID, spec.StateDir); err != nil {
+	if err := d.index.Link(spec.SandboxID, spec.StateDir); err != nil {
 		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 	}
 	return nil
@@ -209,7 +211,7 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.normalize(spec)
+	spec, err := d.index.Normalize(spec)
 	if err != nil {
 		return fmt.Errorf("start sandbox %q: %w", spec.SandboxID, err)
 	}
@@ -267,7 +269,7 @@ func (d *Driver) launch(spec driver.Spec) error {
 	// The reaper, not cmd.Wait, collects the exit; drop Go's handle.
 	cmd.Process.Release()
 
-	st, err := readProcStat(pid)
+	st, err := hostproc.ReadStat(pid)
 	if err != nil {
 		// Cannot happen to an unreaped child; never leave one untracked.
 		unix.Kill(-pid, unix.SIGKILL)
@@ -276,13 +278,13 @@ func (d *Driver) launch(spec driver.Spec) error {
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
 	rec := pidRecord{PID: pid, StartTicks: st.StartTicks, InstanceID: spec.InstanceID, StartedAt: d.now()}
-	werr := writeJSONAtomic(filepath.Join(dir, pidFile), rec)
+	werr := statedir.WriteJSON(filepath.Join(dir, pidFile), rec)
 	// Adopt after the pid record is written, so that an exit record never
 	// precedes the pid record it belongs to.
 	d.adopt(&child{sandboxID: id, stateDir: dir, proc: rec.process(), instanceID: spec.InstanceID, done: make(chan struct{})})
 	if werr != nil {
 		// Untracked by any file, it could never be stopped: end it now.
-		rec.process().killSession(killWait)
+		rec.process().KillSession(killWait)
 		return fmt.Errorf("start sandbox %s: %w", id, werr)
 	}
 	d.log.Info("sandbox started", zap.String("sandbox_id", id), zap.String("instance_id", spec.InstanceID),
@@ -298,12 +300,12 @@ func (d *Driver) Stop(ctx context.Context, sandboxID string, grace time.Duration
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := checkSandboxID(sandboxID); err != nil {
+	if err := statedir.CheckID(sandboxID); err != nil {
 		return fmt.Errorf("stop sandbox %q: %w", sandboxID, err)
 	}
 	defer d.locks.Lock(sandboxID)()
-	dir, err := d.lookup(sandboxID)
-	if errors.Is(err, errNoState) {
+	dir, err := d.index.Lookup(sandboxID)
+	if errors.Is(err, statedir.ErrNoState) {
 		return fmt.Errorf("stop sandbox %s: %w", sandboxID, driver.ErrNotFound)
 	}
 	if err != nil {
@@ -325,7 +327,7 @@ func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) 
 	}
 	p := rec.process()
 	d.log.Info("stopping sandbox", zap.String("sandbox_id", id), zap.Int("pid", p.PID), zap.Duration("grace", grace))
-	if err := p.signalGroup(unix.SIGTERM); err != nil {
+	if err := p.SignalGroup(unix.SIGTERM); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
 	ended, err := d.waitEnded(ctx, id, dir, rec, grace)
@@ -338,7 +340,7 @@ func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) 
 	// Kill what is left: the supervisor after its grace, or the processes
 	// that outlived it. The session id cannot have been reused: it stays
 	// taken while any process of the session lives.
-	if err := p.killSession(killWait); err != nil {
+	if err := p.KillSession(killWait); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
 	if !ended {
@@ -400,13 +402,13 @@ func (d *Driver) running(id, dir string, rec pidRecord) bool {
 		return !ended
 	}
 	d.mu.Unlock()
-	switch state, ppid := p.observe(); state {
-	case alive:
+	switch state, ppid := p.Observe(); state {
+	case hostproc.Alive:
 		if ppid == os.Getpid() && d.ctx.Err() == nil {
 			d.adopt(&child{sandboxID: id, stateDir: dir, proc: p, instanceID: rec.InstanceID, done: make(chan struct{})})
 		}
 		return true
-	case zombie:
+	case hostproc.Zombie:
 		d.reapAdopted(id, dir, rec)
 	}
 	return false
@@ -418,13 +420,13 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := checkSandboxID(sandboxID); err != nil {
+	if err := statedir.CheckID(sandboxID); err != nil {
 		return fmt.Errorf("delete sandbox %q: %w", sandboxID, err)
 	}
 	defer d.locks.Lock(sandboxID)()
-	dir, err := d.lookup(sandboxID)
+	dir, err := d.index.Lookup(sandboxID)
 	switch {
-	case errors.Is(err, errNoState):
+	case errors.Is(err, statedir.ErrNoState):
 	case err != nil:
 		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
 	default:
@@ -435,7 +437,7 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
 		}
 	}
-	if err := os.Remove(d.indexPath(sandboxID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := d.index.Unlink(sandboxID); err != nil {
 		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
 	}
 	d.log.Info("sandbox deleted", zap.String("sandbox_id", sandboxID))
@@ -450,11 +452,11 @@ func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, e
 	if err := d.checkOpen(); err != nil {
 		return driver.Status{}, err
 	}
-	if err := checkSandboxID(sandboxID); err != nil {
+	if err := statedir.CheckID(sandboxID); err != nil {
 		return driver.Status{}, fmt.Errorf("status of sandbox %q: %w", sandboxID, err)
 	}
-	dir, err := d.lookup(sandboxID)
-	if errors.Is(err, errNoState) {
+	dir, err := d.index.Lookup(sandboxID)
+	if errors.Is(err, statedir.ErrNoState) {
 		return driver.Status{State: driver.StateMissing}, nil
 	}
 	if err != nil {
@@ -488,39 +490,6 @@ func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, e
 func (d *Driver) checkOpen() error {
 	if d.ctx.Err() != nil {
 		return ErrClosed
-	}
-	return nil
-}
-
-// normalize checks spec and fills in its state directory when empty. Paths
-// must be absolute: the supervisor runs in /.
-func (d *Driver) normalize(spec driver.Spec) (driver.Spec, error) {
-	if err := checkSandboxID(spec.SandboxID); err != nil {
-		return spec, err
-	}
-	if spec.StateDir == "" {
-		spec.StateDir = d.indexPath(spec.SandboxID)
-	}
-	for _, p := range []struct {
-		name string
-		path *string
-	}{{"state directory", &spec.StateDir}, {"token directory", &spec.TokenDir}, {"socket directory", &spec.SocketDir}} {
-		if !filepath.IsAbs(*p.path) {
-			return spec, fmt.Errorf("%s %q is not an absolute path", p.name, *p.path)
-		}
-		*p.path = filepath.Clean(*p.path)
-	}
-	return spec, nil
-}
-
-// checkSandboxID accepts an ID that can name a file: the driver indexes
-// sandboxes by ID under the state root.
-func checkSandboxID(id string) error {
-	switch {
-	case id == "":
-		return errors.New("empty sandbox ID")
-	case strings.HasPrefix(id, "."), strings.ContainsAny(id, "/\x00"), len(id) > 200:
-		return fmt.Errorf("sandbox ID %q cannot name a file (no '/', no leading '.', at most 200 bytes)", id)
 	}
 	return nil
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/drivertest"
+	"github.com/sandkey/sandkey/pkg/driver/hostproc"
+	"github.com/sandkey/sandkey/pkg/driver/statedir"
 )
 
 func TestConformance(t *testing.T) {
@@ -237,7 +239,7 @@ func TestRestartedGatewayFindsAndStopsOrphanedSandbox(t *testing.T) {
 			stateRoot := t.TempDir()
 			spec, report := newTestSpec(t, tc.mode)
 			specFile := filepath.Join(t.TempDir(), "spec.json")
-			if err := writeJSONAtomic(specFile, spec); err != nil {
+			if err := statedir.WriteJSON(specFile, spec); err != nil {
 				t.Fatal(err)
 			}
 			initProc := startStandInInit(t, stateRoot, specFile)
@@ -248,7 +250,7 @@ func TestRestartedGatewayFindsAndStopsOrphanedSandbox(t *testing.T) {
 			if st.State != driver.StateRunning || st.InstanceID != spec.InstanceID {
 				t.Fatalf("Status after gateway restart = %+v, want running instance %s", st, spec.InstanceID)
 			}
-			if ps, err := readProcStat(r.PID); err != nil || ps.PPID == os.Getpid() {
+			if ps, err := hostproc.ReadStat(r.PID); err != nil || ps.PPID == os.Getpid() {
 				t.Fatalf("sandbox pid %d: parent %d (%v); want it no child of this process", r.PID, ps.PPID, err)
 			}
 			ticks := startTicks(t, r.PID)
@@ -336,7 +338,7 @@ func TestRecycledPIDReadsAsStoppedAndIsNotSignalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	recycled := pidRecord{PID: os.Getpid(), StartTicks: startTicks(t, os.Getpid()) + 1, InstanceID: "old"}
-	if err := writeJSONAtomic(filepath.Join(spec.StateDir, pidFile), recycled); err != nil {
+	if err := statedir.WriteJSON(filepath.Join(spec.StateDir, pidFile), recycled); err != nil {
 		t.Fatal(err)
 	}
 	if st := status(t, d, spec.SandboxID); st.State != driver.StateStopped || st.Exited {
@@ -407,7 +409,7 @@ func TestStateFilesArePrivateAndRecordTheStart(t *testing.T) {
 	if strings.Contains(string(raw), "SANDKEY_") || strings.Contains(string(raw), "raw-token") {
 		t.Errorf("spec record holds SANDKEY_ variables: %s", raw)
 	}
-	if target, err := os.Readlink(d.indexPath(spec.SandboxID)); err != nil || target != spec.StateDir {
+	if target, err := os.Readlink(d.index.Path(spec.SandboxID)); err != nil || target != spec.StateDir {
 		t.Errorf("index entry -> %q (%v), want %s", target, err, spec.StateDir)
 	}
 }
@@ -471,7 +473,7 @@ func TestDeleteStopsSandboxAndRemovesItsState(t *testing.T) {
 	if !processEnded(r.PID, ticks) {
 		t.Errorf("supervisor pid %d still runs after Delete", r.PID)
 	}
-	for _, p := range []string{spec.StateDir, d.indexPath(spec.SandboxID)} {
+	for _, p := range []string{spec.StateDir, d.index.Path(spec.SandboxID)} {
 		if !absent(p) {
 			t.Errorf("%s still exists after Delete", p)
 		}
@@ -499,8 +501,8 @@ func TestStateDirMissingBehindDriversBackReadsAsMissing(t *testing.T) {
 	if err := d.Stop(ctxT(t), spec.SandboxID, time.Second); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("Stop = %v, want driver.ErrNotFound", err)
 	}
-	if err := d.Delete(ctxT(t), spec.SandboxID); err != nil || !absent(d.indexPath(spec.SandboxID)) {
-		t.Errorf("Delete = %v, index entry absent: %v; want the stale entry removed", err, absent(d.indexPath(spec.SandboxID)))
+	if err := d.Delete(ctxT(t), spec.SandboxID); err != nil || !absent(d.index.Path(spec.SandboxID)) {
+		t.Errorf("Delete = %v, index entry absent: %v; want the stale entry removed", err, absent(d.index.Path(spec.SandboxID)))
 	}
 }
 
@@ -509,7 +511,7 @@ func TestSpecWithoutStateDirLivesUnderStateRoot(t *testing.T) {
 	d := newTestDriver(t, stateRoot)
 	spec, report := newTestSpec(t, "serve")
 	spec.StateDir = ""
-	want := filepath.Join(stateRoot, indexDir, spec.SandboxID)
+	want := filepath.Join(stateRoot, statedir.IndexDir, spec.SandboxID)
 	endOnCleanup(t, want)
 	startSandbox(t, d, spec, report)
 	if _, err := readPIDRecord(want); err != nil {

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/hostproc"
+	"github.com/sandkey/sandkey/pkg/driver/statedir"
 )
 
 // waitTimeout bounds every wait of these tests for a process to report
@@ -84,13 +86,13 @@ func endOnCleanup(t *testing.T, stateDir string) {
 			return
 		}
 		p := rec.process()
-		state, ppid := p.observe()
-		if state == gone {
+		state, ppid := p.Observe()
+		if state == hostproc.Gone {
 			return
 		}
-		if state == alive {
+		if state == hostproc.Alive {
 			t.Logf("cleanup: killing the session of pid %d", p.PID)
-			if err := p.killSession(killWait); err != nil {
+			if err := p.KillSession(killWait); err != nil {
 				t.Error(err)
 			}
 		}
@@ -126,7 +128,7 @@ func readReport(t *testing.T, path string) standInReport {
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		var r standInReport
-		err := readJSON(path, &r)
+		err := statedir.ReadJSON(path, &r)
 		if err == nil {
 			return r
 		}
@@ -164,13 +166,13 @@ func waitStopped(t *testing.T, d *Driver, id string) driver.Status {
 
 // processEnded reports whether pid, started at startTicks, no longer runs.
 func processEnded(pid int, startTicks uint64) bool {
-	state, _ := process{PID: pid, StartTicks: startTicks}.observe()
-	return state != alive
+	state, _ := hostproc.Process{PID: pid, StartTicks: startTicks}.Observe()
+	return state != hostproc.Alive
 }
 
 func startTicks(t *testing.T, pid int) uint64 {
 	t.Helper()
-	st, err := readProcStat(pid)
+	st, err := hostproc.ReadStat(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

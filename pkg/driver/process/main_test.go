@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/statedir"
 )
 
 // The test binary doubles as the programs these tests need around the
@@ -118,7 +119,7 @@ func writeStandInReport(args []string) error {
 	if path == "" {
 		return errors.New("no " + reportEnv)
 	}
-	return writeJSONAtomic(path, r) // atomic, so the test never reads half a report
+	return statedir.WriteJSON(path, r) // atomic, so the test never reads half a report
 }
 
 // standInGateway plays a gateway that starts a sandbox and dies. Run as
@@ -138,7 +139,7 @@ func runStandInGateway(args []string) error {
 		return fmt.Errorf("usage: <state root> <spec file>, got %q", args)
 	}
 	var spec driver.Spec
-	if err := readJSON(args[1], &spec); err != nil {
+	if err := statedir.ReadJSON(args[1], &spec); err != nil {
 		return err
 	}
 	d, err := New(Config{SupervisorPath: os.Args[0], StateRoot: args[0]})

@@ -7,6 +7,9 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/driver/hostproc"
+	"github.com/sandkey/sandkey/pkg/driver/statedir"
 )
 
 // child is a supervisor process whose parent is this gateway process, so
@@ -14,7 +17,7 @@ import (
 type child struct {
 	sandboxID  string
 	stateDir   string
-	proc       process
+	proc       hostproc.Process
 	instanceID string
 	done       chan struct{} // closed once the child is reaped and its exit recorded
 }
@@ -35,7 +38,7 @@ func (d *Driver) adopt(c *child) {
 }
 
 // ownChild returns the registered child that is p, or nil.
-func (d *Driver) ownChild(p process) *child {
+func (d *Driver) ownChild(p hostproc.Process) *child {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if c, ok := d.children[p.PID]; ok && c.proc == p {
@@ -105,15 +108,15 @@ func wait4NoHang(pid int, ws *unix.WaitStatus) (int, error) {
 	}
 }
 
-func (d *Driver) recordExit(sandboxID, stateDir string, p process, instanceID string, ws unix.WaitStatus) {
+func (d *Driver) recordExit(sandboxID, stateDir string, p hostproc.Process, instanceID string, ws unix.WaitStatus) {
 	rec := exitRecord{
 		PID:        p.PID,
 		StartTicks: p.StartTicks,
 		InstanceID: instanceID,
-		ExitCode:   exitCode(ws),
+		ExitCode:   hostproc.ExitCode(ws),
 		ExitedAt:   d.now(),
 	}
-	if err := writeJSONAtomic(filepath.Join(stateDir, exitFile), rec); err != nil {
+	if err := statedir.WriteJSON(filepath.Join(stateDir, exitFile), rec); err != nil {
 		d.log.Warn("record exit of sandbox supervisor", zap.String("sandbox_id", sandboxID), zap.Error(err))
 	}
 	d.log.Info("sandbox supervisor exited", zap.String("sandbox_id", sandboxID),

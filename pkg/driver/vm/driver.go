@@ -8,13 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/hostproc"
+	"github.com/sandkey/sandkey/pkg/driver/statedir"
 	"github.com/sandkey/sandkey/pkg/sandboxlock"
 	"github.com/sandkey/sandkey/pkg/vmfs"
 	"github.com/sandkey/sandkey/pkg/vmfs/krun"
@@ -97,15 +98,15 @@ type Config struct {
 
 // Driver runs each sandbox as a microVM.
 type Driver struct {
-	cfg       Config
-	stateRoot string
-	accel     string // QEMU: resolved once, at New
-	log       *zap.Logger
-	now       func() time.Time
-	locks     sandboxlock.Set
-	reaper    *reaper
-	ctx       context.Context // ends at Close
-	cancel    context.CancelFunc
+	cfg    Config
+	index  *statedir.Index // sandbox ID -> state directory
+	accel  string          // QEMU: resolved once, at New
+	log    *zap.Logger
+	now    func() time.Time
+	locks  sandboxlock.Set
+	reaper *reaper
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -135,7 +136,7 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.DeleteGrace <= 0 {
 		cfg.DeleteGrace = defaultDeleteGrace
 	}
-	d := &Driver{cfg: cfg, stateRoot: root, log: cfg.Logger, now: cfg.Now}
+	d := &Driver{cfg: cfg, log: cfg.Logger, now: cfg.Now}
 	if d.log == nil {
 		d.log = zap.NewNop()
 	}
@@ -153,7 +154,7 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vm driver: %w", err)
 	}
-	if err := makePrivateDir(filepath.Join(root, indexDir)); err != nil {
+	if d.index, err = statedir.OpenIndex(root); err != nil {
 		return nil, fmt.Errorf("vm driver: state root: %w", err)
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -233,7 +234,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.normalize(spec)
+	spec, err := d.index.Normalize(spec)
 	if err != nil {
 		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
 	}
@@ -245,13 +246,13 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 }
 
 func (d *Driver) create(spec driver.Spec) error {
-	if err := makePrivateDir(spec.StateDir); err != nil {
+	if err := statedir.MakePrivate(spec.StateDir); err != nil {
 		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 	}
-	if err := writeJSONAtomic(filepath.Join(spec.StateDir, specFile), newSpecRecord(spec)); err != nil {
+	if err := statedir.WriteJSON(filepath.Join(spec.StateDir, specFile), newSpecRecord(spec)); err != nil {
 		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 	}
-	if err := d.link(spec.SandboxID, spec.StateDir); err != nil {
+	if err := d.index.Link(spec.SandboxID, spec.StateDir); err != nil {
 		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 	}
 	return nil
@@ -264,7 +265,7 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.normalize(spec)
+	spec, err := d.index.Normalize(spec)
 	if err != nil {
 		return fmt.Errorf("start sandbox %q: %w", spec.SandboxID, err)
 	}
@@ -313,12 +314,12 @@ func (d *Driver) Stop(ctx context.Context, sandboxID string, grace time.Duration
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := checkSandboxID(sandboxID); err != nil {
+	if err := statedir.CheckID(sandboxID); err != nil {
 		return fmt.Errorf("stop sandbox %q: %w", sandboxID, err)
 	}
 	defer d.locks.Lock(sandboxID)()
-	dir, err := d.lookup(sandboxID)
-	if errors.Is(err, errNoState) {
+	dir, err := d.index.Lookup(sandboxID)
+	if errors.Is(err, statedir.ErrNoState) {
 		return fmt.Errorf("stop sandbox %s: %w", sandboxID, driver.ErrNotFound)
 	}
 	if err != nil {
@@ -345,7 +346,7 @@ func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) 
 		}
 		if !ended {
 			d.log.Info("sandbox outlived its grace; ending its VM", zap.String("sandbox_id", id))
-			if err := rec.VMM.signal(unix.SIGTERM); err != nil {
+			if err := rec.VMM.Signal(unix.SIGTERM); err != nil {
 				return fmt.Errorf("stop sandbox %s: %w", id, err)
 			}
 			if ended, err = d.waitEnded(ctx, rec.VMM, killWait); err != nil {
@@ -358,7 +359,7 @@ func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) 
 	}
 	// Kill what is left: the VMM if it ignored SIGTERM, and what it
 	// started in its session.
-	if err := rec.VMM.killSession(killWait); err != nil {
+	if err := rec.VMM.KillSession(killWait); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
 	d.endBridges(dir)
@@ -373,7 +374,7 @@ func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) 
 // by itself once QEMU is gone; this makes sure.
 func (d *Driver) endBridges(dir string) {
 	for _, p := range processesWithArg(filepath.Join(dir, socatLog)) {
-		p.signal(unix.SIGKILL)
+		p.Signal(unix.SIGKILL)
 	}
 }
 
@@ -384,17 +385,17 @@ func (d *Driver) endVirtiofsd(rec vmRecord) {
 		return
 	}
 	if ended, _ := d.waitEnded(context.Background(), rec.Virtiofsd, virtiofsdWait); !ended {
-		rec.Virtiofsd.signal(unix.SIGTERM)
+		rec.Virtiofsd.Signal(unix.SIGTERM)
 		d.waitEnded(context.Background(), rec.Virtiofsd, virtiofsdWait)
 	}
-	if err := rec.Virtiofsd.killSession(killWait); err != nil {
+	if err := rec.Virtiofsd.KillSession(killWait); err != nil {
 		d.log.Warn("virtiofsd outlived SIGKILL", zap.Int("pid", rec.Virtiofsd.PID), zap.Error(err))
 	}
 }
 
 // waitEnded waits up to timeout for p to end: through the reaper when p
 // is this process's child, by polling /proc otherwise.
-func (d *Driver) waitEnded(ctx context.Context, p process, timeout time.Duration) (bool, error) {
+func (d *Driver) waitEnded(ctx context.Context, p hostproc.Process, timeout time.Duration) (bool, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	if done := d.reaper.done(p); done != nil {
@@ -428,8 +429,8 @@ func (d *Driver) waitEnded(ctx context.Context, p process, timeout time.Duration
 // this one was opened) and reaped first if it ended, so that it never
 // reads as running while a zombie, and its exit is recorded before this
 // returns.
-func (d *Driver) running(p process) bool {
-	if st, err := readProcStat(p.PID); err == nil && st.StartTicks == p.StartTicks && st.PPID == os.Getpid() {
+func (d *Driver) running(p hostproc.Process) bool {
+	if st, err := hostproc.ReadStat(p.PID); err == nil && st.StartTicks == p.StartTicks && st.PPID == os.Getpid() {
 		d.reaper.add(p, nil)
 	}
 	if done := d.reaper.done(p); done != nil {
@@ -441,7 +442,7 @@ func (d *Driver) running(p process) bool {
 			return true
 		}
 	}
-	return p.alive()
+	return p.Alive()
 }
 
 // vmmRunning reports whether the VMM of rec runs.
@@ -453,13 +454,13 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := checkSandboxID(sandboxID); err != nil {
+	if err := statedir.CheckID(sandboxID); err != nil {
 		return fmt.Errorf("delete sandbox %q: %w", sandboxID, err)
 	}
 	defer d.locks.Lock(sandboxID)()
-	dir, err := d.lookup(sandboxID)
+	dir, err := d.index.Lookup(sandboxID)
 	switch {
-	case errors.Is(err, errNoState):
+	case errors.Is(err, statedir.ErrNoState):
 	case err != nil:
 		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
 	default:
@@ -470,7 +471,7 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
 		}
 	}
-	if err := os.Remove(d.indexPath(sandboxID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := d.index.Unlink(sandboxID); err != nil {
 		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
 	}
 	d.log.Info("sandbox deleted", zap.String("sandbox_id", sandboxID))
@@ -484,11 +485,11 @@ func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, e
 	if err := d.checkOpen(); err != nil {
 		return driver.Status{}, err
 	}
-	if err := checkSandboxID(sandboxID); err != nil {
+	if err := statedir.CheckID(sandboxID); err != nil {
 		return driver.Status{}, fmt.Errorf("status of sandbox %q: %w", sandboxID, err)
 	}
-	dir, err := d.lookup(sandboxID)
-	if errors.Is(err, errNoState) {
+	dir, err := d.index.Lookup(sandboxID)
+	if errors.Is(err, statedir.ErrNoState) {
 		return driver.Status{State: driver.StateMissing}, nil
 	}
 	if err != nil {
@@ -531,37 +532,6 @@ func (d *Driver) exitCode(dir string, rec vmRecord) (int, bool) {
 func (d *Driver) checkOpen() error {
 	if d.ctx.Err() != nil {
 		return ErrClosed
-	}
-	return nil
-}
-
-// normalize checks spec and fills in its state directory when empty.
-func (d *Driver) normalize(spec driver.Spec) (driver.Spec, error) {
-	if err := checkSandboxID(spec.SandboxID); err != nil {
-		return spec, err
-	}
-	if spec.StateDir == "" {
-		spec.StateDir = d.indexPath(spec.SandboxID)
-	}
-	for _, p := range []struct {
-		name string
-		path *string
-	}{{"state directory", &spec.StateDir}, {"token directory", &spec.TokenDir}, {"socket directory", &spec.SocketDir}} {
-		if !filepath.IsAbs(*p.path) {
-			return spec, fmt.Errorf("%s %q is not an absolute path", p.name, *p.path)
-		}
-		*p.path = filepath.Clean(*p.path)
-	}
-	return spec, nil
-}
-
-// checkSandboxID accepts an ID that can name a file.
-func checkSandboxID(id string) error {
-	switch {
-	case id == "":
-		return errors.New("empty sandbox ID")
-	case strings.HasPrefix(id, "."), strings.ContainsAny(id, "/\x00"), len(id) > 200:
-		return fmt.Errorf("sandbox ID %q cannot name a file (no '/', no leading '.', at most 200 bytes)", id)
 	}
 	return nil
 }

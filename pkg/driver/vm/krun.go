@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/hostproc"
+	"github.com/sandkey/sandkey/pkg/driver/statedir"
 	"github.com/sandkey/sandkey/pkg/vmfs/krun"
 )
 
@@ -34,7 +36,7 @@ func (d *Driver) startKrun(spec driver.Spec) error {
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
 	vmPath := filepath.Join(dir, krunFile)
-	if err := writeJSONAtomic(vmPath, vm); err != nil {
+	if err := statedir.WriteJSON(vmPath, vm); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
 	out, err := openLog(filepath.Join(dir, vmmLog))
@@ -56,18 +58,18 @@ func (d *Driver) startKrun(spec driver.Spec) error {
 	}
 	pid := cmd.Process.Pid
 	cmd.Process.Release()
-	vmm, err := identify(pid)
+	vmm, err := hostproc.Identify(pid)
 	if err != nil {
 		killChild(pid)
 		return fmt.Errorf("start sandbox %s: libkrun runner: %w", id, err)
 	}
 	rec := vmRecord{Backend: BackendKrun, InstanceID: spec.InstanceID, StartedAt: d.now(), VMM: vmm}
-	werr := writeJSONAtomic(filepath.Join(dir, vmFile), rec)
+	werr := statedir.WriteJSON(filepath.Join(dir, vmFile), rec)
 	// Registered after the VM record is written, so that an exit record
 	// never precedes the start it belongs to.
 	d.reaper.add(vmm, func(ws unix.WaitStatus) { d.recordExit(id, dir, vmm, ws) })
 	if werr != nil {
-		vmm.killSession(killWait)
+		vmm.KillSession(killWait)
 		return fmt.Errorf("start sandbox %s: %w", id, werr)
 	}
 	d.log.Info("sandbox started", zap.String("sandbox_id", id), zap.String("instance_id", spec.InstanceID),
@@ -100,12 +102,9 @@ func (d *Driver) krunVM(spec driver.Spec, root string) krun.VM {
 
 // recordExit keeps the runner's exit status: libkrun exits with the
 // workload's.
-func (d *Driver) recordExit(id, dir string, vmm process, ws unix.WaitStatus) {
-	code := ws.ExitStatus()
-	if ws.Signaled() {
-		code = 128 + int(ws.Signal())
-	}
-	if err := writeJSONAtomic(filepath.Join(dir, exitFile), exitRecord{VMM: vmm, Code: code, ExitedAt: d.now()}); err != nil {
+func (d *Driver) recordExit(id, dir string, vmm hostproc.Process, ws unix.WaitStatus) {
+	code := hostproc.ExitCode(ws)
+	if err := statedir.WriteJSON(filepath.Join(dir, exitFile), exitRecord{VMM: vmm, Code: code, ExitedAt: d.now()}); err != nil {
 		d.log.Warn("record exit of libkrun runner", zap.String("sandbox_id", id), zap.Error(err))
 	}
 	d.log.Info("sandbox VM exited", zap.String("sandbox_id", id), zap.Int("runner_pid", vmm.PID), zap.Int("exit_code", code))

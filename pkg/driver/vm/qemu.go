@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/driver/hostproc"
+	"github.com/sandkey/sandkey/pkg/driver/statedir"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 	"github.com/sandkey/sandkey/pkg/vmfs"
 )
@@ -82,7 +84,7 @@ func (d *Driver) startQEMU(spec driver.Spec) error {
 	if err != nil {
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
-	fsProc, err := identify(fsPID)
+	fsProc, err := hostproc.Identify(fsPID)
 	if err != nil {
 		killChild(fsPID)
 		return fmt.Errorf("start sandbox %s: virtiofsd: %w", id, err)
@@ -91,14 +93,14 @@ func (d *Driver) startQEMU(spec driver.Spec) error {
 
 	vmm, err := d.launchQEMU(spec, img, string(extra), gwSock)
 	if err != nil {
-		fsProc.killSession(killWait)
+		fsProc.KillSession(killWait)
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
 	rec := vmRecord{Backend: BackendQEMU, InstanceID: spec.InstanceID, StartedAt: d.now(), VMM: vmm, Virtiofsd: fsProc, Accel: d.accel}
-	if err := writeJSONAtomic(filepath.Join(dir, vmFile), rec); err != nil {
+	if err := statedir.WriteJSON(filepath.Join(dir, vmFile), rec); err != nil {
 		// Untracked by any file, the VM could never be stopped: end it.
-		vmm.killSession(killWait)
-		fsProc.killSession(killWait)
+		vmm.KillSession(killWait)
+		fsProc.KillSession(killWait)
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
 	d.log.Info("sandbox started", zap.String("sandbox_id", id), zap.String("instance_id", spec.InstanceID),
@@ -108,11 +110,11 @@ func (d *Driver) startQEMU(spec driver.Spec) error {
 }
 
 // launchQEMU starts QEMU and waits until it runs its machine.
-func (d *Driver) launchQEMU(spec driver.Spec, img, extraCmdline, gwSock string) (process, error) {
+func (d *Driver) launchQEMU(spec driver.Spec, img, extraCmdline, gwSock string) (hostproc.Process, error) {
 	dir := spec.StateDir
 	out, err := openLog(filepath.Join(dir, vmmLog))
 	if err != nil {
-		return process{}, err
+		return hostproc.Process{}, err
 	}
 	defer out.Close()
 	ctl := filepath.Join(dir, ctlSocket)
@@ -125,19 +127,19 @@ func (d *Driver) launchQEMU(spec driver.Spec, img, extraCmdline, gwSock string) 
 	// bridges QEMU starts, which Stop kills with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return process{}, fmt.Errorf("run %s: %w", d.cfg.QEMU, err)
+		return hostproc.Process{}, fmt.Errorf("run %s: %w", d.cfg.QEMU, err)
 	}
 	pid := cmd.Process.Pid
 	cmd.Process.Release()
-	p, err := identify(pid)
+	p, err := hostproc.Identify(pid)
 	if err != nil {
 		killChild(pid)
-		return process{}, fmt.Errorf("qemu: %w", err)
+		return hostproc.Process{}, fmt.Errorf("qemu: %w", err)
 	}
 	done := d.reaper.add(p, nil)
 	if err := waitQEMUReady(ctl, done); err != nil {
-		p.killSession(killWait)
-		return process{}, fmt.Errorf("qemu (pid %d): %w; its output is in %s", pid, err, out.Name())
+		p.KillSession(killWait)
+		return hostproc.Process{}, fmt.Errorf("qemu (pid %d): %w; its output is in %s", pid, err, out.Name())
 	}
 	return p, nil
 }
@@ -230,7 +232,7 @@ func checkPaths(stateDir, gwSock string) error {
 func (d *Driver) requestStop(dir string, rec vmRecord) func() {
 	if rec.Backend == BackendKrun {
 		// libkrun's VMM ends its VM on SIGTERM; there is no stop port.
-		rec.VMM.signal(unix.SIGTERM)
+		rec.VMM.Signal(unix.SIGTERM)
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())

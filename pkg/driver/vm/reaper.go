@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 )
 
 // reaper collects the exits of the processes this gateway process started
@@ -17,7 +19,7 @@ import (
 // steal other code's children.
 type reaper struct {
 	mu       sync.Mutex
-	children map[process]*child
+	children map[hostproc.Process]*child
 
 	sigchld chan os.Signal
 	wake    chan struct{}
@@ -27,7 +29,7 @@ type reaper struct {
 
 func newReaper() *reaper {
 	r := &reaper{
-		children: make(map[process]*child),
+		children: make(map[hostproc.Process]*child),
 		sigchld:  make(chan os.Signal, 1),
 		wake:     make(chan struct{}, 1),
 	}
@@ -55,7 +57,7 @@ type child struct {
 // add registers p, a child of this process, and returns a channel closed
 // once it has been reaped; onExit, if not nil, gets its wait status first
 // (under the reaper's lock: it must not call the reaper).
-func (r *reaper) add(p process, onExit func(unix.WaitStatus)) <-chan struct{} {
+func (r *reaper) add(p hostproc.Process, onExit func(unix.WaitStatus)) <-chan struct{} {
 	r.mu.Lock()
 	c, ok := r.children[p]
 	if !ok {
@@ -71,7 +73,7 @@ func (r *reaper) add(p process, onExit func(unix.WaitStatus)) <-chan struct{} {
 }
 
 // done returns the channel of a registered, unreaped child, or nil.
-func (r *reaper) done(p process) <-chan struct{} {
+func (r *reaper) done(p hostproc.Process) <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c, ok := r.children[p]; ok {
