@@ -159,9 +159,11 @@ func (c *Config) validateDrivers() error {
 	return errors.Join(errs...)
 }
 
-// checkStateDir creates the state directory 0700, or refuses an existing
+// CheckStateDir creates the state directory 0700, or refuses an existing
 // one that others can read or write: it holds signing keys and tokens.
-func checkStateDir(dir string) error {
+// Open runs it; a command line runs it first, so that nothing (a driver's
+// own directories) is created in a directory that Open would refuse.
+func CheckStateDir(dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return fmt.Errorf("state directory %s: %w", dir, err)

@@ -55,6 +55,8 @@ type Gateway struct {
 	latest   map[string]*auth.Token
 
 	ready atomic.Bool
+	// lastPrune is when the sweep last pruned old generations (UnixNano).
+	lastPrune atomic.Int64
 }
 
 // Open opens the store under cfg.StateDir, loads (or creates) the signing
@@ -66,7 +68,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("gateway config: %w", err)
 	}
-	if err := checkStateDir(cfg.StateDir); err != nil {
+	if err := CheckStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token)}

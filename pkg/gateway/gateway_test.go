@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/sandkey/sandkey/pkg/auth"
@@ -394,5 +395,27 @@ func TestCreateRefusesBadRequests(t *testing.T) {
 	all, _ := e.g.List(ctx)
 	if len(all) != 1 {
 		t.Fatalf("sandboxes after refused creates: %d, want 1", len(all))
+	}
+}
+
+func TestSweepPrunesGenerationsThatCanNoLongerAuthenticate(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb := e.create("old")
+	for range 4 { // gens 2..5
+		if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Add(lifetime + auth.Leeway + time.Second) // gens 1..5 expired
+	if _, err := e.g.Sweep(ctx); err != nil {         // mints gen 6, then prunes
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(e.g.metrics.pruned); got != 4 {
+		t.Fatalf("pruned %v generation records, want 4 (gens 1-4; 5 and 6 are the newest two)", got)
+	}
+	latest, err := e.g.store.LatestGeneration(ctx, sb.ID)
+	if err != nil || latest.Gen != 6 {
+		t.Fatalf("latest generation after pruning: %+v, %v", latest, err)
 	}
 }

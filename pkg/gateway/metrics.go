@@ -13,6 +13,7 @@ type metrics struct {
 	rotationLag   prometheus.Histogram
 	mintDuration  prometheus.Histogram
 	writeFailures prometheus.Counter
+	pruned        prometheus.Counter
 }
 
 // newMetrics registers the gateway's metrics on reg (none when nil).
@@ -35,6 +36,9 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		writeFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sandkey_token_dir_write_failures_total", Help: "Token directory writes that failed.",
 		}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sandkey_generations_pruned_total", Help: "Records of generations that can no longer authenticate, deleted.",
+		}),
 	}
 	if reg == nil {
 		return m
@@ -50,6 +54,6 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}
 		return float64(len(pending))
 	})
-	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, pending)
+	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, pending)
 	return m
 }

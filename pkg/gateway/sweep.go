@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sandkey/sandkey/pkg/auth"
 )
 
 // runSweep rotates due tokens every SweepInterval until ctx ends.
@@ -51,5 +53,26 @@ func (g *Gateway) Sweep(ctx context.Context) (int, error) {
 	if err := g.retireUnusedKeys(ctx); err != nil {
 		return total, err
 	}
+	g.pruneGenerations(ctx, now)
 	return total, nil
+}
+
+// pruneGenerations deletes, every half lifetime, the records of
+// generations that can no longer authenticate (expired past the leeway and
+// not among their sandbox's two newest): without it the store grows by one
+// row per sandbox per rotation, for ever.
+func (g *Gateway) pruneGenerations(ctx context.Context, now time.Time) {
+	last := g.lastPrune.Load()
+	if now.UnixNano()-last < int64(g.cfg.Lifetime/2) || !g.lastPrune.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	n, err := g.store.PruneGenerations(ctx, now.Add(-auth.Leeway))
+	if err != nil {
+		g.log.Warn("prune old generations", zap.Error(err))
+		return
+	}
+	g.metrics.pruned.Add(float64(n))
+	if n > 0 {
+		g.log.Debug("pruned old generations", zap.Int64("rows", n))
+	}
 }

@@ -101,18 +101,13 @@ func addDriverFlags(fs *pflag.FlagSet, o *driverOptions) {
 
 // buildDrivers builds every enabled driver. The caller closes them.
 func buildDrivers(env driverEnv, o *driverOptions) (map[string]driver.Driver, error) {
+	entries, err := enabledDrivers(o)
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[string]driver.Driver)
-	for _, name := range o.enabled {
-		var entry *driverEntry
-		for i := range driverRegistry {
-			if driverRegistry[i].name == name {
-				entry = &driverRegistry[i]
-			}
-		}
-		if entry == nil {
-			closeDrivers(out)
-			return nil, Usagef("--drivers: unknown driver %q (have %s)", name, strings.Join(driverNames(), ", "))
-		}
+	for _, entry := range entries {
+		name := entry.name
 		d, err := entry.build(env, o)
 		if err != nil {
 			closeDrivers(out)
@@ -121,6 +116,25 @@ func buildDrivers(env driverEnv, o *driverOptions) (map[string]driver.Driver, er
 		out[name] = d
 	}
 	return out, nil
+}
+
+// enabledDrivers returns the registry entries --drivers names, refusing an
+// unknown name before anything is built: a refused start creates nothing.
+func enabledDrivers(o *driverOptions) ([]*driverEntry, error) {
+	entries := make([]*driverEntry, 0, len(o.enabled))
+	for _, name := range o.enabled {
+		var entry *driverEntry
+		for i := range driverRegistry {
+			if driverRegistry[i].name == name {
+				entry = &driverRegistry[i]
+			}
+		}
+		if entry == nil {
+			return nil, Usagef("--drivers: unknown driver %q (have %s)", name, strings.Join(driverNames(), ", "))
+		}
+		entries = append(entries, entry)
+	}
+	return entries, nil
 }
 
 func closeDrivers(ds map[string]driver.Driver) {

@@ -72,6 +72,10 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 		Short:         "sandkey gateway: fresh short-lived credentials for every sandbox",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Without a command: help; with an unknown one: a usage error
+		// (cobra's own "unknown command" would exit 1).
+		Args: cobra.ArbitraryArgs,
+		RunE: unknownSubcommand,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -56,7 +56,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the gateway: mint and rotate tokens, run sandboxes, serve supervisors and operators",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			skip := map[string]bool{"config": true}
 			if err := applyConfig(cmd.Flags(), o.configFile, skip); err != nil {
@@ -139,6 +139,11 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return err
 	}
 	defer log.Sync()
+	// gateway.Config takes a zero lifetime for the default; a zero given
+	// here is a request for tokens that never expire, which is refused.
+	if err := auth.CheckLifetime(o.lifetime); err != nil {
+		return usageError{fmt.Errorf("gateway config: %w", err)}
+	}
 	cfg := gateway.Config{
 		StateDir: g.stateDir, KeyFile: o.keyFile, Lifetime: o.lifetime,
 		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
@@ -158,10 +163,13 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if err := cfg.CheckSettings(); err != nil {
 		return usageError{fmt.Errorf("gateway config: %w", err)}
 	}
-	// The state directory is made (0700) before drivers put their own
-	// directories in it; gateway.Open then checks its mode.
-	if err := os.MkdirAll(g.stateDir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
+	if _, err := enabledDrivers(&o.drivers); err != nil {
+		return err
+	}
+	// The state directory is made (0700), or refused when others may read
+	// it, before drivers put their own directories in it.
+	if err := gateway.CheckStateDir(g.stateDir); err != nil {
+		return err
 	}
 	drivers, err := buildDrivers(driverEnv{stateDir: g.stateDir, log: log,
 		supervisor: func() (string, error) { return findSupervisor(o.drivers.supervisorF) }}, &o.drivers)
