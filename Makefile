@@ -11,7 +11,7 @@ BENCH_COUNT ?= 6
 # The whole suite must stay well under CI's budget.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test bench run lint proto fuzz clean images vm-image
+.PHONY: all build test bench bench-report soak run lint proto fuzz clean images vm-image
 
 all: build
 
@@ -24,9 +24,32 @@ test:
 	./scripts/vm-deps.sh
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
+# client-go's cached file token source re-reads every 50 s: one ~50 s sample per run.
+BENCH_SLOW       := BenchmarkReferenceClientGoCachedFileTokenSource
+BENCH_SLOW_COUNT ?= 3
+SOAK_DURATION  ?= 10m
+SOAK_SANDBOXES ?= 50
+
+# Every benchmark (-p 1: one package's binary at a time, nothing compiling
+# beside it), raw results in bench/results.txt, the report in bench/REPORT.md.
 bench:
 	mkdir -p bench
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) -timeout 60m $(PKGS) | tee bench/results.txt
+	{ SANDKEY_BENCH_LARGE=1 $(GO) test -run '^$$' -bench . -skip '$(BENCH_SLOW)' -p 1 -benchmem -count $(BENCH_COUNT) -timeout 60m $(PKGS); \
+	  $(GO) test -run '^$$' -bench '$(BENCH_SLOW)' -benchtime 1x -count $(BENCH_SLOW_COUNT) -timeout 20m ./pkg/auth/source; } | tee bench/results.txt
+	$(MAKE) bench-report
+	@! grep -q '^FAIL' bench/results.txt || { echo "make bench: some benchmarks failed; see bench/results.txt"; exit 1; }
+
+# Regenerates bench/REPORT.md from bench/results.txt.
+bench-report:
+	$(GO) run ./cmd/benchreport bench/results.txt > bench/REPORT.md.tmp
+	mv bench/REPORT.md.tmp bench/REPORT.md
+
+# The soak: SOAK_SANDBOXES sandboxes under seeded chaos for SOAK_DURATION;
+# figures in bench/SOAK.md. `make test` runs a short one.
+soak:
+	mkdir -p bench
+	SANDKEY_SOAK_DURATION=$(SOAK_DURATION) SANDKEY_SOAK_SANDBOXES=$(SOAK_SANDBOXES) SANDKEY_SOAK_REPORT=$(CURDIR)/bench/SOAK.md \
+		$(GO) test -count=1 -v -run '^TestSoak' -timeout 60m ./test/soak
 
 run: build
 	./$(BIN)/gateway serve --demo --log-format console
@@ -54,6 +77,9 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./pkg/auth
 	$(GO) test -run '^$$' -fuzz FuzzParseJWKS -fuzztime $(FUZZTIME) ./pkg/auth
+	$(GO) test -run '^$$' -fuzz FuzzReadFile -fuzztime $(FUZZTIME) ./pkg/auth/tokendir
+	$(GO) test -run '^$$' -fuzz FuzzOffer -fuzztime $(FUZZTIME) ./pkg/auth/source
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./pkg/benchreport
 
 clean:
 	rm -rf $(BIN)
