@@ -55,6 +55,8 @@ type Gateway struct {
 	latest   map[string]*auth.Token
 
 	ready atomic.Bool
+	// writers holds each sandbox's token directory writer, by id.
+	writers sync.Map
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
 	lastPrune atomic.Int64
 }
@@ -194,13 +196,19 @@ func newInstanceID() string {
 }
 
 // writeToken writes one generation into the sandbox's token directory,
-// with the current JWKS beside it.
+// with the current JWKS beside it. Writers are kept per sandbox: making
+// one checks and creates the directory, which a sweep need not repeat for
+// every sandbox on every rotation.
 func (g *Gateway) writeToken(id, raw string) error {
-	w, err := tokendir.NewWriter(g.tokenDir(id))
-	if err != nil {
-		return err
+	w, ok := g.writers.Load(id)
+	if !ok {
+		nw, err := tokendir.NewWriter(g.tokenDir(id))
+		if err != nil {
+			return err
+		}
+		w, _ = g.writers.LoadOrStore(id, nw)
 	}
-	return w.Write(map[string][]byte{tokendir.TokenFile: []byte(raw), tokendir.JWKSFile: g.JWKSJSON()})
+	return w.(*tokendir.Writer).Write(map[string][]byte{tokendir.TokenFile: []byte(raw), tokendir.JWKSFile: g.JWKSJSON()})
 }
 
 func removeAll(path string) error {

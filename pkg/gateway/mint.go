@@ -155,4 +155,5 @@ func (g *Gateway) forget(id string) {
 	g.latestMu.Lock()
 	delete(g.latest, id)
 	g.latestMu.Unlock()
+	g.writers.Delete(id)
 }
