@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sandkey/sandkey/pkg/gatewaycmd"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // tree lists every path under dir with its mode, to tell "nothing changed".
@@ -61,7 +62,7 @@ func TestServeRefusesBadConfigurationNamingItAndCreatesNothing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			state := filepath.Join(dir, fmt.Sprintf("state%d", i))
-			args := []string{"serve", "--state-dir", state, "--http-addr", "", "--supervisor", supervisorBin}
+			args := []string{"serve", "--state-dir", state, "--http-addr", "", "--supervisor", binaries.Supervisor}
 			var want []string
 			if tc.config != "" {
 				path := filepath.Join(dir, fmt.Sprintf("gateway%d.yaml", i))
@@ -109,7 +110,7 @@ func TestServeRefusesAStoreThatIsNotADatabaseAndLeavesItUntouched(t *testing.T) 
 			if err := os.WriteFile(db, tc.store, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			r := runGateway(t, nil, "serve", "--state-dir", state, "--http-addr", "", "--supervisor", supervisorBin)
+			r := runGateway(t, nil, "serve", "--state-dir", state, "--http-addr", "", "--supervisor", binaries.Supervisor)
 			checkClearError(t, r, gatewaycmd.ExitFailure, db, tc.want)
 			if got, err := os.ReadFile(db); err != nil || !bytes.Equal(got, tc.store) {
 				t.Errorf("the store file changed (%v)", err)
@@ -135,7 +136,7 @@ func TestServeRefusesAStateDirectoryOthersCanReadAndWritesNothingInIt(t *testing
 	}
 	os.Chmod(state, 0o755) // whatever the umask
 	before := tree(t, state)
-	r := runGateway(t, nil, "serve", "--state-dir", state, "--http-addr", "", "--supervisor", supervisorBin)
+	r := runGateway(t, nil, "serve", "--state-dir", state, "--http-addr", "", "--supervisor", binaries.Supervisor)
 	checkClearError(t, r, gatewaycmd.ExitFailure, "has mode 0755", "chmod 700 "+state)
 	if after := tree(t, state); !slices.Equal(before, after) {
 		t.Errorf("the refused state directory changed:\nbefore %v\nafter  %v", before, after)

@@ -26,38 +26,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/sandkey/sandkey/pkg/supervisor"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
-var gatewayBin, supervisorBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sk-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	gatewayBin, supervisorBin = filepath.Join(dir, "gateway"), filepath.Join(dir, "supervisor")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir+"/",
-		"github.com/sandkey/sandkey/cmd/gateway", "github.com/sandkey/sandkey/cmd/supervisor")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { binaries.RunTests(m) }
 
 // result is how a run of the gateway binary ended.
 type result struct {
@@ -72,7 +45,7 @@ func runGateway(t *testing.T, env []string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gatewayBin, args...)
+	cmd := exec.CommandContext(ctx, binaries.Gateway, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -131,8 +104,8 @@ func startLive(t *testing.T, names ...string) *live {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.cmd = exec.Command(gatewayBin, "serve", "--state-dir", l.state, "--token-lifetime", "1h",
-		"--heartbeat-interval", "1s", "--http-addr", "", "--supervisor", supervisorBin, "--stop-grace", "1s")
+	l.cmd = exec.Command(binaries.Gateway, "serve", "--state-dir", l.state, "--token-lifetime", "1h",
+		"--heartbeat-interval", "1s", "--http-addr", "", "--supervisor", binaries.Supervisor, "--stop-grace", "1s")
 	l.cmd.Stdout, l.cmd.Stderr = logf, logf
 	l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := l.cmd.Start(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // idleWindow is how long BenchmarkSupervisorIdle watches an idle
@@ -45,7 +46,7 @@ func BenchmarkSupervisorIdle(b *testing.B) {
 		time.Sleep(idleWindow())
 		b.ReportMetric(float64(cpuTicks(b, pid)-before)*10/idleWindow().Seconds(), "cpu-ms/s")
 	}
-	fi, _ := os.Stat(supervisorBin)
+	fi, _ := os.Stat(binaries.Supervisor)
 	b.ReportMetric(float64(fi.Size())/(1<<20), "binary-MiB")
 	b.ReportMetric(float64(statusKiB(b, pid, "VmRSS"))/1024, "rss-MiB")
 	// Most of the RSS is the binary's clean file pages, shared through the

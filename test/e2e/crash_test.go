@@ -18,6 +18,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/store"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // gatewayProc is the real gateway binary running `serve`.
@@ -34,9 +35,9 @@ func startGatewayBinary(t *testing.T, state string) *gatewayProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(gatewayBin, "serve", "--state-dir", state, "--token-lifetime", "10s",
+	cmd := exec.Command(binaries.Gateway, "serve", "--state-dir", state, "--token-lifetime", "10s",
 		"--sweep-interval", "100ms", "--heartbeat-interval", "1s", "--http-addr", "",
-		"--supervisor", supervisorBin, "--stop-grace", "1s")
+		"--supervisor", binaries.Supervisor, "--stop-grace", "1s")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -66,7 +67,7 @@ func (g *gatewayProc) kill() {
 
 func (g *gatewayProc) cli(args ...string) ([]byte, error) {
 	var out, errb bytes.Buffer
-	cmd := exec.Command(gatewayBin, append([]string{"--state-dir", g.state}, args...)...)
+	cmd := exec.Command(binaries.Gateway, append([]string{"--state-dir", g.state}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("gateway %v: %v: %s", args, err, errb.String())

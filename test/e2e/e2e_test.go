@@ -6,48 +6,21 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
-var supervisorBin, gatewayBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sk-bin")
-	if err != nil {
-		panic(err)
-	}
-	supervisorBin, gatewayBin = filepath.Join(dir, "supervisor"), filepath.Join(dir, "gateway")
-	// Built as `make build` builds them, so the benchmarks measure what ships.
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir+"/", "github.com/sandkey/sandkey/cmd/supervisor", "github.com/sandkey/sandkey/cmd/gateway")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { binaries.RunTests(m) }
 
 type harness struct {
 	t     testing.TB
@@ -83,7 +56,7 @@ func newHarness(t *testing.T, lifetime time.Duration) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
-	proc, err := process.New(process.Config{SupervisorPath: supervisorBin, StateRoot: filepath.Join(h.dir, "process")})
+	proc, err := process.New(process.Config{SupervisorPath: binaries.Supervisor, StateRoot: filepath.Join(h.dir, "process")})
 	if err != nil {
 		h.t.Fatal(err)
 	}

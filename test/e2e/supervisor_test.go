@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/supervisor"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // runSupervisor runs the real binary with only the given environment and
@@ -21,7 +22,7 @@ func runSupervisor(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, supervisorBin, args...)
+	cmd := exec.CommandContext(ctx, binaries.Supervisor, args...)
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "SANDKEY_VM_INIT=off"}, env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/store"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // gatewayProc is the real gateway binary running `serve`, restarted by
@@ -54,9 +55,9 @@ func (g *gatewayProc) start(ctx context.Context) error {
 	offset, _ := logf.Seek(0, io.SeekEnd)
 	// The sweep interval is the crash test's: rotations land anywhere in
 	// a crash's timing.
-	cmd := exec.Command(gatewayBin, "serve", "--state-dir", g.state, "--token-lifetime", g.lifetime.String(),
+	cmd := exec.Command(binaries.Gateway, "serve", "--state-dir", g.state, "--token-lifetime", g.lifetime.String(),
 		"--sweep-interval", "100ms", "--heartbeat-interval", "1s", "--http-addr", "127.0.0.1:0",
-		"--supervisor", supervisorBin, "--stop-grace", "1s")
+		"--supervisor", binaries.Supervisor, "--stop-grace", "1s")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a signal meant for the test never reaches it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -146,7 +147,7 @@ func (g *gatewayProc) cli(ctx context.Context, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, gatewayBin, append([]string{"--state-dir", g.state}, args...)...)
+	cmd := exec.CommandContext(ctx, binaries.Gateway, append([]string{"--state-dir", g.state}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("gateway %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))

@@ -66,43 +66,14 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
-var gatewayBin, supervisorBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sk-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	gatewayBin, supervisorBin = filepath.Join(dir, "gateway"), filepath.Join(dir, "supervisor")
-	// Built as `make build` builds them: the soak runs what ships.
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir+"/",
-		"github.com/sandkey/sandkey/cmd/gateway", "github.com/sandkey/sandkey/cmd/supervisor")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { binaries.RunTests(m) }
 
 // RecoveryBound is how long after a disturbing event ends its recovery
 // window lasts.
