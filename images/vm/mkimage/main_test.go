@@ -97,6 +97,9 @@ func TestBuildWritesKernelInitrdCmdlineAndRootfs(t *testing.T) {
 	}
 	cpio, err := exec.LookPath("cpio")
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("cpio is missing and CI is set: run scripts/vm-deps.sh")
+		}
 		t.Skip("cpio missing (scripts/vm-deps.sh installs it)")
 	}
 	cmd := exec.Command(cpio, "-itv", "--quiet")
