@@ -202,7 +202,12 @@ func TestWorkloadExitMarksTheSandboxStopped(t *testing.T) {
 		got, _ := h.gw.Get(ctx, sb.ID)
 		return got.State == "stopped"
 	})
-	// It starts again, on a new token.
+	// Its supervisor ends right after reporting; then it starts again, on
+	// a new token.
+	h.eventually(10*time.Second, "the supervisor process ended", func() bool {
+		st, err := h.proc.Status(ctx, sb.ID)
+		return err == nil && st.State == driver.StateStopped
+	})
 	before, _ := h.gw.Get(ctx, sb.ID)
 	again, err := h.gw.Start(ctx, sb.ID)
 	if err != nil || again.LatestGen != before.LatestGen+1 {
