@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
@@ -155,9 +156,32 @@ func (c *Client) Run(ctx context.Context) error {
 		c.log.Info("session ended; reconnecting", zap.Error(err), zap.Duration("delay", delay))
 		if c.sleepOrWake(ctx, delay) {
 			attempt = 0 // a gateway just came up: start the backoff afresh
+			// Let the transport come up before the attempt, which would
+			// otherwise fail fast on a connection still reconnecting and
+			// send the loop back into a long backoff.
+			c.awaitReady(ctx, wakeConnectTimeout)
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+	}
+}
+
+// wakeConnectTimeout bounds how long a woken client waits for its
+// connection to the reappeared socket before it tries anyway.
+const wakeConnectTimeout = 2 * time.Second
+
+// awaitReady asks the connection to connect and waits until it is ready,
+// at most limit.
+func (c *Client) awaitReady(ctx context.Context, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	c.conn.ResetConnectBackoff()
+	c.conn.Connect()
+	for {
+		st := c.conn.GetState()
+		if st == connectivity.Ready || !c.conn.WaitForStateChange(ctx, st) {
+			return
 		}
 	}
 }
