@@ -61,6 +61,10 @@ func run(args []string) int {
 		return 2
 	}
 	mode := args[1]
+	// As PID 1, a write to a log pipe the engine already closed at stop
+	// must not end the stand-in: Go's runtime turns an unhandled SIGPIPE
+	// it cannot die of into exit code 2, which reads as a failed stop.
+	signal.Ignore(syscall.SIGPIPE)
 	term := make(chan os.Signal, 1)
 	if mode == "ignore-term" {
 		signal.Ignore(syscall.SIGTERM)
