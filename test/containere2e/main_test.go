@@ -5,10 +5,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -255,38 +252,11 @@ func buildImage(sock, tag string, entries []contextEntry) error {
 		return fmt.Errorf("build image %s: %w", tag, err)
 	}
 	defer resp.Body.Close()
-	if err := readBuildOutput(resp.Body); err != nil {
+	if err := enginetest.ReadBuildOutput(resp.Body); err != nil {
 		return fmt.Errorf("build image %s: %w", tag, err)
 	}
 	if _, err := c.ImageInspect(ctx, tag); err != nil {
 		return fmt.Errorf("build image %s: inspect the result: %w", tag, err)
 	}
 	return nil
-}
-
-// readBuildOutput reads the build's JSON message stream to its end and
-// returns the error it reports, with the build's output for context.
-func readBuildOutput(r io.Reader) error {
-	var out strings.Builder
-	dec := json.NewDecoder(r)
-	for {
-		var msg struct {
-			Stream      string `json:"stream"`
-			Error       string `json:"error"`
-			ErrorDetail struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		err := dec.Decode(&msg)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read build output: %w\n%s", err, out.String())
-		}
-		out.WriteString(msg.Stream)
-		if msg.Error != "" || msg.ErrorDetail.Message != "" {
-			return fmt.Errorf("%s%s\n%s", msg.Error, msg.ErrorDetail.Message, out.String())
-		}
-	}
 }

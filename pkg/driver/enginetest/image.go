@@ -104,7 +104,7 @@ func buildImage(sock, tag, dir string) (string, error) {
 		return "", fmt.Errorf("build image %s from %s: %w", tag, dir, err)
 	}
 	defer resp.Body.Close()
-	if err := readBuildOutput(resp.Body); err != nil {
+	if err := ReadBuildOutput(resp.Body); err != nil {
 		return "", fmt.Errorf("build image %s from %s: %w", tag, dir, err)
 	}
 	img, err := c.ImageInspect(ctx, tag)
@@ -114,9 +114,9 @@ func buildImage(sock, tag, dir string) (string, error) {
 	return img.ID, nil
 }
 
-// readBuildOutput reads the build's JSON message stream to its end and
+// ReadBuildOutput reads an image build's JSON message stream to its end and
 // returns the error it reports, with the build's output for context.
-func readBuildOutput(r io.Reader) error {
+func ReadBuildOutput(r io.Reader) error {
 	var out strings.Builder
 	dec := json.NewDecoder(r)
 	for {
