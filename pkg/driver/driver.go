@@ -88,3 +88,21 @@ type Driver interface {
 
 // ErrNotFound is returned by drivers for a sandbox they do not know.
 var ErrNotFound = errors.New("sandbox not found by driver")
+
+// RunStarter is implemented by drivers whose backend names each run itself
+// (Kubernetes: the pod's UID). The gateway calls StartRun instead of Start
+// and records the name as the sandbox's current run.
+type RunStarter interface {
+	StartRun(ctx context.Context, spec Spec) (runID string, err error)
+}
+
+// CredentialVerifier is implemented by drivers of DeliveryK8sSA: their
+// sandboxes prove who they are with a credential of the backend (a pod's
+// projected ServiceAccount token), which the gateway exchanges for a
+// sandbox token. VerifyCredential checks it with the backend and returns
+// the run it is bound to; the gateway accepts it only for the sandbox's
+// recorded run. Refusals are *session.ExchangeRefusal; an unreachable
+// backend wraps session.ErrExchangeUnavailable.
+type CredentialVerifier interface {
+	VerifyCredential(ctx context.Context, sandboxID, credential string) (runID string, err error)
+}

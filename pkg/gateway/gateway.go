@@ -59,6 +59,9 @@ type Gateway struct {
 	writers sync.Map
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
 	lastPrune atomic.Int64
+	// noDir and anyNoDir: sandboxes whose driver writes no token directory.
+	noDir    noDirectory
+	anyNoDir bool
 }
 
 // Open opens the store under cfg.StateDir, loads (or creates) the signing
@@ -73,7 +76,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := CheckStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token), anyNoDir: hasNoDirDriver(cfg.Drivers)}
 	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile), store.Options{
 		KeyFile: cfg.KeyFile, Now: cfg.Now, Logger: cfg.Logger})
 	if err != nil {
@@ -99,6 +102,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		Logger:            cfg.Logger.Named("session"),
 		Registerer:        cfg.Registerer,
 		OnExit:            g.onExit,
+		Exchanger:         g,
 	})
 	var shared credentials.TransportCredentials
 	if cfg.SessionTLS != nil {

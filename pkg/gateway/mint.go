@@ -56,7 +56,10 @@ func (g *Gateway) mint(ctx context.Context, ids []string, reason string) (map[st
 	}
 	g.latestMu.Unlock()
 
-	written := g.writeAll(tokens)
+	toWrite, written := g.splitByDelivery(ctx, tokens)
+	for id, gen := range g.writeAll(toWrite) {
+		written[id] = gen
+	}
 	if err := g.store.RecordWrittenBatch(ctx, written); err != nil {
 		g.log.Warn("record written generations", zap.Error(err))
 	}
@@ -156,4 +159,5 @@ func (g *Gateway) forget(id string) {
 	delete(g.latest, id)
 	g.latestMu.Unlock()
 	g.writers.Delete(id)
+	g.noDir.m.Delete(id)
 }

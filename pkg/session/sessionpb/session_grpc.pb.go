@@ -29,9 +29,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SupervisorSession_Connect_FullMethodName    = "/sandkey.session.v1.SupervisorSession/Connect"
-	SupervisorSession_ReportExit_FullMethodName = "/sandkey.session.v1.SupervisorSession/ReportExit"
-	SupervisorSession_ExecOutput_FullMethodName = "/sandkey.session.v1.SupervisorSession/ExecOutput"
+	SupervisorSession_Connect_FullMethodName                     = "/sandkey.session.v1.SupervisorSession/Connect"
+	SupervisorSession_ReportExit_FullMethodName                  = "/sandkey.session.v1.SupervisorSession/ReportExit"
+	SupervisorSession_ExecOutput_FullMethodName                  = "/sandkey.session.v1.SupervisorSession/ExecOutput"
+	SupervisorSession_ExchangeServiceAccountToken_FullMethodName = "/sandkey.session.v1.SupervisorSession/ExchangeServiceAccountToken"
 )
 
 // SupervisorSessionClient is the client API for SupervisorSession service.
@@ -48,6 +49,11 @@ type SupervisorSessionClient interface {
 	// with the exec_id of the ExecRequest it answers. It is a call of its own
 	// so that large output never delays heartbeats or token pushes.
 	ExecOutput(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ExecChunk, ExecOutputResponse], error)
+	// ExchangeServiceAccountToken trades a Kubernetes pod's projected
+	// ServiceAccount token for a sandkey token (auth mode k8s-sa). Served on
+	// the shared listener only; it needs no bearer: the projected token is
+	// the credential.
+	ExchangeServiceAccountToken(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error)
 }
 
 type supervisorSessionClient struct {
@@ -94,6 +100,16 @@ func (c *supervisorSessionClient) ExecOutput(ctx context.Context, opts ...grpc.C
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SupervisorSession_ExecOutputClient = grpc.ClientStreamingClient[ExecChunk, ExecOutputResponse]
 
+func (c *supervisorSessionClient) ExchangeServiceAccountToken(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExchangeResponse)
+	err := c.cc.Invoke(ctx, SupervisorSession_ExchangeServiceAccountToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SupervisorSessionServer is the server API for SupervisorSession service.
 // All implementations must embed UnimplementedSupervisorSessionServer
 // for forward compatibility.
@@ -108,6 +124,11 @@ type SupervisorSessionServer interface {
 	// with the exec_id of the ExecRequest it answers. It is a call of its own
 	// so that large output never delays heartbeats or token pushes.
 	ExecOutput(grpc.ClientStreamingServer[ExecChunk, ExecOutputResponse]) error
+	// ExchangeServiceAccountToken trades a Kubernetes pod's projected
+	// ServiceAccount token for a sandkey token (auth mode k8s-sa). Served on
+	// the shared listener only; it needs no bearer: the projected token is
+	// the credential.
+	ExchangeServiceAccountToken(context.Context, *ExchangeRequest) (*ExchangeResponse, error)
 	mustEmbedUnimplementedSupervisorSessionServer()
 }
 
@@ -126,6 +147,9 @@ func (UnimplementedSupervisorSessionServer) ReportExit(context.Context, *ReportE
 }
 func (UnimplementedSupervisorSessionServer) ExecOutput(grpc.ClientStreamingServer[ExecChunk, ExecOutputResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method ExecOutput not implemented")
+}
+func (UnimplementedSupervisorSessionServer) ExchangeServiceAccountToken(context.Context, *ExchangeRequest) (*ExchangeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ExchangeServiceAccountToken not implemented")
 }
 func (UnimplementedSupervisorSessionServer) mustEmbedUnimplementedSupervisorSessionServer() {}
 func (UnimplementedSupervisorSessionServer) testEmbeddedByValue()                           {}
@@ -180,6 +204,24 @@ func _SupervisorSession_ExecOutput_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SupervisorSession_ExecOutputServer = grpc.ClientStreamingServer[ExecChunk, ExecOutputResponse]
 
+func _SupervisorSession_ExchangeServiceAccountToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExchangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SupervisorSessionServer).ExchangeServiceAccountToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SupervisorSession_ExchangeServiceAccountToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SupervisorSessionServer).ExchangeServiceAccountToken(ctx, req.(*ExchangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SupervisorSession_ServiceDesc is the grpc.ServiceDesc for SupervisorSession service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -190,6 +232,10 @@ var SupervisorSession_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportExit",
 			Handler:    _SupervisorSession_ReportExit_Handler,
+		},
+		{
+			MethodName: "ExchangeServiceAccountToken",
+			Handler:    _SupervisorSession_ExchangeServiceAccountToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
