@@ -106,3 +106,17 @@ type RunStarter interface {
 type CredentialVerifier interface {
 	VerifyCredential(ctx context.Context, sandboxID, credential string) (runID string, err error)
 }
+
+// Run is one run a driver found on its backend.
+type Run struct {
+	SandboxID string
+	RunID     string // the backend's name of the run (a pod's UID)
+	Name      string // what an operator looks for (a pod's name)
+}
+
+// RunLister is implemented by drivers that find their runs on a shared
+// backend by label, so that the gateway reports the runs it does not
+// know (left behind by a deleted store, or made by hand).
+type RunLister interface {
+	ListRuns(ctx context.Context) ([]Run, error)
+}

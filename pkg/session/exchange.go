@@ -41,7 +41,8 @@ const (
 	ExchangeNotSupported   = "not_supported"   // its driver has no credential of its own
 	ExchangeNotCurrentRun  = "not_current_run" // bound to a run other than the recorded one
 	// Refused by the backend's checks (Kubernetes: TokenReview, then the live pod).
-	ExchangeNotAuthenticated = "not_authenticated" // TokenReview said no (garbage, expired, revoked)
+	ExchangeNotAuthenticated = "not_authenticated" // TokenReview said no (garbage, bad signature, revoked)
+	ExchangeExpired          = "expired"           // TokenReview said no to an expired token
 	ExchangeWrongAudience    = "wrong_audience"
 	ExchangeWrongAccount     = "wrong_service_account"
 	ExchangeNotBound         = "not_pod_bound" // not exactly one pod name and pod uid
@@ -58,7 +59,7 @@ const (
 var ExchangeResults = []string{
 	ExchangeOK, ExchangeAttested, ExchangeTooLarge, ExchangeMalformed,
 	ExchangeUnknownSandbox, ExchangeNotRunning, ExchangeNotSupported, ExchangeNotCurrentRun,
-	ExchangeNotAuthenticated, ExchangeWrongAudience, ExchangeWrongAccount, ExchangeNotBound,
+	ExchangeNotAuthenticated, ExchangeExpired, ExchangeWrongAudience, ExchangeWrongAccount, ExchangeNotBound,
 	ExchangePodGone, ExchangePodUID, ExchangeUnavailable, ExchangeInternal,
 }
 
