@@ -45,7 +45,7 @@ func newFakeDriver(t *testing.T, objs ...runtime.Object) (*Driver, *fake.Clients
 
 func testSpec(instance string) driver.Spec {
 	return driver.Spec{SandboxID: testSB, InstanceID: instance, Image: "example/sb:1", Command: []string{"sleep", "60"},
-		Env: map[string]string{"FOO": "bar", "SANDKEY_GATEWAY": "unix:///evil"},
+		Env:        map[string]string{"FOO": "bar", "SANDKEY_GATEWAY": "unix:///evil"},
 		SandboxEnv: map[string]string{driver.EnvAuthMode: "dir", driver.EnvSandboxID: testSB, driver.EnvInstanceID: instance}}
 }
 
