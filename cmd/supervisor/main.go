@@ -55,7 +55,7 @@ func run(args []string) int {
 	var cfg supervisor.Config
 	var user, logLevel, logFormat string
 	fs := pflag.NewFlagSet("supervisor", pflag.ContinueOnError)
-	fs.StringVar(&cfg.Mode, "auth-mode", env(driver.EnvAuthMode, ""), "auth mode: dir or static (env "+driver.EnvAuthMode+")")
+	fs.StringVar(&cfg.Mode, "auth-mode", env(driver.EnvAuthMode, ""), "auth mode: dir, static or k8s-sa (env "+driver.EnvAuthMode+")")
 	fs.StringVar(&cfg.SandboxID, "sandbox-id", env(driver.EnvSandboxID, ""), "this sandbox's id (env "+driver.EnvSandboxID+")")
 	fs.StringVar(&cfg.InstanceID, "instance-id", env(driver.EnvInstanceID, ""), "this start's instance id (env "+driver.EnvInstanceID+")")
 	fs.StringVar(&cfg.TokenDir, "token-dir", env(driver.EnvTokenDir, driver.DefaultTokenDir), "token directory (env "+driver.EnvTokenDir+")")
@@ -80,6 +80,7 @@ func run(args []string) int {
 	}
 	cfg.Argv = fs.Args()
 	cfg.StaticToken = os.Getenv(driver.EnvToken)
+	cfg.GatewayCA = os.Getenv(driver.EnvGatewayCA)
 	if err := parseUser(user, &cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "supervisor: --user %q: %v\n", user, err)
 		return supervisor.ExitUsage

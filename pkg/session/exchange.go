@@ -194,3 +194,6 @@ func (c *ExchangeClient) Exchange(ctx context.Context, credential string) (token
 
 // Close closes the connection.
 func (c *ExchangeClient) Close() error { return c.conn.Close() }
+
+// OriginExchange labels tokens a supervisor got from the exchange.
+const OriginExchange = "exchange"

@@ -46,14 +46,18 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	if err := cfg.Check(); err != nil {
 		return fail(log, err)
 	}
-	src, err := newSource(ctx, cfg, log)
+	dial, err := cfg.dialOptions()
+	if err != nil {
+		return fail(log, err)
+	}
+	src, err := newSource(ctx, cfg, dial, log)
 	if err != nil {
 		return fail(log, err)
 	}
 	defer src.Close()
 	if tok := src.Current(); tok != nil {
 		log.Info("holding token", zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()), zap.Time("exp", tok.ExpiresAt()))
-	} else {
+	} else if cfg.Mode != ModeK8sSA {
 		log.Warn("no valid token at start; waiting for the session to deliver one")
 	}
 
@@ -70,6 +74,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	client, err := session.NewClient(session.ClientConfig{
 		Target: cfg.Gateway, SandboxID: cfg.SandboxID, InstanceID: cfg.InstanceID, Version: Version,
 		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: execEnv()}, Logger: log.Named("session"),
+		DialOptions: dial, Backoff: backoffFor(cfg.Mode),
 	})
 	if err != nil {
 		runner.Stop()
@@ -114,7 +119,18 @@ func fail(log *zap.Logger, err error) int {
 	return ExitSoftware
 }
 
-func newSource(ctx context.Context, cfg Config, log *zap.Logger) (tokenSource, error) {
+// backoffFor is the session's reconnect policy in a mode.
+func backoffFor(mode string) session.Backoff {
+	if mode == ModeK8sSA {
+		return session.Backoff{Max: k8sReconnectMax}
+	}
+	return session.Backoff{}
+}
+
+func newSource(ctx context.Context, cfg Config, dial []session.DialOption, log *zap.Logger) (tokenSource, error) {
+	if cfg.Mode == ModeK8sSA {
+		return newExchangeSource(ctx, cfg, dial, log)
+	}
 	if cfg.Mode == ModeStatic {
 		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires",
 			zap.String("sandbox", cfg.SandboxID))

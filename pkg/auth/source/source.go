@@ -117,11 +117,14 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	// Watch first: a write landing between the first read and the watch
 	// would otherwise wait for the next poll.
-	w := s.startWatching()
+	dw := startDirWatch(cfg.Dir, s.log, cfg.noWatch)
 	s.readDir()
 	interval := s.pollInterval()
 	ctx, s.cancel = context.WithCancel(ctx)
-	go s.watch(ctx, w, interval)
+	go func() {
+		defer close(s.done)
+		dw.run(ctx, interval, s.readDir)
+	}()
 	return s, nil
 }
 

@@ -60,44 +60,53 @@ func pollIntervalFor(magic int64) (time.Duration, string) {
 	return LocalPollInterval, fmt.Sprintf("%#x", magic)
 }
 
-// startWatching starts an fsnotify watch on the directory, never on a file.
-// Without one (inotify exhausted, directory missing) the poll carries on,
-// and each poll tick tries to add the watch again.
-func (s *Source) startWatching() *fsnotify.Watcher {
-	if s.cfg.noWatch {
-		return nil
+// dirWatch watches a token directory with fsnotify (on the directory,
+// never a file) and a poll, for the Source and for WatchDir.
+type dirWatch struct {
+	dir string
+	log *zap.Logger
+	w   *fsnotify.Watcher // nil: polling only
+}
+
+// startDirWatch starts an fsnotify watch on dir. Without one (inotify
+// exhausted, directory missing) the poll carries on, and each poll tick
+// tries to add the watch again.
+func startDirWatch(dir string, log *zap.Logger, noWatch bool) *dirWatch {
+	dw := &dirWatch{dir: dir, log: log}
+	if noWatch {
+		return dw
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		s.log.Warn("cannot watch the token directory; polling only", zap.String("dir", s.cfg.Dir), zap.Error(err))
-		return nil
+		log.Warn("cannot watch the token directory; polling only", zap.String("dir", dir), zap.Error(err))
+		return dw
 	}
-	s.ensureWatch(w)
-	return w
+	dw.w = w
+	dw.ensureWatch()
+	return dw
 }
 
-// ensureWatch adds the directory to w if it is not watched: at start, and
-// after the directory was removed (which ends an inotify watch).
-func (s *Source) ensureWatch(w *fsnotify.Watcher) {
-	if w == nil || len(w.WatchList()) > 0 {
+// ensureWatch adds the directory to the watcher if it is not watched: at
+// start, and after the directory was removed (which ends an inotify watch).
+func (dw *dirWatch) ensureWatch() {
+	if dw.w == nil || len(dw.w.WatchList()) > 0 {
 		return
 	}
-	if err := w.Add(s.cfg.Dir); err != nil {
-		s.log.Debug("cannot watch the token directory yet; polling", zap.String("dir", s.cfg.Dir), zap.Error(err))
+	if err := dw.w.Add(dw.dir); err != nil {
+		dw.log.Debug("cannot watch the token directory yet; polling", zap.String("dir", dw.dir), zap.Error(err))
 		return
 	}
-	s.log.Debug("watching the token directory", zap.String("dir", s.cfg.Dir))
+	dw.log.Debug("watching the token directory", zap.String("dir", dw.dir))
 }
 
-// watch is the Source's goroutine: it re-reads the directory on every poll
-// tick and on every change notification that concerns the token.
-func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher, interval time.Duration) {
-	defer close(s.done)
+// run calls read on every poll tick and on every change notification that
+// concerns the token, until ctx ends; then it closes the watcher.
+func (dw *dirWatch) run(ctx context.Context, interval time.Duration, read func()) {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
-	if w != nil {
-		defer w.Close()
-		events, errs = w.Events, w.Errors
+	if dw.w != nil {
+		defer dw.w.Close()
+		events, errs = dw.w.Events, dw.w.Errors
 	}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -106,8 +115,8 @@ func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher, interval time.D
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			s.ensureWatch(w)
-			s.readDir()
+			dw.ensureWatch()
+			read()
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
@@ -118,15 +127,32 @@ func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher, interval time.D
 			}
 			// One write makes several events: read once for all of them.
 			drain(events)
-			s.readDir()
+			read()
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
 				continue
 			}
-			s.log.Warn("watching the token directory failed; polling continues", zap.String("dir", s.cfg.Dir), zap.Error(err))
+			dw.log.Warn("watching the token directory failed; polling continues", zap.String("dir", dw.dir), zap.Error(err))
 		}
 	}
+}
+
+// WatchDir calls read whenever the token in dir may have changed (an
+// fsnotify event on the directory, or a poll tick every interval; 0
+// detects it as Config.PollInterval does), until ctx ends. It is the
+// Source's own watch, for directories whose token is not a sandkey token:
+// the kubelet's projected ServiceAccount token, written with the same
+// ..data swap.
+func WatchDir(ctx context.Context, dir string, interval time.Duration, log *zap.Logger, read func()) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	dw := startDirWatch(dir, log, false)
+	if interval <= 0 {
+		interval, _ = detectPollInterval(dir)
+	}
+	dw.run(ctx, interval, read)
 }
 
 // concernsToken tells the events that can change what a read returns: the
