@@ -67,7 +67,7 @@ func findBinaries(opts Options) (binaries, error) {
 	}
 	const installFix = "run ./scripts/kube-tools.sh (as root), or apt-get install -y "
 	for _, dep := range []struct {
-		bin *string
+		bin       *string
 		name, pkg string
 	}{
 		{&b.containerd, "containerd", "containerd"},
