@@ -64,13 +64,17 @@ type Cluster struct {
 
 	etcd *process
 
-	mu        sync.Mutex // guards apiserver
+	mu        sync.Mutex // guards apiserver and down
 	apiserver *process
+	down      bool // Stop has run
 
 	restConfig *rest.Config
 	client     kubernetes.Interface
 
 	node *node // nil without Options.Kubelet
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Launch starts a cluster with opts and returns when the API server (and
@@ -286,6 +290,9 @@ func (c *Cluster) apiServerArgs(etcdPort int) []string {
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--kubelet-preferred-address-types=InternalIP",
 		"--profiling=false",
+		// Without it, shutdown leaves the kubelet's watches open and
+		// waits the whole request timeout (60 s) for them.
+		"--shutdown-watch-termination-grace-period=2s",
 	}
 }
 
@@ -365,8 +372,26 @@ func (c *Cluster) createServiceAccount(ns, name string) error {
 // containers, containerd and its shims, mounts, bridge and cgroups; then
 // the API server, then etcd: the other order hangs the API server's
 // shutdown) and removes the scratch tree. It returns every problem it met
-// but always goes on to the next step.
+// but always goes on to the next step. Calls after the first return the
+// first's result.
 func (c *Cluster) Stop() error {
+	c.stopOnce.Do(func() {
+		c.stopErr = c.stop()
+		c.mu.Lock()
+		c.down = true
+		c.mu.Unlock()
+	})
+	return c.stopErr
+}
+
+// stopped reports whether Stop has run.
+func (c *Cluster) stopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.down
+}
+
+func (c *Cluster) stop() error {
 	var errs []error
 	if c.node != nil {
 		errs = append(errs, c.node.stop())
@@ -459,6 +484,9 @@ func (c *Cluster) Namespace(t testing.TB, name string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if c.stopped() {
+			return // its pods went with it
+		}
 		if err := c.deletePods(name); err != nil {
 			t.Errorf("cleanup of namespace %s: %v", name, err)
 		}

@@ -164,3 +164,9 @@ type verdictTB struct {
 func (v *verdictTB) Helper()              {}
 func (v *verdictTB) Skipf(string, ...any) { v.skipped = true; runtime.Goexit() }
 func (v *verdictTB) Fatal(...any)         { v.failed = true; runtime.Goexit() }
+
+func TestSharedClusterNeverStartedStopsCleanly(t *testing.T) {
+	if err := NewShared(Options{Kubelet: true}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,178 @@
+package kubetest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// kubeletSysctls are the kernel settings every kubelet sets on start
+// (setupKernelTunables; protectKernelDefaults only turns a difference
+// into a failure): the harness records them before the first node of the
+// machine starts and puts them back when the last one ends.
+var kubeletSysctls = []string{
+	"vm/overcommit_memory",
+	"vm/panic_on_oom",
+	"kernel/panic",
+	"kernel/panic_on_oops",
+	"kernel/keys/root_maxkeys",
+	"kernel/keys/root_maxbytes",
+}
+
+// hostGlobalDirs are the directories outside the scratch tree that a
+// kubelet or CNI writes whatever their configuration says, deepest first.
+// The last node of the machine removes those that are then empty; every
+// node removes its own entries in them.
+var hostGlobalDirs = []string{
+	"/var/lib/kubelet/device-plugins",
+	"/var/lib/kubelet",
+	"/var/log/containers",
+	"/var/log/pods",
+	"/var/lib/cni/results",
+	"/var/lib/cni",
+}
+
+// hostShare is a node's share of what all the nodes of this machine
+// change together: the kernel settings and the global directories. Each
+// node holds a shared lock on one file while it runs; the first records
+// the settings as they were, the last restores them.
+type hostShare struct {
+	lock *fileLock
+}
+
+func hostLockPath() string  { return filepath.Join(lockDir, "sandkey-kubetest-nodes.lock") }
+func hostStatePath() string { return filepath.Join(lockDir, "sandkey-kubetest-nodes.json") }
+
+// joinHost registers a node. The first node of the machine (it gets the
+// lock exclusively) records the kernel settings unless a record is
+// already there (a run that died before restoring them: that record holds
+// the settings from before it).
+func joinHost() (*hostShare, error) {
+	for {
+		lock, err := lockFile(hostLockPath(), lockExclusive, false)
+		if err != nil {
+			return nil, err
+		}
+		if lock == nil { // other nodes run: they recorded the settings
+			if lock, err = lockFile(hostLockPath(), lockShared, true); err != nil {
+				return nil, err
+			}
+			if _, err := os.Stat(hostStatePath()); err == nil {
+				return &hostShare{lock: lock}, nil
+			}
+			lock.release(false) // the last of them left meanwhile: be the first
+			continue
+		}
+		if _, err := os.Stat(hostStatePath()); errors.Is(err, os.ErrNotExist) {
+			if err := recordSysctls(); err != nil {
+				lock.release(true)
+				return nil, err
+			}
+		}
+		if err := lock.share(); err != nil {
+			lock.release(false)
+			return nil, err
+		}
+		return &hostShare{lock: lock}, nil
+	}
+}
+
+// leave unregisters a node; the last one restores the kernel settings and
+// removes the global directories left empty.
+func (h *hostShare) leave() error {
+	if h == nil {
+		return nil
+	}
+	if !h.lock.tryExclusive() {
+		return h.lock.release(false)
+	}
+	errs := []error{restoreSysctls()}
+	// The kubelet's device-plugin socket has a fixed path; no kubelet runs.
+	if err := os.Remove("/var/lib/kubelet/device-plugins/kubelet.sock"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, dir := range hostGlobalDirs {
+		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+		}
+	}
+	errs = append(errs, h.lock.release(true))
+	return errors.Join(errs...)
+}
+
+func recordSysctls() error {
+	values := map[string]string{}
+	for _, name := range kubeletSysctls {
+		v, err := os.ReadFile(filepath.Join("/proc/sys", name))
+		if err != nil {
+			continue // not on this kernel: the kubelet cannot set it either
+		}
+		values[name] = strings.TrimSpace(string(v))
+	}
+	data, err := json.Marshal(values)
+	if err != nil {
+		return err
+	}
+	return writeFile(hostStatePath(), data)
+}
+
+func restoreSysctls() error {
+	data, err := os.ReadFile(hostStatePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the kernel settings to restore: %w", err)
+	}
+	var values map[string]string
+	if err := json.Unmarshal(data, &values); err != nil {
+		return fmt.Errorf("read the kernel settings to restore from %s: %w", hostStatePath(), err)
+	}
+	var errs []error
+	for name, v := range values {
+		if err := os.WriteFile(filepath.Join("/proc/sys", name), []byte(v), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("restore %s=%s: %w", strings.ReplaceAll(name, "/", "."), v, err))
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, os.Remove(hostStatePath()))
+	}
+	return errors.Join(errs...)
+}
+
+// removeOutsideFiles removes what this node wrote outside its scratch
+// tree: the kubelet's /var/log/containers links into its pod logs and
+// CNI's cached results for its network.
+func (n *node) removeOutsideFiles() error {
+	var errs []error
+	links, _ := os.ReadDir("/var/log/containers")
+	for _, l := range links {
+		path := filepath.Join("/var/log/containers", l.Name())
+		if target, err := os.Readlink(path); err == nil && strings.HasPrefix(target, n.c.dir+"/") {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	// <network>-<container>-<interface>: this node's network, and the
+	// loopback network of the sandboxes the kubelet did not tear down.
+	prefixes := []string{"sandkey-kubetest-" + n.net.name + "-"}
+	for _, id := range n.leftContainers {
+		prefixes = append(prefixes, "cni-loopback-"+id+"-")
+	}
+	results, _ := os.ReadDir("/var/lib/cni/results")
+	for _, r := range results {
+		if slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(r.Name(), p) }) {
+			if err := os.Remove(filepath.Join("/var/lib/cni/results", r.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
