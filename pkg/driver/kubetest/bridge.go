@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 )
 
 // bridgeSlots is how many node networks may exist at once on a machine:
@@ -30,6 +32,7 @@ var lockDir = "/run"
 // different bridges, subnets and cgroups.
 type bridgeNet struct {
 	ipBin   string
+	slot    int
 	name    string // skk<slot>
 	subnet  string // 10.88.<slot>.0/24
 	gateway string // 10.88.<slot>.1
@@ -37,41 +40,74 @@ type bridgeNet struct {
 }
 
 // takeBridgeNet takes the first free slot whose subnet no other interface
-// routes, clears what a crashed run may have left in it, and makes the
-// bridge with its address.
-func takeBridgeNet(ipBin string) (*bridgeNet, error) {
+// routes, clears what a crashed run may have left in it, records dir (the
+// cluster's scratch tree) in the slot's lock file, and makes the bridge
+// with its address.
+func takeBridgeNet(ipBin, dir string) (*bridgeNet, error) {
 	for slot := range bridgeSlots {
-		_, subnet, _ := net.ParseCIDR(fmt.Sprintf("10.88.%d.0/24", slot))
-		name := fmt.Sprintf("skk%d", slot)
-		if routedElsewhere(subnet, name) {
-			continue
+		b, err := takeSlot(slot, ipBin, dir)
+		if b != nil || err != nil {
+			return b, err
 		}
-		lock, err := lockFile(filepath.Join(lockDir, fmt.Sprintf("sandkey-kubetest-net-%d.lock", slot)), lockExclusive, false)
-		if err != nil {
-			return nil, err
-		}
-		if lock == nil {
-			continue // another cluster's
-		}
-		b := &bridgeNet{
-			ipBin:   ipBin,
-			name:    name,
-			subnet:  subnet.String(),
-			gateway: fmt.Sprintf("10.88.%d.1", slot),
-			lock:    lock,
-		}
-		// Leftovers of a run that died without its teardown.
-		cleanup := errors.Join(b.removeLinks(), killCgroup(cgroupRootOf(name)), removeCgroup(cgroupRootOf(name)))
-		if cleanup != nil {
-			lock.release(false)
-			return nil, fmt.Errorf("clear what a crashed run left in network slot %d: %w", slot, cleanup)
-		}
-		if err := b.create(); err != nil {
-			return nil, errors.Join(err, b.release())
-		}
-		return b, nil
 	}
 	return nil, fmt.Errorf("no free node network: all %d bridges skk0..skk%d in use", bridgeSlots, bridgeSlots-1)
+}
+
+// takeSlot takes network slot if it is free, or returns (nil, nil).
+func takeSlot(slot int, ipBin, dir string) (*bridgeNet, error) {
+	_, subnet, _ := net.ParseCIDR(fmt.Sprintf("10.88.%d.0/24", slot))
+	name := fmt.Sprintf("skk%d", slot)
+	if routedElsewhere(subnet, name) {
+		return nil, nil
+	}
+	lock, err := lockFile(filepath.Join(lockDir, fmt.Sprintf("sandkey-kubetest-net-%d.lock", slot)), lockExclusive, false)
+	if err != nil || lock == nil { // lock == nil: another cluster's
+		return nil, err
+	}
+	b := &bridgeNet{
+		ipBin:   ipBin,
+		slot:    slot,
+		name:    name,
+		subnet:  subnet.String(),
+		gateway: fmt.Sprintf("10.88.%d.1", slot),
+		lock:    lock,
+	}
+	if err := b.clearCrashedRun(); err != nil {
+		lock.release(false)
+		return nil, fmt.Errorf("clear what a crashed run left in network slot %d: %w", slot, err)
+	}
+	if err := lock.record(dir); err != nil {
+		lock.release(true)
+		return nil, err
+	}
+	if err := b.create(); err != nil {
+		return nil, errors.Join(err, b.release())
+	}
+	return b, nil
+}
+
+// clearCrashedRun removes what a run that died without its teardown (a
+// test binary killed by its timeout) left in the slot: the processes and
+// mounts of its scratch tree, which its lock file names, the tree, the
+// bridge and the cgroups. A clean teardown removes the lock file, so
+// there is nothing to do after one.
+func (b *bridgeNet) clearCrashedRun() error {
+	var errs []error
+	old, err := b.lock.recorded()
+	if err != nil {
+		return err
+	}
+	// Only a scratch tree of this harness: the file is root's, but a
+	// path from it is never trusted blindly.
+	if old != "" && filepath.Dir(old) == filepath.Clean(os.TempDir()) && strings.HasPrefix(filepath.Base(old), scratchPrefix) {
+		errs = append(errs, enginetest.KillLeftovers(old), killCgroup(cgroupRootOf(b.name)), enginetest.UnmountBelow(old))
+		if err := os.RemoveAll(old); err != nil {
+			errs = append(errs, err)
+		}
+		errs = append(errs, removeOutsideFiles(old, b.name))
+	}
+	errs = append(errs, b.removeLinks(), killCgroup(cgroupRootOf(b.name)), removeCgroup(cgroupRootOf(b.name)))
+	return errors.Join(errs...)
 }
 
 // cgroupRootOf is the cgroup holding the pods of the node on bridge name.

@@ -31,6 +31,10 @@ type Options struct {
 	Kubelet bool
 }
 
+// scratchPrefix starts the name of every cluster's scratch tree, a
+// directory of the system temp dir.
+const scratchPrefix = "skk"
+
 // Issuer is the ServiceAccount token issuer of every cluster.
 const Issuer = "https://kubernetes.default.svc.cluster.local"
 
@@ -87,7 +91,7 @@ func Launch(opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	// Short: unix socket paths of containerd and its shims live below it.
-	dir, err := os.MkdirTemp("", "skk")
+	dir, err := os.MkdirTemp("", scratchPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("make cluster directory: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -146,33 +145,50 @@ func restoreSysctls() error {
 	return errors.Join(errs...)
 }
 
-// removeOutsideFiles removes what this node wrote outside its scratch
-// tree: the kubelet's /var/log/containers links into its pod logs and
-// CNI's cached results for its network.
-func (n *node) removeOutsideFiles() error {
+// removeOutsideFiles removes what the node of the scratch tree dir, on
+// the bridge bridge, wrote outside dir: the kubelet's /var/log/containers
+// links into its pod logs, and CNI's cached results for its network and
+// for the loopback of its sandboxes.
+func removeOutsideFiles(dir, bridge string) error {
 	var errs []error
-	links, _ := os.ReadDir("/var/log/containers")
+	links, _ := os.ReadDir(containerLogLinks)
 	for _, l := range links {
-		path := filepath.Join("/var/log/containers", l.Name())
-		if target, err := os.Readlink(path); err == nil && strings.HasPrefix(target, n.c.dir+"/") {
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-			}
+		path := filepath.Join(containerLogLinks, l.Name())
+		if target, err := os.Readlink(path); err == nil && strings.HasPrefix(target, dir+"/") {
+			errs = append(errs, removeFile(path))
 		}
 	}
-	// <network>-<container>-<interface>: this node's network, and the
-	// loopback network of the sandboxes the kubelet did not tear down.
-	prefixes := []string{"sandkey-kubetest-" + n.net.name + "-"}
-	for _, id := range n.leftContainers {
-		prefixes = append(prefixes, "cni-loopback-"+id+"-")
-	}
-	results, _ := os.ReadDir("/var/lib/cni/results")
-	for _, r := range results {
-		if slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(r.Name(), p) }) {
-			if err := os.Remove(filepath.Join("/var/lib/cni/results", r.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
+	// <network>-<container>-<interface>; each of the network's sandboxes
+	// also has one in containerd's loopback network.
+	results, _ := filepath.Glob(filepath.Join(cniResults, networkName(bridge)+"-*"))
+	for _, path := range results {
+		var cached struct {
+			ContainerID string `json:"containerId"`
+		}
+		if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &cached) == nil && cached.ContainerID != "" {
+			loopback, _ := filepath.Glob(filepath.Join(cniResults, "cni-loopback-"+cached.ContainerID+"-*"))
+			for _, l := range loopback {
+				errs = append(errs, removeFile(l))
 			}
 		}
+		errs = append(errs, removeFile(path))
 	}
 	return errors.Join(errs...)
+}
+
+const (
+	// containerLogLinks is where every kubelet links its containers' logs.
+	containerLogLinks = "/var/log/containers"
+	// cniResults is where containerd's CNI library caches results.
+	cniResults = "/var/lib/cni/results"
+)
+
+// networkName is the CNI network of the node on bridge.
+func networkName(bridge string) string { return "sandkey-kubetest-" + bridge }
+
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }

@@ -59,6 +59,26 @@ func sameFile(f *os.File, path string) bool {
 	return held.Dev == now.Dev && held.Ino == now.Ino
 }
 
+// record writes s into the locked file (for a later holder to read).
+func (l *fileLock) record(s string) error {
+	if err := l.f.Truncate(0); err != nil {
+		return fmt.Errorf("write %s: %w", l.path, err)
+	}
+	if _, err := l.f.WriteAt([]byte(s), 0); err != nil {
+		return fmt.Errorf("write %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// recorded reads what an earlier holder recorded in the file.
+func (l *fileLock) recorded() (string, error) {
+	data, err := os.ReadFile(l.path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", l.path, err)
+	}
+	return string(data), nil
+}
+
 // tryExclusive turns a shared lock into an exclusive one if no one else
 // holds the file, and reports whether it did; otherwise the shared lock
 // stays.

@@ -44,10 +44,6 @@ type node struct {
 
 	containerd *process
 	kubelet    *process
-
-	// leftContainers are the containers the kubelet left at its stop,
-	// whose CNI results the teardown removes.
-	leftContainers []string
 }
 
 // startNode brings up the node of c: the bridge, containerd with the
@@ -63,7 +59,7 @@ func startNode(c *Cluster) (*node, error) {
 	if n.host, err = joinHost(); err != nil {
 		return n, err
 	}
-	if n.net, err = takeBridgeNet(c.bin.ip); err != nil {
+	if n.net, err = takeBridgeNet(c.bin.ip, c.dir); err != nil {
 		return n, err
 	}
 	if err := makeCgroupRoot(n.cgroupRoot()); err != nil {
@@ -191,7 +187,7 @@ func (n *node) startContainerd() error {
 func (n *node) writeCNIConfig() error {
 	conf, err := json.MarshalIndent(map[string]any{
 		"cniVersion": "1.0.0",
-		"name":       "sandkey-kubetest-" + n.net.name,
+		"name":       networkName(n.net.name),
 		"plugins": []any{map[string]any{
 			"type":        "bridge",
 			"bridge":      n.net.name,
@@ -379,7 +375,7 @@ func (n *node) stop() error {
 	errs = append(errs, enginetest.UnmountBelow(n.c.dir))
 	if n.net != nil {
 		errs = append(errs, removeCgroup(n.cgroupRoot()))
-		errs = append(errs, n.removeOutsideFiles())
+		errs = append(errs, removeOutsideFiles(n.c.dir, n.net.name))
 		errs = append(errs, n.net.release())
 	}
 	errs = append(errs, n.host.leave())
@@ -402,7 +398,6 @@ func (n *node) removeContainers() error {
 	if err != nil {
 		return err
 	}
-	n.leftContainers = ids
 	for _, id := range ids {
 		n.ctr("tasks", "kill", "--signal", "SIGKILL", id) // no task: nothing to kill
 	}

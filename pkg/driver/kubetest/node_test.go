@@ -88,17 +88,24 @@ func TestNodeRunsPodWithProjectedTokenAndLeavesNothingBehind(t *testing.T) {
 		t.Errorf("TokenReview pod-uid = %v, want [%s]", got, created.UID)
 	}
 
+	// Logs travel API server → kubelet (InternalIP) → containerd.
+	logs, err := c.Client().CoreV1().Pods(ns).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctxT(t))
+	if err != nil || !strings.Contains(string(logs), "probe: reported") {
+		t.Errorf("pod logs = %q, %v; want the probe's line", logs, err)
+	}
+
 	c.StopAPIServer(t)
 	c.StartAPIServer(t)
 	waitPodReady(t, c, ns, pod.Name)
 
 	begin = time.Now()
 	dir, bridge, cgroup := c.Dir(), c.node.net.name, c.node.cgroupRoot()
+	sandboxes := sandboxIDs(t, bridge)
 	if err := c.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	t.Logf("teardown in %s", time.Since(begin).Round(time.Millisecond))
-	assertNothingLeft(t, dir, bridge, cgroup)
+	assertNothingLeft(t, dir, bridge, cgroup, sandboxes)
 }
 
 // acceptReport reads one probe report from l.
@@ -188,8 +195,9 @@ func waitPodReady(t testing.TB, c *Cluster, ns, name string) {
 }
 
 // assertNothingLeft checks that a stopped cluster left no process, mount,
-// file, bridge, cgroup, lock or log link behind.
-func assertNothingLeft(t *testing.T, dir, bridge, cgroup string) {
+// file, bridge, cgroup, lock, log link or CNI result (of its network, or
+// of the loopback of its sandboxes) behind.
+func assertNothingLeft(t *testing.T, dir, bridge, cgroup string, sandboxes []string) {
 	t.Helper()
 	if pids := enginetest.ProcessesNaming(dir); len(pids) != 0 {
 		t.Errorf("processes %v still name %s", pids, dir)
@@ -210,13 +218,17 @@ func assertNothingLeft(t *testing.T, dir, bridge, cgroup string) {
 	if dirs, _ := cgroupDirs(cgroup); len(dirs) != 0 {
 		t.Errorf("cgroups remain: %v", dirs)
 	}
-	links, _ := os.ReadDir("/var/log/containers")
+	links, _ := os.ReadDir(containerLogLinks)
 	for _, l := range links {
-		if target, _ := os.Readlink(filepath.Join("/var/log/containers", l.Name())); strings.HasPrefix(target, dir) {
+		if target, _ := os.Readlink(filepath.Join(containerLogLinks, l.Name())); strings.HasPrefix(target, dir) {
 			t.Errorf("log link %s into %s remains", l.Name(), dir)
 		}
 	}
-	results, _ := filepath.Glob("/var/lib/cni/results/sandkey-kubetest-" + bridge + "-*")
+	results, _ := filepath.Glob(filepath.Join(cniResults, networkName(bridge)+"-*"))
+	for _, id := range sandboxes {
+		loopback, _ := filepath.Glob(filepath.Join(cniResults, "cni-loopback-"+id+"-*"))
+		results = append(results, loopback...)
+	}
 	if len(results) != 0 {
 		t.Errorf("CNI results remain: %v", results)
 	}
@@ -226,4 +238,84 @@ func assertNothingLeft(t *testing.T, dir, bridge, cgroup string) {
 			t.Errorf("network lock %s remains", l)
 		}
 	}
+}
+
+// TestNodeClearsWhatACrashedRunLeftInItsSlot starts a node with a running
+// pod, then "crashes" it as a killed test binary would (every component
+// SIGKILLed, the locks dropped, no teardown), and checks that the next
+// taker of its network slot removes every process, mount, file, bridge
+// and cgroup the crashed run left.
+func TestNodeClearsWhatACrashedRunLeftInItsSlot(t *testing.T) {
+	c, err := Launch(Options{Kubelet: true})
+	if err != nil {
+		failOrSkip(t, err)
+	}
+	const ns = "crash"
+	c.Namespace(t, ns)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "pause", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName:                     c.NodeName(),
+			AutomountServiceAccountToken: ptr(false),
+			Containers:                   []corev1.Container{{Name: "pause", Image: PauseImage, ImagePullPolicy: corev1.PullNever}},
+		},
+	}
+	if _, err := c.Client().CoreV1().Pods(ns).Create(ctxT(t), pod, metav1.CreateOptions{}); err != nil {
+		c.Stop()
+		t.Fatal(err)
+	}
+	waitPodReady(t, c, ns, pod.Name)
+
+	// The crash: what the kernel does to a killed test binary's children
+	// (Pdeathsig, here SIGKILL so that nothing cleans up) and locks.
+	for _, p := range []*process{c.node.kubelet, c.node.containerd, c.apiserver, c.etcd} {
+		p.cmd.Process.Signal(os.Kill)
+		<-p.done
+	}
+	c.node.net.lock.f.Close()
+	c.node.host.lock.f.Close()
+	c.down = true // its Namespace cleanup must not call the dead API server
+	dir, slot, bridge, cgroup := c.dir, c.node.net.slot, c.node.net.name, c.node.cgroupRoot()
+	if len(enginetest.ProcessesNaming(dir)) == 0 {
+		t.Fatal("no process of the crashed run is left (its shims should be); the test proves nothing")
+	}
+
+	sandboxes := sandboxIDs(t, bridge)
+	b, err := takeSlot(slot, c.bin.ip, t.TempDir())
+	if err != nil || b == nil {
+		t.Fatalf("take the crashed run's slot %d: %v (free: %v)", slot, err, b == nil)
+	}
+	if err := b.release(); err != nil {
+		t.Errorf("release slot %d: %v", slot, err)
+	}
+	// The crashed run's kernel settings: restored if no other node runs.
+	h, err := joinHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.leave(); err != nil {
+		t.Error(err)
+	}
+	assertNothingLeft(t, dir, bridge, cgroup, sandboxes)
+}
+
+// sandboxIDs lists the pod sandboxes CNI holds results for on bridge's
+// network; it fails when there are none, for then a test of their removal
+// proves nothing.
+func sandboxIDs(t *testing.T, bridge string) []string {
+	t.Helper()
+	results, _ := filepath.Glob(filepath.Join(cniResults, networkName(bridge)+"-*"))
+	var ids []string
+	for _, path := range results {
+		var cached struct {
+			ContainerID string `json:"containerId"`
+		}
+		if data, err := os.ReadFile(path); err == nil && json.Unmarshal(data, &cached) == nil {
+			ids = append(ids, cached.ContainerID)
+		}
+	}
+	if len(ids) == 0 {
+		t.Fatalf("no CNI result for a sandbox on %s; the pod network was never set up", bridge)
+	}
+	return ids
 }

@@ -58,6 +58,9 @@ func run() error {
 		if err == nil {
 			_, err = conn.Write(append(line, '\n'))
 			conn.Close()
+			if err == nil {
+				fmt.Println("probe: reported to", addr)
+			}
 			return err
 		}
 		if time.Now().After(deadline) {
