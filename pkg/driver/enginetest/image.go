@@ -38,14 +38,23 @@ ENTRYPOINT ["/supervisor", "--"]
 func BuildStandIn(t testing.TB, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "supervisor")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, StandInPackage)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=")
-	if output, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build stand-in supervisor: %v\n%s", err, output)
+	if err := BuildStatic(StandInPackage, out); err != nil {
+		t.Fatalf("build stand-in supervisor: %v", err)
 	}
 	return out
+}
+
+// BuildStatic compiles the Go package pkg into out as a static binary
+// (CGO_ENABLED=0), one that runs in an image holding nothing else.
+func BuildStatic(pkg, out string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=")
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, output)
+	}
+	return nil
 }
 
 // goTool is the go command on PATH; `go test` puts its toolchain's first.
