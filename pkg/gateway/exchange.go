@@ -3,7 +3,10 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+
+	"go.uber.org/zap"
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/driver"
@@ -15,12 +18,12 @@ import (
 var _ session.Exchanger = (*Gateway)(nil)
 
 // Exchange implements session.Exchanger (DESIGN.md §8.1). The sandbox must
-// be running on a driver that verifies credentials; the driver checks the
-// credential with its backend (for Kubernetes: TokenReview, then the live
-// pod) and names the run it is bound to, which must be the run recorded at
-// start. The answer is the sandbox's latest token, or a new generation
-// when the latest is due for rotation: an exchange never mints more often
-// than the sweep would.
+// be known and on a driver that verifies credentials; the driver checks
+// the credential with its backend (for Kubernetes: TokenReview, then the
+// live pod) and names the run it is bound to; the sandbox must then be
+// running, and that run the one recorded at its start. The answer is the
+// sandbox's latest token, or a new generation when the latest is due for
+// rotation: an exchange never mints more often than the sweep would.
 func (g *Gateway) Exchange(ctx context.Context, sandboxID, credential string) (*auth.Token, error) {
 	sb, err := g.store.GetSandbox(ctx, sandboxID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -37,9 +40,6 @@ func (g *Gateway) Exchange(ctx context.Context, sandboxID, credential string) (*
 	if !ok {
 		return nil, session.RefuseExchange(session.ExchangeNotSupported, "sandbox %s runs on driver %s, which has no credential to exchange", sb.ID, sb.Driver)
 	}
-	if sb.State != store.SandboxRunning {
-		return nil, session.RefuseExchange(session.ExchangeNotRunning, "sandbox %s is %s", sb.ID, sb.State)
-	}
 	run, err := verifier.VerifyCredential(ctx, sb.ID, credential)
 	if err != nil {
 		return nil, err
@@ -51,9 +51,12 @@ func (g *Gateway) Exchange(ctx context.Context, sandboxID, credential string) (*
 		}
 		return nil, err
 	}
-	if sb.RunID == "" || run != sb.RunID || sb.State != store.SandboxRunning {
+	if sb.State != store.SandboxRunning {
+		return nil, session.RefuseExchange(session.ExchangeNotRunning, "sandbox %s is %s", sb.ID, sb.State)
+	}
+	if sb.RunID == "" || run != sb.RunID {
 		return nil, session.RefuseExchange(session.ExchangeNotCurrentRun,
-			"credential bound to run %s; sandbox %s's current run is %q (%s)", run, sb.ID, sb.RunID, sb.State)
+			"credential bound to run %s; sandbox %s's current run is %q", run, sb.ID, sb.RunID)
 	}
 	if sb.LatestGen > 0 && g.now().Before(sb.RotateAt) {
 		if tok, err := g.latestToken(ctx, sb.ID); err == nil && g.now().Before(tok.ExpiresAt()) {
@@ -111,4 +114,36 @@ func hasNoDirDriver(ds map[string]driver.Driver) bool {
 		}
 	}
 	return false
+}
+
+// reportUnknownRuns logs, at start, every run a driver finds on its
+// backend that the store does not know as a sandbox's current run: a pod
+// made by hand, or left by a deleted sandbox or a lost store. They are
+// reported, not removed: the operator decides.
+func (g *Gateway) reportUnknownRuns(ctx context.Context) error {
+	for name, d := range g.cfg.Drivers {
+		lister, ok := d.(driver.RunLister)
+		if !ok {
+			continue
+		}
+		runs, err := lister.ListRuns(ctx)
+		if err != nil {
+			return fmt.Errorf("driver %s: list runs: %w", name, err)
+		}
+		for _, r := range runs {
+			sb, err := g.store.GetSandbox(ctx, r.SandboxID)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				g.log.Warn("a run of no known sandbox; remove it if nobody needs it", zap.String("driver", name),
+					zap.String("run", r.Name), zap.String("run_id", r.RunID), zap.String("sandbox", r.SandboxID))
+			case err != nil:
+				return err
+			case sb.RunID != r.RunID:
+				g.log.Warn("a run that is not its sandbox's current run", zap.String("driver", name),
+					zap.String("run", r.Name), zap.String("run_id", r.RunID), zap.String("sandbox", r.SandboxID),
+					zap.String("current_run_id", sb.RunID))
+			}
+		}
+	}
+	return nil
 }

@@ -115,6 +115,9 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.Close()
 		return nil, fmt.Errorf("reconcile sandboxes at start: %w", err)
 	}
+	if err := g.reportUnknownRuns(ctx); err != nil {
+		g.log.Warn("look for unknown runs", zap.Error(err))
+	}
 	return g, nil
 }
 
