@@ -18,8 +18,9 @@ var Gateway, Supervisor string
 
 // RunTests builds both binaries into a temporary directory, runs the
 // package's tests, removes the directory, checks for leaked goroutines and
-// exits: call it as a package's TestMain.
-func RunTests(m *testing.M) {
+// exits: call it as a package's TestMain. Each of after runs once the
+// tests have ended (a shared cluster's Stop); its error fails the run.
+func RunTests(m *testing.M, after ...func() error) {
 	dir, err := os.MkdirTemp("", "sk-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -35,6 +36,12 @@ func RunTests(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	for _, f := range after {
+		if err := f(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
 	os.RemoveAll(dir)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
