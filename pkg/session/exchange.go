@@ -184,6 +184,9 @@ func NewExchangeClient(target, sandboxID string, opts ...DialOption) (*ExchangeC
 // Exchange presents credential and returns the sandkey token and the
 // gateway's JWKS.
 func (c *ExchangeClient) Exchange(ctx context.Context, credential string) (token string, jwks []byte, err error) {
+	// An exchange is asked for when it is needed now: a connection still in
+	// gRPC's own backoff (up to DefaultBackoffMax) would fail it unasked.
+	c.conn.ResetConnectBackoff()
 	resp, err := c.rpc.ExchangeServiceAccountToken(ctx, &sessionpb.ExchangeRequest{
 		SandboxId: c.sandboxID, ServiceAccountToken: credential})
 	if err != nil {
