@@ -25,12 +25,12 @@ func ctxT(t testing.TB) context.Context {
 }
 
 // TestControlPlaneServesTokenRequestAndTokenReview starts etcd and the API
-// server alone, mints a ServiceAccount token through TokenRequest, and
+// server alone (a Shared cluster), mints a ServiceAccount token through TokenRequest, and
 // reviews it as an identity bound to system:auth-delegator; an identity
 // without that binding is refused. It then stops and restarts the API
 // server and checks that the data (the ServiceAccount) survived.
 func TestControlPlaneServesTokenRequestAndTokenReview(t *testing.T) {
-	c := Start(t, Options{})
+	c := controlPlane.Cluster(t)
 	admin := c.Client()
 	if _, err := os.Stat(c.Kubeconfig()); err != nil {
 		t.Fatalf("admin kubeconfig: %v", err)
