@@ -356,10 +356,34 @@ func (c *Cluster) StartAPIServer(t testing.TB) {
 	}
 }
 
-// bootstrap creates what a controller-manager would: the default
-// ServiceAccount of the default namespace.
+// bootstrap creates what a controller-manager would in the default
+// namespace (see populateNamespace).
 func (c *Cluster) bootstrap() error {
-	return c.createServiceAccount(metav1.NamespaceDefault, "default")
+	return c.populateNamespace(metav1.NamespaceDefault)
+}
+
+// rootCAConfigMap is the ConfigMap the controller-manager publishes in
+// every namespace, and that the kubelet's default API-access volume
+// (kube-api-access-*) needs.
+const rootCAConfigMap = "kube-root-ca.crt"
+
+// populateNamespace creates what the controller-manager would in
+// namespace ns: its default ServiceAccount and its kube-root-ca.crt
+// ConfigMap, so that a pod with the default token automount starts.
+func (c *Cluster) populateNamespace(ns string) error {
+	if err := c.createServiceAccount(ns, "default"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: rootCAConfigMap, Namespace: ns},
+		Data:       map[string]string{"ca.crt": string(c.ca.certPEM)},
+	}
+	if _, err := c.client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create ConfigMap %s/%s: %w", ns, rootCAConfigMap, err)
+	}
+	return nil
 }
 
 func (c *Cluster) createServiceAccount(ns, name string) error {
@@ -472,8 +496,9 @@ func (c *Cluster) KubeconfigFor(t testing.TB, user string, groups ...string) str
 	return path
 }
 
-// Namespace creates the namespace name and its default ServiceAccount
-// (there is no controller-manager to create it). When t ends, the pods of
+// Namespace creates the namespace name with what the controller-manager
+// (there is none) would put in it: the default ServiceAccount and the
+// kube-root-ca.crt ConfigMap. When t ends, the pods of
 // the namespace are deleted; the namespace itself stays (no namespace
 // controller would finish deleting it).
 func (c *Cluster) Namespace(t testing.TB, name string) {
@@ -484,7 +509,7 @@ func (c *Cluster) Namespace(t testing.TB, name string) {
 	if _, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
-	if err := c.createServiceAccount(name, "default"); err != nil {
+	if err := c.populateNamespace(name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

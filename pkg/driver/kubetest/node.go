@@ -44,6 +44,9 @@ type node struct {
 
 	containerd *process
 	kubelet    *process
+
+	stopBinder context.CancelFunc
+	binder     *binder
 }
 
 // startNode brings up the node of c: the bridge, containerd with the
@@ -81,6 +84,9 @@ func startNode(c *Cluster) (*node, error) {
 	if err := n.importImage(PauseImage, pauseDir, []string{"/pause"}); err != nil {
 		return n, err
 	}
+	var ctx context.Context
+	ctx, n.stopBinder = context.WithCancel(context.Background())
+	n.binder = startBinder(ctx, c.client, NodeName)
 	if err := n.startKubelet(); err != nil {
 		return n, err
 	}
@@ -348,14 +354,18 @@ func defaultRouteIPv4() (string, error) {
 	return "", fmt.Errorf("find the node IP: %s has no IPv4 address", ifname)
 }
 
-// stop tears the node down in order: pods (through the API server, so
-// that the kubelet stops them and CNI releases their addresses), the
-// kubelet, containerd's tasks and containers, containerd, its shims, the
-// processes left in the node's cgroups, the mounts below the scratch
-// tree, the bridge, the cgroups, and what the node wrote outside the
-// scratch tree. It goes on past every error and returns them all.
+// stop tears the node down in order: the binder; the pods (through the
+// API server, so that the kubelet stops them and CNI releases their
+// addresses); the kubelet; containerd's tasks and containers; containerd;
+// its shims; the processes left in the node's cgroups; the mounts below
+// the scratch tree; the cgroups; what the node wrote outside the scratch
+// tree; the bridge. It goes on past every error and returns them all.
 func (n *node) stop() error {
 	var errs []error
+	if n.binder != nil {
+		n.stopBinder()
+		<-n.binder.done
+	}
 	if n.kubelet != nil {
 		if ended, _ := n.kubelet.exited(); !ended && n.c.apiUp() {
 			errs = append(errs, n.c.deletePods(""))

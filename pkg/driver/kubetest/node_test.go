@@ -130,14 +130,13 @@ func acceptReport(t *testing.T, l net.Listener, reports chan<- probeReport) {
 }
 
 // probePod is a pod running the probe with a projected token (audience
-// sandkey, 600 s) at /var/run/secrets/sandkey, set up as the package doc
-// says a pod of this cluster must be.
+// sandkey, 600 s) at /var/run/secrets/sandkey and no default API token.
 func probePod(c *Cluster, ns, sa, reportAddr string) *corev1.Pod {
 	const tokenDir = "/var/run/secrets/sandkey"
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: ns},
 		Spec: corev1.PodSpec{
-			NodeName:                      c.NodeName(),
+			// No nodeName: the binder, standing in for the scheduler, sets it.
 			ServiceAccountName:            sa,
 			AutomountServiceAccountToken:  ptr(false),
 			TerminationGracePeriodSeconds: ptr(int64(1)),
@@ -255,9 +254,8 @@ func TestNodeClearsWhatACrashedRunLeftInItsSlot(t *testing.T) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "pause", Namespace: ns},
 		Spec: corev1.PodSpec{
-			NodeName:                     c.NodeName(),
-			AutomountServiceAccountToken: ptr(false),
-			Containers:                   []corev1.Container{{Name: "pause", Image: PauseImage, ImagePullPolicy: corev1.PullNever}},
+			// The default token automount: Namespace published its CA.
+			Containers: []corev1.Container{{Name: "pause", Image: PauseImage, ImagePullPolicy: corev1.PullNever}},
 		},
 	}
 	if _, err := c.Client().CoreV1().Pods(ns).Create(ctxT(t), pod, metav1.CreateOptions{}); err != nil {
@@ -267,7 +265,10 @@ func TestNodeClearsWhatACrashedRunLeftInItsSlot(t *testing.T) {
 	waitPodReady(t, c, ns, pod.Name)
 
 	// The crash: what the kernel does to a killed test binary's children
-	// (Pdeathsig, here SIGKILL so that nothing cleans up) and locks.
+	// (Pdeathsig, here SIGKILL so that nothing cleans up), goroutines and
+	// locks.
+	c.node.stopBinder()
+	<-c.node.binder.done
 	for _, p := range []*process{c.node.kubelet, c.node.containerd, c.apiserver, c.etcd} {
 		p.cmd.Process.Signal(os.Kill)
 		<-p.done
