@@ -15,20 +15,29 @@
 //	c.ServiceAccount(t, "ns", "workload")  // no controller-manager makes them
 //	c.ImportImage(t, "sandkey.local/x:1", layerDir, []string{"/x"}) // no registry
 //	l, _ := net.Listen("tcp", c.HostIP()+":0") // pods reach the host here
-//	pod := ...                             // see below
-//	c.Client().CoreV1().Pods("ns").Create(ctx, pod, ...)
+//	c.Client().CoreV1().Pods("ns").Create(ctx, pod, ...) // see below
+//	c.WaitPodReady(t, "ns", pod.Name)
 //
-// The cluster has no controller-manager and no scheduler, so a pod must:
+// The cluster has no kube-scheduler and no kube-controller-manager (no
+// module here builds them). What a pod needs of them, the harness does:
 //
-//   - name its node: spec.nodeName = c.NodeName();
-//   - set automountServiceAccountToken: false (the default API-access
-//     volume waits for the kube-root-ca.crt ConfigMap, which only the
-//     controller-manager publishes), and mount a projected
-//     serviceAccountToken volume itself when it needs a token;
-//   - use a ServiceAccount that exists (Namespace makes "default";
-//     ServiceAccount makes others);
-//   - use imagePullPolicy: Never and an image ImportImage put into the
-//     node (no registry is reachable).
+//   - a binder stands in for the scheduler: it binds every pod that has
+//     no spec.nodeName (and asks for the default scheduler) to the one
+//     node, through the real Binding API; a pod may also name
+//     c.NodeName() itself;
+//   - Namespace (and the start, for "default") creates the namespace's
+//     "default" ServiceAccount and its kube-root-ca.crt ConfigMap, which
+//     the default API-access token volume waits for. Other
+//     ServiceAccounts: ServiceAccount. A namespace made otherwise lacks
+//     both, and its pods then need automountServiceAccountToken: false
+//     (a sandbox should not get an API token anyway);
+//   - nothing else runs: no garbage collection, no ReplicaSets or Jobs,
+//     no namespace deletion (a deleted namespace stays Terminating; so
+//     Namespace's cleanup deletes the namespace's pods and keeps it), no
+//     token cleanup.
+//
+// Images: imagePullPolicy: Never and an image ImportImage put into the
+// node (no registry is reachable).
 //
 // Identities: Client, RESTConfig and Kubeconfig are the admin (a static
 // token in group system:masters). ConfigFor and KubeconfigFor mint a
@@ -36,10 +45,6 @@
 // cluster's CA, which the API server trusts (--client-ca-file): RBAC
 // applies to them as to any user, so a test binds them the roles it means
 // to grant (the gateway needs system:auth-delegator for TokenReview).
-//
-// Deleting a namespace leaves it Terminating forever (no namespace
-// controller); Namespace's cleanup deletes the namespace's pods and keeps
-// the namespace.
 //
 // # The control plane
 //
@@ -113,7 +118,8 @@
 //     off and localStorageCapacityIsolation false (its filesystem stats
 //     fail here, harmlessly); podLogsDir and volumePluginDir in the
 //     scratch tree; makeIPTablesUtilChains false (no KUBE-* chains on the
-//     host). Ready is the node's Ready condition.
+//     host). Ready is the node's Ready condition. The binder starts
+//     just before it.
 //
 // What the node still writes outside the scratch tree: links in
 // /var/log/containers, its device-plugin socket
@@ -137,15 +143,15 @@
 //
 // # Teardown
 //
-// Stop runs, in order, going on past every error: delete every pod (the
-// kubelet stops them and CNI releases their addresses), stop the kubelet,
-// kill and delete every containerd task and container, stop containerd,
-// kill by pid what still names the scratch tree (the shims) and what is
-// still in the node's cgroups, unmount everything below the scratch tree,
-// remove the cgroups, the node's files outside the tree, the bridge with
-// any port left on it, and the slot's lock; then stop the API server,
-// then etcd, and remove the tree. Every process is ended by its pid, none
-// is looked up by name.
+// Stop runs, in order, going on past every error: stop the binder;
+// delete every pod (the kubelet stops them and CNI releases their
+// addresses); stop the kubelet; kill and delete every containerd task and
+// container; stop containerd; kill by pid what still names the scratch
+// tree (the shims) and what is still in the node's cgroups; unmount
+// everything below the scratch tree; remove the cgroups, the node's files
+// outside the tree, the bridge with any port left on it, and the slot's
+// lock; then stop the API server, then etcd, and remove the tree. Every
+// process is ended by its pid, none is looked up by name.
 //
 // A test binary killed by its timeout tears nothing down (its components
 // get SIGTERM from the kernel, Pdeathsig). The slot's lock file names the

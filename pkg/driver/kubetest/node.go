@@ -11,10 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 )
@@ -438,4 +441,44 @@ func (n *node) ctr(args ...string) ([]string, error) {
 		return nil, fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return strings.Fields(string(out)), nil
+}
+
+// podReadyTimeout bounds WaitPodReady (measured: a pod is Ready ~1 s after
+// its creation).
+const podReadyTimeout = 2 * time.Minute
+
+// WaitPodReady watches the pod ns/name until its Ready condition is true,
+// and returns it; it fails t with the pod's status and the kubelet's log
+// when the pod is not Ready within two minutes.
+func (c *Cluster) WaitPodReady(t testing.TB, ns, name string) *corev1.Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), podReadyTimeout)
+	defer cancel()
+	w, err := c.client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()})
+	if err != nil {
+		t.Fatalf("watch pod %s/%s: %v", ns, name, err)
+	}
+	defer w.Stop()
+	var last *corev1.Pod
+	for ev := range w.ResultChan() {
+		if ev.Type == watch.Error {
+			break
+		}
+		pod, ok := ev.Object.(*corev1.Pod)
+		if !ok {
+			continue
+		}
+		last = pod
+		for _, cond := range pod.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+				return pod
+			}
+		}
+	}
+	if last == nil {
+		t.Fatalf("pod %s/%s not Ready: %v", ns, name, ctx.Err())
+	}
+	t.Fatalf("pod %s/%s not Ready: phase %s, node %q, conditions %+v, containers %+v\n%s", ns, name,
+		last.Status.Phase, last.Spec.NodeName, last.Status.Conditions, last.Status.ContainerStatuses, logTail(c.path("kubelet.log")))
+	return nil
 }

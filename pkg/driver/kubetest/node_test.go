@@ -13,8 +13,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 )
@@ -67,7 +65,7 @@ func TestNodeRunsPodWithProjectedTokenAndLeavesNothingBehind(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create pod: %v", err)
 	}
-	waitPodReady(t, c, ns, pod.Name)
+	c.WaitPodReady(t, ns, pod.Name)
 	t.Logf("pod create → Ready in %s", time.Since(begin).Round(time.Millisecond))
 
 	var r probeReport
@@ -96,7 +94,7 @@ func TestNodeRunsPodWithProjectedTokenAndLeavesNothingBehind(t *testing.T) {
 
 	c.StopAPIServer(t)
 	c.StartAPIServer(t)
-	waitPodReady(t, c, ns, pod.Name)
+	c.WaitPodReady(t, ns, pod.Name)
 
 	begin = time.Now()
 	dir, bridge, cgroup := c.Dir(), c.node.net.name, c.node.cgroupRoot()
@@ -160,37 +158,6 @@ func probePod(c *Cluster, ns, sa, reportAddr string) *corev1.Pod {
 			}},
 		},
 	}
-}
-
-// waitPodReady watches the pod until its Ready condition is true.
-func waitPodReady(t testing.TB, c *Cluster, ns, name string) {
-	t.Helper()
-	ctx := ctxT(t)
-	w, err := c.Client().CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()})
-	if err != nil {
-		t.Fatalf("watch pod %s/%s: %v", ns, name, err)
-	}
-	defer w.Stop()
-	var last *corev1.Pod
-	for ev := range w.ResultChan() {
-		if ev.Type == watch.Error {
-			break
-		}
-		pod, ok := ev.Object.(*corev1.Pod)
-		if !ok {
-			continue
-		}
-		last = pod
-		for _, cond := range pod.Status.Conditions {
-			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-				return
-			}
-		}
-	}
-	if last != nil {
-		t.Fatalf("pod %s/%s not Ready: phase %s, %+v\n%s", ns, name, last.Status.Phase, last.Status.ContainerStatuses, logTail(filepath.Join(c.Dir(), "kubelet.log")))
-	}
-	t.Fatalf("pod %s/%s not Ready: %v", ns, name, ctx.Err())
 }
 
 // assertNothingLeft checks that a stopped cluster left no process, mount,
@@ -262,7 +229,7 @@ func TestNodeClearsWhatACrashedRunLeftInItsSlot(t *testing.T) {
 		c.Stop()
 		t.Fatal(err)
 	}
-	waitPodReady(t, c, ns, pod.Name)
+	c.WaitPodReady(t, ns, pod.Name)
 
 	// The crash: what the kernel does to a killed test binary's children
 	// (Pdeathsig, here SIGKILL so that nothing cleans up), goroutines and
