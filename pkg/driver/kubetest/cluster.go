@@ -65,6 +65,7 @@ type Cluster struct {
 	apiPort    int
 	apiArgs    []string
 	kubeconfig string
+	owner      *fileLock // on ownerLock in dir, held while the cluster lives
 
 	etcd *process
 
@@ -90,12 +91,18 @@ func Launch(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	sweepDeadRuns()
 	// Short: unix socket paths of containerd and its shims live below it.
 	dir, err := os.MkdirTemp("", scratchPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("make cluster directory: %w", err)
 	}
-	c := &Cluster{opts: opts, bin: bin, dir: dir}
+	owner, err := lockFile(filepath.Join(dir, ownerLock), lockExclusive, false)
+	if err != nil || owner == nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("lock the new cluster directory %s: %v", dir, err)
+	}
+	c := &Cluster{opts: opts, bin: bin, dir: dir, owner: owner}
 	if err := c.launch(); err != nil {
 		return nil, errors.Join(fmt.Errorf("start cluster in %s: %w", dir, err), c.Stop())
 	}
@@ -425,11 +432,50 @@ func (c *Cluster) stop() error {
 		errs = append(errs, c.node.stop())
 	}
 	errs = append(errs, c.stopAPIServer(), c.etcd.stop())
-	errs = append(errs, enginetest.KillLeftovers(c.dir), enginetest.UnmountBelow(c.dir))
-	if err := os.RemoveAll(c.dir); err != nil {
+	errs = append(errs, removeScratchTree(c.dir))
+	c.owner.release(false) // removed with the tree
+	return errors.Join(errs...)
+}
+
+// removeScratchTree kills by pid what names dir, unmounts what is mounted
+// below it and removes it.
+func removeScratchTree(dir string) error {
+	errs := []error{enginetest.KillLeftovers(dir), enginetest.UnmountBelow(dir)}
+	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove cluster directory: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// ownerLock is the file in a scratch tree that its cluster holds locked
+// while it lives: a tree whose lock is free belongs to a dead run.
+const ownerLock = "owner.lock"
+
+// deadRunAge is how old a scratch tree must be before sweepDeadRuns may
+// take it for a dead run's: a cluster being made has its tree a moment
+// before it locks it.
+const deadRunAge = time.Minute
+
+// sweepDeadRuns removes the scratch trees of runs that died without their
+// teardown (a test binary killed by its timeout): their processes got
+// SIGKILL from the kernel, but their files and mounts stay. A node's
+// bridge, cgroups and outside files are cleared by the next node that
+// takes its network slot (see takeSlot).
+func sweepDeadRuns() {
+	trees, _ := filepath.Glob(filepath.Join(os.TempDir(), scratchPrefix+"*"))
+	for _, dir := range trees {
+		lockPath := filepath.Join(dir, ownerLock)
+		fi, err := os.Stat(lockPath)
+		if err != nil || time.Since(fi.ModTime()) < deadRunAge {
+			continue // not a tree of this harness, or too young to judge
+		}
+		l, err := lockFile(lockPath, lockExclusive, false)
+		if err != nil || l == nil {
+			continue // alive
+		}
+		removeScratchTree(dir) // best effort: the next run tries again
+		l.release(false)
+	}
 }
 
 // Dir is the cluster's scratch tree: every file of the cluster, the

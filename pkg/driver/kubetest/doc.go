@@ -153,11 +153,14 @@
 // lock; then stop the API server, then etcd, and remove the tree. Every
 // process is ended by its pid, none is looked up by name.
 //
-// A test binary killed by its timeout tears nothing down (its components
-// get SIGTERM from the kernel, Pdeathsig). The slot's lock file names the
-// scratch tree of its holder, and the next node to take the slot removes
-// what the dead run left: processes, mounts, tree, log links, CNI
-// results, bridge and cgroups.
+// A test binary killed by its timeout tears nothing down; the kernel
+// sends its components SIGKILL (Pdeathsig). Each cluster holds a lock on
+// owner.lock in its scratch tree while it lives: the next Launch removes
+// the trees whose lock is free (and a minute old), with whatever they
+// still have mounted. And the slot's lock file names the scratch tree of
+// its holder: the next node to take the slot removes what the dead node
+// left outside its tree (shims, pod processes, log links, CNI results,
+// bridge, cgroups).
 //
 // # Missing binaries
 //

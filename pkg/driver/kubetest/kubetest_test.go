@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +128,46 @@ func TestUnsetBinEnvNamesTheFix(t *testing.T) {
 func TestSharedClusterNeverStartedStopsCleanly(t *testing.T) {
 	if err := NewShared(Options{Kubelet: true}).Stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSweepRemovesOnlyTheTreesOfDeadRuns makes three scratch trees: one
+// whose owner lock is free and old (a dead run's), one whose lock is held
+// (a live cluster's), one too young to judge; only the first goes.
+func TestSweepRemovesOnlyTheTreesOfDeadRuns(t *testing.T) {
+	tree := func(age time.Duration) string {
+		dir, err := os.MkdirTemp("", scratchPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		lock := filepath.Join(dir, ownerLock)
+		if err := os.WriteFile(lock, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "etcd.log"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		then := time.Now().Add(-age)
+		if err := os.Chtimes(lock, then, then); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	dead, alive, young := tree(2*deadRunAge), tree(2*deadRunAge), tree(0)
+	l, err := lockFile(filepath.Join(alive, ownerLock), lockExclusive, false)
+	if err != nil || l == nil {
+		t.Fatalf("lock %s: %v", alive, err)
+	}
+	defer l.release(false)
+
+	sweepDeadRuns()
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dead run's tree %s is still there: %v", dead, err)
+	}
+	for _, dir := range []string{alive, young} {
+		if _, err := os.Stat(filepath.Join(dir, "etcd.log")); err != nil {
+			t.Errorf("sweep removed %s: %v", dir, err)
+		}
 	}
 }

@@ -242,6 +242,7 @@ func TestNodeClearsWhatACrashedRunLeftInItsSlot(t *testing.T) {
 	}
 	c.node.net.lock.f.Close()
 	c.node.host.lock.f.Close()
+	c.owner.f.Close()
 	c.down = true // its Namespace cleanup must not call the dead API server
 	dir, slot, bridge, cgroup := c.dir, c.node.net.slot, c.node.net.name, c.node.cgroupRoot()
 	if len(enginetest.ProcessesNaming(dir)) == 0 {
