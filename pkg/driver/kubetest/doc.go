@@ -129,8 +129,10 @@
 // every kubelet sets at start (vm.overcommit_memory, kernel.panic, ...;
 // see kubeletSysctls). The first node of the machine records those
 // settings (/run/sandkey-kubetest-nodes.json; every node holds a shared
-// lock on /run/sandkey-kubetest-nodes.lock) and the last one restores
-// them and removes the global directories it leaves empty.
+// lock on /run/sandkey-kubetest-nodes.lock), with which of those paths
+// were already there, and the last one restores the settings and removes
+// the socket and the directories it leaves empty, except those that were
+// there before (a kubelet of the machine's own).
 //
 // # Images
 //
