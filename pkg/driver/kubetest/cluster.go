@@ -224,14 +224,7 @@ func writeKubeconfig(path string, cfg *rest.Config, user string) error {
 }
 
 // freePort returns a TCP port free on loopback right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return freePortOn("127.0.0.1") }
 
 // startEtcd starts the one etcd member, on loopback, and waits until it
 // says it is ready.

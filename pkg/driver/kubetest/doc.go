@@ -107,7 +107,8 @@
 //  5. The pause image: package pause (a static Go program that waits for
 //     SIGTERM and reaps), built with CGO_ENABLED=0 and imported like any
 //     image (see below).
-//  6. The kubelet, NodeName, with --kubeconfig (the admin's), --root-dir
+//  6. The kubelet, NodeName, with --kubeconfig (the admin's: it is no
+//     system:node identity and no Node authorizer runs), --root-dir
 //     and --cert-dir in the scratch tree, and --node-ip the address of
 //     the default route's interface (it refuses loopback). Its
 //     configuration: cgroupfs; failCgroupV1 false (cgroups here are v1);

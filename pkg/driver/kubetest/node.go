@@ -52,10 +52,11 @@ type node struct {
 	binder     *binder
 }
 
-// startNode brings up the node of c: the bridge, containerd with the
-// pause image, the CNI configuration and the kubelet, and waits until the
-// node is Ready. On failure it returns the node as far as it got, for
-// Stop.
+// startNode brings up the node of c, in the package doc's order: its
+// share of the host, the bridge, the cgroup root, the CNI configuration,
+// containerd, the pause image, the binder and the kubelet; it returns
+// when the node is Ready. On failure it returns the node as far as it
+// got, for Stop.
 func startNode(c *Cluster) (*node, error) {
 	n := &node{c: c}
 	var err error
@@ -96,13 +97,13 @@ func startNode(c *Cluster) (*node, error) {
 	return n, nil
 }
 
-// NodeName is the name of the cluster's node; a pod sets it as its
-// spec.nodeName (there is no scheduler).
+// NodeName is the name of the cluster's node, which the binder gives every
+// pod that names none.
 func (c *Cluster) NodeName() string { return NodeName }
 
 // HostIP is the address pods reach the host at: the bridge's own address,
-// their gateway. A listener on it (or on 0.0.0.0) is reachable from pods.
-// It is empty without a node.
+// in the pods' subnet. A listener on it is reachable from pods (and from
+// the host); it is empty without a node.
 func (c *Cluster) HostIP() string {
 	if c.node == nil || c.node.net == nil {
 		return ""
