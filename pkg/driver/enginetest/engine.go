@@ -323,14 +323,21 @@ func (e *Engine) end() error {
 // names dir: only the processes of an engine (or cluster, see kubetest)
 // whose private directory dir is can. It waits until they are gone.
 func KillLeftovers(dir string) error {
+	return KillUntilGone("processes naming "+dir, func() []int { return ProcessesNaming(dir) })
+}
+
+// KillUntilGone sends SIGKILL, by pid, to every process list returns, and
+// again, until list returns none or stopTimeout passes; what names the
+// processes for the error.
+func KillUntilGone(what string, list func() []int) error {
 	deadline := time.Now().Add(stopTimeout)
 	for {
-		pids := ProcessesNaming(dir)
+		pids := list()
 		if len(pids) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v naming %s still run after SIGKILL", pids, dir)
+			return fmt.Errorf("%s still run after SIGKILL: %v", what, pids)
 		}
 		for _, pid := range pids {
 			unix.Kill(pid, unix.SIGKILL)

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 )
 
 // BinEnv names the directory holding the Kubernetes binaries the harness
@@ -106,8 +108,5 @@ func executable(path string) error {
 func failOrSkip(t testing.TB, err error) {
 	t.Helper()
 	var missing *MissingError
-	if errors.As(err, &missing) && os.Getenv("CI") != "true" {
-		t.Skipf("skipping: %v", err)
-	}
-	t.Fatal(err)
+	enginetest.SkipIfMissing(t, err, errors.As(err, &missing))
 }

@@ -13,8 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 )
 
 // bridgeSlots is how many node networks may exist at once on a machine:
@@ -100,11 +98,7 @@ func (b *bridgeNet) clearCrashedRun() error {
 	// Only a scratch tree of this harness: the file is root's, but a
 	// path from it is never trusted blindly.
 	if old != "" && filepath.Dir(old) == filepath.Clean(os.TempDir()) && strings.HasPrefix(filepath.Base(old), scratchPrefix) {
-		errs = append(errs, enginetest.KillLeftovers(old), killCgroup(cgroupRootOf(b.name)), enginetest.UnmountBelow(old))
-		if err := os.RemoveAll(old); err != nil {
-			errs = append(errs, err)
-		}
-		errs = append(errs, removeOutsideFiles(old, b.name))
+		errs = append(errs, killCgroup(cgroupRootOf(b.name)), removeScratchTree(old), removeOutsideFiles(old, b.name))
 	}
 	errs = append(errs, b.removeLinks(), killCgroup(cgroupRootOf(b.name)), removeCgroup(cgroupRootOf(b.name)))
 	return errors.Join(errs...)

@@ -10,14 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// cgroupKillTimeout bounds the wait for the processes of a node's cgroups
-// to end after SIGKILL.
-const cgroupKillTimeout = 20 * time.Second
+	"github.com/sandkey/sandkey/pkg/driver/enginetest"
+)
 
 // cgroupMounts lists the mount points of every cgroup hierarchy (v1
 // controllers and the v2 tree; these machines are hybrid).
@@ -93,12 +90,8 @@ func cgroupDirs(root string) ([]string, error) {
 // killCgroup sends SIGKILL, by pid, to every process in the cgroup root
 // and below (a container whose shim is gone), until none is left.
 func killCgroup(root string) error {
-	deadline := time.Now().Add(cgroupKillTimeout)
-	for {
-		dirs, err := cgroupDirs(root)
-		if err != nil {
-			return err
-		}
+	return enginetest.KillUntilGone("processes in cgroup "+root, func() []int {
+		dirs, _ := cgroupDirs(root)
 		var pids []int
 		for _, d := range dirs {
 			data, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
@@ -111,17 +104,8 @@ func killCgroup(root string) error {
 				}
 			}
 		}
-		if len(pids) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v still in cgroup %s after SIGKILL", pids, root)
-		}
-		for _, pid := range pids {
-			unix.Kill(pid, unix.SIGKILL)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return pids
+	})
 }
 
 // removeCgroup removes the cgroup root and every cgroup below it, in every

@@ -65,6 +65,7 @@ type Cluster struct {
 	apiPort    int
 	apiArgs    []string
 	kubeconfig string
+	owner      *fileLock // on ownerLock in dir, held while the cluster lives
 
 	etcd *process
 
@@ -90,12 +91,18 @@ func Launch(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	sweepDeadRuns()
 	// Short: unix socket paths of containerd and its shims live below it.
 	dir, err := os.MkdirTemp("", scratchPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("make cluster directory: %w", err)
 	}
-	c := &Cluster{opts: opts, bin: bin, dir: dir}
+	owner, err := lockFile(filepath.Join(dir, ownerLock), lockExclusive, false)
+	if err != nil || owner == nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("lock the new cluster directory %s: %v", dir, err)
+	}
+	c := &Cluster{opts: opts, bin: bin, dir: dir, owner: owner}
 	if err := c.launch(); err != nil {
 		return nil, errors.Join(fmt.Errorf("start cluster in %s: %w", dir, err), c.Stop())
 	}
@@ -217,14 +224,7 @@ func writeKubeconfig(path string, cfg *rest.Config, user string) error {
 }
 
 // freePort returns a TCP port free on loopback right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return freePortOn("127.0.0.1") }
 
 // startEtcd starts the one etcd member, on loopback, and waits until it
 // says it is ready.
@@ -356,10 +356,34 @@ func (c *Cluster) StartAPIServer(t testing.TB) {
 	}
 }
 
-// bootstrap creates what a controller-manager would: the default
-// ServiceAccount of the default namespace.
+// bootstrap creates what a controller-manager would in the default
+// namespace (see populateNamespace).
 func (c *Cluster) bootstrap() error {
-	return c.createServiceAccount(metav1.NamespaceDefault, "default")
+	return c.populateNamespace(metav1.NamespaceDefault)
+}
+
+// rootCAConfigMap is the ConfigMap the controller-manager publishes in
+// every namespace, and that the kubelet's default API-access volume
+// (kube-api-access-*) needs.
+const rootCAConfigMap = "kube-root-ca.crt"
+
+// populateNamespace creates what the controller-manager would in
+// namespace ns: its default ServiceAccount and its kube-root-ca.crt
+// ConfigMap, so that a pod with the default token automount starts.
+func (c *Cluster) populateNamespace(ns string) error {
+	if err := c.createServiceAccount(ns, "default"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: rootCAConfigMap, Namespace: ns},
+		Data:       map[string]string{"ca.crt": string(c.ca.certPEM)},
+	}
+	if _, err := c.client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create ConfigMap %s/%s: %w", ns, rootCAConfigMap, err)
+	}
+	return nil
 }
 
 func (c *Cluster) createServiceAccount(ns, name string) error {
@@ -401,11 +425,50 @@ func (c *Cluster) stop() error {
 		errs = append(errs, c.node.stop())
 	}
 	errs = append(errs, c.stopAPIServer(), c.etcd.stop())
-	errs = append(errs, enginetest.KillLeftovers(c.dir), enginetest.UnmountBelow(c.dir))
-	if err := os.RemoveAll(c.dir); err != nil {
+	errs = append(errs, removeScratchTree(c.dir))
+	c.owner.release(false) // removed with the tree
+	return errors.Join(errs...)
+}
+
+// removeScratchTree kills by pid what names dir, unmounts what is mounted
+// below it and removes it.
+func removeScratchTree(dir string) error {
+	errs := []error{enginetest.KillLeftovers(dir), enginetest.UnmountBelow(dir)}
+	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove cluster directory: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// ownerLock is the file in a scratch tree that its cluster holds locked
+// while it lives: a tree whose lock is free belongs to a dead run.
+const ownerLock = "owner.lock"
+
+// deadRunAge is how old a scratch tree must be before sweepDeadRuns may
+// take it for a dead run's: a cluster being made has its tree a moment
+// before it locks it.
+const deadRunAge = time.Minute
+
+// sweepDeadRuns removes the scratch trees of runs that died without their
+// teardown (a test binary killed by its timeout): their processes got
+// SIGKILL from the kernel, but their files and mounts stay. A node's
+// bridge, cgroups and outside files are cleared by the next node that
+// takes its network slot (see takeSlot).
+func sweepDeadRuns() {
+	trees, _ := filepath.Glob(filepath.Join(os.TempDir(), scratchPrefix+"*"))
+	for _, dir := range trees {
+		lockPath := filepath.Join(dir, ownerLock)
+		fi, err := os.Stat(lockPath)
+		if err != nil || time.Since(fi.ModTime()) < deadRunAge {
+			continue // not a tree of this harness, or too young to judge
+		}
+		l, err := lockFile(lockPath, lockExclusive, false)
+		if err != nil || l == nil {
+			continue // alive
+		}
+		removeScratchTree(dir) // best effort: the next run tries again
+		l.release(false)
+	}
 }
 
 // Dir is the cluster's scratch tree: every file of the cluster, the
@@ -472,8 +535,9 @@ func (c *Cluster) KubeconfigFor(t testing.TB, user string, groups ...string) str
 	return path
 }
 
-// Namespace creates the namespace name and its default ServiceAccount
-// (there is no controller-manager to create it). When t ends, the pods of
+// Namespace creates the namespace name with what the controller-manager
+// (there is none) would put in it: the default ServiceAccount and the
+// kube-root-ca.crt ConfigMap. When t ends, the pods of
 // the namespace are deleted; the namespace itself stays (no namespace
 // controller would finish deleting it).
 func (c *Cluster) Namespace(t testing.TB, name string) {
@@ -484,7 +548,7 @@ func (c *Cluster) Namespace(t testing.TB, name string) {
 	if _, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
-	if err := c.createServiceAccount(name, "default"); err != nil {
+	if err := c.populateNamespace(name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

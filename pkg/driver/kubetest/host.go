@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -26,8 +27,8 @@ var kubeletSysctls = []string{
 
 // hostGlobalDirs are the directories outside the scratch tree that a
 // kubelet or CNI writes whatever their configuration says, deepest first.
-// The last node of the machine removes those that are then empty; every
-// node removes its own entries in them.
+// The last node of the machine removes those that are then empty and were
+// not there before the first; every node removes its own entries in them.
 var hostGlobalDirs = []string{
 	"/var/lib/kubelet/device-plugins",
 	"/var/lib/kubelet",
@@ -49,9 +50,9 @@ func hostLockPath() string  { return filepath.Join(lockDir, "sandkey-kubetest-no
 func hostStatePath() string { return filepath.Join(lockDir, "sandkey-kubetest-nodes.json") }
 
 // joinHost registers a node. The first node of the machine (it gets the
-// lock exclusively) records the kernel settings unless a record is
-// already there (a run that died before restoring them: that record holds
-// the settings from before it).
+// lock exclusively) records the host's state (hostState) unless a record
+// is already there (a run that died before restoring it: that record
+// holds the state from before it).
 func joinHost() (*hostShare, error) {
 	for {
 		lock, err := lockFile(hostLockPath(), lockExclusive, false)
@@ -69,7 +70,7 @@ func joinHost() (*hostShare, error) {
 			continue
 		}
 		if _, err := os.Stat(hostStatePath()); errors.Is(err, os.ErrNotExist) {
-			if err := recordSysctls(); err != nil {
+			if err := recordHost(); err != nil {
 				lock.release(true)
 				return nil, err
 			}
@@ -82,8 +83,7 @@ func joinHost() (*hostShare, error) {
 	}
 }
 
-// leave unregisters a node; the last one restores the kernel settings and
-// removes the global directories left empty.
+// leave unregisters a node; the last one restores the host (restoreHost).
 func (h *hostShare) leave() error {
 	if h == nil {
 		return nil
@@ -91,58 +91,83 @@ func (h *hostShare) leave() error {
 	if !h.lock.tryExclusive() {
 		return h.lock.release(false)
 	}
-	errs := []error{restoreSysctls()}
-	// The kubelet's device-plugin socket has a fixed path; no kubelet runs.
-	if err := os.Remove("/var/lib/kubelet/device-plugins/kubelet.sock"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
-	for _, dir := range hostGlobalDirs {
-		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
-		}
-	}
+	errs := []error{restoreHost()}
 	errs = append(errs, h.lock.release(true))
 	return errors.Join(errs...)
 }
 
-func recordSysctls() error {
-	values := map[string]string{}
+// deviceSocket is the kubelet's device-plugin socket: a fixed path, the
+// same for every kubelet of the machine.
+const deviceSocket = "/var/lib/kubelet/device-plugins/kubelet.sock"
+
+// hostState is what the first node of the machine records and the last
+// one restores.
+type hostState struct {
+	// Sysctls are the kubeletSysctls as they were (name: value).
+	Sysctls map[string]string `json:"sysctls"`
+	// Preexisting are the hostGlobalDirs and deviceSocket that were there
+	// before (a kubelet of the machine's own): the last node leaves them.
+	Preexisting []string `json:"preexisting"`
+}
+
+func recordHost() error {
+	st := hostState{Sysctls: map[string]string{}}
 	for _, name := range kubeletSysctls {
 		v, err := os.ReadFile(filepath.Join("/proc/sys", name))
 		if err != nil {
 			continue // not on this kernel: the kubelet cannot set it either
 		}
-		values[name] = strings.TrimSpace(string(v))
+		st.Sysctls[name] = strings.TrimSpace(string(v))
 	}
-	data, err := json.Marshal(values)
+	for _, p := range append([]string{deviceSocket}, hostGlobalDirs...) {
+		if _, err := os.Lstat(p); err == nil {
+			st.Preexisting = append(st.Preexisting, p)
+		}
+	}
+	data, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
 	return writeFile(hostStatePath(), data)
 }
 
-func restoreSysctls() error {
+// restoreHost puts back the recorded kernel settings, removes the
+// kubelets' device-plugin socket and the global directories they left
+// empty (none of those that were there before the first node), and the
+// record.
+func restoreHost() error {
 	data, err := os.ReadFile(hostStatePath())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("read the kernel settings to restore: %w", err)
+		return fmt.Errorf("read the host settings to restore: %w", err)
 	}
-	var values map[string]string
-	if err := json.Unmarshal(data, &values); err != nil {
-		return fmt.Errorf("read the kernel settings to restore from %s: %w", hostStatePath(), err)
+	var st hostState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("read the host settings to restore from %s: %w", hostStatePath(), err)
 	}
 	var errs []error
-	for name, v := range values {
+	for name, v := range st.Sysctls {
 		if err := os.WriteFile(filepath.Join("/proc/sys", name), []byte(v), 0o644); err != nil {
 			errs = append(errs, fmt.Errorf("restore %s=%s: %w", strings.ReplaceAll(name, "/", "."), v, err))
 		}
 	}
-	if len(errs) == 0 {
-		errs = append(errs, os.Remove(hostStatePath()))
+	if !slices.Contains(st.Preexisting, deviceSocket) {
+		errs = append(errs, removeFile(deviceSocket))
 	}
-	return errors.Join(errs...)
+	for _, dir := range hostGlobalDirs {
+		if slices.Contains(st.Preexisting, dir) {
+			continue
+		}
+		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err // the record stays, for the next last node to retry
+	}
+	return os.Remove(hostStatePath())
 }
 
 // removeOutsideFiles removes what the node of the scratch tree dir, on

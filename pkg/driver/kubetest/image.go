@@ -9,13 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 )
 
 // PauseImage is the node's sandbox image, built from package pause and
@@ -74,7 +74,7 @@ func (n *node) importImage(ref, layerDir string, entrypoint []string) error {
 // names the image ref.
 func writeDockerArchive(w io.Writer, ref, layerDir string, entrypoint []string) error {
 	var layer bytes.Buffer
-	if err := writeLayer(&layer, layerDir); err != nil {
+	if err := enginetest.WriteTar(&layer, layerDir); err != nil {
 		return err
 	}
 	layerSum := sha256.Sum256(layer.Bytes())
@@ -119,58 +119,6 @@ func writeDockerArchive(w io.Writer, ref, layerDir string, entrypoint []string) 
 		if _, err := tw.Write(f.data); err != nil {
 			return err
 		}
-	}
-	return tw.Close()
-}
-
-// writeLayer writes the files, directories and symbolic links below dir
-// as a layer tarball, owned by root, with their modes.
-func writeLayer(w io.Writer, dir string) error {
-	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil || rel == "." {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		var link string
-		switch {
-		case fi.Mode().IsRegular(), fi.IsDir():
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if link, err = os.Readlink(path); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("%s is neither a file, a directory nor a symbolic link", path)
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(tw, f)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("layer from %s: %w", dir, err)
 	}
 	return tw.Close()
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
-	"runtime"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,12 +26,12 @@ func ctxT(t testing.TB) context.Context {
 }
 
 // TestControlPlaneServesTokenRequestAndTokenReview starts etcd and the API
-// server alone, mints a ServiceAccount token through TokenRequest, and
+// server alone (a Shared cluster), mints a ServiceAccount token through TokenRequest, and
 // reviews it as an identity bound to system:auth-delegator; an identity
 // without that binding is refused. It then stops and restarts the API
 // server and checks that the data (the ServiceAccount) survived.
 func TestControlPlaneServesTokenRequestAndTokenReview(t *testing.T) {
-	c := Start(t, Options{})
+	c := controlPlane.Cluster(t)
 	admin := c.Client()
 	if _, err := os.Stat(c.Kubeconfig()); err != nil {
 		t.Fatalf("admin kubeconfig: %v", err)
@@ -112,35 +112,6 @@ func review(t testing.TB, cs kubernetes.Interface, token string) authnv1.TokenRe
 
 func ptr[T any](v T) *T { return &v }
 
-func TestMissingBinariesSkipOnDeveloperMachinesAndFailInCI(t *testing.T) {
-	missing := &MissingError{What: "$" + BinEnv, Fix: kubeToolsFix}
-	for _, tc := range []struct {
-		name     string
-		ci       string
-		err      error
-		wantSkip bool
-	}{
-		{"missing binary on a developer machine", "", missing, true},
-		{"missing binary in CI", "true", missing, false},
-		{"cluster failed to start", "", errors.New("kube-apiserver exited"), false},
-		{"cluster failed to start in CI", "true", errors.New("kube-apiserver exited"), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv("CI", tc.ci)
-			v := &verdictTB{TB: t}
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				failOrSkip(v, tc.err)
-			}()
-			<-done
-			if v.skipped != tc.wantSkip || v.failed == tc.wantSkip {
-				t.Errorf("skipped=%v failed=%v, want skipped=%v", v.skipped, v.failed, tc.wantSkip)
-			}
-		})
-	}
-}
-
 func TestUnsetBinEnvNamesTheFix(t *testing.T) {
 	t.Setenv(BinEnv, "")
 	c, err := Launch(Options{})
@@ -154,19 +125,49 @@ func TestUnsetBinEnvNamesTheFix(t *testing.T) {
 	}
 }
 
-// verdictTB records whether failOrSkip skipped or failed; both end the
-// goroutine, as they do on a real test.
-type verdictTB struct {
-	testing.TB
-	skipped, failed bool
-}
-
-func (v *verdictTB) Helper()              {}
-func (v *verdictTB) Skipf(string, ...any) { v.skipped = true; runtime.Goexit() }
-func (v *verdictTB) Fatal(...any)         { v.failed = true; runtime.Goexit() }
-
 func TestSharedClusterNeverStartedStopsCleanly(t *testing.T) {
 	if err := NewShared(Options{Kubelet: true}).Stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSweepRemovesOnlyTheTreesOfDeadRuns makes three scratch trees: one
+// whose owner lock is free and old (a dead run's), one whose lock is held
+// (a live cluster's), one too young to judge; only the first goes.
+func TestSweepRemovesOnlyTheTreesOfDeadRuns(t *testing.T) {
+	tree := func(age time.Duration) string {
+		dir, err := os.MkdirTemp("", scratchPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		lock := filepath.Join(dir, ownerLock)
+		if err := os.WriteFile(lock, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "etcd.log"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		then := time.Now().Add(-age)
+		if err := os.Chtimes(lock, then, then); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	dead, alive, young := tree(2*deadRunAge), tree(2*deadRunAge), tree(0)
+	l, err := lockFile(filepath.Join(alive, ownerLock), lockExclusive, false)
+	if err != nil || l == nil {
+		t.Fatalf("lock %s: %v", alive, err)
+	}
+	defer l.release(false)
+
+	sweepDeadRuns()
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dead run's tree %s is still there: %v", dead, err)
+	}
+	for _, dir := range []string{alive, young} {
+		if _, err := os.Stat(filepath.Join(dir, "etcd.log")); err != nil {
+			t.Errorf("sweep removed %s: %v", dir, err)
+		}
 	}
 }

@@ -11,10 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 )
@@ -44,12 +47,16 @@ type node struct {
 
 	containerd *process
 	kubelet    *process
+
+	stopBinder context.CancelFunc
+	binder     *binder
 }
 
-// startNode brings up the node of c: the bridge, containerd with the
-// pause image, the CNI configuration and the kubelet, and waits until the
-// node is Ready. On failure it returns the node as far as it got, for
-// Stop.
+// startNode brings up the node of c, in the package doc's order: its
+// share of the host, the bridge, the cgroup root, the CNI configuration,
+// containerd, the pause image, the binder and the kubelet; it returns
+// when the node is Ready. On failure it returns the node as far as it
+// got, for Stop.
 func startNode(c *Cluster) (*node, error) {
 	n := &node{c: c}
 	var err error
@@ -81,19 +88,22 @@ func startNode(c *Cluster) (*node, error) {
 	if err := n.importImage(PauseImage, pauseDir, []string{"/pause"}); err != nil {
 		return n, err
 	}
+	var ctx context.Context
+	ctx, n.stopBinder = context.WithCancel(context.Background())
+	n.binder = startBinder(ctx, c.client, NodeName)
 	if err := n.startKubelet(); err != nil {
 		return n, err
 	}
 	return n, nil
 }
 
-// NodeName is the name of the cluster's node; a pod sets it as its
-// spec.nodeName (there is no scheduler).
+// NodeName is the name of the cluster's node, which the binder gives every
+// pod that names none.
 func (c *Cluster) NodeName() string { return NodeName }
 
 // HostIP is the address pods reach the host at: the bridge's own address,
-// their gateway. A listener on it (or on 0.0.0.0) is reachable from pods.
-// It is empty without a node.
+// in the pods' subnet. A listener on it is reachable from pods (and from
+// the host); it is empty without a node.
 func (c *Cluster) HostIP() string {
 	if c.node == nil || c.node.net == nil {
 		return ""
@@ -348,14 +358,18 @@ func defaultRouteIPv4() (string, error) {
 	return "", fmt.Errorf("find the node IP: %s has no IPv4 address", ifname)
 }
 
-// stop tears the node down in order: pods (through the API server, so
-// that the kubelet stops them and CNI releases their addresses), the
-// kubelet, containerd's tasks and containers, containerd, its shims, the
-// processes left in the node's cgroups, the mounts below the scratch
-// tree, the bridge, the cgroups, and what the node wrote outside the
-// scratch tree. It goes on past every error and returns them all.
+// stop tears the node down in order: the binder; the pods (through the
+// API server, so that the kubelet stops them and CNI releases their
+// addresses); the kubelet; containerd's tasks and containers; containerd;
+// its shims; the processes left in the node's cgroups; the mounts below
+// the scratch tree; the cgroups; what the node wrote outside the scratch
+// tree; the bridge. It goes on past every error and returns them all.
 func (n *node) stop() error {
 	var errs []error
+	if n.binder != nil {
+		n.stopBinder()
+		<-n.binder.done
+	}
 	if n.kubelet != nil {
 		if ended, _ := n.kubelet.exited(); !ended && n.c.apiUp() {
 			errs = append(errs, n.c.deletePods(""))
@@ -428,4 +442,44 @@ func (n *node) ctr(args ...string) ([]string, error) {
 		return nil, fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return strings.Fields(string(out)), nil
+}
+
+// podReadyTimeout bounds WaitPodReady (measured: a pod is Ready ~1 s after
+// its creation).
+const podReadyTimeout = 2 * time.Minute
+
+// WaitPodReady watches the pod ns/name until its Ready condition is true,
+// and returns it; it fails t with the pod's status and the kubelet's log
+// when the pod is not Ready within two minutes.
+func (c *Cluster) WaitPodReady(t testing.TB, ns, name string) *corev1.Pod {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), podReadyTimeout)
+	defer cancel()
+	w, err := c.client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()})
+	if err != nil {
+		t.Fatalf("watch pod %s/%s: %v", ns, name, err)
+	}
+	defer w.Stop()
+	var last *corev1.Pod
+	for ev := range w.ResultChan() {
+		if ev.Type == watch.Error {
+			break
+		}
+		pod, ok := ev.Object.(*corev1.Pod)
+		if !ok {
+			continue
+		}
+		last = pod
+		for _, cond := range pod.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+				return pod
+			}
+		}
+	}
+	if last == nil {
+		t.Fatalf("pod %s/%s not Ready: %v", ns, name, ctx.Err())
+	}
+	t.Fatalf("pod %s/%s not Ready: phase %s, node %q, conditions %+v, containers %+v\n%s", ns, name,
+		last.Status.Phase, last.Spec.NodeName, last.Status.Conditions, last.Status.ContainerStatuses, logTail(c.path("kubelet.log")))
+	return nil
 }

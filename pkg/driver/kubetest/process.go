@@ -36,9 +36,11 @@ func startProcess(name, logPath, bin string, args ...string) (*process, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	// A process group of its own keeps a terminal's ^C from the component,
-	// so that the teardown, in its order, ends it. SIGTERM if the test
-	// binary dies first, so that nothing outlives the run.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// so that the teardown, in its order, ends it. SIGKILL if the test
+	// binary dies first (its timeout): SIGTERM could leave an API server
+	// hanging in its graceful shutdown once etcd is gone, and nothing of
+	// a dead run is worth a graceful end; the next run clears the rest.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
 	}
