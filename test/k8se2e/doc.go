@@ -3,9 +3,8 @@
 // containerd, a CNI bridge and a kubelet, from pkg/driver/kubetest), real
 // pods, real projected ServiceAccount tokens and real TokenReviews.
 //
-// The cluster runs no scheduler: a stand-in in harness_test.go binds the
-// gateway's pods to the node, as kube-scheduler would. Everything else is
-// what an operator runs: the gateway is started with --drivers kubernetes
+// The cluster runs no scheduler (kubetest's binder stands in for it).
+// Everything else is what an operator runs: the gateway is started with --drivers kubernetes
 // and a kubeconfig for a user holding exactly the RBAC of
 // deploy/kubernetes (system:auth-delegator, pods in its namespace), and
 // the supervisors dial its shared TLS listener on the bridge's host

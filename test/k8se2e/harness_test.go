@@ -88,7 +88,6 @@ func newEnv(t *testing.T) *env {
 	e.kubeconfig = c.KubeconfigFor(t, gatewayUser)
 	e.writeTLS()
 	imageOnce.Do(func() { importImage(t, c) })
-	startScheduler(t, c, e.ns)
 	var port int
 	port, err = freePort(c.HostIP())
 	if err != nil {
@@ -189,32 +188,6 @@ func importImage(t *testing.T, c *kubetest.Cluster) {
 		}
 	}
 	c.ImportImage(t, imageRef, layer, []string{"/supervisor", "--"})
-}
-
-// startScheduler is a stand-in for kube-scheduler, which the cluster does
-// not run: it binds the namespace's sandbox pods to the one node.
-func startScheduler(t *testing.T, c *kubetest.Cluster, ns string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pods := c.Client().CoreV1().Pods(ns)
-		for ctx.Err() == nil {
-			list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelManagedBy + "=" + kubernetes.ManagedBy,
-				FieldSelector: "spec.nodeName="})
-			if err == nil {
-				for _, p := range list.Items {
-					pods.Bind(ctx, &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: p.Name, UID: p.UID},
-						Target: corev1.ObjectReference{Kind: "Node", Name: c.NodeName()}}, metav1.CreateOptions{})
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
 }
 
 // gatewayProc is the real gateway binary running serve.
