@@ -30,6 +30,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8s "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
 	"github.com/sandkey/sandkey/pkg/driver/kubetest"
@@ -56,7 +58,7 @@ var imageOnce sync.Once
 
 // env is one test's world: a namespace, TLS material, a gateway.
 type env struct {
-	t           *testing.T
+	t           testing.TB
 	c           *kubetest.Cluster
 	ns          string
 	dir         string
@@ -71,7 +73,7 @@ type env struct {
 	gw          *gatewayProc
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	c := cluster.Cluster(t)
 	// Short: the state directory's sandbox sockets must fit a unix path.
@@ -176,7 +178,7 @@ func (e *env) writeTLS() {
 
 // importImage puts the real supervisor binary and a static busybox into
 // the node's image store.
-func importImage(t *testing.T, c *kubetest.Cluster) {
+func importImage(t testing.TB, c *kubetest.Cluster) {
 	layer := t.TempDir()
 	for src, dst := range map[string]string{binaries.Supervisor: "supervisor", "/bin/busybox": "busybox"} {
 		data, err := os.ReadFile(src)
@@ -322,13 +324,20 @@ func (e *env) projectedToken(name string) string {
 	return strings.TrimSpace(out)
 }
 
-// exchange is a raw client of the exchange, as anything on the network could be.
-func (e *env) exchange(sandboxID, credential string) (string, error) {
+// exchangeClient is a raw client of the exchange, as anything on the
+// network could be.
+func (e *env) exchangeClient(sandboxID string) *session.ExchangeClient {
+	e.t.Helper()
 	c, err := session.NewExchangeClient("tls://"+e.sessionAddr, sandboxID,
 		session.WithTLSConfig(&tls.Config{RootCAs: e.caPool, MinVersion: tls.VersionTLS12}))
 	if err != nil {
-		return "", err
+		e.t.Fatal(err)
 	}
+	return c
+}
+
+func (e *env) exchange(sandboxID, credential string) (string, error) {
+	c := e.exchangeClient(sandboxID)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -409,4 +418,13 @@ func freePort(ip string) (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func kubernetesClient(t testing.TB, cfg *rest.Config) k8s.Interface {
+	t.Helper()
+	c, err := k8s.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
