@@ -40,7 +40,8 @@ SOAK_SANDBOXES ?= 50
 # beside it), raw results in bench/results.txt, the report in bench/REPORT.md.
 bench:
 	mkdir -p bench
-	{ SANDKEY_BENCH_LARGE=1 $(GO) test -run '^$$' -bench . -skip '$(BENCH_SLOW)' -p 1 -benchmem -count $(BENCH_COUNT) -timeout 60m $(PKGS); \
+	@kube_bin=$$(./scripts/kube-tools.sh) || { echo "make bench: scripts/kube-tools.sh failed to build the Kubernetes test binaries"; exit 1; }; \
+	{ SANDKEY_KUBE_BIN=$$kube_bin SANDKEY_BENCH_LARGE=1 $(GO) test -run '^$$' -bench . -skip '$(BENCH_SLOW)' -p 1 -benchmem -count $(BENCH_COUNT) -timeout 60m $(PKGS); \
 	  $(GO) test -run '^$$' -bench '$(BENCH_SLOW)' -benchtime 1x -count $(BENCH_SLOW_COUNT) -timeout 20m ./pkg/auth/source; } | tee bench/results.txt
 	$(MAKE) bench-report
 	@! grep -q '^FAIL' bench/results.txt || { echo "make bench: some benchmarks failed; see bench/results.txt"; exit 1; }
@@ -74,9 +75,11 @@ vm-image:
 	./scripts/vm-deps.sh
 	./images/vm/build.sh $(BIN)/vm
 
-# The sandbox base image (sandkey-base:latest), with whichever engine answers.
+# The sandbox base image (sandkey-base:latest) and the gateway's
+# (sandkey-gateway:latest, for deploy/kubernetes), with whichever engine answers.
 images:
-	GO=$(GO) ./images/build.sh
+	GO=$(GO) ./images/build.sh base
+	GO=$(GO) ./images/build.sh gateway
 
 # Short fuzzing of every parser; `make test` already runs their seed corpora.
 FUZZTIME ?= 30s
