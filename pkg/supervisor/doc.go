@@ -12,7 +12,11 @@
 //     exit code, never a hang.
 //  3. Start the token source, then the workload, then the session (its
 //     exec requests run through the workload's reaper, the one caller of
-//     wait in this process).
+//     wait in this process). In auth mode k8s-sa the token source is the
+//     exchange's (k8ssa.go): the pod's projected ServiceAccount token,
+//     watched like a token directory, is traded at the gateway for a
+//     sandkey token held in memory only, and traded again at once when
+//     the gateway refuses it or it expired.
 //  4. Keep a status file (no token in it) current for the workload and
 //     operators.
 //  5. When the workload ends, report its exit to the gateway (bounded
