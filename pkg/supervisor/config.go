@@ -48,7 +48,8 @@ type Config struct {
 	PollInterval time.Duration
 	Grace        time.Duration
 	UID, GID     *uint32
-	VMInit       string // auto | on | off
+	VMInit       string           // auto | on | off
+	Now          func() time.Time // the clock of token expiry (k8s-sa); time.Now when nil
 	Argv         []string
 }
 

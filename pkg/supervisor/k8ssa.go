@@ -61,8 +61,11 @@ type exchangeSource struct {
 }
 
 func newExchangeSource(ctx context.Context, cfg Config, dial []session.DialOption, log *zap.Logger) (*exchangeSource, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	src, err := source.New(ctx, source.Config{SandboxID: cfg.SandboxID, Issuer: cfg.Issuer,
-		Audience: cfg.Audience, TrustDomain: cfg.TrustDomain, Logger: log.Named("source")})
+		Audience: cfg.Audience, TrustDomain: cfg.TrustDomain, Now: cfg.Now, Logger: log.Named("source")})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +75,7 @@ func newExchangeSource(ctx context.Context, cfg Config, dial []session.DialOptio
 		return nil, configErr(ExitConfig, "gateway %s: %v", cfg.Gateway, err)
 	}
 	e := &exchangeSource{Source: src, dir: cfg.TokenDir, client: client, log: log.Named("exchange"),
-		now: time.Now, kick: make(chan struct{}, 1)}
+		now: cfg.Now, kick: make(chan struct{}, 1)}
 	ctx, e.cancel = context.WithCancel(ctx)
 	e.wg.Go(func() { source.WatchDir(ctx, e.dir, cfg.PollInterval, e.log, e.projectedChanged) })
 	e.wg.Go(func() { e.loop(ctx) })
