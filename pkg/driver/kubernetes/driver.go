@@ -230,13 +230,23 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 // Status implements driver.Driver, from the informer. A sandbox without a
 // pod is stopped: the driver makes nothing before Start, and a pod deleted
 // behind the gateway's back ended the sandbox.
-func (d *Driver) Status(_ context.Context, sandboxID string) (driver.Status, error) {
+func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, error) {
 	pods, err := d.podsOf(sandboxID)
 	if err != nil {
 		return driver.Status{}, err
 	}
 	if len(pods) == 0 {
-		return driver.Status{State: driver.StateStopped, Detail: "no pod"}, nil
+		// The informer may not have seen a pod created a moment ago: ask
+		// the API before saying stopped (a start must not start twice).
+		// An API that cannot answer leaves the informer's word.
+		list, err := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelSandboxID + "=" + sandboxID})
+		if err != nil || len(list.Items) == 0 {
+			return driver.Status{State: driver.StateStopped, Detail: "no pod"}, nil
+		}
+		for i := range list.Items {
+			pods = append(pods, &list.Items[i])
+		}
+		sortPods(pods)
 	}
 	return statusOf(pods[len(pods)-1]), nil
 }
@@ -280,6 +290,12 @@ func (d *Driver) podsOf(sandboxID string) ([]*corev1.Pod, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list pods of sandbox %s: %w", sandboxID, err)
 	}
+	sortPods(pods)
+	return pods, nil
+}
+
+// sortPods orders pods oldest first.
+func sortPods(pods []*corev1.Pod) {
 	sort.Slice(pods, func(i, j int) bool {
 		a, b := pods[i].CreationTimestamp, pods[j].CreationTimestamp
 		if !a.Equal(&b) {
@@ -287,7 +303,6 @@ func (d *Driver) podsOf(sandboxID string) ([]*corev1.Pod, error) {
 		}
 		return pods[i].Name < pods[j].Name
 	})
-	return pods, nil
 }
 
 // deletePods deletes every pod of the sandbox the API lists (not the
