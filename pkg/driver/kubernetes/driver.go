@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,9 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
+	informerscorev1 "k8s.io/client-go/informers/core/v1"
 	k8s "k8s.io/client-go/kubernetes"
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/sandkey/sandkey/pkg/driver"
 )
@@ -118,8 +120,9 @@ type Driver struct {
 	cfg     Config
 	log     *zap.Logger
 	pods    listerscorev1.PodNamespaceLister
-	factory informers.SharedInformerFactory
-	stop    chan struct{}
+	stopInf context.CancelFunc
+	done    chan struct{} // closed when the informer stopped
+	closed  sync.Once
 }
 
 var (
@@ -136,34 +139,39 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
-		informers.WithNamespace(cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelManagedBy + "=" + ManagedBy }))
-	podInformer := factory.Core().V1().Pods()
-	pods := podInformer.Lister().Pods(cfg.Namespace)
-	podInformer.Informer() // registers it before Start
-	d := &Driver{cfg: cfg, log: cfg.Logger, pods: pods, factory: factory, stop: make(chan struct{})}
-	factory.Start(d.stop)
+	informer := newPodInformer(cfg.Client, cfg.Namespace)
+	infCtx, stop := context.WithCancel(context.Background())
+	d := &Driver{cfg: cfg, log: cfg.Logger, stopInf: stop, done: make(chan struct{}),
+		pods: listerscorev1.NewPodLister(informer.GetIndexer()).Pods(cfg.Namespace)}
+	go func() {
+		defer close(d.done)
+		informer.RunWithContext(infCtx)
+	}()
 	syncCtx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
-		if !ok {
-			d.Close()
-			return nil, fmt.Errorf("list pods in namespace %s (%v): the API server did not answer within %s; check the kubeconfig and that the namespace exists",
-				cfg.Namespace, typ, syncTimeout)
-		}
+	if !cache.WaitForCacheSync(syncCtx.Done(), informer.HasSynced) {
+		d.Close()
+		return nil, fmt.Errorf("list pods in namespace %s: the API server did not answer within %s; check the kubeconfig and that the namespace exists",
+			cfg.Namespace, syncTimeout)
 	}
 	return d, nil
 }
 
+// newPodInformer watches the driver's labelled pods of one namespace:
+// the pod informer alone, as client-go's informer factory would link
+// every API group's informers into the gateway.
+func newPodInformer(client k8s.Interface, namespace string) cache.SharedIndexInformer {
+	return informerscorev1.NewFilteredPodInformer(client, namespace, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+		func(o *metav1.ListOptions) { o.LabelSelector = LabelManagedBy + "=" + ManagedBy })
+}
+
 // Close stops the informer and waits for it.
 func (d *Driver) Close() error {
-	select {
-	case <-d.stop:
-	default:
-		close(d.stop)
-	}
-	d.factory.Shutdown()
+	d.closed.Do(func() {
+		d.stopInf()
+		<-d.done
+	})
 	return nil
 }
 
