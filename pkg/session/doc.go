@@ -55,6 +55,11 @@
 //     on an ExecOutput call of its own, so output never delays heartbeats
 //     or pushes. ExecCancel asks it to kill the command.
 //  9. ReportExit reports the workload's end to ServerConfig.OnExit.
+//  10. ExchangeServiceAccountToken (exchange.go) trades a backend's own
+//     credential (a pod's projected ServiceAccount token) for the
+//     sandbox's token: shared listeners only, nothing over
+//     MaxExchangeCredential, the decision is ServerConfig.Exchanger's, and
+//     every outcome is counted in sandkey_exchange_total{result}.
 //
 // The supervisor reconnects after any end with exponential backoff and full
 // jitter (100 ms to 30 s, reset once a session stayed up 30 s). A Rejected
