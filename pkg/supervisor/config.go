@@ -48,8 +48,8 @@ type Config struct {
 	// against the sandbox's /etc/passwd and /etc/group at start. Empty
 	// keeps the supervisor's own.
 	User   string
-	VMInit       string // auto | on | off
-	Argv         []string
+	VMInit string // auto | on | off
+	Argv   []string
 }
 
 // ConfigError is a configuration the supervisor cannot serve; it exits
