@@ -69,8 +69,8 @@ type Driver struct {
 	network    string
 	supervisor string
 	client     *client.Client
-	log     *zap.Logger
-	locks   sandboxlock.Set
+	log        *zap.Logger
+	locks      sandboxlock.Set
 }
 
 var _ driver.Driver = (*Driver)(nil)
