@@ -187,6 +187,9 @@ func TestNewDriverFindsRunningSandboxByItsLabels(t *testing.T) {
 		if listed[i].State != driver.StateRunning || listed[i].InstanceID != spec.InstanceID {
 			t.Errorf("List entry = %+v, want running instance %s", listed[i], spec.InstanceID)
 		}
+		// The stand-in handles SIGTERM once it has reported; before, Go's
+		// runtime ends it with code 2.
+		waitLog(t, e.client(t), container.ContainerPrefix+spec.SandboxID, "standin report")
 		if err := after.Stop(ctxT(t), spec.SandboxID, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
