@@ -119,8 +119,8 @@ func (d *Driver) TokenDelivery() driver.TokenDelivery { return driver.DeliveryDi
 // not is made anew, and a running one is left running (Start will refuse
 // it). Before the sandbox's first start its token and socket directories
 // may not exist yet (the gateway makes them when it mints the first token
-// and opens the socket): Create then checks the spec and the image only,
-// and Start makes the container.
+// and opens the socket): Create then checks the spec and the image (it
+// exists, and has something to run) only, and Start makes the container.
 func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := checkSandboxID(spec.SandboxID); err != nil {
 		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
@@ -128,7 +128,11 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	defer d.locks.Lock(spec.SandboxID)()
 	req, err := d.prepare(ctx, spec)
 	if errors.Is(err, errDirMissing) {
-		if _, err := d.image(ctx, spec.Image); err != nil {
+		img, err := d.image(ctx, spec.Image)
+		if err == nil {
+			_, err = newEntrypoint(spec, img, d.supervisor)
+		}
+		if err != nil {
 			return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 		}
 		d.log.Debug("sandbox directories not there yet; the container is made at start",
