@@ -274,8 +274,7 @@ func TestMissingImageFailsClearlyAndIsNeverPulled(t *testing.T) {
 // gateway's order: Create comes before the first token is written and the
 // socket opened, so the token and socket directories may not exist yet.
 // Create then checks the image (never pulling; something to run) and makes
-// no container;
-// Start, once the directories are there, makes it.
+// no container; Start, once the directories are there, makes it.
 func TestCreateBeforeTheDirectoriesExistDefersTheContainerToStart(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e *engine) {
 		d := e.driver(t)
