@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -158,29 +157,13 @@ func (e *engine) socket(t testing.TB) string {
 // image.
 func requireBusybox(t testing.TB) {
 	t.Helper()
-	if err := checkStatic(busyboxPath); err != nil {
+	if err := container.CheckStatic(busyboxPath); err != nil {
 		msg := fmt.Sprintf("%v: install the Debian package busybox-static (scripts/test-deps.sh installs it)", err)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
 		t.Skip("skipping: " + msg)
 	}
-}
-
-// checkStatic fails unless path is an ELF executable without a program
-// interpreter, one that runs in an image holding nothing else.
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked", path)
-		}
-	}
-	return nil
 }
 
 // client returns a raw client of the engine, closed when t ends.
