@@ -46,6 +46,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	if err := cfg.Check(); err != nil {
 		return fail(log, err)
 	}
+	user, err := lookupUser(cfg.User)
+	if err != nil {
+		return fail(log, err)
+	}
 	src, err := newSource(ctx, cfg, log)
 	if err != nil {
 		return fail(log, err)
@@ -57,10 +61,6 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 		log.Warn("no valid token at start; waiting for the session to deliver one")
 	}
 
-	user, err := lookupUser(cfg.User)
-	if err != nil {
-		return fail(log, err)
-	}
 	env := userEnv(workloadEnv(), user)
 	wcfg := workload.Config{
 		Argv: cfg.Argv, Env: env, Grace: cfg.Grace,
