@@ -58,7 +58,9 @@ func (s *Server) CreateSandbox(ctx context.Context, req *adminpb.CreateSandboxRe
 	if strings.TrimSpace(req.GetName()) == "" {
 		return nil, invalidf("sandbox name is empty")
 	}
-	if len(req.GetCommand()) == 0 || req.GetCommand()[0] == "" {
+	// With an image, no command runs the image's own; an empty argv[0]
+	// is never a command.
+	if cmd := req.GetCommand(); (len(cmd) == 0 && req.GetImage() == "") || (len(cmd) > 0 && cmd[0] == "") {
 		return nil, invalidf("sandbox %q: no command to run", req.GetName())
 	}
 	sb, err := s.g.Create(ctx, gateway.CreateRequest{

@@ -50,8 +50,10 @@ func (g *Gateway) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 	if !validName.MatchString(req.Name) {
 		return Sandbox{}, fmt.Errorf("sandbox name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", req.Name, store.ErrInvalid)
 	}
-	if len(req.Spec.Command) == 0 {
-		return Sandbox{}, fmt.Errorf("sandbox %q: no command to run: %w", req.Name, store.ErrInvalid)
+	// With an image, an empty command runs the image's own (its CMD); the
+	// driver refuses an image with nothing to run.
+	if len(req.Spec.Command) == 0 && req.Spec.Image == "" {
+		return Sandbox{}, fmt.Errorf("sandbox %q: no command to run, and no image whose own command could: %w", req.Name, store.ErrInvalid)
 	}
 	if req.Driver == "" {
 		req.Driver = g.cfg.DefaultDriver

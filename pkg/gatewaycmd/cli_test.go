@@ -71,6 +71,16 @@ func TestCLIRefusesBadArgumentsBeforeCallingTheGateway(t *testing.T) {
 	}
 }
 
+func TestCLICreateWithAnImageNeedsNoCommand(t *testing.T) {
+	clearAdminEnv(t)
+	state := t.TempDir()
+	// Past validation, the call fails only for want of a gateway.
+	code, _, stderr := runCLI(t, "--state-dir", state, "sandbox", "create", "app", "--driver", "docker", "--image", "my/agent:1")
+	if code != ExitFailure || !strings.Contains(stderr, "no gateway is running") {
+		t.Errorf("exit %d, stderr %q; want the request to reach for the gateway (ExitFailure, no gateway is running)", code, stderr)
+	}
+}
+
 func TestCLISaysHowToStartAGatewayWhenNoneRuns(t *testing.T) {
 	clearAdminEnv(t)
 	state := t.TempDir()

@@ -57,13 +57,18 @@ func newSandboxCreateCommand(g *globals) *cobra.Command {
 		start      bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME [--driver D] [--image I] [--env K=V]... [--start] -- CMD ARGS...",
+		Use:   "create NAME [--driver D] [--image I] [--env K=V]... [--start] [-- CMD ARGS...]",
 		Short: "Create a sandbox that runs CMD ARGS under its supervisor",
+		Long: `Create a sandbox that runs CMD ARGS under its supervisor. With --image,
+CMD ARGS may be left out: the sandbox runs what the image would run (its
+ENTRYPOINT and CMD). Any local image works with the docker and podman
+drivers; the gateway mounts its supervisor into images that lack one.`,
 		Example: `  gateway sandbox create web --start -- python3 -m http.server 8080
-  gateway sandbox create job --driver docker --image busybox -e MODE=batch -- sh -c 'do-work'`,
+  gateway sandbox create job --driver docker --image busybox -e MODE=batch --start -- sh -c 'echo "mode $MODE"; sleep 3600'
+  gateway sandbox create app --driver podman --image my-team/agent:1.4 --start`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, command, err := operandAndCommand(cmd, args, "NAME")
+			name, command, err := operandAndCommand(cmd, args, "NAME", image == "")
 			if err != nil {
 				return err
 			}
@@ -220,7 +225,7 @@ and sent to the command (at most 512 KiB).`,
   echo hello | gateway sandbox exec web --stdin -- tr a-z A-Z`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, argv, err := operandAndCommand(cmd, args, "ID|NAME")
+			ref, argv, err := operandAndCommand(cmd, args, "ID|NAME", true)
 			if err != nil {
 				return err
 			}
@@ -303,8 +308,8 @@ func readStdin(r io.Reader) ([]byte, error) {
 }
 
 // operandAndCommand splits `NAME [--] CMD ARGS...` into the one operand
-// and the command after it.
-func operandAndCommand(cmd *cobra.Command, args []string, operand string) (string, []string, error) {
+// and the command after it, which may be absent unless needCommand.
+func operandAndCommand(cmd *cobra.Command, args []string, operand string, needCommand bool) (string, []string, error) {
 	before, after := args, []string(nil)
 	if dash := cmd.ArgsLenAtDash(); dash >= 0 {
 		before, after = args[:dash], args[dash:]
@@ -317,6 +322,8 @@ func operandAndCommand(cmd *cobra.Command, args []string, operand string) (strin
 		return "", nil, Usagef("missing %s: %s", operand, usage)
 	case len(before) > 1:
 		return "", nil, Usagef("expected one %s before --, got %q: %s", operand, before, usage)
+	case len(after) == 0 && !needCommand:
+		return before[0], nil, nil
 	case len(after) == 0 || after[0] == "":
 		return "", nil, Usagef("no command given: %s", usage)
 	}

@@ -115,7 +115,8 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-// findSupervisor locates the supervisor binary for the process driver.
+// findSupervisor locates the supervisor binary the process driver runs
+// and the container drivers mount into images without their own.
 func findSupervisor(flag string) (string, error) {
 	if flag != "" {
 		return filepath.Abs(flag)

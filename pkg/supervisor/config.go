@@ -43,9 +43,13 @@ type Config struct {
 	TokenFile    string // static mode: a file holding it
 	PollInterval time.Duration
 	Grace        time.Duration
-	UID, GID     *uint32
-	VMInit       string // auto | on | off
-	Argv         []string
+	// User runs the workload and exec'd commands as that user, in any
+	// form of an image's USER (name, uid, uid:gid, name:group), resolved
+	// against the sandbox's /etc/passwd and /etc/group at start. Empty
+	// keeps the supervisor's own.
+	User   string
+	VMInit string // auto | on | off
+	Argv   []string
 }
 
 // ConfigError is a configuration the supervisor cannot serve; it exits

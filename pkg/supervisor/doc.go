@@ -12,7 +12,12 @@
 //     exit code, never a hang.
 //  3. Start the token source, then the workload, then the session (its
 //     exec requests run through the workload's reaper, the one caller of
-//     wait in this process).
+//     wait in this process). With --user (SANDKEY_USER; the container
+//     drivers pass an image's USER), the workload and every exec run as
+//     that user, resolved in the sandbox's own /etc/passwd and
+//     /etc/group (workload.LookupUser) with its supplementary groups, and
+//     with its home as HOME unless HOME was set elsewhere than the
+//     supervisor's own home; the supervisor stays root.
 //  4. Keep a status file (no token in it) current for the workload and
 //     operators.
 //  5. When the workload ends, report its exit to the gateway (bounded

@@ -20,6 +20,7 @@ import (
 type reaperExec struct {
 	reaper *workload.Reaper
 	env    []string
+	user   *workload.User // run as the workload's user; nil: the supervisor's
 }
 
 // Run implements session.ExecHandler.
@@ -39,6 +40,9 @@ func (r reaperExec) Run(ctx context.Context, c session.ExecCommand, stdout, stde
 		cmd.Stdin = bytes.NewReader(c.Stdin)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if u := r.user; u != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
+	}
 	exits, err := r.reaper.Start(cmd)
 	if err != nil {
 		code := session.ExitCannotExecute

@@ -46,6 +46,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	if err := cfg.Check(); err != nil {
 		return fail(log, err)
 	}
+	user, err := lookupUser(cfg.User)
+	if err != nil {
+		return fail(log, err)
+	}
 	src, err := newSource(ctx, cfg, log)
 	if err != nil {
 		return fail(log, err)
@@ -57,10 +61,17 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 		log.Warn("no valid token at start; waiting for the session to deliver one")
 	}
 
-	runner, err := workload.Start(context.Background(), workload.Config{
-		Argv: cfg.Argv, Env: workloadEnv(), UID: cfg.UID, GID: cfg.GID, Grace: cfg.Grace,
+	env := userEnv(workloadEnv(), user)
+	wcfg := workload.Config{
+		Argv: cfg.Argv, Env: env, Grace: cfg.Grace,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Logger: log.Named("workload"),
-	})
+	}
+	if user != nil {
+		wcfg.UID, wcfg.GID, wcfg.Groups = &user.UID, &user.GID, user.Groups
+		log.Info("workload runs as another user", zap.String("user", cfg.User),
+			zap.Uint32("uid", user.UID), zap.Uint32("gid", user.GID), zap.Uint32s("groups", user.Groups))
+	}
+	runner, err := workload.Start(context.Background(), wcfg)
 	if err != nil {
 		log.Error("start workload", zap.Strings("argv", cfg.Argv), zap.Error(err))
 		return 127
@@ -69,7 +80,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 
 	client, err := session.NewClient(session.ClientConfig{
 		Target: cfg.Gateway, SandboxID: cfg.SandboxID, InstanceID: cfg.InstanceID, Version: Version,
-		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: execEnv()}, Logger: log.Named("session"),
+		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: env, user: user}, Logger: log.Named("session"),
 	})
 	if err != nil {
 		runner.Stop()

@@ -71,7 +71,8 @@ func TestSupervisorRefusesWhatItCannotServe(t *testing.T) {
 		{"gateway socket not a socket", append(base, "SANDKEY_AUTH_MODE=dir", "SANDKEY_GATEWAY=unix://"+aFile), []string{"--", "true"}, supervisor.ExitUnavailable, "not a socket"},
 		{"static without a token", append(base, "SANDKEY_AUTH_MODE=static"), []string{"--", "true"}, supervisor.ExitConfig, "exactly one of"},
 		{"static with garbage", append(base, "SANDKEY_AUTH_MODE=static", "SANDKEY_TOKEN=garbage"), []string{"--", "true"}, supervisor.ExitConfig, "static token"},
-		{"bad user", append(base, "SANDKEY_AUTH_MODE=dir"), []string{"--user", "root", "--", "true"}, supervisor.ExitUsage, "uid must be a number"},
+		{"unknown user", append(base, "SANDKEY_AUTH_MODE=dir"), []string{"--user", "sandkey-no-such-user", "--", "true"}, supervisor.ExitConfig, "no user sandkey-no-such-user"},
+		{"unknown group", append(base, "SANDKEY_AUTH_MODE=dir"), []string{"--user", "0:sandkey-no-such-group", "--", "true"}, supervisor.ExitConfig, "no group sandkey-no-such-group"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
