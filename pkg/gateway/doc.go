@@ -23,14 +23,14 @@
 //     an older backup (floor.go): before minting, the gateway raises the
 //     sandbox's generation floor past every generation it sees signed for
 //     that sandbox and unknown to the store: in the token directory (at
-//     reconcile and start) and in any token a supervisor presents. On an
-//     attested socket such a token is answered with a generation above it
-//     (Reissue). What no copy of survives, or what only a signing key the
-//     restored store lost can vouch for, cannot be seen: a generation that
-//     only ever reached a supervisor by push, because its directory write
-//     failed, may be numbered again by a reconcile that runs before that
-//     supervisor says hello (it still recovers: its Hello is answered
-//     above it).
+//     reconcile, start and manual rotation) and in any token a supervisor
+//     presents. On an attested socket such a token is answered with a
+//     generation above it (Reissue). What no copy of survives, or what
+//     only a signing key the restored store lost can vouch for, cannot be
+//     seen: a generation that only ever reached a supervisor by push,
+//     because its directory write failed, may be numbered again by a
+//     reconcile that runs before that supervisor says hello (it still
+//     recovers: its Hello is answered above it).
 //  7. One gateway per state directory: `gateway serve` locks
 //     <state>/gateway.lock (LockStateDir) before it touches anything there.
 //

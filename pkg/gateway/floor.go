@@ -20,8 +20,9 @@ import (
 // gateway looks for that evidence and raises the sandbox's generation
 // floor past it (store.RaiseGenerationFloor), so that no generation number
 // is ever issued twice:
-//   - at reconcile, for every running sandbox, and at start: the token in
-//     the sandbox's directory, which a gateway writes before it pushes;
+//   - at reconcile, for every running sandbox, and before a start or a
+//     manual rotation (mintOne): the token in the sandbox's directory,
+//     which a gateway writes before it pushes;
 //   - whenever a supervisor presents a token signed for its sandbox that
 //     the store never issued, on any listener; on an attested socket it is
 //     then answered with a generation above it (Reissue).

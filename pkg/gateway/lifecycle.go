@@ -156,9 +156,6 @@ func (g *Gateway) Start(ctx context.Context, idOrName string) (Sandbox, error) {
 	if st, err := d.Status(ctx, sb.ID); err == nil && st.State == driver.StateRunning {
 		return Sandbox{}, fmt.Errorf("sandbox %s (%s): %w", sb.Name, sb.ID, ErrAlreadyRunning)
 	}
-	if _, err := g.floorFromDir(ctx, sb); err != nil {
-		g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", sb.ID), zap.Error(err))
-	}
 	tok, err := g.mintOne(ctx, sb.ID, "start")
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("start sandbox %s: %w", sb.Name, err)
