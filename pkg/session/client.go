@@ -144,8 +144,14 @@ func (c *Client) Run(ctx context.Context) error {
 		// The loop owns the backoff: gRPC's own reconnect backoff (up to
 		// two minutes) would otherwise fail this attempt fast, unseen.
 		c.conn.ResetConnectBackoff()
+		presented := c.cfg.Source.Current()
 		acceptedAt, err := c.runSession(ctx)
-		held := c.cfg.Source.Current()
+		// What the gateway last saw: the token a refused attempt
+		// presented, or the newest one a session ran with.
+		held := presented
+		if !acceptedAt.IsZero() {
+			held = c.cfg.Source.Current()
+		}
 		c.setState(false, "", err)
 		if ctx.Err() != nil {
 			return nil
@@ -192,10 +198,10 @@ func (c *Client) awaitReady(ctx context.Context, limit time.Duration) {
 // also watches the socket's directory, and returns as soon as the socket
 // is created again, so that a restarted gateway is reached at once rather
 // than at the end of a backoff that grew while it was down. It also
-// returns as soon as the source takes a token other than held (the one
-// held when the session ended), from the directory for instance: a
-// gateway that writes tokens is up, and the new token may be what it
-// refused the old one for. It reports whether it was woken.
+// returns as soon as the source holds a token other than held (what the
+// gateway last saw), taken from the directory for instance: a gateway
+// that writes tokens is up, and the new token may be what it refused the
+// old one for. It reports whether it was woken.
 func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, held *auth.Token) bool {
 	timer := time.NewTimer(delay)
 	defer timer.Stop()

@@ -236,10 +236,11 @@ type credential struct {
 // authenticate checks the call's credential for sandboxID (the Hello's,
 // or the call's metadata). On an attested channel the socket is the
 // identity: sandboxID must be the socket's sandbox, and a bearer, if any,
-// must be a genuine token of that sandbox, expired, superseded or unknown
-// to the store or not. Elsewhere only a valid, issued bearer of one of the
-// two newest generations is accepted. The error is a *rejection, or a gRPC status when the gateway
-// cannot authenticate at all (its store failed).
+// must be a genuine token of that sandbox, but may be expired, superseded
+// or unknown to the store. Elsewhere only a valid, issued bearer of one of
+// the two newest generations is accepted. The error is a *rejection, or a
+// gRPC status when the gateway cannot authenticate at all (its store
+// failed).
 func (s *Server) authenticate(ctx context.Context, sandboxID string) (credential, error) {
 	var cred credential
 	attestedID, attested := AttestedSandbox(ctx)
