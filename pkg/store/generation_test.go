@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -525,5 +526,78 @@ func TestLatestGenerationErrors(t *testing.T) {
 	}
 	if gens, err := s.AcceptableGenerations(ctx, sb.ID); err != nil || len(gens) != 0 {
 		t.Errorf("AcceptableGenerations(unminted) = %v, %v; want none", gens, err)
+	}
+}
+
+// TestGenerationsStayAboveTheFloorOfAStoreRestoredFromBackup: a store
+// copied at gen 3 and put back after gens 4 to 6 were issued must, once
+// told of gen 6, never issue 4, 5 or 6 again.
+func TestGenerationsStayAboveTheFloorOfAStoreRestoredFromBackup(t *testing.T) {
+	ctx := context.Background()
+	path := newTestPath(t)
+	s := openAt(t, path, Options{})
+	insertTestKey(t, s, testKID, KeyActive)
+	sb := createTestSandbox(t, s, "a")
+	mint := testMint(testEpoch)
+	for range 3 {
+		if _, err := s.NextGenerations(ctx, []string{sb.ID}, mint); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	backup, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path, Options{})
+	var lost []Generation // issued after the backup
+	for range 3 {
+		gens, err := s.NextGenerations(ctx, []string{sb.ID}, mint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost = append(lost, gens...)
+	}
+	s.Close()
+	if err := os.WriteFile(path, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path, Options{})
+	if got, _ := s.GetSandbox(ctx, sb.ID); got.LatestGen != 3 {
+		t.Fatalf("restored store at gen %d, want 3", got.LatestGen)
+	}
+	if v, _ := s.IsAcceptable(ctx, sb.ID, lost[2].Gen, lost[2].JTI); v != VerdictNotIssued {
+		t.Fatalf("gen %d after the restore: %s, want %s", lost[2].Gen, v, VerdictNotIssued)
+	}
+
+	for _, tc := range []struct {
+		seen uint64
+		want bool
+	}{{2, false}, {3, false}, {6, true}, {6, false}, {5, false}} {
+		raised, err := s.RaiseGenerationFloor(ctx, sb.ID, tc.seen)
+		if err != nil || raised != tc.want {
+			t.Fatalf("RaiseGenerationFloor(%d) = %v, %v; want %v", tc.seen, raised, err, tc.want)
+		}
+	}
+	s.Close()
+	s = openAt(t, path, Options{}) // the floor is durable
+	gens, err := s.NextGenerations(ctx, []string{sb.ID}, mint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gens[0].Gen != 7 {
+		t.Fatalf("first generation after the floor: %d, want 7", gens[0].Gen)
+	}
+	if v, _ := s.IsAcceptable(ctx, sb.ID, 7, gens[0].JTI); v != VerdictAccepted {
+		t.Fatalf("gen 7: %s, want accepted", v)
+	}
+	if got, _ := s.GetSandbox(ctx, sb.ID); got.LatestGen != 7 || got.GenFloor != 6 {
+		t.Fatalf("sandbox row: latest %d, floor %d; want 7, 6", got.LatestGen, got.GenFloor)
+	}
+	if raised, err := s.RaiseGenerationFloor(ctx, sb.ID, 7); raised || err != nil {
+		t.Fatalf("floor at the counter itself: %v, %v; want a no-op", raised, err)
+	}
+	if _, err := s.RaiseGenerationFloor(ctx, "no-such-sandbox", 9); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown sandbox: %v, want ErrNotFound", err)
 	}
 }
