@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -299,13 +300,28 @@ func verifyErr(reason, format string, args ...any) *VerifyError {
 	return &VerifyError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }
 
-// ReasonOf returns the reason of a verification error, or "other".
+// ReasonOther is ReasonOf's answer for an error that is no VerifyError.
+const ReasonOther = "other"
+
+// Reasons lists every reason ReasonOf can return, sorted, so that a
+// metric can export each one from the start.
+func Reasons() []string {
+	out := make([]string, 0, len(reasonErrors)+1)
+	for r := range reasonErrors {
+		out = append(out, r)
+	}
+	out = append(out, ReasonOther)
+	sort.Strings(out)
+	return out
+}
+
+// ReasonOf returns the reason of a verification error, or ReasonOther.
 func ReasonOf(err error) string {
 	var ve *VerifyError
 	if errors.As(err, &ve) {
 		return ve.Reason
 	}
-	return "other"
+	return ReasonOther
 }
 
 // Verifier checks sandbox tokens. An empty Issuer, Audience or TrustDomain

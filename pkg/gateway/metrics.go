@@ -5,7 +5,24 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sandkey/sandkey/pkg/auth"
 )
+
+// Rejection reasons the gateway adds to the verifier's (auth.Reasons) once
+// a token verifies but the store refuses it.
+const (
+	reasonUnknownSandbox = "unknown_sandbox"
+	reasonSuperseded     = "superseded"
+	reasonNotIssued      = "not_issued"
+)
+
+// rejectionReasons are every label of sandkey_token_rejections_total,
+// exported at 0 from the start so that a rate or an alert on any of them
+// works before the first rejection.
+func rejectionReasons() []string {
+	return append(auth.Reasons(), reasonUnknownSandbox, reasonSuperseded, reasonNotIssued)
+}
 
 type metrics struct {
 	minted        *prometheus.CounterVec
@@ -39,6 +56,9 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		pruned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sandkey_generations_pruned_total", Help: "Records of generations that can no longer authenticate, deleted.",
 		}),
+	}
+	for _, reason := range rejectionReasons() {
+		m.rejected.WithLabelValues(reason)
 	}
 	if reg == nil {
 		return m

@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// openWithRegistry opens e's gateway with its metrics on a fresh registry.
+func (e *env) openWithRegistry() *prometheus.Registry {
+	e.t.Helper()
+	e.g.Close()
+	reg := prometheus.NewRegistry()
+	cfg := e.config()
+	cfg.Registerer = reg
+	g, err := Open(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.g = g
+	return reg
+}
+
+func TestEveryRejectionReasonIsExportedBeforeTheFirstRejection(t *testing.T) {
+	e := newEnv(t)
+	reg := e.openWithRegistry()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, f := range families {
+		if f.GetName() != "sandkey_token_rejections_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					got[l.GetValue()] = true
+				}
+			}
+			if v := m.GetCounter().GetValue(); v != 0 {
+				t.Errorf("%v = %v before any rejection", m.GetLabel(), v)
+			}
+		}
+	}
+	for _, reason := range []string{"malformed", "signature", "unknown_key", "expired", "claims", "sandbox_mismatch",
+		"unknown_sandbox", "superseded", "not_issued", "other"} {
+		if !got[reason] {
+			t.Errorf("sandkey_token_rejections_total{reason=%q} not exported at start (have %v)", reason, got)
+		}
+	}
+}
