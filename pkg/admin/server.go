@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -292,7 +294,14 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-// Register serves the operator API of gw on srv.
+// Register serves the operator API of gw on srv, with the gateway's gRPC
+// health service (grpc.health.v1, following its readiness) beside it.
 func Register(srv *grpc.Server, gw *gateway.Gateway, log *zap.Logger) {
 	adminpb.RegisterAdminServer(srv, NewServer(gw, log))
+	healthpb.RegisterHealthServer(srv, gw.Health())
 }
+
+// RegisterReflection adds server reflection to srv, so that grpcurl and
+// friends can call the operator API without its .proto files. Serve it on
+// the unix socket only: the socket's mode already limits who asks.
+func RegisterReflection(srv *grpc.Server) { reflection.Register(srv) }

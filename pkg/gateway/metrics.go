@@ -31,6 +31,7 @@ type metrics struct {
 	mintDuration  prometheus.Histogram
 	writeFailures prometheus.Counter
 	pruned        prometheus.Counter
+	sweepFailures prometheus.Counter
 }
 
 // newMetrics registers the gateway's metrics on reg (none when nil).
@@ -56,6 +57,9 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		pruned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sandkey_generations_pruned_total", Help: "Records of generations that can no longer authenticate, deleted.",
 		}),
+		sweepFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sandkey_sweep_failures_total", Help: "Rotation sweeps that failed (tokens due were not rotated).",
+		}),
 	}
 	for _, reason := range rejectionReasons() {
 		m.rejected.WithLabelValues(reason)
@@ -74,6 +78,26 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}
 		return float64(len(pending))
 	})
-	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, pending)
+	expired := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sandkey_expired_tokens", Help: "Running sandboxes whose newest token has expired (rotation is failing or late).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := g.store.CountExpired(ctx, g.now())
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	})
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sandkey_ready", Help: "1 when the gateway is ready (reconciled and able to mint), else 0.",
+	}, func() float64 {
+		if ok, _ := g.Ready(); ok {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, m.sweepFailures,
+		pending, expired, ready)
 	return m
 }

@@ -7,19 +7,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// openWithRegistry opens e's gateway with its metrics on a fresh registry.
+// openWithRegistry opens e's gateway again with its metrics on a fresh
+// registry.
 func (e *env) openWithRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	e.reopen(func(c *Config) { c.Registerer = reg })
+	return reg
+}
+
+// reopen closes e's gateway and opens it again on the same state with
+// e.config() as mod changes it.
+func (e *env) reopen(mod func(*Config)) {
 	e.t.Helper()
 	e.g.Close()
-	reg := prometheus.NewRegistry()
 	cfg := e.config()
-	cfg.Registerer = reg
+	mod(&cfg)
 	g, err := Open(context.Background(), cfg)
 	if err != nil {
+		e.g = nil
 		e.t.Fatal(err)
 	}
 	e.g = g
-	return reg
 }
 
 func TestEveryRejectionReasonIsExportedBeforeTheFirstRejection(t *testing.T) {

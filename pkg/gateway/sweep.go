@@ -14,13 +14,32 @@ func (g *Gateway) runSweep(ctx context.Context) {
 	t := time.NewTicker(g.cfg.SweepInterval)
 	defer t.Stop()
 	for {
-		if n, err := g.Sweep(ctx); err != nil && ctx.Err() == nil {
-			g.log.Error("rotation sweep", zap.Int("rotated", n), zap.Error(err))
+		n, err := g.Sweep(ctx)
+		if ctx.Err() != nil {
+			return
 		}
+		g.sweepDone(n, err)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// sweepDone records a sweep's outcome in readiness and metrics: a failed
+// sweep (the store full or read-only, say) means tokens are not rotated,
+// so the gateway is not ready until a sweep succeeds again.
+func (g *Gateway) sweepDone(rotated int, err error) {
+	if err != nil {
+		g.metrics.sweepFailures.Inc()
+		g.log.Error("rotation sweep", zap.Int("rotated", rotated), zap.Error(err))
+	}
+	if g.ready.sweepDone(err) {
+		if err != nil {
+			g.log.Warn("not ready: rotation sweeps fail; tokens are not rotated until one succeeds", zap.Error(err))
+		} else {
+			g.log.Info("ready again: a rotation sweep succeeded", zap.Int("rotated", rotated))
 		}
 	}
 }

@@ -21,8 +21,8 @@ func newHTTPServer(gw *gateway.Gateway, reg *prometheus.Registry) *http.Server {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !gw.Ready() {
-			http.Error(w, "not ready: reconciling sandboxes", http.StatusServiceUnavailable)
+		if ready, reason := gw.Ready(); !ready {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))

@@ -195,6 +195,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	adminSrv := grpc.NewServer()
 	defer adminSrv.Stop()
 	admin.Register(adminSrv, gw, log.Named("admin"))
+	admin.RegisterReflection(adminSrv)
 	adminPath := filepath.Join(g.stateDir, AdminSocketName)
 	l, err := admin.ListenUnix(adminPath)
 	if err != nil {
