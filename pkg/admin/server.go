@@ -130,11 +130,15 @@ func (s *Server) RotateSandbox(ctx context.Context, req *adminpb.RotateSandboxRe
 	if err := requireSandbox(req.GetSandbox()); err != nil {
 		return nil, err
 	}
-	gen, err := s.g.Rotate(ctx, req.GetSandbox())
+	r, err := s.g.RotateReport(ctx, req.GetSandbox())
 	if err != nil {
 		return nil, s.fail("rotate", req.GetSandbox(), err)
 	}
-	return &adminpb.RotateSandboxResponse{Gen: gen}, nil
+	resp := &adminpb.RotateSandboxResponse{Gen: r.Gen, Written: r.Written, Delivered: r.Delivered}
+	if r.WriteErr != nil {
+		resp.WriteError = r.WriteErr.Error()
+	}
+	return resp, nil
 }
 
 // ExecSandbox implements adminpb.AdminServer: the command's output goes
