@@ -250,12 +250,12 @@ func (s *Server) ListKeys(ctx context.Context, _ *adminpb.ListKeysRequest) (*adm
 }
 
 // RotateKeys implements adminpb.AdminServer.
-func (s *Server) RotateKeys(ctx context.Context, _ *adminpb.RotateKeysRequest) (*adminpb.RotateKeysResponse, error) {
-	kid, err := s.g.RotateKeys(ctx)
+func (s *Server) RotateKeys(ctx context.Context, req *adminpb.RotateKeysRequest) (*adminpb.RotateKeysResponse, error) {
+	r, err := s.g.RotateKeys(ctx, req.GetNow())
 	if err != nil {
 		return nil, s.fail("rotate keys", "", err)
 	}
-	return &adminpb.RotateKeysResponse{Kid: kid}, nil
+	return &adminpb.RotateKeysResponse{Kid: r.KID, Active: r.Active, ActivatesAt: timestamp(r.ActivateAt)}, nil
 }
 
 // SandboxProto is sb as the operator API carries it.
@@ -282,11 +282,12 @@ func SandboxProto(sb gateway.Sandbox) *adminpb.Sandbox {
 // KeyProto is k as the operator API carries it: never its private half.
 func KeyProto(k store.SigningKey) *adminpb.SigningKey {
 	return &adminpb.SigningKey{
-		Kid:       k.KID,
-		State:     string(k.State),
-		CreatedAt: timestamp(k.CreatedAt),
-		RetiredAt: timestamp(k.RetiredAt),
-		PublicKey: k.Public,
+		Kid:         k.KID,
+		State:       string(k.State),
+		CreatedAt:   timestamp(k.CreatedAt),
+		RetiredAt:   timestamp(k.RetiredAt),
+		PublicKey:   k.Public,
+		ActivatesAt: timestamp(k.ActivateAt),
 	}
 }
 

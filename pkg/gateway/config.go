@@ -26,6 +26,14 @@ const (
 	DefaultWriteParallelism  = 16
 	DefaultSweepBatch        = 1000
 	DefaultHeartbeatInterval = 10 * time.Second
+	// DefaultJWKSMaxAge is the Cache-Control max-age of /jwks.json: how
+	// long a verifier may keep a copy without asking again.
+	DefaultJWKSMaxAge = time.Minute
+	// DefaultKeyPublishDelay is how long a new signing key is published
+	// before it signs: five cache lifetimes, so that verifiers that cache
+	// the JWKS (honouring max-age, or refetching after a cool-down of
+	// their own) have it before the first token it signs.
+	DefaultKeyPublishDelay = 5 * DefaultJWKSMaxAge
 )
 
 // Config configures a Gateway. Zero values take the defaults above.
@@ -46,6 +54,12 @@ type Config struct {
 	WriteParallelism  int           // token directory writes in flight at once
 	StopGrace         time.Duration // SIGTERM-to-SIGKILL grace when stopping sandboxes
 	HeartbeatInterval time.Duration // session heartbeat
+
+	// JWKSMaxAge is the max-age /jwks.json is served with.
+	JWKSMaxAge time.Duration
+	// KeyPublishDelay is how long `keys rotate` publishes the next key
+	// before it signs; at least JWKSMaxAge.
+	KeyPublishDelay time.Duration
 
 	// SessionTLS secures the shared session listener (ServeShared); nil
 	// leaves it plaintext, which ServeShared accepts on loopback only.
@@ -89,6 +103,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.JWKSMaxAge == 0 {
+		c.JWKSMaxAge = DefaultJWKSMaxAge
+	}
+	if c.KeyPublishDelay == 0 {
+		c.KeyPublishDelay = DefaultKeyPublishDelay
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -135,6 +155,12 @@ func (c *Config) validateSettings() error {
 	}
 	if c.StopGrace < 0 {
 		errs = append(errs, fmt.Errorf("stop grace %s is negative", c.StopGrace))
+	}
+	if c.JWKSMaxAge < time.Second {
+		errs = append(errs, fmt.Errorf("JWKS max-age %s: must be at least 1s", c.JWKSMaxAge))
+	}
+	if c.KeyPublishDelay < c.JWKSMaxAge {
+		errs = append(errs, fmt.Errorf("key publish delay %s: must be at least the JWKS max-age %s, or verifiers that cache the JWKS refuse the new key's tokens; activate at once with `keys rotate --now` instead", c.KeyPublishDelay, c.JWKSMaxAge))
 	}
 	return errors.Join(errs...)
 }

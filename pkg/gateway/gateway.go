@@ -34,14 +34,16 @@ const StoreFile = "sandkey.db"
 // Serve runs its sweep and sessions until the context ends; Close releases
 // what Open acquired.
 type Gateway struct {
-	cfg     Config
-	log     *zap.Logger
-	store   *store.Store
-	keys    *auth.KeySet
-	issuer  *auth.Issuer
-	verify  *auth.Verifier
-	jwks    atomic.Pointer[[]byte]
-	metrics *metrics
+	cfg   Config
+	log   *zap.Logger
+	store *store.Store
+	keys  *auth.KeySet
+	// keyState tracks the key waiting for activation (keys.go).
+	keyState keyState
+	issuer   *auth.Issuer
+	verify   *auth.Verifier
+	jwks     atomic.Pointer[[]byte]
+	metrics  *metrics
 
 	sessions *session.Server
 	grpc     *grpc.Server // serves sessions on every sandbox socket
@@ -187,6 +189,14 @@ func (g *Gateway) Sessions() *session.Server { return g.sessions }
 
 // Store returns the gateway's store.
 func (g *Gateway) Store() *store.Store { return g.store }
+
+// JWKSMaxAge is the Cache-Control max-age to serve /jwks.json with; the
+// next signing key is published at least this long before it signs.
+func (g *Gateway) JWKSMaxAge() time.Duration { return g.cfg.JWKSMaxAge }
+
+// KeyPublishDelay is how long a new signing key is published before it
+// signs.
+func (g *Gateway) KeyPublishDelay() time.Duration { return g.cfg.KeyPublishDelay }
 
 // JWKSJSON returns the public keys as served on /jwks.json.
 func (g *Gateway) JWKSJSON() []byte { return *g.jwks.Load() }

@@ -287,16 +287,17 @@ func TestRestartMarksEndedSandboxesStopped(t *testing.T) {
 	}
 }
 
-func TestKeyRotationKeepsOldTokensUntilTheyExpire(t *testing.T) {
+func TestImmediateKeyRotationKeepsOldTokensUntilTheyExpire(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	sb := e.create("keys")
 	old, _ := e.dirToken(sb.ID)
 	oldKID := e.g.keys.Active().KID
-	newKID, err := e.g.RotateKeys(ctx)
+	rotation, err := e.g.RotateKeys(ctx, true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	newKID := rotation.KID
 	if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -343,8 +344,10 @@ func TestOpenRefusesBadConfig(t *testing.T) {
 		"no driver":       {func(c *Config) { c.Drivers = nil }, "no compute driver"},
 		"unknown default": {func(c *Config) { c.DefaultDriver = "kvm" }, `default driver "kvm" is not registered`},
 		"loose state dir": {func(c *Config) { c.StateDir = loose }, "chmod 700"},
-		"slow sweep":      {func(c *Config) { c.SweepInterval = time.Minute }, "at most a quarter"},
-		"long state dir":  {func(c *Config) { c.StateDir = "/tmp/" + strings.Repeat("x", 60) }, "unix socket paths"},
+		"key published shorter than the JWKS is cached": {func(c *Config) { c.JWKSMaxAge, c.KeyPublishDelay = time.Hour, time.Minute },
+			"must be at least the JWKS max-age"},
+		"slow sweep":     {func(c *Config) { c.SweepInterval = time.Minute }, "at most a quarter"},
+		"long state dir": {func(c *Config) { c.StateDir = "/tmp/" + strings.Repeat("x", 60) }, "unix socket paths"},
 	}
 	for name, tc := range cases {
 		cfg := good()

@@ -44,11 +44,15 @@ func (g *Gateway) sweepDone(rotated int, err error) {
 	}
 }
 
-// Sweep mints the next generation for every running sandbox whose token
-// reached its rotation point, one store transaction per SweepBatch
-// sandboxes, and retires signing keys no live token uses any more. It
+// Sweep activates the next signing key when its publish delay has passed,
+// mints the next generation for every running sandbox whose token reached
+// its rotation point, one store transaction per SweepBatch sandboxes, and
+// retires signing keys no live token uses any more. It
 // returns how many sandboxes it rotated.
 func (g *Gateway) Sweep(ctx context.Context) (int, error) {
+	if err := g.activateDueKeys(ctx); err != nil {
+		return 0, err
+	}
 	now := g.now()
 	due, err := g.store.DueForRotation(ctx, now)
 	if err != nil {
