@@ -78,9 +78,16 @@ type env struct {
 // running /usr/bin/env as the "supervisor": `env -- sleep 600` is a real
 // sandbox process that simply never registers, which is all the gateway
 // core needs.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv calling prepare with the environment's directory
+// before the gateway opens (to mount the state directory, say).
+func newEnvWith(t *testing.T, prepare func(dir string)) *env {
 	t.Helper()
 	e := &env{t: t, dir: shortTempDir(t), clock: &clock{now: time.Now().Truncate(time.Second)}}
+	if prepare != nil {
+		prepare(e.dir)
+	}
 	e.open()
 	t.Cleanup(func() {
 		ctx := context.Background()

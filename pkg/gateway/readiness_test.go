@@ -2,12 +2,10 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/test/fullfs"
 )
 
 // serve runs e's gateway's Serve until the returned func stops it.
@@ -81,34 +80,13 @@ func TestHealthOnTheSandboxSocketFollowsReadiness(t *testing.T) {
 // why, the failure and expired-token metrics count it, and freeing the
 // space brings everything back without a restart.
 func TestFullStoreMakesTheGatewayUnreadyUntilASweepSucceeds(t *testing.T) {
-	e := &env{t: t, dir: shortTempDir(t), clock: &clock{now: time.Now().Truncate(time.Second)}}
-	state := filepath.Join(e.dir, "state")
-	if err := os.Mkdir(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", state, "tmpfs", 0, "size=4m,mode=0700"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount a tmpfs (needs root): %v", err)
+	var state string
+	e := newEnvWith(t, func(dir string) {
+		state = filepath.Join(dir, "state")
+		if err := os.Mkdir(state, 0o700); err != nil {
+			t.Fatal(err)
 		}
-		t.Skipf("mount a tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(state, 0); err != nil {
-			t.Errorf("unmount %s: %v", state, err)
-		}
-	})
-	e.open()
-	t.Cleanup(func() {
-		if e.g != nil {
-			ctx := context.Background()
-			if all, err := e.g.List(ctx); err == nil {
-				for _, sb := range all {
-					e.g.Delete(ctx, sb.ID)
-				}
-			}
-			e.g.Close()
-		}
-		e.proc.Close()
+		fullfs.Mount(t, state, 4<<20)
 	})
 	reg := prometheus.NewRegistry()
 	e.reopen(func(c *Config) { c.Registerer = reg; c.SweepInterval = 20 * time.Millisecond })
@@ -118,7 +96,7 @@ func TestFullStoreMakesTheGatewayUnreadyUntilASweepSucceeds(t *testing.T) {
 	waitFor(t, "ready", func() bool { ok, _ := e.g.Ready(); return ok })
 
 	filler := filepath.Join(state, "filler")
-	fill(t, filler)
+	fullfs.Fill(t, filler)
 	e.clock.Add(lifetime/2 + time.Second) // the token is due for rotation
 	waitFor(t, "not ready", func() bool { ok, _ := e.g.Ready(); return !ok })
 	_, reason := e.g.Ready()
@@ -147,25 +125,6 @@ func TestFullStoreMakesTheGatewayUnreadyUntilASweepSucceeds(t *testing.T) {
 	}
 	if got := gaugeValue(t, reg, "sandkey_expired_tokens"); got != 0 {
 		t.Errorf("sandkey_expired_tokens = %v after recovery, want 0", got)
-	}
-}
-
-// fill writes path until its file system is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				return
-			}
-			t.Fatal(err)
-		}
 	}
 }
 

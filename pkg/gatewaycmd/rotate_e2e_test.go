@@ -2,12 +2,11 @@ package gatewaycmd
 
 import (
 	"encoding/json"
-	"errors"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
+
+	"github.com/sandkey/sandkey/test/fullfs"
 )
 
 // TestRotateSucceedsWhenOnlyTheSessionDeliveredTheToken mounts a full
@@ -22,18 +21,8 @@ func TestRotateSucceedsWhenOnlyTheSessionDeliveredTheToken(t *testing.T) {
 	sb := tg.waitFor(t, "web", "supervisor connected", func(sb sandboxJSON) bool { return sb.Connected && sb.DeliveredGen == 1 })
 
 	authDir := filepath.Join(tg.state, "sandboxes", sb.ID, "auth")
-	if err := syscall.Mount("tmpfs", authDir, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount a tmpfs (needs root): %v", err)
-		}
-		t.Skipf("mount a tmpfs (needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(authDir, 0); err != nil {
-			t.Errorf("unmount %s: %v", authDir, err)
-		}
-	})
-	fillDir(t, filepath.Join(authDir, "filler"))
+	fullfs.Mount(t, authDir, 64<<10)
+	fullfs.Fill(t, filepath.Join(authDir, "filler"))
 
 	code, stdout, stderr := tg.cli(t, "-o", "json", "sandbox", "rotate", "web")
 	if code != ExitOK {
@@ -62,24 +51,5 @@ func TestRotateSucceedsWhenOnlyTheSessionDeliveredTheToken(t *testing.T) {
 	code, _, stderr = tg.cli(t, "sandbox", "rotate", "web")
 	if code != ExitFailure || !strings.Contains(stderr, "reached the sandbox nowhere") {
 		t.Errorf("rotate of a stopped sandbox whose directory is full: exit %d, stderr %q; want 1 saying it reached the sandbox nowhere", code, stderr)
-	}
-}
-
-// fillDir writes path until its file system is full.
-func fillDir(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				return
-			}
-			t.Fatal(err)
-		}
 	}
 }

@@ -231,24 +231,30 @@ func (s *Store) GetKey(ctx context.Context, kid string) (SigningKey, error) {
 // KeysDueForActivation returns the next keys whose activation time is at
 // or before now, the earliest first.
 func (s *Store) KeysDueForActivation(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := s.reader.QueryContext(ctx,
+	kids, err := s.queryKIDs(ctx,
 		"SELECT kid FROM key_activations WHERE activate_at <= ? ORDER BY activate_at, kid", dbTime(now))
 	if err != nil {
 		return nil, fmt.Errorf("signing keys due for activation at %v: %w", now, err)
+	}
+	return kids, nil
+}
+
+// queryKIDs runs a query whose one column is a kid.
+func (s *Store) queryKIDs(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := s.reader.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var kids []string
 	for rows.Next() {
 		var kid string
 		if err := rows.Scan(&kid); err != nil {
-			return nil, fmt.Errorf("signing keys due for activation at %v: %w", now, err)
+			return nil, err
 		}
 		kids = append(kids, kid)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("signing keys due for activation at %v: %w", now, err)
-	}
-	return kids, nil
+	return kids, rows.Err()
 }
 
 // ActivateKey makes kid the active key and demotes the previously active
@@ -326,23 +332,11 @@ func (s *Store) RetireKey(ctx context.Context, kid string) error {
 // KeysInUse returns the kids that signed a generation still unexpired at
 // now, so the gateway keeps them in the JWKS until their last token expires.
 func (s *Store) KeysInUse(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := s.reader.QueryContext(ctx,
+	kids, err := s.queryKIDs(ctx,
 		`SELECT k.kid FROM signing_keys k WHERE EXISTS
 		 (SELECT 1 FROM generations g WHERE g.kid = k.kid AND g.expires_at > ?)
 		 ORDER BY k.kid`, dbTime(now))
 	if err != nil {
-		return nil, fmt.Errorf("signing keys in use at %v: %w", now, err)
-	}
-	defer rows.Close()
-	var kids []string
-	for rows.Next() {
-		var kid string
-		if err := rows.Scan(&kid); err != nil {
-			return nil, fmt.Errorf("signing keys in use at %v: %w", now, err)
-		}
-		kids = append(kids, kid)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("signing keys in use at %v: %w", now, err)
 	}
 	return kids, nil
