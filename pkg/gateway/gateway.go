@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/driver"
@@ -78,7 +79,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token),
-		ready: newReadiness(adminServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName)}
+		ready: newReadiness(adminpb.Admin_ServiceDesc.ServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName)}
 	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile), store.Options{
 		KeyFile: cfg.KeyFile, Now: cfg.Now, Logger: cfg.Logger})
 	if err != nil {
@@ -141,10 +142,6 @@ func (g *Gateway) Ready() (bool, string) { return g.ready.state() }
 // serves it on its session listeners; register it on other servers (the
 // operator API's) as well.
 func (g *Gateway) Health() healthpb.HealthServer { return g.ready.health }
-
-// adminServiceName is the operator API's gRPC service, as its health
-// service knows it (pkg/admin cannot be imported here: it imports us).
-const adminServiceName = "sandkey.admin.v1.Admin"
 
 // Close ends every session and listener and closes the store. Sandboxes
 // keep running: a restarted gateway finds them again. The drivers belong
