@@ -42,8 +42,9 @@ func newKeysRotateCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rotate [--now]",
 		Short: "Publish a new signing key; it signs once verifiers that cache the JWKS have it",
-		Long: `Publish a new signing key. It appears in /jwks.json, in every token
-directory's jwks.json and in every session at once, but signs nothing until
+		Long: `Publish a new signing key. It appears in /jwks.json at once, and in every
+token directory's jwks.json and every session with the fresh token each
+running sandbox gets at the next sweep, but it signs nothing until
 the gateway's --key-publish-delay has passed (at least the --jwks-max-age
 that /jwks.json is served with): a verifier that caches the JWKS, as
 third-party JWT libraries do, has the key before the first token it signs.

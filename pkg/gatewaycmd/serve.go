@@ -80,7 +80,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.DurationVar(&o.stopGrace, "stop-grace", gateway.DefaultStopGrace, "grace between SIGTERM and SIGKILL when stopping a sandbox")
 	f.DurationVar(&o.heartbeatInterval, "heartbeat-interval", gateway.DefaultHeartbeatInterval, "session heartbeat interval")
 	f.DurationVar(&o.jwksMaxAge, "jwks-max-age", gateway.DefaultJWKSMaxAge, "Cache-Control max-age of /jwks.json; at least 1s")
-	f.DurationVar(&o.keyPublishDelay, "key-publish-delay", gateway.DefaultKeyPublishDelay, "how long `keys rotate` publishes a new signing key before it signs; at least --jwks-max-age")
+	f.DurationVar(&o.keyPublishDelay, "key-publish-delay", gateway.DefaultKeyPublishDelay, "how long keys rotate publishes a new signing key before it signs with it; at least --jwks-max-age")
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP address for /healthz, /readyz, /metrics, /jwks.json; empty disables")
 	f.StringVar(&o.sessionAddr, "session-addr", "", "also serve supervisor sessions on this TCP address (shared, bearer token only; TLS required off loopback)")
 	f.StringVar(&o.sessionCert, "session-tls-cert", "", "TLS certificate for --session-addr")
