@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,5 +117,22 @@ func TestExecRefusesStdinLargerThanOneExecCarries(t *testing.T) {
 	var ue usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "512 KiB") {
 		t.Fatalf("exec with 513 KiB of stdin: %v, want a usage error naming the limit", err)
+	}
+}
+
+func TestServeOnAStateDirOthersCanReadExitsAsAConfigurationError(t *testing.T) {
+	clearAdminEnv(t)
+	// Short: the sandbox socket paths under it are checked first.
+	state, err := os.MkdirTemp("/tmp", "skmode")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	if err := os.Chmod(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCLI(t, "--state-dir", state, "serve", "--http-addr", "", "--supervisor", "/usr/bin/env")
+	if code != ExitUsage || !strings.Contains(stderr, "chmod 700 "+state) {
+		t.Fatalf("serve on a 0755 state directory: exit %d, stderr %q; want %d and the chmod to run", code, stderr, ExitUsage)
 	}
 }

@@ -189,19 +189,33 @@ func newSandboxRotateCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rotate ID|NAME",
 		Short: "Mint a new token generation for a sandbox now",
-		Args:  oneSandbox,
+		Long: `Mint a new token generation for a sandbox now. The token is written into
+the sandbox's token directory and pushed over its session. If the directory
+write fails but the supervisor acknowledges the token over its session, the
+sandbox holds it: rotate says so on stderr and exits 0. It exits 1 only when
+the token reached the sandbox nowhere.`,
+		Args: oneSandbox,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd.Context(), g, func(ctx context.Context, c adminpb.AdminClient) error {
 				resp, err := c.RotateSandbox(ctx, &adminpb.RotateSandboxRequest{Sandbox: args[0]})
 				if err != nil {
 					return err
 				}
-				return printResult(g.stdout, g.output,
-					fmt.Sprintf("Sandbox %s: minted token generation %d.", args[0], resp.GetGen()),
+				msg := fmt.Sprintf("Sandbox %s: minted token generation %d.", args[0], resp.GetGen())
+				if !resp.GetWritten() {
+					fmt.Fprintf(g.stderr, "gateway: sandbox %s: writing generation %d into the token directory failed (%s); "+
+						"the supervisor holds it, delivered over its session. The directory keeps the previous token until a write succeeds: check the gateway's log.\n",
+						args[0], resp.GetGen(), resp.GetWriteError())
+					msg = fmt.Sprintf("Sandbox %s: minted token generation %d; delivered over the session (the directory write failed).", args[0], resp.GetGen())
+				}
+				return printResult(g.stdout, g.output, msg,
 					struct {
-						Sandbox string `json:"sandbox"`
-						Gen     uint64 `json:"gen"`
-					}{args[0], resp.GetGen()})
+						Sandbox    string `json:"sandbox"`
+						Gen        uint64 `json:"gen"`
+						Written    bool   `json:"written"`
+						Delivered  bool   `json:"delivered"`
+						WriteError string `json:"write_error,omitempty"`
+					}{args[0], resp.GetGen(), resp.GetWritten(), resp.GetDelivered(), resp.GetWriteError()})
 			})
 		},
 	}

@@ -52,7 +52,7 @@ type ClientConfig struct {
 	// HelloTimeout is how long to wait for the gateway's answer to the
 	// Hello; DefaultHelloTimeout when zero.
 	HelloTimeout time.Duration
-	Logger       *zap.Logger      // zap.NewNop() when nil
+	Logger       *zap.Logger      // zap.NewNop() when nil; should name the sandbox, the client does not
 	Now          func() time.Time // time.Now when nil
 	DialOptions  []DialOption
 }
@@ -72,6 +72,8 @@ type Client struct {
 	connected bool
 	sessionID string
 	lastErr   error
+	// changed gets a value (size one, never blocks) on every setState.
+	changed chan struct{}
 }
 
 // NewClient checks cfg and prepares the connection (made lazily by Run).
@@ -103,10 +105,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("new session client for %s: %w", cfg.SandboxID, err)
 	}
 	return &Client{
-		cfg:  cfg,
-		log:  cfg.Logger.With(zap.String("sandbox", cfg.SandboxID), zap.String("target", cfg.Target)),
-		conn: conn,
-		rpc:  sessionpb.NewSupervisorSessionClient(conn),
+		cfg: cfg,
+		// The caller's logger names the sandbox already (the supervisor's
+		// root logger does): adding it here would repeat the key.
+		log:     cfg.Logger.With(zap.String("target", cfg.Target)),
+		conn:    conn,
+		rpc:     sessionpb.NewSupervisorSessionClient(conn),
+		changed: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -128,7 +133,15 @@ func (c *Client) setState(connected bool, sessionID string, err error) {
 	if err != nil {
 		c.lastErr = err
 	}
+	select {
+	case c.changed <- struct{}{}:
+	default: // a change is already signalled; State reads the newest
+	}
 }
+
+// StateChanges signals (coalesced: one pending value at most) each time
+// State may have changed, so that a status writer follows it at once.
+func (c *Client) StateChanges() <-chan struct{} { return c.changed }
 
 // Run keeps a session with the gateway until ctx ends, reconnecting with
 // exponential backoff and full jitter, reset once a session has stayed up

@@ -59,6 +59,10 @@
 //     on an ExecOutput call of its own, so output never delays heartbeats
 //     or pushes. ExecCancel asks it to kill the command.
 //  9. ReportExit reports the workload's end to ServerConfig.OnExit.
+//  10. A supervisor that half-closes its stream (a client sending Hello and
+//     closing, as grpcurl does) ends the session, but what the gateway
+//     queued for it (the Accepted at least) is flushed before the handler
+//     returns, within a heartbeat interval.
 //
 // The supervisor reconnects after any end with exponential backoff and full
 // jitter (100 ms to 30 s, reset once a session stayed up 30 s). It cuts a

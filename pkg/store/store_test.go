@@ -451,7 +451,7 @@ func TestTwoStoresOnOneFileShareTheWriteLock(t *testing.T) {
 }
 
 // A store of schema 1 holding a sandbox and its generations (a backup
-// taken before the generation floor existed) opens as schema 2 with a
+// taken before the generation floor existed) opens at the latest schema with a
 // floor of zero, and counts on from its own counter.
 func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
 	ctx := context.Background()
@@ -467,6 +467,7 @@ func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
 	s.Close()
 	// Take the file back to schema 1, as a sandkey before the floor left it.
 	db := rawDB(t, path)
+	mustExec(t, db, "DROP TABLE key_activations")
 	mustExec(t, db, "ALTER TABLE sandboxes DROP COLUMN gen_floor")
 	mustExec(t, db, "DELETE FROM schema_migrations WHERE version > 1")
 	db.Close()

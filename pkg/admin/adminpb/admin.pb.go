@@ -624,7 +624,14 @@ func (x *RotateSandboxRequest) GetSandbox() string {
 type RotateSandboxResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// gen is the generation just minted.
-	Gen           uint64 `protobuf:"varint,1,opt,name=gen,proto3" json:"gen,omitempty"`
+	Gen uint64 `protobuf:"varint,1,opt,name=gen,proto3" json:"gen,omitempty"`
+	// written is true when the token directory holds gen.
+	Written bool `protobuf:"varint,2,opt,name=written,proto3" json:"written,omitempty"`
+	// delivered is true when the supervisor acknowledged gen over its
+	// session (the gateway waits briefly for it when the write failed).
+	Delivered bool `protobuf:"varint,3,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// write_error says why the directory write failed; empty when written.
+	WriteError    string `protobuf:"bytes,4,opt,name=write_error,json=writeError,proto3" json:"write_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -664,6 +671,27 @@ func (x *RotateSandboxResponse) GetGen() uint64 {
 		return x.Gen
 	}
 	return 0
+}
+
+func (x *RotateSandboxResponse) GetWritten() bool {
+	if x != nil {
+		return x.Written
+	}
+	return false
+}
+
+func (x *RotateSandboxResponse) GetDelivered() bool {
+	if x != nil {
+		return x.Delivered
+	}
+	return false
+}
+
+func (x *RotateSandboxResponse) GetWriteError() string {
+	if x != nil {
+		return x.WriteError
+	}
+	return ""
 }
 
 type ExecSandboxRequest struct {
@@ -924,14 +952,16 @@ func (x *ExecExit) GetError() string {
 type SigningKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kid   string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
-	// state is active (signs new tokens), verify (still verifies live
-	// tokens) or retired.
+	// state is next (published in the JWKS, not signing yet), active (signs
+	// new tokens), verify (still verifies live tokens) or retired.
 	State     string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// retired_at is unset unless the key is retired.
 	RetiredAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
 	// public_key is the raw 32-byte Ed25519 public key.
-	PublicKey     []byte `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	PublicKey []byte `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// activates_at is when a next key becomes active; unset otherwise.
+	ActivatesAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=activates_at,json=activatesAt,proto3" json:"activates_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -997,6 +1027,13 @@ func (x *SigningKey) GetRetiredAt() *timestamppb.Timestamp {
 func (x *SigningKey) GetPublicKey() []byte {
 	if x != nil {
 		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *SigningKey) GetActivatesAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivatesAt
 	}
 	return nil
 }
@@ -1082,7 +1119,11 @@ func (x *ListKeysResponse) GetKeys() []*SigningKey {
 }
 
 type RotateKeysRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// now activates the key at once (the pending next key if there is one),
+	// without waiting for verifiers that cache the JWKS to fetch it: they
+	// refuse new tokens until they do.
+	Now           bool `protobuf:"varint,1,opt,name=now,proto3" json:"now,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1117,10 +1158,21 @@ func (*RotateKeysRequest) Descriptor() ([]byte, []int) {
 	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
+func (x *RotateKeysRequest) GetNow() bool {
+	if x != nil {
+		return x.Now
+	}
+	return false
+}
+
 type RotateKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// kid is the new active key's id.
-	Kid           string `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	// kid is the new key's id.
+	Kid string `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	// active is true when the key signs from now on (now was set).
+	Active bool `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
+	// activates_at is when a published key becomes active; unset if active.
+	ActivatesAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=activates_at,json=activatesAt,proto3" json:"activates_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1160,6 +1212,20 @@ func (x *RotateKeysResponse) GetKid() string {
 		return x.Kid
 	}
 	return ""
+}
+
+func (x *RotateKeysResponse) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *RotateKeysResponse) GetActivatesAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivatesAt
+	}
+	return nil
 }
 
 var File_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1215,9 +1281,13 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\asandbox\x18\x01 \x01(\tR\asandbox\"\x17\n" +
 	"\x15DeleteSandboxResponse\"0\n" +
 	"\x14RotateSandboxRequest\x12\x18\n" +
-	"\asandbox\x18\x01 \x01(\tR\asandbox\")\n" +
+	"\asandbox\x18\x01 \x01(\tR\asandbox\"\x82\x01\n" +
 	"\x15RotateSandboxResponse\x12\x10\n" +
-	"\x03gen\x18\x01 \x01(\x04R\x03gen\"\xbc\x01\n" +
+	"\x03gen\x18\x01 \x01(\x04R\x03gen\x12\x18\n" +
+	"\awritten\x18\x02 \x01(\bR\awritten\x12\x1c\n" +
+	"\tdelivered\x18\x03 \x01(\bR\tdelivered\x12\x1f\n" +
+	"\vwrite_error\x18\x04 \x01(\tR\n" +
+	"writeError\"\xbc\x01\n" +
 	"\x12ExecSandboxRequest\x12\x18\n" +
 	"\asandbox\x18\x01 \x01(\tR\asandbox\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\tR\x04argv\x12\x10\n" +
@@ -1233,7 +1303,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\bExecExit\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xc9\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x88\x02\n" +
 	"\n" +
 	"SigningKey\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x14\n" +
@@ -1243,13 +1313,17 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"retired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x05 \x01(\fR\tpublicKey\"\x11\n" +
+	"public_key\x18\x05 \x01(\fR\tpublicKey\x12=\n" +
+	"\factivates_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vactivatesAt\"\x11\n" +
 	"\x0fListKeysRequest\"D\n" +
 	"\x10ListKeysResponse\x120\n" +
-	"\x04keys\x18\x01 \x03(\v2\x1c.sandkey.admin.v1.SigningKeyR\x04keys\"\x13\n" +
-	"\x11RotateKeysRequest\"&\n" +
+	"\x04keys\x18\x01 \x03(\v2\x1c.sandkey.admin.v1.SigningKeyR\x04keys\"%\n" +
+	"\x11RotateKeysRequest\x12\x10\n" +
+	"\x03now\x18\x01 \x01(\bR\x03now\"}\n" +
 	"\x12RotateKeysResponse\x12\x10\n" +
-	"\x03kid\x18\x01 \x01(\tR\x03kid2\xfb\x06\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
+	"\x06active\x18\x02 \x01(\bR\x06active\x12=\n" +
+	"\factivates_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vactivatesAt2\xfb\x06\n" +
 	"\x05Admin\x12R\n" +
 	"\rCreateSandbox\x12&.sandkey.admin.v1.CreateSandboxRequest\x1a\x19.sandkey.admin.v1.Sandbox\x12`\n" +
 	"\rListSandboxes\x12&.sandkey.admin.v1.ListSandboxesRequest\x1a'.sandkey.admin.v1.ListSandboxesResponse\x12L\n" +
@@ -1313,32 +1387,34 @@ var file_admin_v1_admin_proto_depIdxs = []int32{
 	13, // 7: sandkey.admin.v1.ExecSandboxResponse.exit:type_name -> sandkey.admin.v1.ExecExit
 	21, // 8: sandkey.admin.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
 	21, // 9: sandkey.admin.v1.SigningKey.retired_at:type_name -> google.protobuf.Timestamp
-	14, // 10: sandkey.admin.v1.ListKeysResponse.keys:type_name -> sandkey.admin.v1.SigningKey
-	1,  // 11: sandkey.admin.v1.Admin.CreateSandbox:input_type -> sandkey.admin.v1.CreateSandboxRequest
-	2,  // 12: sandkey.admin.v1.Admin.ListSandboxes:input_type -> sandkey.admin.v1.ListSandboxesRequest
-	4,  // 13: sandkey.admin.v1.Admin.GetSandbox:input_type -> sandkey.admin.v1.GetSandboxRequest
-	5,  // 14: sandkey.admin.v1.Admin.StartSandbox:input_type -> sandkey.admin.v1.StartSandboxRequest
-	6,  // 15: sandkey.admin.v1.Admin.StopSandbox:input_type -> sandkey.admin.v1.StopSandboxRequest
-	7,  // 16: sandkey.admin.v1.Admin.DeleteSandbox:input_type -> sandkey.admin.v1.DeleteSandboxRequest
-	9,  // 17: sandkey.admin.v1.Admin.RotateSandbox:input_type -> sandkey.admin.v1.RotateSandboxRequest
-	11, // 18: sandkey.admin.v1.Admin.ExecSandbox:input_type -> sandkey.admin.v1.ExecSandboxRequest
-	15, // 19: sandkey.admin.v1.Admin.ListKeys:input_type -> sandkey.admin.v1.ListKeysRequest
-	17, // 20: sandkey.admin.v1.Admin.RotateKeys:input_type -> sandkey.admin.v1.RotateKeysRequest
-	0,  // 21: sandkey.admin.v1.Admin.CreateSandbox:output_type -> sandkey.admin.v1.Sandbox
-	3,  // 22: sandkey.admin.v1.Admin.ListSandboxes:output_type -> sandkey.admin.v1.ListSandboxesResponse
-	0,  // 23: sandkey.admin.v1.Admin.GetSandbox:output_type -> sandkey.admin.v1.Sandbox
-	0,  // 24: sandkey.admin.v1.Admin.StartSandbox:output_type -> sandkey.admin.v1.Sandbox
-	0,  // 25: sandkey.admin.v1.Admin.StopSandbox:output_type -> sandkey.admin.v1.Sandbox
-	8,  // 26: sandkey.admin.v1.Admin.DeleteSandbox:output_type -> sandkey.admin.v1.DeleteSandboxResponse
-	10, // 27: sandkey.admin.v1.Admin.RotateSandbox:output_type -> sandkey.admin.v1.RotateSandboxResponse
-	12, // 28: sandkey.admin.v1.Admin.ExecSandbox:output_type -> sandkey.admin.v1.ExecSandboxResponse
-	16, // 29: sandkey.admin.v1.Admin.ListKeys:output_type -> sandkey.admin.v1.ListKeysResponse
-	18, // 30: sandkey.admin.v1.Admin.RotateKeys:output_type -> sandkey.admin.v1.RotateKeysResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	21, // 10: sandkey.admin.v1.SigningKey.activates_at:type_name -> google.protobuf.Timestamp
+	14, // 11: sandkey.admin.v1.ListKeysResponse.keys:type_name -> sandkey.admin.v1.SigningKey
+	21, // 12: sandkey.admin.v1.RotateKeysResponse.activates_at:type_name -> google.protobuf.Timestamp
+	1,  // 13: sandkey.admin.v1.Admin.CreateSandbox:input_type -> sandkey.admin.v1.CreateSandboxRequest
+	2,  // 14: sandkey.admin.v1.Admin.ListSandboxes:input_type -> sandkey.admin.v1.ListSandboxesRequest
+	4,  // 15: sandkey.admin.v1.Admin.GetSandbox:input_type -> sandkey.admin.v1.GetSandboxRequest
+	5,  // 16: sandkey.admin.v1.Admin.StartSandbox:input_type -> sandkey.admin.v1.StartSandboxRequest
+	6,  // 17: sandkey.admin.v1.Admin.StopSandbox:input_type -> sandkey.admin.v1.StopSandboxRequest
+	7,  // 18: sandkey.admin.v1.Admin.DeleteSandbox:input_type -> sandkey.admin.v1.DeleteSandboxRequest
+	9,  // 19: sandkey.admin.v1.Admin.RotateSandbox:input_type -> sandkey.admin.v1.RotateSandboxRequest
+	11, // 20: sandkey.admin.v1.Admin.ExecSandbox:input_type -> sandkey.admin.v1.ExecSandboxRequest
+	15, // 21: sandkey.admin.v1.Admin.ListKeys:input_type -> sandkey.admin.v1.ListKeysRequest
+	17, // 22: sandkey.admin.v1.Admin.RotateKeys:input_type -> sandkey.admin.v1.RotateKeysRequest
+	0,  // 23: sandkey.admin.v1.Admin.CreateSandbox:output_type -> sandkey.admin.v1.Sandbox
+	3,  // 24: sandkey.admin.v1.Admin.ListSandboxes:output_type -> sandkey.admin.v1.ListSandboxesResponse
+	0,  // 25: sandkey.admin.v1.Admin.GetSandbox:output_type -> sandkey.admin.v1.Sandbox
+	0,  // 26: sandkey.admin.v1.Admin.StartSandbox:output_type -> sandkey.admin.v1.Sandbox
+	0,  // 27: sandkey.admin.v1.Admin.StopSandbox:output_type -> sandkey.admin.v1.Sandbox
+	8,  // 28: sandkey.admin.v1.Admin.DeleteSandbox:output_type -> sandkey.admin.v1.DeleteSandboxResponse
+	10, // 29: sandkey.admin.v1.Admin.RotateSandbox:output_type -> sandkey.admin.v1.RotateSandboxResponse
+	12, // 30: sandkey.admin.v1.Admin.ExecSandbox:output_type -> sandkey.admin.v1.ExecSandboxResponse
+	16, // 31: sandkey.admin.v1.Admin.ListKeys:output_type -> sandkey.admin.v1.ListKeysResponse
+	18, // 32: sandkey.admin.v1.Admin.RotateKeys:output_type -> sandkey.admin.v1.RotateKeysResponse
+	23, // [23:33] is the sub-list for method output_type
+	13, // [13:23] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_admin_v1_admin_proto_init() }

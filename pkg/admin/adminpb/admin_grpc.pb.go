@@ -64,7 +64,8 @@ type AdminClient interface {
 	ExecSandbox(ctx context.Context, in *ExecSandboxRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecSandboxResponse], error)
 	// ListKeys lists the gateway's signing keys (public information only).
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
-	// RotateKeys makes a new signing key active.
+	// RotateKeys publishes a new signing key, which becomes active once
+	// verifiers caching the JWKS have it (or at once, with now).
 	RotateKeys(ctx context.Context, in *RotateKeysRequest, opts ...grpc.CallOption) (*RotateKeysResponse, error)
 }
 
@@ -208,7 +209,8 @@ type AdminServer interface {
 	ExecSandbox(*ExecSandboxRequest, grpc.ServerStreamingServer[ExecSandboxResponse]) error
 	// ListKeys lists the gateway's signing keys (public information only).
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
-	// RotateKeys makes a new signing key active.
+	// RotateKeys publishes a new signing key, which becomes active once
+	// verifiers caching the JWKS have it (or at once, with now).
 	RotateKeys(context.Context, *RotateKeysRequest) (*RotateKeysResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
