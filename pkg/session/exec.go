@@ -87,7 +87,7 @@ type pendingExec struct {
 	gone      chan struct{} // closed by abandon: nobody waits any more
 
 	mu      sync.Mutex
-	claimed bool // an ExecOutput call has taken it
+	claimed bool // an ExecOutput or ExecStream call has taken it
 	closed  bool // finished or abandoned: no more writes
 	result  ExecResult
 	err     error

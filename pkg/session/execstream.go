@@ -95,6 +95,8 @@ func (s *Server) ExecStream(stream grpc.BidiStreamingServer[sessionpb.ExecChunk,
 			return err
 		case <-pe.gone:
 			return status.Errorf(codes.Canceled, "exec %s is no longer awaited: the operator went away", pe.id)
+		case <-s.quit:
+			return status.Errorf(codes.Unavailable, "exec %s: gateway is shutting down", pe.id)
 		case <-ctx.Done():
 			pe.finish(ExecResult{}, fmt.Errorf("exec stream: %w", ctx.Err()))
 			return ctx.Err()

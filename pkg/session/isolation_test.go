@@ -291,3 +291,58 @@ func TestReportExitReachesCallbackForItsOwnSandboxOnly(t *testing.T) {
 	default:
 	}
 }
+
+func TestExecStreamCannotReadAnotherSandboxesInput(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	targetA, tokA := e.sandbox("sb-a")
+	_, tokB := e.sandbox("sb-b")
+	b := openRaw(t, dialRaw(t, e.tcpTarget()), tokB.Raw())
+	b.hello("sb-b", tokB.Gen())
+	b.accepted()
+	defer startBeating(b, 50*time.Millisecond)()
+
+	input := make(chan ExecInput, 1)
+	input <- ExecInput{Stdin: []byte("B's secret keystrokes")}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.srv.Exec(ctx, "sb-b", ExecRequest{Argv: []string{"sh"}, Input: input, StreamStdin: true, TTY: true})
+		done <- err
+	}()
+	req := b.mustNext(5 * time.Second).GetExecRequest()
+	if req == nil || !req.GetStream() || !req.GetTty() {
+		t.Fatalf("B got %v, want a streaming terminal exec request", req)
+	}
+	// A, over its socket and with its token over TCP, tries to take B's
+	// exec: its input must never reach A.
+	for _, a := range []struct {
+		name, target, bearer string
+	}{{"socket", targetA, ""}, {"tcp", e.tcpTarget(), tokA.Raw()}} {
+		s, err := dialRaw(t, a.target).ExecStream(callContext(ctx, a.bearer, "sb-a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Send(&sessionpb.ExecChunk{ExecId: req.GetExecId()})
+		if in, err := s.Recv(); status.Code(err) != codes.NotFound {
+			t.Fatalf("A over %s took B's exec: got %v, %v; want NotFound", a.name, in, err)
+		}
+	}
+	// B's own stream gets its input.
+	s, err := dialRaw(t, e.tcpTarget()).ExecStream(callContext(ctx, tokB.Raw(), "sb-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&sessionpb.ExecChunk{ExecId: req.GetExecId()}); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := s.Recv(); err != nil || string(in.GetStdin()) != "B's secret keystrokes" {
+		t.Fatalf("B's stream: %v, %v", in, err)
+	}
+	if err := s.Send(&sessionpb.ExecChunk{ExecId: req.GetExecId(), Data: &sessionpb.ExecChunk_Exit{Exit: &sessionpb.ExecExit{Code: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("B's exec: %v", err)
+	}
+}
