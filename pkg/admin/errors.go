@@ -33,7 +33,8 @@ func codeOf(err error) codes.Code {
 	case errors.Is(err, store.ErrInvalid):
 		return codes.InvalidArgument
 	case errors.Is(err, session.ErrNotConnected), errors.Is(err, store.ErrNoGeneration), errors.Is(err, gateway.ErrAlreadyRunning),
-		errors.Is(err, store.ErrKeyState), errors.Is(err, store.ErrNoActiveKey), errors.Is(err, gateway.ErrNoLogs):
+		errors.Is(err, store.ErrKeyState), errors.Is(err, store.ErrNoActiveKey), errors.Is(err, gateway.ErrNoLogs),
+		errors.Is(err, session.ErrExecUnsupported):
 		return codes.FailedPrecondition
 	case errors.Is(err, session.ErrSessionEnded):
 		return codes.Aborted

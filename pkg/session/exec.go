@@ -230,6 +230,22 @@ func (s *Server) claimExec(id, sandboxID string, streaming bool) *pendingExec {
 	return pe
 }
 
+// ErrExecUnsupported fails an interactive exec whose supervisor answered
+// it the old way: it predates ExecStream and ignored the request's
+// stream flag.
+var ErrExecUnsupported = errors.New("the sandbox's supervisor cannot run interactive execs (it predates them): rebuild the sandbox's image with a current supervisor")
+
+// failOldSupervisor fails the streaming exec id of sandboxID, if there is
+// one, when its supervisor answers on ExecOutput.
+func (s *Server) failOldSupervisor(id, sandboxID string) {
+	s.mu.Lock()
+	pe := s.execs[id]
+	s.mu.Unlock()
+	if pe != nil && pe.sandboxID == sandboxID && pe.streaming {
+		pe.finish(ExecResult{}, ErrExecUnsupported)
+	}
+}
+
 // ExecOutput implements sessionpb.SupervisorSessionServer: it feeds one
 // exec's output to the Exec waiting for it.
 func (s *Server) ExecOutput(stream sessionpb.SupervisorSession_ExecOutputServer) error {
@@ -251,6 +267,7 @@ func (s *Server) ExecOutput(stream sessionpb.SupervisorSession_ExecOutputServer)
 		}
 		if pe == nil {
 			if pe = s.claimExec(chunk.GetExecId(), sandboxID, false); pe == nil {
+				s.failOldSupervisor(chunk.GetExecId(), sandboxID)
 				return status.Errorf(codes.NotFound, "no pending exec %q for sandbox %s", chunk.GetExecId(), sandboxID)
 			}
 		} else if chunk.GetExecId() != pe.id {

@@ -346,3 +346,38 @@ func TestExecStreamCannotReadAnotherSandboxesInput(t *testing.T) {
 		t.Fatalf("B's exec: %v", err)
 	}
 }
+
+func TestInteractiveExecAnsweredByAnOldSupervisorFailsSayingWhy(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	_, tok := e.sandbox("sb-old")
+	old := openRaw(t, dialRaw(t, e.tcpTarget()), tok.Raw())
+	old.hello("sb-old", tok.Gen())
+	old.accepted()
+	defer startBeating(old, 50*time.Millisecond)()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.srv.Exec(context.Background(), "sb-old", ExecRequest{Argv: []string{"sh"}, TTY: true})
+		done <- err
+	}()
+	req := old.mustNext(5 * time.Second).GetExecRequest()
+	if req == nil {
+		t.Fatal("no exec request")
+	}
+	// A supervisor that predates ExecStream ignores the stream flag.
+	out, err := dialRaw(t, e.tcpTarget()).ExecOutput(callContext(context.Background(), tok.Raw(), "sb-old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = out.Send(&sessionpb.ExecChunk{ExecId: req.GetExecId(), Data: &sessionpb.ExecChunk_Stdout{Stdout: []byte("$ ")}})
+	if _, err := out.CloseAndRecv(); status.Code(err) != codes.NotFound {
+		t.Fatalf("old supervisor's output: %v, want NotFound", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrExecUnsupported) {
+			t.Fatalf("exec: %v, want ErrExecUnsupported", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("exec still waits for a supervisor that will never stream")
+	}
+}
