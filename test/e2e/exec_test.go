@@ -233,28 +233,42 @@ func TestExecInteractivePipesATarArchive(t *testing.T) {
 
 func TestExecOperatorLosingTheConnectionEndsTheProcessGroup(t *testing.T) {
 	g, dir := execGateway(t, "sleep", "600")
-	pidFile := filepath.Join(dir, "bg.pid")
-	cli := exec.Command(binaries.Gateway, "--state-dir", g.state, "sandbox", "exec", "-i", "web", "--",
-		"sh", "-c", "sleep 300 & echo $! > "+pidFile+"; wait")
-	stdin, err := cli.StdinPipe() // held open: the exec waits on
-	if err != nil {
-		t.Fatal(err)
+	for _, mode := range []string{"-i", "-it"} {
+		t.Run(mode, func(t *testing.T) {
+			pidFile := filepath.Join(dir, "bg"+mode+".pid")
+			cli := exec.Command(binaries.Gateway, "--state-dir", g.state, "sandbox", "exec", mode, "web", "--",
+				// The child ignores SIGHUP, so only a kill of the whole group
+				// ends it, not the terminal's hangup.
+				"sh", "-c", "trap '' HUP; sleep 300 & echo $! > "+pidFile+"; wait")
+			if mode == "-it" {
+				// On a terminal the command leads a session of its own in
+				// the sandbox; its whole group must go too.
+				scr := openScreen(t, 24, 80)
+				cli.Stdin, cli.Stdout, cli.Stderr = scr.tty, scr.tty, scr.tty
+				cli.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+			} else {
+				stdin, err := cli.StdinPipe() // held open: the exec waits on
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer stdin.Close()
+			}
+			if err := cli.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var pid int
+			waitFor(t, 20*time.Second, "the exec's background child started", func() bool {
+				b, err := os.ReadFile(pidFile)
+				pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+				return err == nil && pid > 0
+			}, func() string { return "no pid file" })
+			cli.Process.Kill() // the operator's connection drops without a word
+			cli.Wait()
+			waitFor(t, 20*time.Second, fmt.Sprintf("background child %d killed", pid), func() bool {
+				return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) || isZombie(pid)
+			}, func() string { return "still running" })
+		})
 	}
-	defer stdin.Close()
-	if err := cli.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var pid int
-	waitFor(t, 20*time.Second, "the exec's background child started", func() bool {
-		b, err := os.ReadFile(pidFile)
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		return err == nil && pid > 0
-	}, func() string { return "no pid file" })
-	cli.Process.Kill() // the operator's connection drops without a word
-	cli.Wait()
-	waitFor(t, 20*time.Second, fmt.Sprintf("background child %d killed", pid), func() bool {
-		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) || isZombie(pid)
-	}, func() string { return "still running" })
 }
 
 // isZombie reports whether pid has exited and waits for its parent.
