@@ -156,13 +156,18 @@ func (s *Server) ExecSandbox(req *adminpb.ExecSandboxRequest, stream grpc.Server
 	if err != nil {
 		return err
 	}
-	ctx := stream.Context()
+	return s.runExec(stream.Context(), ref, ereq, timeout, &execOutput{stream: stream})
+}
+
+// runExec runs ereq in sandbox ref, its output and exit sent to out. A
+// timeout, or the caller going away (callCtx ending), kills the command.
+func (s *Server) runExec(callCtx context.Context, ref string, ereq session.ExecRequest, timeout time.Duration, out *execOutput) error {
+	ctx := callCtx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	out := &execOutput{stream: stream}
 	ereq.Stdout = out.writer(func(p []byte) *adminpb.ExecSandboxResponse {
 		return &adminpb.ExecSandboxResponse{Data: &adminpb.ExecSandboxResponse_Stdout{Stdout: p}}
 	})
@@ -171,7 +176,7 @@ func (s *Server) ExecSandbox(req *adminpb.ExecSandboxRequest, stream grpc.Server
 	})
 	res, err := s.g.Exec(ctx, ref, ereq)
 	if err != nil {
-		if timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && stream.Context().Err() == nil {
+		if timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && callCtx.Err() == nil {
 			return status.Errorf(codes.DeadlineExceeded, "exec %q in sandbox %q: still running after the %s timeout; it was killed", ereq.Argv[0], ref, timeout)
 		}
 		return s.fail("exec", ref, err)
@@ -216,7 +221,9 @@ func execRequest(req *adminpb.ExecSandboxRequest) (session.ExecRequest, time.Dur
 // stdout and stderr may be written from different goroutines.
 type execOutput struct {
 	mu     sync.Mutex
-	stream grpc.ServerStreamingServer[adminpb.ExecSandboxResponse]
+	stream interface {
+		Send(*adminpb.ExecSandboxResponse) error
+	}
 }
 
 func (o *execOutput) send(m *adminpb.ExecSandboxResponse) error {

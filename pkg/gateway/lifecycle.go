@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"time"
@@ -332,6 +333,32 @@ func (g *Gateway) Exec(ctx context.Context, idOrName string, req session.ExecReq
 		return session.ExecResult{}, err
 	}
 	return g.sessions.Exec(ctx, sb.ID, req)
+}
+
+// ErrNoLogs is returned for a sandbox whose driver keeps no logs.
+var ErrNoLogs = errors.New("the sandbox's driver keeps no workload logs")
+
+// Logs returns a sandbox's workload output as its driver keeps it; with
+// follow, the reader keeps returning new output until ctx ends. The
+// caller closes it.
+func (g *Gateway) Logs(ctx context.Context, idOrName string, follow bool) (io.ReadCloser, error) {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	d, err := g.driverFor(sb.Driver)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := d.(driver.Logger)
+	if !ok {
+		return nil, fmt.Errorf("logs of sandbox %s: driver %s: %w", sb.Name, sb.Driver, ErrNoLogs)
+	}
+	r, err := l.Logs(ctx, sb.ID, follow)
+	if err != nil {
+		return nil, fmt.Errorf("logs of sandbox %s from driver %s: %w", sb.Name, sb.Driver, err)
+	}
+	return r, nil
 }
 
 // driverSpec is what a driver needs to run sb.

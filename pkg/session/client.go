@@ -498,12 +498,16 @@ func (c *Client) startExec(ctx context.Context, wg *sync.WaitGroup, execs *execS
 		defer wg.Done()
 		defer execs.remove(id)
 		defer cancel()
+		if req.GetStream() {
+			c.runStreamingExec(ectx, cancel, log, req)
+			return
+		}
 		out, err := c.rpc.ExecOutput(ectx)
 		if err != nil {
 			log.Warn("open exec output", zap.String("exec", id), zap.Error(err))
 			return
 		}
-		sink := &execSink{stream: out, id: id, cancel: cancel}
+		sink := &execSink{stream: out, id: id, cancel: cancel, done: closeOutput(out)}
 		cmd := ExecCommand{ID: id, Argv: req.GetArgv(), Env: req.GetEnv(), Stdin: req.GetStdin(), HasStdin: req.GetHasStdin()}
 		log.Info("exec started", zap.String("exec", id), zap.Strings("argv", cmd.Argv))
 		res := c.cfg.Exec.Run(ectx, cmd, sink.writer(true), sink.writer(false))
@@ -518,7 +522,7 @@ func (c *Client) startExec(ctx context.Context, wg *sync.WaitGroup, execs *execS
 func (c *Client) sendExecResult(ctx context.Context, log *zap.Logger, id string, res ExecResult) {
 	out, err := c.rpc.ExecOutput(ctx)
 	if err == nil {
-		err = (&execSink{stream: out, id: id, cancel: func() {}}).exit(res)
+		err = (&execSink{stream: out, id: id, cancel: func() {}, done: closeOutput(out)}).exit(res)
 	}
 	if err != nil {
 		log.Warn("send exec result", zap.String("exec", id), zap.Error(err))
@@ -528,9 +532,12 @@ func (c *Client) sendExecResult(ctx context.Context, log *zap.Logger, id string,
 // execSink sends an exec's output as chunks on its ExecOutput stream; the
 // command's stdout and stderr copiers share it.
 type execSink struct {
-	stream sessionpb.SupervisorSession_ExecOutputClient
+	stream interface {
+		Send(*sessionpb.ExecChunk) error
+	}
 	id     string
 	cancel context.CancelFunc // stops the command when the gateway stops listening
+	done   func() error       // ends the call once the exit is sent
 
 	mu     sync.Mutex
 	failed error
@@ -582,8 +589,15 @@ func (s *execSink) exit(res ExecResult) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.stream.CloseAndRecv()
-	return err
+	return s.done()
+}
+
+// closeOutput ends an ExecOutput call and waits for the gateway's answer.
+func closeOutput(out sessionpb.SupervisorSession_ExecOutputClient) func() error {
+	return func() error {
+		_, err := out.CloseAndRecv()
+		return err
+	}
 }
 
 // ReportExit tells the gateway that the workload ended, retrying a few
