@@ -23,6 +23,11 @@ type Status struct {
 	UpdatedAt    time.Time `json:"updated_at"`
 	WorkloadPID  int       `json:"workload_pid,omitempty"`
 	TokenExpired bool      `json:"token_expired"`
+	// Watch says how changes are noticed: "inotify", or "poll" when the
+	// supervisor could not get an inotify instance.
+	Watch string `json:"watch,omitempty"`
+	// Degraded says why, when the supervisor works in a degraded mode.
+	Degraded string `json:"degraded,omitempty"`
 }
 
 func statusOf(sandboxID string, tok *auth.Token, connected bool, sessionID string, lastErr error, pid int, now time.Time) Status {
