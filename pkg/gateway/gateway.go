@@ -55,6 +55,8 @@ type Gateway struct {
 	latest   map[string]*auth.Token
 
 	ready atomic.Bool
+	// inotify compares the host's inotify limits with its sandboxes.
+	inotify *inotifyCheck
 	// writers holds each sandbox's token directory writer, by id.
 	writers sync.Map
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
@@ -92,6 +94,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.verify = g.issuer.Verifier()
 	g.metrics = newMetrics(cfg.Registerer, g)
+	g.inotify = newInotifyCheck(inotifyDir, cfg.Logger.Named("inotify"), cfg.Registerer)
 	g.sessions = session.NewServer(session.ServerConfig{
 		Authority:         g,
 		HeartbeatInterval: cfg.HeartbeatInterval,
@@ -111,7 +114,28 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.Close()
 		return nil, fmt.Errorf("reconcile sandboxes at start: %w", err)
 	}
+	if err := g.checkInotify(ctx); err != nil {
+		g.Close()
+		return nil, err
+	}
 	return g, nil
+}
+
+// checkInotify compares the host's inotify limits with the sandboxes that
+// run on its kernel (see inotify.go).
+func (g *Gateway) checkInotify(ctx context.Context) error {
+	running, err := g.store.ListSandboxes(ctx, store.SandboxRunning)
+	if err != nil {
+		return fmt.Errorf("check inotify limits: %w", err)
+	}
+	var onHost []string
+	for _, sb := range running {
+		if d, err := g.driverFor(sb.Driver); err == nil && onHostKernel(d) {
+			onHost = append(onHost, sb.ID)
+		}
+	}
+	g.inotify.reset(onHost)
+	return nil
 }
 
 // Serve runs the rotation sweep until ctx ends. Sessions are served from

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 )
 
@@ -54,7 +56,21 @@ type ClientConfig struct {
 	Logger       *zap.Logger      // zap.NewNop() when nil
 	Now          func() time.Time // time.Now when nil
 	DialOptions  []DialOption
+	// Watcher is the process's shared inotify instance (see dirwatch),
+	// used on a unix target to learn at once that the gateway's socket
+	// was made again. When nil, Run makes one of its own.
+	Watcher *dirwatch.Watcher
+	// SocketPollInterval is how often a unix target's socket is looked at
+	// during a backoff when its directory cannot be watched;
+	// DefaultSocketPollInterval when zero.
+	SocketPollInterval time.Duration
 }
+
+// DefaultSocketPollInterval is how often the gateway's socket is looked
+// at during a backoff without inotify: a stat is cheap, and a restarted
+// gateway is then reached within it rather than at the end of a backoff
+// of up to 30 s.
+const DefaultSocketPollInterval = 250 * time.Millisecond
 
 // Client is the supervisor side of the session: it keeps one session
 // with the gateway, feeds every token it receives to its source, runs
@@ -71,6 +87,7 @@ type Client struct {
 	connected bool
 	sessionID string
 	lastErr   error
+	changes   chan struct{} // signalled when connected changes
 }
 
 // NewClient checks cfg and prepares the connection (made lazily by Run).
@@ -94,6 +111,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.SocketPollInterval <= 0 {
+		cfg.SocketPollInterval = DefaultSocketPollInterval
+	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
 	creds := &callCredentials{source: cfg.Source, inner: cfg.Source.PerRPCCredentials(), sandboxID: cfg.SandboxID}
 	opts := append([]DialOption{WithGRPCOptions(grpc.WithPerRPCCredentials(creds))}, cfg.DialOptions...)
@@ -102,10 +122,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("new session client for %s: %w", cfg.SandboxID, err)
 	}
 	return &Client{
-		cfg:  cfg,
-		log:  cfg.Logger.With(zap.String("sandbox", cfg.SandboxID), zap.String("target", cfg.Target)),
-		conn: conn,
-		rpc:  sessionpb.NewSupervisorSessionClient(conn),
+		cfg:     cfg,
+		log:     cfg.Logger.With(zap.String("sandbox", cfg.SandboxID), zap.String("target", cfg.Target)),
+		conn:    conn,
+		rpc:     sessionpb.NewSupervisorSessionClient(conn),
+		changes: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -120,12 +141,23 @@ func (c *Client) State() (connected bool, sessionID string, lastErr error) {
 	return c.connected, c.sessionID, c.lastErr
 }
 
+// Changes is signalled whenever the session comes up or goes down. It
+// holds one signal: read State for what is true now.
+func (c *Client) Changes() <-chan struct{} { return c.changes }
+
 func (c *Client) setState(connected bool, sessionID string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	changed := c.connected != connected
 	c.connected, c.sessionID = connected, sessionID
 	if err != nil {
 		c.lastErr = err
+	}
+	if changed {
+		select {
+		case c.changes <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -138,11 +170,14 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("run session of %s: already running", c.cfg.SandboxID)
 	}
 	defer c.running.Store(false)
+	sock := c.watchSocket()
+	defer sock.close()
 	attempt := 0
 	for {
 		// The loop owns the backoff: gRPC's own reconnect backoff (up to
 		// two minutes) would otherwise fail this attempt fast, unseen.
 		c.conn.ResetConnectBackoff()
+		before := sock.identity()
 		acceptedAt, err := c.runSession(ctx)
 		c.setState(false, "", err)
 		if ctx.Err() != nil {
@@ -154,7 +189,7 @@ func (c *Client) Run(ctx context.Context) error {
 		delay := c.cfg.Backoff.Delay(attempt, rand.Float64())
 		attempt++
 		c.log.Info("session ended; reconnecting", zap.Error(err), zap.Duration("delay", delay))
-		if c.sleepOrWake(ctx, delay) {
+		if c.sleepOrWake(ctx, delay, sock, before) {
 			attempt = 0 // a gateway just came up: start the backoff afresh
 			// Let the transport come up before the attempt, which would
 			// otherwise fail fast on a connection still reconnecting and
@@ -186,23 +221,115 @@ func (c *Client) awaitReady(ctx context.Context, limit time.Duration) {
 	}
 }
 
+// gatewaySocket is a unix target's socket, and the watch of its
+// directory that tells when it is made again; both zero on other targets.
+type gatewaySocket struct {
+	path  string
+	watch *dirwatch.Watch
+	owned *dirwatch.Watcher // the watcher Run made, when none was given
+}
+
+// socketIdentity tells one socket file from another made at the same
+// path: a file system may give the new one the old one's inode number,
+// never (short of a clock step) its change time as well.
+type socketIdentity struct {
+	exists   bool
+	dev, ino uint64
+	ctime    syscall.Timespec
+}
+
+// watchSocket starts watching the socket's directory, for all of Run: a
+// socket made between a failed attempt and the backoff is then not missed.
+func (c *Client) watchSocket() gatewaySocket {
+	t, err := ParseTarget(c.cfg.Target)
+	if err != nil || t.Scheme != SchemeUnix {
+		return gatewaySocket{}
+	}
+	s := gatewaySocket{path: t.Path}
+	w := c.cfg.Watcher
+	if w == nil {
+		w = dirwatch.New(c.log)
+		s.owned = w
+		if err := w.Err(); err != nil {
+			c.log.Warn("cannot watch the gateway socket's directory; polling it during backoff",
+				zap.String("socket", t.Path), zap.Duration("interval", c.cfg.SocketPollInterval), zap.Error(err))
+		}
+	}
+	name := filepath.Base(t.Path)
+	s.watch = w.Watch(filepath.Dir(t.Path), func(n string) bool { return n == name })
+	return s
+}
+
+func (s gatewaySocket) close() {
+	if s.watch != nil {
+		s.watch.Close()
+	}
+	if s.owned != nil {
+		s.owned.Close()
+	}
+}
+
+// identity returns which socket file is at the path now.
+func (s gatewaySocket) identity() socketIdentity {
+	if s.path == "" {
+		return socketIdentity{}
+	}
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return socketIdentity{}
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return socketIdentity{exists: true}
+	}
+	return socketIdentity{exists: true, dev: uint64(st.Dev), ino: st.Ino, ctime: st.Ctim}
+}
+
 // sleepOrWake waits out a backoff delay, or less: on a unix target it
-// also watches the socket's directory, and returns as soon as the socket
-// is created again, so that a restarted gateway is reached at once rather
-// than at the end of a backoff that grew while it was down. It reports
-// whether it was woken that way.
-func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration) bool {
+// returns as soon as a socket other than the one of the failed attempt
+// (before) is at the path, so that a restarted gateway is reached at
+// once rather than at the end of a backoff that grew while it was down.
+// It learns of the new socket from the directory's watch, or, where
+// inotify is not available, by looking every SocketPollInterval. The
+// same socket as before never wakes it: a gateway that refused the
+// session is not asked again before the backoff ends. It reports whether
+// it was woken that way.
+func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gatewaySocket, before socketIdentity) bool {
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
-	var events <-chan fsnotify.Event
-	t, err := ParseTarget(c.cfg.Target)
-	if err == nil && t.Scheme == SchemeUnix {
-		if w, err := fsnotify.NewWatcher(); err == nil {
-			defer w.Close()
-			if w.Add(filepath.Dir(t.Path)) == nil {
-				events = w.Events
-			}
+	if sock.watch == nil {
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
 		}
+		return false
+	}
+	woken := func() bool {
+		now := sock.identity()
+		if !now.exists || now == before {
+			return false
+		}
+		c.log.Info("gateway socket created; reconnecting now", zap.String("socket", sock.path))
+		return true
+	}
+	// Unwatched (no inotify, or the directory gone), the socket is polled.
+	var poll <-chan time.Time
+	var ticker *time.Ticker
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	pollUnlessWatched := func() {
+		if ticker == nil && !sock.watch.Active() {
+			ticker = time.NewTicker(c.cfg.SocketPollInterval)
+			poll = ticker.C
+		}
+	}
+	pollUnlessWatched()
+	// The socket may have been made since the attempt, before the wait.
+	if woken() {
+		return true
 	}
 	for {
 		select {
@@ -210,13 +337,13 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration) bool {
 			return false
 		case <-timer.C:
 			return false
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
+		case <-sock.watch.C():
+			if woken() {
+				return true
 			}
-			if ev.Name == t.Path && ev.Has(fsnotify.Create) {
-				c.log.Info("gateway socket created; reconnecting now", zap.String("socket", t.Path))
+			pollUnlessWatched() // the signal may say the directory went away
+		case <-poll:
+			if woken() {
 				return true
 			}
 		}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/source"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 	"github.com/sandkey/sandkey/pkg/supervisor/workload"
@@ -46,7 +48,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	if err := cfg.Check(); err != nil {
 		return fail(log, err)
 	}
-	src, err := newSource(ctx, cfg, log)
+	// One inotify instance for everything the supervisor watches: they are
+	// a per-user limit, shared with every other sandbox of the host user.
+	watcher := dirwatch.New(log.Named("watch"))
+	defer watcher.Close()
+	if degraded := degradedReason(watcher); degraded != "" {
+		log.Warn(degraded, zap.Error(watcher.Err()))
+	}
+	src, err := newSource(ctx, cfg, watcher, log)
 	if err != nil {
 		return fail(log, err)
 	}
@@ -70,6 +79,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	client, err := session.NewClient(session.ClientConfig{
 		Target: cfg.Gateway, SandboxID: cfg.SandboxID, InstanceID: cfg.InstanceID, Version: Version,
 		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: execEnv()}, Logger: log.Named("session"),
+		Watcher: watcher,
 	})
 	if err != nil {
 		runner.Stop()
@@ -82,7 +92,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	var wg sync.WaitGroup
 	wg.Go(func() { client.Run(sessCtx) })
 	if cfg.StatusFile != "" {
-		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, runner.Pid(), log) })
+		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, watcher, runner.Pid(), log) })
 	}
 
 	// A cancelled ctx (the supervisor's own SIGTERM is forwarded by the
@@ -114,7 +124,18 @@ func fail(log *zap.Logger, err error) int {
 	return ExitSoftware
 }
 
-func newSource(ctx context.Context, cfg Config, log *zap.Logger) (tokenSource, error) {
+// degradedReason says, for the log and the status file, how the
+// supervisor works without an inotify instance; "" when it has one.
+func degradedReason(w *dirwatch.Watcher) string {
+	if w.Err() == nil {
+		return ""
+	}
+	return fmt.Sprintf("no inotify instance left for this user: polling the token directory every %s and, while reconnecting, "+
+		"the gateway socket every %s; raise fs.inotify.max_user_instances on the host",
+		source.DefaultUnwatchedPollInterval, session.DefaultSocketPollInterval)
+}
+
+func newSource(ctx context.Context, cfg Config, watcher *dirwatch.Watcher, log *zap.Logger) (tokenSource, error) {
 	if cfg.Mode == ModeStatic {
 		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires",
 			zap.String("sandbox", cfg.SandboxID))
@@ -127,6 +148,7 @@ func newSource(ctx context.Context, cfg Config, log *zap.Logger) (tokenSource, e
 	return source.New(ctx, source.Config{
 		SandboxID: cfg.SandboxID, Dir: cfg.TokenDir, Issuer: cfg.Issuer, Audience: cfg.Audience,
 		TrustDomain: cfg.TrustDomain, PollInterval: cfg.PollInterval, Logger: log.Named("source"),
+		Watcher: watcher,
 	})
 }
 
@@ -138,9 +160,9 @@ func (staticTokens) Subscribe() (<-chan *auth.Token, func()) {
 }
 func (staticTokens) Close() error { return nil }
 
-// keepStatus rewrites the status file on every new token and every
-// statusRefresh.
-func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *session.Client, pid int, log *zap.Logger) {
+// keepStatus rewrites the status file on every new token, every session
+// coming up or going down, and every statusRefresh.
+func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *session.Client, watcher *dirwatch.Watcher, pid int, log *zap.Logger) {
 	changes, cancel := src.Subscribe()
 	defer cancel()
 	t := time.NewTicker(statusRefresh)
@@ -149,6 +171,10 @@ func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *sessio
 	for {
 		connected, sessionID, err := client.State()
 		st := statusOf(cfg.SandboxID, src.Current(), connected, sessionID, err, pid, time.Now())
+		st.Watch, st.Degraded = WatchInotify, degradedReason(watcher)
+		if st.Degraded != "" {
+			st.Watch = WatchPoll
+		}
 		if err := writeStatus(cfg.StatusFile, st); err != nil && err.Error() != lastErr {
 			lastErr = err.Error()
 			log.Warn("status file", zap.Error(err))
@@ -157,6 +183,7 @@ func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *sessio
 		case <-ctx.Done():
 			return
 		case <-changes:
+		case <-client.Changes():
 		case <-t.C:
 		}
 	}

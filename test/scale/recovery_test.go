@@ -62,13 +62,14 @@ func TestEverySupervisorRecoversWithinTwoSecondsOfGatewayReadiness(t *testing.T)
 	for _, tc := range []struct {
 		name      string
 		instances int
+		degraded  bool // whether some supervisors must go without inotify
 	}{
-		{"inotify_instances_128", 128},
-		{"inotify_instances_raised", 2 * sandboxes * 2},
+		{"inotify_instances_128", 128, true},
+		{"inotify_instances_raised", 2 * sandboxes * 2, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			setInotifyInstances(t, tc.instances)
-			runRecovery(t)
+			runRecovery(t, tc.degraded)
 		})
 	}
 }
@@ -344,7 +345,7 @@ func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) b
 	return true
 }
 
-func runRecovery(t *testing.T) {
+func runRecovery(t *testing.T, wantDegraded bool) {
 	h := newHost(t)
 	h.start()
 	client := h.admin()
@@ -385,6 +386,15 @@ func runRecovery(t *testing.T) {
 		}
 	}
 	time.Sleep(time.Until(lastExp) + 200*time.Millisecond)
+	// Reconnecting, each supervisor holds at most one inotify instance.
+	for _, pid := range processesOf(h.uid) {
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "supervisor" {
+			continue
+		}
+		if n := inotifyInstances(pid); n > 1 {
+			t.Errorf("supervisor %d holds %d inotify instances while reconnecting, want at most 1", pid, n)
+		}
+	}
 	t.Logf("gateway down %s; every token expired", time.Since(stopped).Round(time.Millisecond))
 
 	restarted := time.Now()
@@ -434,12 +444,28 @@ func runRecovery(t *testing.T) {
 		readyAt.Sub(restarted).Round(time.Millisecond), degraded, sandboxes)
 	t.Logf("fresh token after readiness: %s", summary(tokenDelays))
 	t.Logf("session after readiness:     %s", summary(sessionDelays))
+	if wantDegraded != (degraded > 0) {
+		t.Errorf("%d supervisors without inotify; the test wants some: %v", degraded, wantDegraded)
+	}
 	if p := percentile(tokenDelays, 99); p > recoveryBound {
 		t.Errorf("p99 time from readiness to a fresh token is %s, want at most %s", p, recoveryBound)
 	}
 	if p := percentile(sessionDelays, 99); p > recoveryBound {
 		t.Errorf("p99 time from readiness to a session is %s, want at most %s", p, recoveryBound)
 	}
+}
+
+// inotifyInstances counts the inotify instances process pid holds.
+func inotifyInstances(pid int) int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, _ := os.ReadDir(dir)
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && target == "anon_inode:inotify" {
+			n++
+		}
+	}
+	return n
 }
 
 // events is what one supervisor's log says of its recovery.
