@@ -150,6 +150,9 @@ func (g *Gateway) Serve(ctx context.Context) error {
 }
 
 // Ready reports whether the gateway has reconciled and serves sessions.
+// Open binds every running sandbox's socket before it returns, so once
+// Ready, each of them answers: a supervisor that dials the moment its
+// socket appears is never turned away.
 func (g *Gateway) Ready() bool { return g.ready.Load() }
 
 // Close ends every session and listener and closes the store. Sandboxes

@@ -58,7 +58,14 @@
 //
 // The supervisor reconnects after any end with exponential backoff and full
 // jitter (100 ms to 30 s, reset once a session stayed up 30 s). A Rejected
-// UNAUTHENTICATED or SUPERSEDED makes it mark its token rejected.
+// UNAUTHENTICATED or SUPERSEDED makes it mark its token rejected. On a unix
+// target a backoff ends early, with the backoff started afresh, as soon as
+// a socket other than the one of the failed attempt is at the path (a
+// restarted gateway): the client watches the socket's directory for all of
+// Run through the process's shared inotify instance (ClientConfig.Watcher,
+// see pkg/dirwatch) and, where it has none, stats the socket every
+// SocketPollInterval (250 ms) while it waits. The same socket never ends a
+// backoff early, so a gateway that refused the session is not hammered.
 //
 // # Channel identity
 //

@@ -69,7 +69,21 @@ func TestEverySupervisorRecoversWithinTwoSecondsOfGatewayReadiness(t *testing.T)
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			setInotifyInstances(t, tc.instances)
-			runRecovery(t, tc.degraded)
+			h := runRecovery(t, tc.degraded)
+			// The gateway told the operator, and its metrics show why.
+			metrics := h.get("/metrics")
+			for _, want := range []string{
+				fmt.Sprintf("sandkey_inotify_max_user_instances %d\n", tc.instances),
+				fmt.Sprintf("sandkey_host_kernel_sandboxes %d\n", sandboxes),
+			} {
+				if !strings.Contains(metrics, want) {
+					t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
+				}
+			}
+			warned := strings.Contains(h.read("gateway.log"), "sysctl -w fs.inotify.max_user_instances=1024")
+			if warned != tc.degraded {
+				t.Errorf("gateway warned with the sysctl to run: %v, want %v", warned, tc.degraded)
+			}
 		})
 	}
 }
@@ -273,12 +287,32 @@ func processesOf(uid uint32) []int {
 	return pids
 }
 
-func (h *host) tail(name string) string {
+func (h *host) read(name string) string {
 	data, _ := os.ReadFile(filepath.Join(h.dir, name))
+	return string(data)
+}
+
+func (h *host) tail(name string) string {
+	data := h.read(name)
 	if len(data) > 4000 {
 		data = data[len(data)-4000:]
 	}
-	return string(data)
+	return data
+}
+
+// get returns the body of a GET of the gateway's HTTP path.
+func (h *host) get(path string) string {
+	h.t.Helper()
+	resp, err := probe.Get("http://" + h.httpAddr + path)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return string(body)
 }
 
 func (h *host) admin() adminpb.AdminClient {
@@ -345,7 +379,7 @@ func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) b
 	return true
 }
 
-func runRecovery(t *testing.T, wantDegraded bool) {
+func runRecovery(t *testing.T, wantDegraded bool) *host {
 	h := newHost(t)
 	h.start()
 	client := h.admin()
@@ -453,6 +487,7 @@ func runRecovery(t *testing.T, wantDegraded bool) {
 	if p := percentile(sessionDelays, 99); p > recoveryBound {
 		t.Errorf("p99 time from readiness to a session is %s, want at most %s", p, recoveryBound)
 	}
+	return h
 }
 
 // inotifyInstances counts the inotify instances process pid holds.
