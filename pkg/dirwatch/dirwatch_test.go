@@ -4,11 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/sandkey/sandkey/pkg/dirwatch/dirwatchtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -79,18 +80,11 @@ func TestEachWatchIsSignalledForItsOwnNamesOnly(t *testing.T) {
 	}
 }
 
-// inotifyInstances counts this process's inotify file descriptors.
 func inotifyInstances(t *testing.T) int {
 	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
+	n, err := dirwatchtest.InotifyInstances(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.Contains(target, "inotify") {
-			n++
-		}
 	}
 	return n
 }

@@ -71,16 +71,20 @@ func newWakeClient(t *testing.T, e *env, dir string, w *dirwatch.Watcher) *Clien
 	return c
 }
 
+// watcherModes are the two ways a client learns of its socket: inotify,
+// and polling where the host user has no inotify instance left.
+var watcherModes = []struct {
+	name    string
+	watcher func() *dirwatch.Watcher
+}{
+	{"inotify", func() *dirwatch.Watcher { return dirwatch.New(nil) }},
+	{"polling", func() *dirwatch.Watcher { return dirwatch.Unavailable(errors.New("no inotify")) }},
+}
+
 // A socket made between the failed attempt and the start of the backoff
 // (no event to see any more) still ends the backoff at once.
 func TestBackoffEndsForASocketMadeBeforeItBegan(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		watcher func() *dirwatch.Watcher
-	}{
-		{"inotify", func() *dirwatch.Watcher { return dirwatch.New(nil) }},
-		{"polling", func() *dirwatch.Watcher { return dirwatch.Unavailable(errors.New("no inotify")) }},
-	} {
+	for _, tc := range watcherModes {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envConfig{})
 			w := tc.watcher()
@@ -113,13 +117,7 @@ func TestBackoffEndsForASocketMadeBeforeItBegan(t *testing.T) {
 // short: a gateway that refused the session is not asked again at once,
 // however often the socket is looked at or its directory changes.
 func TestTheSameSocketNeverEndsABackoff(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		watcher func() *dirwatch.Watcher
-	}{
-		{"inotify", func() *dirwatch.Watcher { return dirwatch.New(nil) }},
-		{"polling", func() *dirwatch.Watcher { return dirwatch.Unavailable(errors.New("no inotify")) }},
-	} {
+	for _, tc := range watcherModes {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envConfig{})
 			w := tc.watcher()

@@ -24,6 +24,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/dirwatch/dirwatchtest"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 	"github.com/sandkey/sandkey/test/binaries"
@@ -425,7 +426,7 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "supervisor" {
 			continue
 		}
-		if n := inotifyInstances(pid); n > 1 {
+		if n, _ := dirwatchtest.InotifyInstances(pid); n > 1 {
 			t.Errorf("supervisor %d holds %d inotify instances while reconnecting, want at most 1", pid, n)
 		}
 	}
@@ -488,19 +489,6 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 		t.Errorf("p99 time from readiness to a session is %s, want at most %s", p, recoveryBound)
 	}
 	return h
-}
-
-// inotifyInstances counts the inotify instances process pid holds.
-func inotifyInstances(pid int) int {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	fds, _ := os.ReadDir(dir)
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && target == "anon_inode:inotify" {
-			n++
-		}
-	}
-	return n
 }
 
 // events is what one supervisor's log says of its recovery.

@@ -3,12 +3,11 @@ package source
 import (
 	"errors"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/dirwatch"
+	"github.com/sandkey/sandkey/pkg/dirwatch/dirwatchtest"
 )
 
 // Without an inotify instance (the host user's are spent), a new token is
@@ -52,15 +51,9 @@ func TestASourceGivenAWatcherMakesNoInotifyInstance(t *testing.T) {
 
 func inotifyFDs(t *testing.T) int {
 	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
+	n, err := dirwatchtest.InotifyInstances(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.Contains(target, "inotify") {
-			n++
-		}
 	}
 	return n
 }
