@@ -457,6 +457,7 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 
 	var tokenDelays, sessionDelays []time.Duration
 	degraded := 0
+	slowest, slowestDelay := "", time.Duration(0)
 	for id, held := range heldGen {
 		ev := recoveryEvents(t, h.sandboxFile(id, "driver", "sandbox.log"), held, stopped)
 		if ev.token.IsZero() || ev.session.IsZero() {
@@ -467,6 +468,9 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 		}
 		tokenDelays = append(tokenDelays, ev.token.Sub(readyAt))
 		sessionDelays = append(sessionDelays, ev.session.Sub(readyAt))
+		if d := max(ev.token.Sub(readyAt), ev.session.Sub(readyAt)); d > slowestDelay {
+			slowest, slowestDelay = id, d
+		}
 		st, err := supervisor.ReadStatus(h.sandboxFile(id, "driver", process.StatusFileName))
 		if err != nil {
 			t.Errorf("sandbox %s: %v", id, err)
@@ -479,6 +483,10 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 		readyAt.Sub(restarted).Round(time.Millisecond), degraded, sandboxes)
 	t.Logf("fresh token after readiness: %s", summary(tokenDelays))
 	t.Logf("session after readiness:     %s", summary(sessionDelays))
+	if slowest != "" {
+		t.Logf("slowest supervisor (%s, %s), its log since the stop:\n%s", slowest, slowestDelay.Round(time.Millisecond),
+			logSince(h.sandboxFile(slowest, "driver", "sandbox.log"), stopped))
+	}
 	if wantDegraded != (degraded > 0) {
 		t.Errorf("%d supervisors without inotify; the test wants some: %v", degraded, wantDegraded)
 	}
@@ -539,6 +547,21 @@ func recoveryEvents(t *testing.T, path string, held uint64, since time.Time) eve
 		}
 	}
 	return ev
+}
+
+// logSince returns the lines of a supervisor's JSON log from since on.
+func logSince(path string, since time.Time) string {
+	data, _ := os.ReadFile(path)
+	var out strings.Builder
+	for line := range strings.Lines(string(data)) {
+		var entry struct {
+			TS float64 `json:"ts"`
+		}
+		if json.Unmarshal([]byte(line), &entry) == nil && !time.Unix(0, int64(entry.TS*1e9)).Before(since) {
+			out.WriteString(line)
+		}
+	}
+	return out.String()
 }
 
 func percentile(ds []time.Duration, p int) time.Duration {
