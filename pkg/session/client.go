@@ -82,6 +82,11 @@ type Client struct {
 	rpc  sessionpb.SupervisorSessionClient
 
 	running atomic.Bool // Run is not reentrant
+	// dialed is the socket a unix target's last dial found (nil before
+	// the first): a backoff ends early only for another one.
+	dialed atomic.Pointer[socketIdentity]
+	// dialEnded holds the outcome of the connection's latest dial.
+	dialEnded chan error
 
 	mu        sync.Mutex
 	connected bool
@@ -115,19 +120,40 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.SocketPollInterval = DefaultSocketPollInterval
 	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
+	c := &Client{
+		cfg:       cfg,
+		log:       cfg.Logger.With(zap.String("sandbox", cfg.SandboxID), zap.String("target", cfg.Target)),
+		changes:   make(chan struct{}, 1),
+		dialEnded: make(chan error, 1),
+	}
 	creds := &callCredentials{source: cfg.Source, inner: cfg.Source.PerRPCCredentials(), sandboxID: cfg.SandboxID}
 	opts := append([]DialOption{WithGRPCOptions(grpc.WithPerRPCCredentials(creds))}, cfg.DialOptions...)
+	var socket string
+	if t, err := ParseTarget(cfg.Target); err == nil && t.Scheme == SchemeUnix {
+		socket = t.Path
+	}
+	opts = append(opts, withDialObserver(func() {
+		if socket != "" {
+			id := socketIdentityOf(socket)
+			c.dialed.Store(&id)
+		}
+	}, func(err error) {
+		// Newest wins: a reader wants the outcome of the latest dial.
+		select {
+		case <-c.dialEnded:
+		default:
+		}
+		select {
+		case c.dialEnded <- err:
+		default:
+		}
+	}))
 	conn, err := Dial(context.Background(), cfg.Target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("new session client for %s: %w", cfg.SandboxID, err)
 	}
-	return &Client{
-		cfg:     cfg,
-		log:     cfg.Logger.With(zap.String("sandbox", cfg.SandboxID), zap.String("target", cfg.Target)),
-		conn:    conn,
-		rpc:     sessionpb.NewSupervisorSessionClient(conn),
-		changes: make(chan struct{}, 1),
-	}, nil
+	c.conn, c.rpc = conn, sessionpb.NewSupervisorSessionClient(conn)
+	return c, nil
 }
 
 // Close closes the connection.
@@ -175,10 +201,11 @@ func (c *Client) Run(ctx context.Context) error {
 	attempt := 0
 	for {
 		// The loop owns the backoff: gRPC's own reconnect backoff (up to
-		// two minutes) would otherwise fail this attempt fast, unseen.
-		c.conn.ResetConnectBackoff()
-		before := sock.identity()
+		// two minutes) would otherwise fail this attempt fast, unseen, on
+		// the error of an older dial. So dial afresh and await the outcome.
+		c.dialNow(ctx, dialOutcomeTimeout)
 		acceptedAt, err := c.runSession(ctx)
+		before := c.lastDialed() // the socket this attempt dialled
 		c.setState(false, "", err)
 		if ctx.Err() != nil {
 			return nil
@@ -191,10 +218,6 @@ func (c *Client) Run(ctx context.Context) error {
 		c.log.Info("session ended; reconnecting", zap.Error(err), zap.Duration("delay", delay))
 		if c.sleepOrWake(ctx, delay, sock, before) {
 			attempt = 0 // a gateway just came up: start the backoff afresh
-			// Let the transport come up before the attempt, which would
-			// otherwise fail fast on a connection still reconnecting and
-			// send the loop back into a long backoff.
-			c.awaitReady(ctx, wakeConnectTimeout)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -202,23 +225,48 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// wakeConnectTimeout bounds how long a woken client waits for its
-// connection to the reappeared socket before it tries anyway.
-const wakeConnectTimeout = 2 * time.Second
+// dialOutcomeTimeout bounds how long an attempt waits for its dial's
+// outcome before it tries anyway.
+const dialOutcomeTimeout = 2 * time.Second
 
-// awaitReady asks the connection to connect and waits until it is ready,
-// at most limit.
-func (c *Client) awaitReady(ctx context.Context, limit time.Duration) {
+// dialNow has the connection dial now, unless it is ready, and waits (at
+// most limit) for the outcome: ready, or this very dial failed. An attempt
+// then never fails on an older dial's error (gRPC keeps reporting the
+// last failure until a connection is ready), which would tell a socket
+// that appeared since for the one that failed.
+func (c *Client) dialNow(ctx context.Context, limit time.Duration) {
+	if c.conn.GetState() == connectivity.Ready {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	select {
+	case <-c.dialEnded: // an older dial's outcome
+	default:
+	}
 	c.conn.ResetConnectBackoff()
 	c.conn.Connect()
-	for {
-		st := c.conn.GetState()
-		if st == connectivity.Ready || !c.conn.WaitForStateChange(ctx, st) {
+	select {
+	case err := <-c.dialEnded:
+		if err != nil {
+			return
+		}
+	case <-ctx.Done():
+		return
+	}
+	for st := c.conn.GetState(); st != connectivity.Ready && st != connectivity.Shutdown; st = c.conn.GetState() {
+		if !c.conn.WaitForStateChange(ctx, st) {
 			return
 		}
 	}
+}
+
+// lastDialed is the socket the connection's last dial found.
+func (c *Client) lastDialed() socketIdentity {
+	if id := c.dialed.Load(); id != nil {
+		return *id
+	}
+	return socketIdentity{}
 }
 
 // gatewaySocket is a unix target's socket, and the watch of its
@@ -274,7 +322,11 @@ func (s gatewaySocket) identity() socketIdentity {
 	if s.path == "" {
 		return socketIdentity{}
 	}
-	fi, err := os.Stat(s.path)
+	return socketIdentityOf(s.path)
+}
+
+func socketIdentityOf(path string) socketIdentity {
+	fi, err := os.Stat(path)
 	if err != nil {
 		return socketIdentity{}
 	}
@@ -286,8 +338,8 @@ func (s gatewaySocket) identity() socketIdentity {
 }
 
 // sleepOrWake waits out a backoff delay, or less: on a unix target it
-// returns as soon as a socket other than the one of the failed attempt
-// (before) is at the path, so that a restarted gateway is reached at
+// returns as soon as a socket other than the one the failed attempt
+// dialled (before) is at the path, so that a restarted gateway is reached at
 // once rather than at the end of a backoff that grew while it was down.
 // It learns of the new socket from the directory's watch, or, where
 // inotify is not available, by looking every SocketPollInterval. The

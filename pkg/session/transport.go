@@ -102,8 +102,16 @@ func ParseTarget(target string) (Target, error) {
 type DialOption func(*dialOptions)
 
 type dialOptions struct {
-	tls  *tls.Config
-	grpc []grpc.DialOption
+	tls        *tls.Config
+	grpc       []grpc.DialOption
+	beforeDial func()      // called before every dial of the transport
+	afterDial  func(error) // called with every dial's outcome
+}
+
+// withDialObserver has before called before every dial and after with its
+// outcome, so that the client knows what its connection's dials found.
+func withDialObserver(before func(), after func(error)) DialOption {
+	return func(o *dialOptions) { o.beforeDial, o.afterDial = before, after }
 }
 
 // WithTLSConfig sets the TLS configuration for tls:// targets.
@@ -137,7 +145,7 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 	}
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithContextDialer(dialer(t)),
+		grpc.WithContextDialer(observed(dialer(t), o.beforeDial, o.afterDial)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true,
@@ -175,6 +183,23 @@ func dialer(t Target) func(ctx context.Context, _ string) (net.Conn, error) {
 		default:
 			return d.DialContext(ctx, "tcp", t.Addr)
 		}
+	}
+}
+
+// observed calls before and after (when set) around every dial.
+func observed(dial func(context.Context, string) (net.Conn, error), before func(), after func(error)) func(context.Context, string) (net.Conn, error) {
+	if before == nil && after == nil {
+		return dial
+	}
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		if before != nil {
+			before()
+		}
+		conn, err := dial(ctx, addr)
+		if after != nil {
+			after(err)
+		}
+		return conn, err
 	}
 }
 

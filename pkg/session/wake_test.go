@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/connectivity"
+
 	"github.com/sandkey/sandkey/pkg/dirwatch"
 )
 
@@ -143,5 +145,38 @@ func TestTheSameSocketNeverEndsABackoff(t *testing.T) {
 				t.Fatalf("backoff of 300ms ended after %s", waited)
 			}
 		})
+	}
+}
+
+// An attempt can fail on the error of the connection's last dial, made
+// before a new socket appeared: the backoff compares with the socket that
+// dial found, not with the one there once the attempt failed, and each
+// attempt dials afresh rather than failing on an old dial's error.
+func TestAttemptsDialAfreshAndBackoffsCompareWithTheSocketTheDialFound(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	w := dirwatch.Unavailable(errors.New("no inotify"))
+	dir := t.TempDir()
+	c := newWakeClient(t, e, dir, w)
+	sock := c.watchSocket()
+	defer sock.close()
+	ctx := context.Background()
+
+	c.dialNow(ctx, 2*time.Second) // no socket yet: the dial fails
+	if _, err := e.listeners.AddSandbox(dir, "sb-x"); err != nil { // a gateway serves it
+		t.Fatal(err)
+	}
+	before := c.lastDialed()
+	if before.exists {
+		t.Fatal("the dial is recorded as having found the socket made after it")
+	}
+	if !c.sleepOrWake(ctx, time.Hour, sock, before) {
+		t.Fatal("not woken by the socket made after the failed dial")
+	}
+	c.dialNow(ctx, 2*time.Second)
+	if st := c.conn.GetState(); st != connectivity.Ready {
+		t.Fatalf("connection %s after a fresh dial to a listening socket, want READY", st)
+	}
+	if !c.lastDialed().exists {
+		t.Fatal("the fresh dial is not recorded")
 	}
 }

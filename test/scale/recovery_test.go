@@ -134,7 +134,7 @@ func newHost(t *testing.T) *host {
 	h := &host{t: t, uid: freeUID(t), dir: dir, state: filepath.Join(dir, "state")}
 	t.Cleanup(func() {
 		h.killAll()
-		if t.Failed() && os.Getenv("SANDKEY_KEEP_LOGS") != "" {
+		if os.Getenv("SANDKEY_KEEP_LOGS") != "" {
 			t.Logf("logs kept in %s", dir)
 			return
 		}
@@ -484,8 +484,9 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 	t.Logf("fresh token after readiness: %s", summary(tokenDelays))
 	t.Logf("session after readiness:     %s", summary(sessionDelays))
 	if slowest != "" {
-		t.Logf("slowest supervisor (%s, %s), its log since the stop:\n%s", slowest, slowestDelay.Round(time.Millisecond),
-			logSince(h.sandboxFile(slowest, "driver", "sandbox.log"), stopped))
+		t.Logf("slowest supervisor (%s, %s after readiness at %.3f), its log since the stop (%.3f):\n%s", slowest,
+			slowestDelay.Round(time.Millisecond), float64(readyAt.UnixNano())/1e9, float64(stopped.UnixNano())/1e9,
+			logSince(h.sandboxFile(slowest, "driver", "sandbox.log"), stopped.Add(-time.Minute)))
 	}
 	if wantDegraded != (degraded > 0) {
 		t.Errorf("%d supervisors without inotify; the test wants some: %v", degraded, wantDegraded)
