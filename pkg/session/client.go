@@ -85,8 +85,10 @@ type Client struct {
 	// dialed is the socket a unix target's last dial found (nil before
 	// the first): a backoff ends early only for another one.
 	dialed atomic.Pointer[socketIdentity]
-	// dialEnded holds the outcome of the connection's latest dial.
-	dialEnded chan error
+	// dials numbers the connection's dials; dialEnded holds the outcome
+	// of the latest one to end.
+	dials     atomic.Uint64
+	dialEnded chan dialOutcome
 
 	mu        sync.Mutex
 	connected bool
@@ -124,7 +126,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With(zap.String("sandbox", cfg.SandboxID), zap.String("target", cfg.Target)),
 		changes:   make(chan struct{}, 1),
-		dialEnded: make(chan error, 1),
+		dialEnded: make(chan dialOutcome, 1),
 	}
 	creds := &callCredentials{source: cfg.Source, inner: cfg.Source.PerRPCCredentials(), sandboxID: cfg.SandboxID}
 	opts := append([]DialOption{WithGRPCOptions(grpc.WithPerRPCCredentials(creds))}, cfg.DialOptions...)
@@ -132,22 +134,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if t, err := ParseTarget(cfg.Target); err == nil && t.Scheme == SchemeUnix {
 		socket = t.Path
 	}
-	opts = append(opts, withDialObserver(func() {
-		if socket != "" {
-			id := socketIdentityOf(socket)
-			c.dialed.Store(&id)
-		}
-	}, func(err error) {
-		// Newest wins: a reader wants the outcome of the latest dial.
-		select {
-		case <-c.dialEnded:
-		default:
-		}
-		select {
-		case c.dialEnded <- err:
-		default:
-		}
-	}))
+	opts = append(opts, withDialObserver(c.beforeDial(socket), c.afterDial))
 	conn, err := Dial(context.Background(), cfg.Target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("new session client for %s: %w", cfg.SandboxID, err)
@@ -229,34 +216,77 @@ func (c *Client) Run(ctx context.Context) error {
 // outcome before it tries anyway.
 const dialOutcomeTimeout = 2 * time.Second
 
+// dialOutcome is how dial number seq ended.
+type dialOutcome struct {
+	seq uint64
+	err error
+}
+
+// beforeDial returns the hook run before each dial: it numbers the dial
+// and records which socket (when the target is one) it is about to find.
+func (c *Client) beforeDial(socket string) func() uint64 {
+	return func() uint64 {
+		if socket != "" {
+			id := socketIdentityOf(socket)
+			c.dialed.Store(&id)
+		}
+		return c.dials.Add(1)
+	}
+}
+
+// afterDial publishes a dial's outcome; newest wins.
+func (c *Client) afterDial(seq uint64, err error) {
+	select {
+	case <-c.dialEnded:
+	default:
+	}
+	select {
+	case c.dialEnded <- dialOutcome{seq: seq, err: err}:
+	default:
+	}
+}
+
 // dialNow has the connection dial now, unless it is ready, and waits (at
-// most limit) for the outcome: ready, or this very dial failed. An attempt
-// then never fails on an older dial's error (gRPC keeps reporting the
-// last failure until a connection is ready), which would tell a socket
-// that appeared since for the one that failed.
+// most limit) until it is ready or a dial begun now has failed. An attempt
+// then never fails on an older dial's error (gRPC keeps reporting the last
+// failure until a connection is ready), which would tell a socket that
+// appeared since for the one that failed.
 func (c *Client) dialNow(ctx context.Context, limit time.Duration) {
 	if c.conn.GetState() == connectivity.Ready {
 		return
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	select {
-	case <-c.dialEnded: // an older dial's outcome
-	default:
-	}
+	ready := make(chan struct{})
+	wg.Go(func() {
+		for st := c.conn.GetState(); st != connectivity.Ready; st = c.conn.GetState() {
+			if st == connectivity.Shutdown || !c.conn.WaitForStateChange(ctx, st) {
+				return
+			}
+		}
+		close(ready)
+	})
+	since := c.dials.Load()
 	c.conn.ResetConnectBackoff()
 	c.conn.Connect()
-	select {
-	case err := <-c.dialEnded:
-		if err != nil {
+	for {
+		select {
+		case <-ready:
 			return
-		}
-	case <-ctx.Done():
-		return
-	}
-	for st := c.conn.GetState(); st != connectivity.Ready && st != connectivity.Shutdown; st = c.conn.GetState() {
-		if !c.conn.WaitForStateChange(ctx, st) {
+		case <-ctx.Done():
 			return
+		case o := <-c.dialEnded:
+			switch {
+			case o.seq <= since && o.err != nil:
+				// A dial begun before this one failed: dial again.
+				c.conn.ResetConnectBackoff()
+				c.conn.Connect()
+			case o.seq > since && o.err != nil:
+				return // the attempt fails on this dial's error
+			}
+			// Dialled: the connection is ready once its handshake is done.
 		}
 	}
 }

@@ -66,6 +66,10 @@
 // see pkg/dirwatch) and, where it has none, stats the socket every
 // SocketPollInterval (250 ms) while it waits. The same socket never ends a
 // backoff early, so a gateway that refused the session is not hammered.
+// "The same" is the socket the attempt's dial found: each attempt dials
+// afresh and awaits the outcome, because gRPC keeps failing calls with its
+// last dial's error until a connection is ready, and that dial may predate
+// the new socket.
 //
 // # Channel identity
 //

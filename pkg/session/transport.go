@@ -104,13 +104,13 @@ type DialOption func(*dialOptions)
 type dialOptions struct {
 	tls        *tls.Config
 	grpc       []grpc.DialOption
-	beforeDial func()      // called before every dial of the transport
-	afterDial  func(error) // called with every dial's outcome
+	beforeDial func() uint64       // called before every dial; numbers it
+	afterDial  func(uint64, error) // called with every dial's number and outcome
 }
 
 // withDialObserver has before called before every dial and after with its
 // outcome, so that the client knows what its connection's dials found.
-func withDialObserver(before func(), after func(error)) DialOption {
+func withDialObserver(before func() uint64, after func(uint64, error)) DialOption {
 	return func(o *dialOptions) { o.beforeDial, o.afterDial = before, after }
 }
 
@@ -186,19 +186,15 @@ func dialer(t Target) func(ctx context.Context, _ string) (net.Conn, error) {
 	}
 }
 
-// observed calls before and after (when set) around every dial.
-func observed(dial func(context.Context, string) (net.Conn, error), before func(), after func(error)) func(context.Context, string) (net.Conn, error) {
-	if before == nil && after == nil {
+// observed calls before and after around every dial, when they are set.
+func observed(dial func(context.Context, string) (net.Conn, error), before func() uint64, after func(uint64, error)) func(context.Context, string) (net.Conn, error) {
+	if before == nil || after == nil {
 		return dial
 	}
 	return func(ctx context.Context, addr string) (net.Conn, error) {
-		if before != nil {
-			before()
-		}
+		seq := before()
 		conn, err := dial(ctx, addr)
-		if after != nil {
-			after(err)
-		}
+		after(seq, err)
 		return conn, err
 	}
 }

@@ -161,7 +161,7 @@ func TestAttemptsDialAfreshAndBackoffsCompareWithTheSocketTheDialFound(t *testin
 	defer sock.close()
 	ctx := context.Background()
 
-	c.dialNow(ctx, 2*time.Second) // no socket yet: the dial fails
+	c.dialNow(ctx, 2*time.Second)                                  // no socket yet: the dial fails
 	if _, err := e.listeners.AddSandbox(dir, "sb-x"); err != nil { // a gateway serves it
 		t.Fatal(err)
 	}
