@@ -83,18 +83,26 @@ var watcherModes = []struct {
 	{"polling", func() *dirwatch.Watcher { return dirwatch.Unavailable(errors.New("no inotify")) }},
 }
 
+// newBackoffWait is a client and its socket watch in a new directory,
+// through the watcher made by newWatcher, for the tests of its backoff.
+func newBackoffWait(t *testing.T, newWatcher func() *dirwatch.Watcher) (*Client, gatewaySocket, string) {
+	t.Helper()
+	e := newEnv(t, envConfig{})
+	w := newWatcher()
+	t.Cleanup(func() { w.Close() })
+	dir := t.TempDir()
+	c := newWakeClient(t, e, dir, w)
+	sock := c.watchSocket()
+	t.Cleanup(sock.close)
+	return c, sock, dir
+}
+
 // A socket made between the failed attempt and the start of the backoff
 // (no event to see any more) still ends the backoff at once.
 func TestBackoffEndsForASocketMadeBeforeItBegan(t *testing.T) {
 	for _, tc := range watcherModes {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envConfig{})
-			w := tc.watcher()
-			defer w.Close()
-			dir := t.TempDir()
-			c := newWakeClient(t, e, dir, w)
-			sock := c.watchSocket()
-			defer sock.close()
+			c, sock, dir := newBackoffWait(t, tc.watcher)
 			before := sock.identity() // the attempt found no socket
 			l, err := ListenSandboxSocket(dir, "sb-x")
 			if err != nil {
@@ -121,18 +129,12 @@ func TestBackoffEndsForASocketMadeBeforeItBegan(t *testing.T) {
 func TestTheSameSocketNeverEndsABackoff(t *testing.T) {
 	for _, tc := range watcherModes {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envConfig{})
-			w := tc.watcher()
-			defer w.Close()
-			dir := t.TempDir()
+			c, sock, dir := newBackoffWait(t, tc.watcher)
 			l, err := ListenSandboxSocket(dir, "sb-x")
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			c := newWakeClient(t, e, dir, w)
-			sock := c.watchSocket()
-			defer sock.close()
 			before := sock.identity()
 			if err := os.WriteFile(filepath.Join(dir, "other"), nil, 0o600); err != nil {
 				t.Fatal(err)

@@ -483,7 +483,7 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 		readyAt.Sub(restarted).Round(time.Millisecond), degraded, sandboxes)
 	t.Logf("fresh token after readiness: %s", summary(tokenDelays))
 	t.Logf("session after readiness:     %s", summary(sessionDelays))
-	if slowest != "" {
+	if slowestDelay > recoveryBound {
 		t.Logf("slowest supervisor (%s, %s after readiness at %.3f), its log since the stop (%.3f):\n%s", slowest,
 			slowestDelay.Round(time.Millisecond), float64(readyAt.UnixNano())/1e9, float64(stopped.UnixNano())/1e9,
 			logSince(h.sandboxFile(slowest, "driver", "sandbox.log"), stopped.Add(-time.Minute)))
