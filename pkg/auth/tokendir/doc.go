@@ -41,8 +41,8 @@
 //     in UTC with nanoseconds; the name is bumped past every existing
 //     generation, so names are unique and sort in write order even for two
 //     writes in the same nanosecond or a clock that steps back;
-//  5. fillGeneration: write every file 0400, then close the directory to
-//  0500. A file whose content is the one this Writer wrote into the
+//  5. fillGeneration: write every file 0400, then close the directory
+//     to mode 0500. A file whose content is the one this Writer wrote into the
 //     current generation (the JWKS, which changes only with the keys), and
 //     that is still the very inode it left there (same inode, size,
 //     modification time and mode), is hard-linked instead of written;
