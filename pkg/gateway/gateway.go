@@ -40,6 +40,8 @@ type Gateway struct {
 	verify  *auth.Verifier
 	jwks    atomic.Pointer[[]byte]
 	metrics *metrics
+	// tokens is where the token directories live, and whether in memory.
+	tokens TokenRoot
 
 	sessions *session.Server
 	grpc     *grpc.Server // serves sessions on every sandbox socket
@@ -74,6 +76,15 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token)}
+	tokens, err := InspectTokenRoot(cfg.TokenRoot)
+	if err != nil {
+		return nil, err
+	}
+	g.tokens = tokens
+	if !tokens.MemoryBacked {
+		g.log.Warn("token directories are on disk, not in memory: tokens reach the disk; run the gateway as root to mount a tmpfs there, or point --token-root at a tmpfs",
+			zap.String("token_root", tokens.Path), zap.String("fs_type", tokens.FSType))
+	}
 	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile), store.Options{
 		KeyFile: cfg.KeyFile, Now: cfg.Now, Logger: cfg.Logger})
 	if err != nil {
@@ -125,6 +136,10 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	return nil
 }
 
+// TokenRoot reports where the token directories live and whether they are
+// memory-backed.
+func (g *Gateway) TokenRoot() TokenRoot { return g.tokens }
+
 // Ready reports whether the gateway has reconciled and serves sessions.
 func (g *Gateway) Ready() bool { return g.ready.Load() }
 
@@ -173,7 +188,7 @@ func (g *Gateway) Store() *store.Store { return g.store }
 func (g *Gateway) JWKSJSON() []byte { return *g.jwks.Load() }
 
 func (g *Gateway) sandboxDir(id string) string { return filepath.Join(g.cfg.StateDir, "sandboxes", id) }
-func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.sandboxDir(id), "auth") }
+func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.tokens.Path, id) }
 func (g *Gateway) socketDir(id string) string  { return filepath.Join(g.sandboxDir(id), "gw") }
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
 
@@ -209,6 +224,12 @@ func (g *Gateway) writeToken(id, raw string) error {
 		w, _ = g.writers.LoadOrStore(id, nw)
 	}
 	return w.(*tokendir.Writer).Write(map[string][]byte{tokendir.TokenFile: []byte(raw), tokendir.JWKSFile: g.JWKSJSON()})
+}
+
+// removeTokenDir removes a sandbox's token directory, generations that
+// are read-only included.
+func (g *Gateway) removeTokenDir(id string) error {
+	return tokendir.RemoveDir(g.tokenDir(id))
 }
 
 func removeAll(path string) error {

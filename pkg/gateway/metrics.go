@@ -54,6 +54,14 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}
 		return float64(len(pending))
 	})
-	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, pending)
+	memory := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sandkey_token_dir_memory_backed", Help: "1 when the token directories are on a memory-backed file system (tmpfs, ramfs), 0 when tokens reach a disk.",
+	}, func() float64 {
+		if g.tokens.MemoryBacked {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(memory, m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, pending)
 	return m
 }

@@ -15,7 +15,8 @@ import (
 // still runs gets its socket back, and a fresh token if its token expired,
 // reached its rotation point, or was never written while the gateway was
 // down; one the driver no longer knows is marked vanished, one that ended
-// is marked stopped.
+// is marked stopped. A token directory found empty (a tmpfs after a host
+// reboot) counts as never written.
 func (g *Gateway) reconcile(ctx context.Context) error {
 	running, err := g.store.ListSandboxes(ctx, store.SandboxRunning)
 	if err != nil {
@@ -49,7 +50,7 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 			continue
 		}
 		serve = append(serve, sb.ID)
-		if sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) {
+		if sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) || !g.tokenDirPublished(sb.ID) {
 			remint = append(remint, sb.ID)
 		}
 	}

@@ -450,7 +450,15 @@ func (w *Writer) Remove() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.last = published{}
+	return RemoveDir(w.dir)
+}
 
+// RemoveDir deletes the token directory dir and all it holds, read-only
+// generations included, under its flock, so it waits for a Write of
+// another Writer to finish. It never follows a symlink planted inside. A
+// missing directory is not an error.
+func RemoveDir(dir string) error {
+	w := &Writer{dir: filepath.Clean(dir)}
 	fd, err := w.lock()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
