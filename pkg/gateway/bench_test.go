@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
@@ -49,7 +52,9 @@ func BenchmarkMintOnly(b *testing.B) {
 func newBenchEnv(b *testing.B, n int) *env {
 	b.Helper()
 	e := &env{t: b, dir: shortTempDir(b), clock: &clock{now: time.Now().Truncate(time.Second)}}
+	e.tokenRoot = memoryTokenRoot(b)
 	e.open()
+	start := time.Now()
 	b.Cleanup(func() { e.g.Close(); e.proc.Close() })
 	ctx := context.Background()
 	for i := range n {
@@ -61,5 +66,25 @@ func newBenchEnv(b *testing.B, n int) *env {
 			b.Fatal(err)
 		}
 	}
+	b.Logf("seeded %d sandboxes in %s", n, time.Since(start))
 	return e
+}
+
+// memoryTokenRoot is a token root on /dev/shm, a tmpfs, as in production
+// where the gateway mounts one.
+func memoryTokenRoot(b *testing.B) string {
+	dir, err := os.MkdirTemp("/dev/shm", "sk-tokens")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if err := tokendir.RemoveDir(filepath.Join(dir, e.Name())); err != nil {
+				b.Error(err)
+			}
+		}
+		os.Remove(dir)
+	})
+	return dir
 }

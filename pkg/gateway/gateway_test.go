@@ -66,12 +66,14 @@ func (d *checkingDriver) Start(ctx context.Context, spec driver.Spec) error {
 }
 
 type env struct {
-	t     testing.TB
-	dir   string
-	clock *clock
-	drv   *checkingDriver
-	proc  *process.Driver
-	g     *Gateway
+	t   testing.TB
+	dir string
+	// tokenRoot, when set, is the gateway's token root (default under dir).
+	tokenRoot string
+	clock     *clock
+	drv       *checkingDriver
+	proc      *process.Driver
+	g         *Gateway
 }
 
 // newEnv opens a gateway on a real store, with the real process driver
@@ -127,7 +129,7 @@ func (e *env) config() Config {
 	return Config{
 		StateDir: filepath.Join(e.dir, "state"), Lifetime: lifetime, StopGrace: time.Second,
 		Drivers: map[string]driver.Driver{"process": e.drv}, DefaultDriver: "process",
-		Now: e.clock.Now, Jitter: func() float64 { return 0 },
+		Now: e.clock.Now, Jitter: func() float64 { return 0 }, TokenRoot: e.tokenRoot,
 	}
 }
 

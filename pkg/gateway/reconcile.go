@@ -24,6 +24,7 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 	}
 	now := g.now()
 	var serve, remint []string
+	latest := make(map[string]uint64)
 	for _, sb := range running {
 		d, err := g.driverFor(sb.Driver)
 		if err != nil {
@@ -52,13 +53,11 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 		serve = append(serve, sb.ID)
 		if sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) || !g.tokenDirPublished(sb.ID) {
 			remint = append(remint, sb.ID)
+			latest[sb.ID] = sb.LatestGen
 		}
 	}
-	for start := 0; start < len(remint); start += g.cfg.SweepBatch {
-		batch := remint[start:min(start+g.cfg.SweepBatch, len(remint))]
-		if _, err := g.mint(ctx, batch, "reconcile"); err != nil {
-			return err
-		}
+	if _, err := g.mintAll(ctx, remint, latest, "reconcile"); err != nil {
+		return err
 	}
 	// Only now, with every token fresh, do the sandboxes' sockets open.
 	for _, id := range serve {

@@ -24,6 +24,10 @@ type dirent struct {
 	typ  uint8
 }
 
+// maxDirent is the size of the largest linux_dirent64: 19 bytes of header
+// and a 255-byte name with its NUL, aligned to 8.
+const maxDirent = (19 + 256 + 7) &^ 7
+
 var direntBuffers = sync.Pool{New: func() any { b := make([]byte, 8192); return &b }}
 
 // readDir lists the directory open at fd (from its current offset: a
@@ -45,6 +49,7 @@ func readDir(fd int) ([]dirent, error) {
 		if n <= 0 {
 			return entries, nil
 		}
+		full := n > len(buf)-maxDirent
 		for off := 0; off < n; {
 			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
 			reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
@@ -60,6 +65,11 @@ func readDir(fd int) ([]dirent, error) {
 				}
 				entries = append(entries, dirent{name: s, typ: typ})
 			}
+		}
+		if !full {
+			// The kernel stops filling the buffer only at an entry that
+			// does not fit; with room for the largest there was none.
+			return entries, nil
 		}
 	}
 }
@@ -123,39 +133,59 @@ func removeEntry(fd int, name string, known map[string][]byte) error {
 	return removeAt(fd, name, known, 0)
 }
 
+// removeGenerationDir removes a directory the listing showed, such as an
+// old generation: like removeEntry, without first trying it as a file.
+func removeGenerationDir(fd int, name string, known map[string][]byte) error {
+	return removeDir(fd, name, known, 0)
+}
+
 func removeAt(fd int, name string, known map[string][]byte, depth int) error {
 	err := unix.Unlinkat(fd, name, 0)
 	switch err {
 	case nil, unix.ENOENT:
 		return nil
 	case unix.EISDIR:
+		return removeDir(fd, name, known, depth)
 	default:
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
+}
+
+func removeDir(fd int, name string, known map[string][]byte, depth int) error {
 	if depth >= maxRemoveDepth {
 		return fmt.Errorf("remove %s: nested deeper than %d directories", name, maxRemoveDepth)
 	}
 	d, err := openDirBeneath(fd, name)
-	if err == unix.ENOENT {
+	switch err {
+	case nil:
+	case unix.ENOENT:
 		return nil
-	}
-	if err != nil {
+	case unix.ENOTDIR, unix.ELOOP: // replaced since it was listed
+		return removeAt(fd, name, nil, depth)
+	default:
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
-	// A generation is 0500: make it writable to empty it. Without the
-	// right to (another owner's directory) the removal fails below.
-	_ = unix.Fchmod(d, uint32(dirMode))
+	defer unix.Close(d)
+	// A generation is 0500: emptying it takes write permission, which
+	// only a gateway without CAP_DAC_OVERRIDE must grant itself first.
+	// Without the right to (another owner's directory) the removal fails.
+	writable := false
 	for k := range known {
-		_ = unix.Unlinkat(d, k, 0)
+		if unix.Unlinkat(d, k, 0) == unix.EACCES && !writable {
+			writable = unix.Fchmod(d, uint32(dirMode)) == nil
+			_ = unix.Unlinkat(d, k, 0)
+		}
 	}
 	err = unix.Unlinkat(fd, name, unix.AT_REMOVEDIR)
 	if err == unix.ENOTEMPTY || err == unix.EEXIST {
+		if !writable {
+			_ = unix.Fchmod(d, uint32(dirMode))
+		}
 		err = removeContents(d, depth+1)
 		if err == nil {
 			err = unix.Unlinkat(fd, name, unix.AT_REMOVEDIR)
 		}
 	}
-	unix.Close(d)
 	if err != nil && err != unix.ENOENT {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}

@@ -42,10 +42,13 @@
 //     generation, so names are unique and sort in write order even for two
 //     writes in the same nanosecond or a clock that steps back;
 //  5. fillGeneration: write every file 0400, then close the directory
-//     to mode 0500. A file whose content is the one this Writer wrote into the
-//     current generation (the JWKS, which changes only with the keys), and
-//     that is still the very inode it left there (same inode, size,
-//     modification time and mode), is hard-linked instead of written;
+//     to mode 0500. A file whose content is the one this Writer wrote
+//     into the current generation (the JWKS, which changes only with the
+//     keys) is hard-linked from there instead of written, and the link is
+//     kept only if it is the very inode the Writer left (same inode, size,
+//     modification time and mode): a file changed or replaced since is
+//     written afresh. (The second write of unchanged content writes and
+//     stamps it; the links start from the third.)
 //  6. swapData: point the temporary symlink ..data_tmp at the new generation
 //     and rename it over ..data. This rename is the one atomic step: a reader
 //     resolving token -> ..data/token sees either the whole old generation or

@@ -153,14 +153,16 @@ func TestWriteRepairsAnyStateOfItsDirectory(t *testing.T) {
 
 // TestWriteLinksUnchangedFileIntoNextGeneration pins the cheap path: a
 // file whose content did not change since the Writer's last write (the
-// JWKS between key rotations) is the same inode in the next generation.
+// JWKS between key rotations) is, from its second unchanged write on, the
+// same inode in the next generation.
 func TestWriteLinksUnchangedFileIntoNextGeneration(t *testing.T) {
 	w := newTestWriter(t)
 	must(t, w.Write(payload("t1")))
-	first := inode(t, filepath.Join(w.Dir(), JWKSFile))
-	must(t, w.Write(payload("t2")))
-	if got := inode(t, filepath.Join(w.Dir(), JWKSFile)); got != first {
-		t.Errorf("jwks.json inode %d after a write with the same JWKS, want %d (linked)", got, first)
+	must(t, w.Write(payload("t2"))) // unchanged once: written and stamped
+	stamped := inode(t, filepath.Join(w.Dir(), JWKSFile))
+	must(t, w.Write(payload("t2b")))
+	if got := inode(t, filepath.Join(w.Dir(), JWKSFile)); got != stamped {
+		t.Errorf("jwks.json inode %d after a write with the same JWKS, want %d (linked)", got, stamped)
 	}
 	files := payload("t3")
 	files[JWKSFile] = []byte(`{"keys":[{"kid":"new"}]}`)
@@ -199,6 +201,7 @@ func TestWriteNeverLinksAFileChangedSinceItsWrite(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newTestWriter(t)
 			must(t, w.Write(payload("t1")))
+			must(t, w.Write(payload("t1b"))) // the JWKS is stamped now
 			current, err := os.Readlink(filepath.Join(w.Dir(), dataLink))
 			must(t, err)
 			gen := filepath.Join(w.Dir(), current)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,10 @@ type Writer struct {
 	now   func() time.Time
 	owner *owner
 
+	// umaskHidesFileMode is set when the process umask, read at
+	// NewWriter, takes bits of fileMode away, so each file needs a chmod.
+	umaskHidesFileMode bool
+
 	mu sync.Mutex
 	// last is what this Writer published last, so that a file whose
 	// content did not change (the JWKS, between key rotations) is linked
@@ -69,10 +74,11 @@ type published struct {
 // place since (a different size or modification time) or replaced (a
 // different inode) is never linked again.
 type fileStamp struct {
-	data  []byte
-	ino   uint64
-	size  int64
-	mtime unix.Timespec
+	data    []byte
+	stamped bool // ino, size and mtime are set
+	ino     uint64
+	size    int64
+	mtime   unix.Timespec
 }
 
 // Option configures a Writer.
@@ -96,7 +102,7 @@ func NewWriter(dir string, opts ...Option) (*Writer, error) {
 	if dir == "" {
 		return nil, errors.New("token dir: empty path")
 	}
-	w := &Writer{dir: filepath.Clean(dir), now: time.Now}
+	w := &Writer{dir: filepath.Clean(dir), now: time.Now, umaskHidesFileMode: readUmask()&fileMode != 0}
 	for _, opt := range opts {
 		opt(w)
 	}
@@ -126,6 +132,23 @@ func (w *Writer) ensureDir() error {
 		return os.Chown(w.dir, w.owner.uid, w.owner.gid)
 	}
 	return nil
+}
+
+// readUmask reads the process umask without changing it (umask(2) can
+// only set it); where /proc says nothing it assumes the worst, 0777.
+func readUmask() fs.FileMode {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o777
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return fs.FileMode(m)
+			}
+		}
+	}
+	return 0o777
 }
 
 // checkDir fails unless dir is a real directory (not a symlink to one).
@@ -311,25 +334,19 @@ func (w *Writer) fillGeneration(fd int, gen, current string, files map[string][]
 		return nil, fmt.Errorf("open generation %s: %w", gen, err)
 	}
 	defer unix.Close(genfd)
-	reuse := -1
-	if current != "" && current == w.last.generation {
-		defer func() {
-			if reuse >= 0 {
-				unix.Close(reuse)
-			}
-		}()
-		if reuse, err = openDirBeneath(fd, current); err != nil {
-			reuse = -1
-		}
-	}
 	stamps := make(map[string]fileStamp, len(files))
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		data := files[name]
-		if prev, ok := w.last.files[name]; ok && reuse >= 0 && bytes.Equal(prev.data, data) && linkUnchanged(reuse, genfd, name, prev) {
+		prev, seen := w.last.files[name]
+		unchanged := seen && bytes.Equal(prev.data, data)
+		if unchanged && prev.stamped && current != "" && current == w.last.generation &&
+			linkUnchanged(fd, current, genfd, name, prev) {
 			stamps[name] = prev
 			continue
 		}
-		st, err := w.writeFile(genfd, name, data)
+		// A file written again with the content it had is stamped, so
+		// the next write can link it; one that changes (a token) is not.
+		st, err := w.writeFile(genfd, name, data, unchanged)
 		if err != nil {
 			return nil, fmt.Errorf("write %s: %w", name, err)
 		}
@@ -346,29 +363,36 @@ func (w *Writer) fillGeneration(fd int, gen, current string, files map[string][]
 	return stamps, nil
 }
 
-// linkUnchanged hard-links name from the generation open at from into the
-// one open at to, if it still is the very file of stamp st.
-func linkUnchanged(from, to int, name string, st fileStamp) bool {
+// linkUnchanged hard-links name from the generation current into the one
+// open at to, and keeps the link only if it is the very file of stamp st.
+// The link names its source through current, which a sandbox could have
+// replaced since the listing; the check after the link is what makes that
+// harmless: nothing but the Writer's own file passes it.
+func linkUnchanged(fd int, current string, to int, name string, st fileStamp) bool {
+	if unix.Linkat(fd, current+"/"+name, to, name, 0) != nil {
+		return false
+	}
 	var s unix.Stat_t
-	if err := unix.Fstatat(from, name, &s, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return false
+	err := unix.Fstatat(to, name, &s, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && s.Mode == unix.S_IFREG|uint32(fileMode) && s.Ino == st.ino && s.Size == st.size && s.Mtim == st.mtime {
+		return true
 	}
-	if s.Mode != unix.S_IFREG|uint32(fileMode) || s.Ino != st.ino || s.Size != st.size || s.Mtim != st.mtime {
-		return false
-	}
-	return unix.Linkat(from, name, to, name, 0) == nil
+	_ = unix.Unlinkat(to, name, 0)
+	return false
 }
 
-func (w *Writer) writeFile(dirfd int, name string, data []byte) (fileStamp, error) {
+func (w *Writer) writeFile(dirfd int, name string, data []byte, stamp bool) (fileStamp, error) {
 	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(fileMode))
 	if err != nil {
 		return fileStamp{}, err
 	}
-	st, err := fillFile(fd, data, w.owner)
+	st, err := w.fillFile(fd, data, stamp)
 	return st, errors.Join(err, unix.Close(fd))
 }
 
-func fillFile(fd int, data []byte, o *owner) (fileStamp, error) {
+// fillFile writes data to the new file open at fd, sets its owner and
+// mode, and stamps it if asked.
+func (w *Writer) fillFile(fd int, data []byte, stamp bool) (fileStamp, error) {
 	for rest := data; len(rest) > 0; {
 		n, err := unix.Write(fd, rest)
 		if err != nil && err != unix.EINTR {
@@ -376,21 +400,32 @@ func fillFile(fd int, data []byte, o *owner) (fileStamp, error) {
 		}
 		rest = rest[max(n, 0):]
 	}
-	if o != nil {
-		if err := unix.Fchown(fd, o.uid, o.gid); err != nil {
+	if w.owner != nil {
+		if err := unix.Fchown(fd, w.owner.uid, w.owner.gid); err != nil {
 			return fileStamp{}, err
 		}
+	}
+	if w.umaskHidesFileMode {
+		if err := unix.Fchmod(fd, uint32(fileMode)); err != nil {
+			return fileStamp{}, err
+		}
+	}
+	st := fileStamp{data: data}
+	if !stamp {
+		return st, nil
 	}
 	var s unix.Stat_t
 	if err := unix.Fstat(fd, &s); err != nil {
 		return fileStamp{}, err
 	}
-	if s.Mode&0o777 != uint32(fileMode) { // the create mode went through the umask
+	if s.Mode&0o777 != uint32(fileMode) { // the umask changed since NewWriter
 		if err := unix.Fchmod(fd, uint32(fileMode)); err != nil {
 			return fileStamp{}, err
 		}
+		return st, nil // unstamped: the next write writes it again
 	}
-	return fileStamp{data: data, ino: s.Ino, size: s.Size, mtime: s.Mtim}, nil
+	st.stamped, st.ino, st.size, st.mtime = true, s.Ino, s.Size, s.Mtim
+	return st, nil
 }
 
 // swapData publishes gen: the rename over ..data is atomic.
@@ -434,7 +469,7 @@ func removeOldGenerations(fd int, generations []string, previous string, files m
 	var errs []error
 	for _, gen := range generations {
 		if gen != previous {
-			errs = append(errs, removeEntry(fd, gen, files))
+			errs = append(errs, removeGenerationDir(fd, gen, files))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
