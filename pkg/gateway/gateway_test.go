@@ -21,7 +21,12 @@ import (
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeBenchTemplates()
+		os.Exit(code)
+	}))
+}
 
 const lifetime = time.Minute
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -261,6 +262,32 @@ func (g *Gateway) writeAll(tokens minted) map[string]uint64 {
 	close(jobs)
 	wg.Wait()
 	return written
+}
+
+// openSockets opens the attested socket of every sandbox of ids, with at
+// most WriteParallelism in flight, and returns the first error.
+func (g *Gateway) openSockets(ids []string) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	jobs := make(chan string)
+	for range min(g.cfg.WriteParallelism, len(ids)) {
+		wg.Go(func() {
+			for id := range jobs {
+				if _, err := g.sockets.AddSandbox(g.socketDir(id), id); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, id := range ids {
+		jobs <- id
+	}
+	close(jobs)
+	wg.Wait()
+	return first
 }
 
 // latestToken returns the newest token of a sandbox, from the cache or the

@@ -24,14 +24,11 @@ type dirent struct {
 	typ  uint8
 }
 
-// maxDirent is the size of the largest linux_dirent64: 19 bytes of header
-// and a 255-byte name with its NUL, aligned to 8.
-const maxDirent = (19 + 256 + 7) &^ 7
-
 var direntBuffers = sync.Pool{New: func() any { b := make([]byte, 8192); return &b }}
 
 // readDir lists the directory open at fd (from its current offset: a
-// fresh descriptor lists it all), without "." and "..". An entry whose
+// fresh descriptor lists it all), without "." and "..". It reads until
+// getdents returns nothing: tmpfs may return a short batch before the end. An entry whose
 // type the file system does not report is stat'ed, never followed.
 func readDir(fd int) ([]dirent, error) {
 	bufp := direntBuffers.Get().(*[]byte)
@@ -49,7 +46,6 @@ func readDir(fd int) ([]dirent, error) {
 		if n <= 0 {
 			return entries, nil
 		}
-		full := n > len(buf)-maxDirent
 		for off := 0; off < n; {
 			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
 			reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
@@ -65,11 +61,6 @@ func readDir(fd int) ([]dirent, error) {
 				}
 				entries = append(entries, dirent{name: s, typ: typ})
 			}
-		}
-		if !full {
-			// The kernel stops filling the buffer only at an entry that
-			// does not fit; with room for the largest there was none.
-			return entries, nil
 		}
 	}
 }

@@ -102,7 +102,7 @@ func NewWriter(dir string, opts ...Option) (*Writer, error) {
 	if dir == "" {
 		return nil, errors.New("token dir: empty path")
 	}
-	w := &Writer{dir: filepath.Clean(dir), now: time.Now, umaskHidesFileMode: readUmask()&fileMode != 0}
+	w := &Writer{dir: filepath.Clean(dir), now: time.Now, umaskHidesFileMode: processUmask()&fileMode != 0}
 	for _, opt := range opts {
 		opt(w)
 	}
@@ -133,6 +133,11 @@ func (w *Writer) ensureDir() error {
 	}
 	return nil
 }
+
+// processUmask is the process umask, read once: a gateway sets it, if at
+// all, before it writes. A Writer that meets a file whose mode the umask
+// changed after all chmods that file (see fillFile).
+var processUmask = sync.OnceValue(readUmask)
 
 // readUmask reads the process umask without changing it (umask(2) can
 // only set it); where /proc says nothing it assumes the worst, 0777.
