@@ -200,8 +200,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return err
 	}
 	defer gw.Close()
-	if tokens.Mounted {
-		log.Info("mounted a tmpfs for the token directories", zap.String("token_root", tokens.Path), zap.String("size", o.tokenRootSize))
+	if tokens.MemoryBacked {
+		log.Info("token directories are in memory", zap.String("token_root", tokens.Path), zap.String("fs_type", tokens.FSType),
+			zap.Bool("mounted_now", tokens.Mounted))
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
