@@ -41,6 +41,11 @@ type Config struct {
 	// StateDir holds the store, the sandboxes' token directories and
 	// sockets, and the operator socket. It must be 0700 (or narrower).
 	StateDir string
+	// TokenRoot holds every sandbox's token directory, as <TokenRoot>/<id>;
+	// default <StateDir>/tokens. Open mounts nothing there: `gateway serve`
+	// makes it memory-backed first (PrepareTokenRoot), and Open reports
+	// whether it is.
+	TokenRoot string
 	// KeyFile, when set, encrypts signing keys at rest with the 32-byte key it holds.
 	KeyFile string
 
@@ -77,6 +82,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.TokenRoot == "" && c.StateDir != "" {
+		c.TokenRoot = DefaultTokenRoot(c.StateDir)
+	}
 	if c.Lifetime == 0 {
 		c.Lifetime = auth.DefaultLifetime
 	}

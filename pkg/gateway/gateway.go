@@ -45,6 +45,8 @@ type Gateway struct {
 	verify   *auth.Verifier
 	jwks     atomic.Pointer[[]byte]
 	metrics  *metrics
+	// tokens is where the token directories live, and whether in memory.
+	tokens TokenRoot
 
 	sessions *session.Server
 	grpc     *grpc.Server // serves sessions on every sandbox socket
@@ -82,6 +84,15 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token),
 		ready: newReadiness(adminpb.Admin_ServiceDesc.ServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName)}
+	tokens, err := InspectTokenRoot(cfg.TokenRoot)
+	if err != nil {
+		return nil, err
+	}
+	g.tokens = tokens
+	if !tokens.MemoryBacked {
+		g.log.Warn("token directories are on disk, not in memory: tokens reach the disk; run the gateway as root to mount a tmpfs there, or point --token-root at a tmpfs",
+			zap.String("token_root", tokens.Path), zap.String("fs_type", tokens.FSType))
+	}
 	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile), store.Options{
 		KeyFile: cfg.KeyFile, Now: cfg.Now, Logger: cfg.Logger})
 	if err != nil {
@@ -156,6 +167,10 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	return nil
 }
 
+// TokenRoot reports where the token directories live and whether they are
+// memory-backed.
+func (g *Gateway) TokenRoot() TokenRoot { return g.tokens }
+
 // Ready reports whether the gateway has reconciled, serves sessions and
 // can mint; when not, the reason says why (with the error of the last
 // failed rotation sweep), for /readyz. Open binds every running sandbox's
@@ -225,7 +240,7 @@ func (g *Gateway) KeyPublishDelay() time.Duration { return g.cfg.KeyPublishDelay
 func (g *Gateway) JWKSJSON() []byte { return *g.jwks.Load() }
 
 func (g *Gateway) sandboxDir(id string) string { return filepath.Join(g.cfg.StateDir, "sandboxes", id) }
-func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.sandboxDir(id), "auth") }
+func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.tokens.Path, id) }
 func (g *Gateway) socketDir(id string) string  { return filepath.Join(g.sandboxDir(id), "gw") }
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
 
@@ -261,6 +276,12 @@ func (g *Gateway) writeToken(id, raw string) error {
 		w, _ = g.writers.LoadOrStore(id, nw)
 	}
 	return w.(*tokendir.Writer).Write(map[string][]byte{tokendir.TokenFile: []byte(raw), tokendir.JWKSFile: g.JWKSJSON()})
+}
+
+// removeTokenDir removes a sandbox's token directory, generations that
+// are read-only included.
+func (g *Gateway) removeTokenDir(id string) error {
+	return tokendir.RemoveDir(g.tokenDir(id))
 }
 
 func removeAll(path string) error {

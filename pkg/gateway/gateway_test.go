@@ -21,7 +21,12 @@ import (
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeBenchTemplates()
+		os.Exit(code)
+	}))
+}
 
 const lifetime = time.Minute
 
@@ -66,12 +71,14 @@ func (d *checkingDriver) Start(ctx context.Context, spec driver.Spec) error {
 }
 
 type env struct {
-	t     testing.TB
-	dir   string
-	clock *clock
-	drv   *checkingDriver
-	proc  *process.Driver
-	g     *Gateway
+	t   testing.TB
+	dir string
+	// tokenRoot, when set, is the gateway's token root (default under dir).
+	tokenRoot string
+	clock     *clock
+	drv       *checkingDriver
+	proc      *process.Driver
+	g         *Gateway
 }
 
 // newEnv opens a gateway on a real store, with the real process driver
@@ -134,7 +141,7 @@ func (e *env) config() Config {
 	return Config{
 		StateDir: filepath.Join(e.dir, "state"), Lifetime: lifetime, StopGrace: time.Second,
 		Drivers: map[string]driver.Driver{"process": e.drv}, DefaultDriver: "process",
-		Now: e.clock.Now, Jitter: func() float64 { return 0 },
+		Now: e.clock.Now, Jitter: func() float64 { return 0 }, TokenRoot: e.tokenRoot,
 	}
 }
 

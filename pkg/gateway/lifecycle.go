@@ -90,6 +90,7 @@ func (g *Gateway) undoCreate(ctx context.Context, id string, cause error) error 
 		g.log.Error("undo sandbox create", zap.String("sandbox", id), zap.Error(err))
 	}
 	removeAll(g.sandboxDir(id))
+	g.removeTokenDir(id)
 	return cause
 }
 
@@ -236,7 +237,7 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
 	if err := d.Delete(ctx, sb.ID); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		errs = append(errs, fmt.Errorf("driver %s delete: %w", sb.Driver, err))
 	}
-	errs = append(errs, removeAll(g.sandboxDir(sb.ID)))
+	errs = append(errs, removeAll(g.sandboxDir(sb.ID)), g.removeTokenDir(sb.ID))
 	g.log.Info("sandbox deleted; its tokens are revoked", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete sandbox %s: tokens revoked, but cleanup failed: %w", sb.Name, err)

@@ -102,7 +102,15 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, m.sweepFailures, m.floorRaised,
+	memory := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sandkey_token_dir_memory_backed", Help: "1 when the token directories are on a memory-backed file system (tmpfs, ramfs), 0 when tokens reach a disk.",
+	}, func() float64 {
+		if g.tokens.MemoryBacked {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(memory, m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, m.sweepFailures, m.floorRaised,
 		pending, expired, ready)
 	return m
 }

@@ -46,7 +46,8 @@ func (g *Gateway) sweepDone(rotated int, err error) {
 
 // Sweep activates the next signing key when its publish delay has passed,
 // mints the next generation for every running sandbox whose token reached
-// its rotation point, one store transaction per SweepBatch sandboxes, and
+// its rotation point, one store transaction per SweepBatch sandboxes,
+// pipelined (see mint.go), and
 // retires signing keys no live token uses any more. It
 // returns how many sandboxes it rotated.
 func (g *Gateway) Sweep(ctx context.Context) (int, error) {
@@ -58,20 +59,16 @@ func (g *Gateway) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	total := 0
-	for start := 0; start < len(due); start += g.cfg.SweepBatch {
-		batch := due[start:min(start+g.cfg.SweepBatch, len(due))]
-		ids := make([]string, len(batch))
-		for i, d := range batch {
-			ids[i] = d.ID
-			if !d.RotateAt.IsZero() {
-				g.metrics.rotationLag.Observe(now.Sub(d.RotateAt).Seconds())
-			}
+	ids := make([]string, len(due))
+	for i, d := range due {
+		ids[i] = d.ID
+		if !d.RotateAt.IsZero() {
+			g.metrics.rotationLag.Observe(now.Sub(d.RotateAt).Seconds())
 		}
-		if _, err := g.mint(ctx, ids, "rotation"); err != nil {
-			return total, err
-		}
-		total += len(ids)
+	}
+	total, err := g.mintAll(ctx, ids, nil, "rotation")
+	if err != nil {
+		return total, err
 	}
 	if err := g.retireUnusedKeys(ctx); err != nil {
 		return total, err

@@ -1,6 +1,7 @@
 package gatewaycmd
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -27,6 +28,9 @@ func newHTTPServer(gw *gateway.Gateway, reg *prometheus.Registry) *http.Server {
 			return
 		}
 		w.Write([]byte("ready\n"))
+		if root := gw.TokenRoot(); !root.MemoryBacked {
+			fmt.Fprintf(w, "warning: token directories at %s are on %s, not memory-backed: tokens reach the disk\n", root.Path, root.FSType)
+		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /jwks.json", func(w http.ResponseWriter, _ *http.Request) {

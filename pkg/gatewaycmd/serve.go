@@ -48,6 +48,8 @@ type serveOptions struct {
 	defaultDriver     string
 	drivers           driverOptions
 	keyFile           string
+	tokenRoot         string
+	tokenRootSize     string
 	logLevel          string
 	logFormat         string
 	demo              bool
@@ -91,6 +93,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires")
 	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
 	addDriverFlags(f, &o.drivers)
+	f.StringVar(&o.tokenRoot, "token-root", "", "directory of the sandboxes' token directories; default <state-dir>/tokens, mounted as a tmpfs when the gateway may mount (else $XDG_RUNTIME_DIR/sandkey/..., else on disk with a warning)")
+	f.StringVar(&o.tokenRootSize, "token-root-size", gateway.DefaultTokenRootSize, "size limit of the tmpfs mounted at the token root (bytes, or with a k, m, g or % suffix)")
 	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
@@ -169,6 +173,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if err := cfg.CheckSettings(); err != nil {
 		return usageError{fmt.Errorf("gateway config: %w", err)}
 	}
+	if err := gateway.CheckTokenRootSize(o.tokenRootSize); err != nil {
+		return usageError{fmt.Errorf("--token-root-size: %w", err)}
+	}
 	if _, err := enabledDrivers(&o.drivers); err != nil {
 		return err
 	}
@@ -187,6 +194,11 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return err
 	}
 	defer lock.Close()
+	tokens, err := gateway.PrepareTokenRoot(g.stateDir, o.tokenRoot, o.tokenRootSize)
+	if err != nil {
+		return err
+	}
+	cfg.TokenRoot = tokens.Path
 	drivers, err := buildDrivers(driverEnv{stateDir: g.stateDir, log: log,
 		supervisor: func() (string, error) { return findSupervisor(o.drivers.supervisorF) }}, &o.drivers)
 	if err != nil {
@@ -198,9 +210,16 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	cfg.Drivers, cfg.Registerer = drivers, reg
 	gw, err := gateway.Open(ctx, cfg)
 	if err != nil {
+		if tokens.Mounted { // nothing can hold a view of it yet
+			gateway.UnmountTokenRoot(tokens.Path)
+		}
 		return err
 	}
 	defer gw.Close()
+	if tokens.MemoryBacked {
+		log.Info("token directories are in memory", zap.String("token_root", tokens.Path), zap.String("fs_type", tokens.FSType),
+			zap.Bool("mounted_now", tokens.Mounted))
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -399,22 +399,30 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 		return nil
 	}
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+		// As in NextGenerations: each statement prepared once per call,
+		// and run without ctx's cancellation (a goroutine per statement
+		// in the driver), which is checked once per sandbox instead.
+		st, err := prepareRecordWritten(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer st.close()
+		quiet := context.WithoutCancel(ctx)
 		for sandboxID, gen := range written {
-			err := checkIssued(ctx, tx, sandboxID, gen)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			err := issued(st.latest.QueryRowContext(quiet, sandboxID), gen)
 			if errors.Is(err, ErrNotFound) && len(written) > 1 {
 				continue
 			}
 			if err != nil {
 				return fmt.Errorf("sandbox %s generation %d: %w", sandboxID, gen, err)
 			}
-			if _, err := tx.ExecContext(ctx,
-				"UPDATE generations SET written = 1 WHERE sandbox_id = ? AND gen = ?",
-				sandboxID, int64(gen)); err != nil {
+			if _, err := st.markGeneration.ExecContext(quiet, sandboxID, int64(gen)); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx,
-				"UPDATE sandboxes SET written_gen = ? WHERE id = ? AND written_gen < ?",
-				int64(gen), sandboxID, int64(gen)); err != nil {
+			if _, err := st.markSandbox.ExecContext(quiet, int64(gen), sandboxID, int64(gen)); err != nil {
 				return err
 			}
 		}
@@ -424,6 +432,39 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 		return fmt.Errorf("record %d written generation(s): %w", len(written), err)
 	}
 	return nil
+}
+
+// recordWrittenStmts are RecordWrittenBatch's statements.
+type recordWrittenStmts struct {
+	latest, markGeneration, markSandbox *sql.Stmt
+}
+
+func prepareRecordWritten(ctx context.Context, tx *sql.Tx) (*recordWrittenStmts, error) {
+	st := &recordWrittenStmts{}
+	for _, q := range []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&st.latest, "SELECT latest_gen FROM sandboxes WHERE id = ?"},
+		{&st.markGeneration, "UPDATE generations SET written = 1 WHERE sandbox_id = ? AND gen = ?"},
+		{&st.markSandbox, "UPDATE sandboxes SET written_gen = ? WHERE id = ? AND written_gen < ?"},
+	} {
+		stmt, err := tx.PrepareContext(ctx, q.query)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("prepare %q: %w", q.query, err)
+		}
+		*q.dst = stmt
+	}
+	return st, nil
+}
+
+func (st *recordWrittenStmts) close() {
+	for _, s := range []*sql.Stmt{st.latest, st.markGeneration, st.markSandbox} {
+		if s != nil {
+			s.Close()
+		}
+	}
 }
 
 // RecordDelivered notes that the supervisor acknowledged generation gen.
@@ -448,8 +489,13 @@ func (s *Store) RecordDelivered(ctx context.Context, sandboxID string, gen uint6
 // checkIssued fails unless the sandbox exists and gen is one of its
 // generations (1..latest).
 func checkIssued(ctx context.Context, tx *sql.Tx, sandboxID string, gen uint64) error {
+	return issued(tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID), gen)
+}
+
+// issued judges gen against the sandbox's latest_gen that row selects.
+func issued(row *sql.Row, gen uint64) error {
 	var latest int64
-	err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest)
+	err := row.Scan(&latest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}

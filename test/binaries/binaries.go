@@ -4,13 +4,17 @@
 package binaries
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 // Paths of the binaries RunTests built.
@@ -43,4 +47,32 @@ func RunTests(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// TokenDir is a sandbox's token directory under the gateway's default
+// token root, <state>/tokens/<id>.
+func TokenDir(stateDir, id string) string { return filepath.Join(stateDir, "tokens", id) }
+
+// UnmountUnder unmounts every mount at or below dir, deepest first: the
+// tmpfs a gateway running as root mounts at its token root outlives it on
+// purpose, so a test that ran one unmounts it before removing its files.
+func UnmountUnder(dir string) error {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	var errs []error
+	for _, p := range points {
+		if err := unix.Unmount(p, 0); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -224,7 +224,7 @@ func (h *harness) hostToken(id string) string {
 }
 
 func (h *harness) tokenDir(id string) string {
-	return filepath.Join(h.dir, "state", "sandboxes", id, "auth")
+	return filepath.Join(h.dir, "state", "tokens", id)
 }
 
 // containerName is the sandbox's container.

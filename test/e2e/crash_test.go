@@ -129,7 +129,7 @@ func (l genLedger) record(t *testing.T, id string, gen uint64, jti, where string
 
 func (l genLedger) observe(t *testing.T, state string, ids []string) {
 	for _, id := range ids {
-		raw, err := tokendir.ReadToken(filepath.Join(state, "sandboxes", id, "auth"))
+		raw, err := tokendir.ReadToken(binaries.TokenDir(state, id))
 		if err != nil {
 			continue // a directory being replaced; the next look sees it
 		}
@@ -169,6 +169,9 @@ func TestGatewayKilledMidSweepRecoversEverySandbox(t *testing.T) {
 			logs, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
 			os.WriteFile(filepath.Join(os.TempDir(), "sandkey-crash-test-gateway.log"), logs, 0o600)
 			t.Logf("gateway log kept at %s", filepath.Join(os.TempDir(), "sandkey-crash-test-gateway.log"))
+		}
+		if err := binaries.UnmountUnder(dir); err != nil {
+			t.Error(err)
 		}
 		os.RemoveAll(dir)
 	})
@@ -240,11 +243,11 @@ func TestGatewayKilledMidSweepRecoversEverySandbox(t *testing.T) {
 	t.Logf("%d tokens looked for in %d logs", len(seenSignatures), len(logs))
 	// Every token in the directories verifies now, against the gateway's keys.
 	for _, id := range ids {
-		raw, err := tokendir.ReadToken(filepath.Join(state, "sandboxes", id, "auth"))
+		raw, err := tokendir.ReadToken(binaries.TokenDir(state, id))
 		if err != nil {
 			t.Fatal(err)
 		}
-		jwksRaw, _ := tokendir.ReadFile(filepath.Join(state, "sandboxes", id, "auth"), tokendir.JWKSFile)
+		jwksRaw, _ := tokendir.ReadFile(binaries.TokenDir(state, id), tokendir.JWKSFile)
 		keys, err := auth.ParseJWKS(jwksRaw)
 		if err != nil {
 			t.Fatal(err)

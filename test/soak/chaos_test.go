@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // Kinds of chaos events.
@@ -653,6 +655,9 @@ func (s *soak) cleanup() {
 			os.WriteFile(keep, data, 0o600)
 			s.t.Logf("gateway log kept at %s", keep)
 		}
+	}
+	if err := binaries.UnmountUnder(s.dir); err != nil {
+		s.t.Error(err)
 	}
 	os.RemoveAll(s.dir)
 }
