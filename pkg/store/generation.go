@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -85,8 +87,11 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 	}
 	var out []Generation
 	var missing []string
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		out, missing = make([]Generation, 0, len(ids)), nil
+		if err := lockSandboxes(ctx, tx, ids); err != nil {
+			return err
+		}
 		st, err := prepareNextGeneration(ctx, tx)
 		if err != nil {
 			return err
@@ -121,19 +126,59 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 	return out, nil
 }
 
+// lockBatch is how many sandbox rows one locking statement names.
+const lockBatch = 500
+
+// lockSandboxes locks the rows of the given sandboxes until commit, in id
+// order whatever the caller's order, so two gateways rotating overlapping
+// sets of sandboxes (on Postgres) queue instead of deadlocking. SQLite's
+// write transaction holds the whole database already.
+func lockSandboxes(ctx context.Context, tx *txn, ids []string) error {
+	lock := tx.d.forUpdate()
+	if lock == "" {
+		return nil
+	}
+	sorted := append([]string(nil), ids...)
+	sort.Strings(sorted)
+	for start := 0; start < len(sorted); start += lockBatch {
+		batch := sorted[start:min(start+lockBatch, len(sorted))]
+		args := make([]any, len(batch))
+		for i, id := range batch {
+			args[i] = id
+		}
+		// Postgres locks the rows as the sort returns them: in id order.
+		rows, err := tx.QueryContext(ctx, "SELECT id FROM sandboxes WHERE id IN ("+
+			strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ")+") ORDER BY id"+lock, args...)
+		if err != nil {
+			return fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+		}
+		for rows.Next() {
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+		}
+	}
+	return nil
+}
+
 // nextGenerationStmts are NextGenerations' statements, prepared once per
 // call so a sweep of 10,000 sandboxes parses each only once.
 type nextGenerationStmts struct {
+	d                                    dialect
 	latest, insert, clearTokens, advance *sql.Stmt
 }
 
-func prepareNextGeneration(ctx context.Context, tx *sql.Tx) (*nextGenerationStmts, error) {
-	st := &nextGenerationStmts{}
+func prepareNextGeneration(ctx context.Context, tx *txn) (*nextGenerationStmts, error) {
+	st := &nextGenerationStmts{d: tx.d}
 	queries := []struct {
 		dst   **sql.Stmt
 		query string
 	}{
-		{&st.latest, "SELECT latest_gen FROM sandboxes WHERE id = ?"},
+		// The row lock (Postgres) holds every other writer of this sandbox
+		// until commit: the generation read here is the one advanced below.
+		{&st.latest, "SELECT latest_gen FROM sandboxes WHERE id = ?" + tx.d.forUpdate()},
 		{&st.insert, `INSERT INTO generations
 			(sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, token)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
@@ -181,7 +226,7 @@ func (st *nextGenerationStmts) next(ctx context.Context, id string, mint MintFun
 	}
 	_, err = st.insert.ExecContext(ctx, id, gen, m.JTI, m.KID,
 		dbTime(m.IssuedAt), dbTime(m.ExpiresAt), dbTime(m.RotateAt), m.Token)
-	if isUniqueViolation(err) {
+	if st.d.isUniqueViolation(err) {
 		return Generation{}, fmt.Errorf("insert generation %d of sandbox %s: %w: jti %s already used",
 			gen, id, ErrInvalid, m.JTI)
 	}
@@ -258,7 +303,7 @@ func (s *Store) AcceptableGenerations(ctx context.Context, sandboxID string) ([]
 
 func (s *Store) newestGenerations(ctx context.Context, sandboxID string, n int) ([]Generation, error) {
 	var out []Generation
-	err := s.readTx(ctx, func(tx *sql.Tx) error {
+	err := s.readTx(ctx, func(tx *txn) error {
 		var latest int64
 		err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -353,8 +398,15 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 	if len(written) == 0 {
 		return nil
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		for sandboxID, gen := range written {
+	// In id order, like NextGenerations, so their row locks never deadlock.
+	ids := make([]string, 0, len(written))
+	for id := range written {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	err := s.writeTx(ctx, func(tx *txn) error {
+		for _, sandboxID := range ids {
+			gen := written[sandboxID]
 			err := checkIssued(ctx, tx, sandboxID, gen)
 			if errors.Is(err, ErrNotFound) && len(written) > 1 {
 				continue
@@ -385,7 +437,7 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 // DeliveredGen never goes down: an older acknowledgement is a no-op. A
 // generation that was never issued is ErrUnknownGeneration.
 func (s *Store) RecordDelivered(ctx context.Context, sandboxID string, gen uint64) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		if err := checkIssued(ctx, tx, sandboxID, gen); err != nil {
 			return err
 		}
@@ -401,10 +453,11 @@ func (s *Store) RecordDelivered(ctx context.Context, sandboxID string, gen uint6
 }
 
 // checkIssued fails unless the sandbox exists and gen is one of its
-// generations (1..latest).
-func checkIssued(ctx context.Context, tx *sql.Tx, sandboxID string, gen uint64) error {
+// generations (1..latest). It locks the sandbox's row (Postgres) first, as
+// NextGenerations does, before the caller touches its generations.
+func checkIssued(ctx context.Context, tx *txn, sandboxID string, gen uint64) error {
 	var latest int64
-	err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest)
+	err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?"+tx.d.forUpdate(), sandboxID).Scan(&latest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}
@@ -494,7 +547,7 @@ func (s *Store) DueForRotation(ctx context.Context, now time.Time) ([]Due, error
 // rotation. Generations stay strictly increasing: the newest is never pruned.
 func (s *Store) PruneGenerations(ctx context.Context, expiredBefore time.Time) (int64, error) {
 	var n int64
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx,
 			`DELETE FROM generations WHERE expires_at < ? AND gen <=
 			 (SELECT s.latest_gen FROM sandboxes s WHERE s.id = generations.sandbox_id) - ?`,

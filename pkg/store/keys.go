@@ -88,10 +88,13 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 			retiredAt = dbTime(k.RetiredAt)
 		}
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		// Checked first for a clear error; the partial unique index
 		// signing_keys_one_active is the backstop.
 		if k.State == KeyActive {
+			if err := lockKeySet(ctx, tx); err != nil {
+				return err
+			}
 			var active string
 			err := tx.QueryRowContext(ctx, "SELECT kid FROM signing_keys WHERE state = ?", KeyActive).Scan(&active)
 			if err == nil {
@@ -105,7 +108,7 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 			`INSERT INTO signing_keys (kid, private_key, public_key, encrypted, state, created_at, retired_at)
 			 VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			k.KID, private, []byte(k.Public), encrypted, k.State, dbTime(k.CreatedAt), retiredAt)
-		if isUniqueViolation(err) {
+		if s.dialect.isUniqueViolation(err) {
 			return fmt.Errorf("%w: kid already exists", ErrInvalid)
 		}
 		return err
@@ -188,7 +191,10 @@ func (s *Store) ActiveKey(ctx context.Context) (SigningKey, error) {
 // one to verify, in one transaction: there is never zero or two active keys.
 // A retired key cannot be activated again (ErrKeyState).
 func (s *Store) ActivateKey(ctx context.Context, kid string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
+		if err := lockKeySet(ctx, tx); err != nil {
+			return err
+		}
 		var state KeyState
 		err := tx.QueryRowContext(ctx, "SELECT state FROM signing_keys WHERE kid = ?", kid).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -222,7 +228,10 @@ func (s *Store) ActivateKey(ctx context.Context, kid string) error {
 // (ErrKeyState): activate its successor first. Retiring a retired key is a
 // no-op.
 func (s *Store) RetireKey(ctx context.Context, kid string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
+		if err := lockKeySet(ctx, tx); err != nil {
+			return err
+		}
 		var state KeyState
 		err := tx.QueryRowContext(ctx, "SELECT state FROM signing_keys WHERE kid = ?", kid).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -246,6 +255,28 @@ func (s *Store) RetireKey(ctx context.Context, kid string) error {
 		return fmt.Errorf("retire signing key %s: %w", kid, err)
 	}
 	s.log.Info("retired signing key", zap.String("kid", kid))
+	return nil
+}
+
+// lockKeySet locks every signing key row until commit (Postgres; SQLite's
+// write transaction holds the whole database already), so that two gateways
+// changing key states at once run one after the other: neither can leave
+// zero or two active keys, nor retire a key the other just activated.
+func lockKeySet(ctx context.Context, tx *txn) error {
+	lock := tx.d.forUpdate()
+	if lock == "" {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT kid FROM signing_keys ORDER BY kid"+lock)
+	if err != nil {
+		return fmt.Errorf("lock signing keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("lock signing keys: %w", err)
+	}
 	return nil
 }
 
