@@ -1,0 +1,314 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sandkey/sandkey/pkg/store/pgtest"
+)
+
+func TestRebindDollarNumbersPlaceholdersOutsideQuotes(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"SELECT 1", "SELECT 1"},
+		{"SELECT a FROM t WHERE b = ? AND c IN (?, ?)", "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)"},
+		{"SELECT '?', \"odd?name\" FROM t WHERE a = ?", "SELECT '?', \"odd?name\" FROM t WHERE a = $1"},
+		{"SELECT 'it''s?' WHERE a = ?", "SELECT 'it''s?' WHERE a = $1"},
+	}
+	for _, tt := range tests {
+		if got := rebindDollar(tt.in); got != tt.want {
+			t.Errorf("rebindDollar(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestRedactDSNHidesThePassword(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"postgres://gw:s3cret@db:5432/sandkey?sslmode=verify-full", "postgres://gw:xxxxx@db:5432/sandkey?sslmode=verify-full"},
+		{"postgresql://gw@db/sandkey?password=s3cret", "postgresql://gw@db/sandkey?password=xxxxx"},
+		{"postgres://gw@db/sandkey", "postgres://gw@db/sandkey"},
+		{"postgres://gw:s3cret@db:port%zz/x", "postgres://(unparsable DSN)"},
+	}
+	for _, tt := range tests {
+		if got := RedactDSN(tt.in); got != tt.want {
+			t.Errorf("RedactDSN(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestOpenPicksTheDialectFromTheLocation(t *testing.T) {
+	for location, want := range map[string]bool{
+		"postgres://h/db": true, "postgresql://h/db": true,
+		"/var/lib/sandkey/sandkey.db": false, "sandkey.db": false, "postgres.db": false,
+	} {
+		if got := IsPostgresDSN(location); got != want {
+			t.Errorf("IsPostgresDSN(%q) = %v, want %v", location, got, want)
+		}
+	}
+	forEachBackend(t, func(t *testing.T, be backend) {
+		if s := openAt(t, be.newLocation(t), Options{}); s.Dialect() != be.name {
+			t.Errorf("Dialect() = %q, want %q", s.Dialect(), be.name)
+		}
+	})
+}
+
+func TestPostgresOpenFailsClearlyAndNeverShowsThePassword(t *testing.T) {
+	srv := postgres.Server(t)
+	closed := freeLoopbackPort(t)
+	const wrongPassword = "not-the-password-7f3a"
+	dsn := func(password, host, database string, params url.Values) string {
+		u := url.URL{Scheme: "postgres", User: url.UserPassword(pgtest.Role, password),
+			Host: host, Path: "/" + database, RawQuery: params.Encode()}
+		return u.String()
+	}
+	here := net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Port()))
+	plain := url.Values{"sslmode": {"disable"}}
+	tests := []struct {
+		name     string
+		dsn      string
+		want     error
+		wantHint string
+	}{
+		{"malformed", "postgres://" + pgtest.Role + ":" + srv.Password() + "@127.0.0.1:notaport/" + pgtest.Database,
+			ErrInvalidDSN, "postgres://USER:PASSWORD@HOST:PORT/DATABASE"},
+		{"unreachable", dsn(srv.Password(), net.JoinHostPort("127.0.0.1", strconv.Itoa(closed)), pgtest.Database, plain),
+			ErrConnect, "cannot reach the server"},
+		{"wrong password", dsn(wrongPassword, here, pgtest.Database, plain), ErrConnect, "wrong password"},
+		{"wrong password, TLS preferred", dsn(wrongPassword, here, pgtest.Database, nil), ErrConnect, "wrong password"},
+		{"no such database", dsn(srv.Password(), here, "nosuchdb", plain), ErrConnect, "no such database"},
+		{"no such schema", dsn(srv.Password(), here, pgtest.Database,
+			url.Values{"sslmode": {"disable"}, "search_path": {"nosuchschema"}}), ErrNotDatabase, "search_path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Open(context.Background(), tt.dsn, Options{})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Open = %v, want %v", err, tt.want)
+			}
+			t.Logf("Open: %v", err)
+			if !strings.Contains(err.Error(), tt.wantHint) {
+				t.Errorf("error %q lacks the hint %q", err, tt.wantHint)
+			}
+			for _, secret := range []string{srv.Password(), wrongPassword} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q reveals a password", err)
+				}
+			}
+		})
+	}
+}
+
+func TestPostgresOpenRefusesAnotherProgramsSchemaWithoutTouchingIt(t *testing.T) {
+	dsn := postgres.NewSchema(t)
+	admin := pgAdmin(t, dsn)
+	mustExec(t, admin, "CREATE TABLE customers (name TEXT)")
+	mustExec(t, admin, "INSERT INTO customers VALUES ('alice')")
+	before := fingerprint(t, dsn)
+
+	_, err := Open(context.Background(), dsn, Options{})
+	if !errors.Is(err, ErrNotDatabase) || !strings.Contains(err.Error(), "another program") {
+		t.Fatalf("Open = %v, want ErrNotDatabase naming another program", err)
+	}
+	if fingerprint(t, dsn) != before {
+		t.Error("foreign schema was modified by Open")
+	}
+}
+
+func TestReplicasOpeningANewDatabaseTogetherMigrateItOnce(t *testing.T) {
+	dsn := postgres.NewSchema(t)
+	const replicas = 4
+	stores := make([]*Store, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = Open(context.Background(), dsn, Options{})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	s := stores[0]
+	if n := queryInt(t, s.reader, "SELECT count(*) FROM schema_migrations"); n != latestMigration(s.dialect) {
+		t.Errorf("schema_migrations has %d rows, want %d: a migration ran twice or not at all", n, latestMigration(s.dialect))
+	}
+}
+
+// storesOnOneDatabase opens n stores on one new database of b, as n
+// gateways sharing it would; the first gets the active key testKID.
+func storesOnOneDatabase(t *testing.T, b backend, n int) []*Store {
+	t.Helper()
+	location := b.newLocation(t)
+	stores := make([]*Store, n)
+	for i := range stores {
+		stores[i] = openAt(t, location, Options{})
+	}
+	insertTestKey(t, stores[0], testKID, KeyActive)
+	return stores
+}
+
+func TestSeveralGatewaysRotatingTheSameSandboxesNeverIssueAGenerationTwice(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		const gateways, sandboxes, rounds = 4, 6, 12
+		stores := storesOnOneDatabase(t, be, gateways)
+		var ids []string
+		for i := range sandboxes {
+			ids = append(ids, createTestSandbox(t, stores[0], fmt.Sprintf("sb-%d", i)).ID)
+		}
+		var mu sync.Mutex
+		issued := map[string]map[uint64]string{} // sandbox -> gen -> jti
+		errs := make(chan error, gateways)
+		for g, s := range stores {
+			go func() {
+				mint := testMint(testEpoch)
+				// Each gateway rotates every sandbox, in its own order, and
+				// records what it wrote, as the sweep does.
+				order := append([]string(nil), ids...)
+				for i := range order {
+					j := (i*(g+2) + g) % len(order)
+					order[i], order[j] = order[j], order[i]
+				}
+				for range rounds {
+					gens, err := s.NextGenerations(ctx, order, mint)
+					if err != nil {
+						errs <- fmt.Errorf("gateway %d: %w", g, err)
+						return
+					}
+					written := map[string]uint64{}
+					mu.Lock()
+					for _, gen := range gens {
+						if issued[gen.SandboxID] == nil {
+							issued[gen.SandboxID] = map[uint64]string{}
+						}
+						if prev, ok := issued[gen.SandboxID][gen.Gen]; ok {
+							mu.Unlock()
+							errs <- fmt.Errorf("generation %d of %s issued twice: jti %s and %s", gen.Gen, gen.SandboxID, prev, gen.JTI)
+							return
+						}
+						issued[gen.SandboxID][gen.Gen] = gen.JTI
+						written[gen.SandboxID] = gen.Gen
+					}
+					mu.Unlock()
+					if err := s.RecordWrittenBatch(ctx, written); err != nil {
+						errs <- fmt.Errorf("gateway %d: %w", g, err)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range gateways {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, id := range ids {
+			if got := len(issued[id]); got != gateways*rounds {
+				t.Errorf("sandbox %s: %d generations issued, want %d", id, got, gateways*rounds)
+			}
+			sb, err := stores[1].GetSandbox(ctx, id)
+			if err != nil || sb.LatestGen != gateways*rounds {
+				t.Errorf("sandbox %s: latest %d (%v), want %d", id, sb.LatestGen, err, gateways*rounds)
+			}
+			latest, err := stores[2].LatestGeneration(ctx, id)
+			if err != nil || latest.JTI != issued[id][gateways*rounds] {
+				t.Errorf("sandbox %s: newest generation %+v (%v), want jti %s", id, latest, err, issued[id][gateways*rounds])
+			}
+		}
+	})
+}
+
+func TestKeyRotatedThroughOneGatewayIsInAnothersKeySetAtOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		stores := storesOnOneDatabase(t, be, 2)
+		rotating, other := stores[0], stores[1]
+		next := insertTestKey(t, rotating, "k2", KeyVerify)
+		if err := rotating.ActivateKey(ctx, "k2"); err != nil {
+			t.Fatal(err)
+		}
+		active, err := other.ActiveKey(ctx)
+		if err != nil || active.KID != "k2" || string(active.Seed) != string(next.Seed) {
+			t.Fatalf("the other store's active key: %s (%v), want k2", active.KID, err)
+		}
+		keys, err := other.ListKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states := map[string]KeyState{}
+		for _, k := range keys {
+			states[k.KID] = k.State
+		}
+		if states[testKID] != KeyVerify || states["k2"] != KeyActive {
+			t.Errorf("the other store's key set: %v, want %s verify and k2 active", states, testKID)
+		}
+	})
+}
+
+func TestGatewaysActivatingKeysAtOnceLeaveExactlyOneActive(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		const gateways, rounds = 4, 5
+		stores := storesOnOneDatabase(t, be, gateways)
+		errs := make(chan error, gateways)
+		for g, s := range stores {
+			go func() {
+				for r := range rounds {
+					kid := fmt.Sprintf("g%d-r%d", g, r)
+					if err := s.InsertKey(ctx, newTestKey(t, kid, KeyVerify)); err != nil {
+						errs <- err
+						return
+					}
+					if err := s.ActivateKey(ctx, kid); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range gateways {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		keys, err := stores[0].ListKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var active []string
+		for _, k := range keys {
+			if k.State == KeyActive {
+				active = append(active, k.KID)
+			}
+		}
+		if len(active) != 1 || len(keys) != 1+gateways*rounds {
+			t.Errorf("%d keys, active %v; want %d keys, exactly one active", len(keys), active, 1+gateways*rounds)
+		}
+	})
+}
+
+// freeLoopbackPort returns a loopback port nothing listens on.
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
+}
