@@ -32,6 +32,9 @@ type Config struct {
 	// StateDir holds the store, the sandboxes' token directories and
 	// sockets, and the operator socket. It must be 0700 (or narrower).
 	StateDir string
+	// Store is where the store lives: a Postgres DSN (postgres://...) or
+	// the path of an SQLite file; StateDir/StoreFile when empty.
+	Store string
 	// KeyFile, when set, encrypts signing keys at rest with the 32-byte key it holds.
 	KeyFile string
 

@@ -61,7 +61,7 @@ type Gateway struct {
 	lastPrune atomic.Int64
 }
 
-// Open opens the store under cfg.StateDir, loads (or creates) the signing
+// Open opens the store (cfg.Store, or the file under cfg.StateDir), loads (or creates) the signing
 // keys, and reconciles every sandbox the store says is running with its
 // driver, re-minting tokens that expired while the gateway was down. It
 // serves nothing yet: call Serve.
@@ -74,7 +74,11 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token)}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile), store.Options{
+	location := cfg.Store
+	if location == "" {
+		location = filepath.Join(cfg.StateDir, StoreFile)
+	}
+	st, err := store.Open(ctx, location, store.Options{
 		KeyFile: cfg.KeyFile, Now: cfg.Now, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // serveOptions are `gateway serve`'s settings; each is a flag, an
@@ -45,6 +46,7 @@ type serveOptions struct {
 	adminTokenFile    string
 	defaultDriver     string
 	drivers           driverOptions
+	store             string
 	keyFile           string
 	logLevel          string
 	logFormat         string
@@ -87,6 +89,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires")
 	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
 	addDriverFlags(f, &o.drivers)
+	f.StringVar(&o.store, "store", "", "where the gateway keeps its state: an SQLite file path, or a Postgres DSN postgres://USER:PASSWORD@HOST:PORT/DATABASE (default <state-dir>/"+gateway.StoreFile+")")
 	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
@@ -146,7 +149,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return usageError{fmt.Errorf("gateway config: %w", err)}
 	}
 	cfg := gateway.Config{
-		StateDir: g.stateDir, KeyFile: o.keyFile, Lifetime: o.lifetime,
+		StateDir: g.stateDir, Store: o.store, KeyFile: o.keyFile, Lifetime: o.lifetime,
 		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
 		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
 		DefaultDriver: o.defaultDriver, Logger: log,
@@ -183,6 +186,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	cfg.Drivers, cfg.Registerer = drivers, reg
 	gw, err := gateway.Open(ctx, cfg)
 	if err != nil {
+		// --store names a database that does not parse, answer or let us in.
+		if errors.Is(err, store.ErrInvalidDSN) || errors.Is(err, store.ErrConnect) {
+			return usageError{fmt.Errorf("--store: %w", err)}
+		}
 		return err
 	}
 	defer gw.Close()
