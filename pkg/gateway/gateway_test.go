@@ -419,3 +419,122 @@ func TestSweepPrunesGenerationsThatCanNoLongerAuthenticate(t *testing.T) {
 		t.Fatalf("latest generation after pruning: %+v, %v", latest, err)
 	}
 }
+
+// TestStoreRestoredFromBackupNeverIssuesAGenerationTwice puts back a copy
+// of the store taken before three rotations. Sandbox a still runs
+// (reconcile sees its directory), b was stopped meanwhile (its start sees
+// its directory), and c's directory went back too, so only its
+// supervisor's token shows how far it had come. Each gets a generation
+// above everything it ever held, and no generation ever has two jtis.
+func TestStoreRestoredFromBackupNeverIssuesAGenerationTwice(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	issued := map[string]map[uint64]string{} // sandbox -> gen -> jti
+	note := func(tok *auth.Token) {
+		t.Helper()
+		if issued[tok.SandboxID()] == nil {
+			issued[tok.SandboxID()] = map[uint64]string{}
+		}
+		if prev, ok := issued[tok.SandboxID()][tok.Gen()]; ok && prev != tok.JTI() {
+			t.Fatalf("sandbox %s: generation %d issued twice (jti %s and %s)", tok.SandboxID(), tok.Gen(), prev, tok.JTI())
+		}
+		issued[tok.SandboxID()][tok.Gen()] = tok.JTI()
+	}
+	noteDir := func(id string) *auth.Token {
+		t.Helper()
+		raw, err := tokendir.ReadToken(e.g.tokenDir(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := e.g.verify.VerifyIgnoringExpiry(string(raw), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		note(tok)
+		return tok
+	}
+	a, b, c := e.create("a"), e.create("b"), e.create("c")
+	for _, sb := range []Sandbox{a, b, c} {
+		noteDir(sb.ID)
+	}
+	cBackupToken, _ := tokendir.ReadToken(e.g.tokenDir(c.ID))
+
+	dbPath := filepath.Join(e.dir, "state", StoreFile)
+	e.restart(0)
+	backup, err := os.ReadFile(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]*auth.Token{} // what each supervisor holds at the end
+	for range 3 {
+		for _, sb := range []Sandbox{a, b, c} {
+			if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
+				t.Fatal(err)
+			}
+			held[sb.ID] = noteDir(sb.ID)
+		}
+	}
+	if _, err := e.g.Stop(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	// c's directory goes back with the store; its supervisor kept gen 4.
+	w, err := tokendir.NewWriter(e.g.tokenDir(c.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(map[string][]byte{tokendir.TokenFile: cBackupToken, tokendir.JWKSFile: e.g.JWKSJSON()}); err != nil {
+		t.Fatal(err)
+	}
+
+	e.g.Close()
+	for _, suffix := range []string{"-wal", "-shm"} {
+		os.Remove(dbPath + suffix)
+	}
+	if err := os.WriteFile(dbPath, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.g = nil
+	e.proc.Close()
+	e.open()
+
+	// a: reconcile saw gen 4 in its directory and minted above it.
+	if tok := noteDir(a.ID); tok.Gen() <= held[a.ID].Gen() {
+		t.Fatalf("sandbox a after the restore: directory at gen %d, want above %d", tok.Gen(), held[a.ID].Gen())
+	}
+	if got, _ := e.g.store.GetSandbox(ctx, b.ID); got.LatestGen != 1 {
+		t.Fatalf("restored store: sandbox b at gen %d, want the backup's 1", got.LatestGen)
+	}
+	// b: its start sees gen 4 in its directory.
+	if _, err := e.g.Start(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if tok := noteDir(b.ID); tok.Gen() <= held[b.ID].Gen() {
+		t.Fatalf("sandbox b started after the restore: gen %d, want above %d", tok.Gen(), held[b.ID].Gen())
+	}
+	// c: the supervisor's forgotten token is refused as not issued, and
+	// the answer to it on an attested socket is above it.
+	_, err = e.g.Authenticate(ctx, held[c.ID].Raw(), c.ID, true)
+	var notIssued *session.NotIssuedError
+	if !errors.As(err, &notIssued) || notIssued.Token.Gen() != held[c.ID].Gen() {
+		t.Fatalf("forgotten gen %d: err = %v, want not issued", held[c.ID].Gen(), err)
+	}
+	tok, err := e.g.Reissue(ctx, c.ID, held[c.ID].Gen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	note(tok)
+	if tok.Gen() <= held[c.ID].Gen() {
+		t.Fatalf("reissued gen %d for a supervisor holding gen %d", tok.Gen(), held[c.ID].Gen())
+	}
+	if got := noteDir(c.ID); got.JTI() != tok.JTI() {
+		t.Fatalf("directory holds %s, want the reissued %s", got, tok)
+	}
+	if _, err := e.g.Authenticate(ctx, tok.Raw(), c.ID, false); err != nil {
+		t.Fatalf("reissued token refused: %v", err)
+	}
+	for _, sb := range []Sandbox{a, b} {
+		if _, err := e.g.Authenticate(ctx, held[sb.ID].Raw(), sb.ID, true); !errors.As(err, &notIssued) {
+			t.Fatalf("sandbox %s's forgotten gen %d: err = %v, want not issued", sb.Name, held[sb.ID].Gen(), err)
+		}
+	}
+}

@@ -14,13 +14,14 @@ type metrics struct {
 	mintDuration  prometheus.Histogram
 	writeFailures prometheus.Counter
 	pruned        prometheus.Counter
+	floorRaised   *prometheus.CounterVec
 }
 
 // newMetrics registers the gateway's metrics on reg (none when nil).
 func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 	m := &metrics{
 		minted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sandkey_tokens_minted_total", Help: "Token generations minted, by reason (start, rotation, reconcile, manual).",
+			Name: "sandkey_tokens_minted_total", Help: "Token generations minted, by reason (start, rotation, reconcile, manual, reissue).",
 		}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sandkey_token_rejections_total", Help: "Tokens refused when authenticating supervisors, by reason.",
@@ -39,6 +40,10 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		pruned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sandkey_generations_pruned_total", Help: "Records of generations that can no longer authenticate, deleted.",
 		}),
+		floorRaised: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sandkey_generation_floor_raised_total",
+			Help: "Generations seen signed above the store's counter (a store restored from backup), by where they were seen (directory, presented).",
+		}, []string{"evidence"}),
 	}
 	if reg == nil {
 		return m
@@ -54,6 +59,6 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}
 		return float64(len(pending))
 	})
-	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, pending)
+	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, m.floorRaised, pending)
 	return m
 }

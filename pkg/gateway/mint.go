@@ -69,9 +69,16 @@ func (g *Gateway) mint(ctx context.Context, ids []string, reason string) (map[st
 	return tokens, nil
 }
 
-// mintOne is mint for a single sandbox, failing if its directory write
-// failed: a start must not proceed on a directory that lacks the token.
+// mintOne is mint for a single sandbox (a start, a manual rotation),
+// failing if its directory write failed: a start must not proceed on a
+// directory that lacks the token. It first raises the sandbox's floor past
+// a generation its directory holds that the store forgot (floorFromDir).
 func (g *Gateway) mintOne(ctx context.Context, id, reason string) (*auth.Token, error) {
+	if sb, err := g.store.GetSandbox(ctx, id); err == nil {
+		if _, err := g.floorFromDir(ctx, sb); err != nil {
+			g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", id), zap.Error(err))
+		}
+	}
 	tokens, err := g.mint(ctx, []string{id}, reason)
 	if err != nil {
 		return nil, err

@@ -14,8 +14,10 @@ import (
 // sandbox the store says is running is checked with its driver. One that
 // still runs gets its socket back, and a fresh token if its token expired,
 // reached its rotation point, or was never written while the gateway was
-// down; one the driver no longer knows is marked vanished, one that ended
-// is marked stopped.
+// down, or if its directory holds a generation the store does not know (a
+// store restored from backup: the floor is raised past it first, so the
+// fresh generation was never issued before); one the driver no longer
+// knows is marked vanished, one that ended is marked stopped.
 func (g *Gateway) reconcile(ctx context.Context) error {
 	running, err := g.store.ListSandboxes(ctx, store.SandboxRunning)
 	if err != nil {
@@ -49,7 +51,11 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 			continue
 		}
 		serve = append(serve, sb.ID)
-		if sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) {
+		forgotten, err := g.floorFromDir(ctx, sb)
+		if err != nil {
+			g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", sb.ID), zap.Error(err))
+		}
+		if forgotten || sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) {
 			remint = append(remint, sb.ID)
 		}
 	}

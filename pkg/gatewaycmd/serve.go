@@ -171,10 +171,20 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return err
 	}
 	// The state directory is made (0700), or refused when others may read
-	// it, before drivers put their own directories in it.
+	// it, and locked, before drivers put their own directories in it.
 	if err := gateway.CheckStateDir(g.stateDir); err != nil {
 		return err
 	}
+	// One gateway per state directory, locked before anything in it is
+	// touched: a second one would take the first's sandbox sockets.
+	lock, err := gateway.LockStateDir(g.stateDir)
+	if err != nil {
+		if errors.As(err, new(*gateway.StateDirInUseError)) {
+			return usageError{err}
+		}
+		return err
+	}
+	defer lock.Close()
 	drivers, err := buildDrivers(driverEnv{stateDir: g.stateDir, log: log,
 		supervisor: func() (string, error) { return findSupervisor(o.drivers.supervisorF) }}, &o.drivers)
 	if err != nil {

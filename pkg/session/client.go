@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 )
 
@@ -143,7 +144,14 @@ func (c *Client) Run(ctx context.Context) error {
 		// The loop owns the backoff: gRPC's own reconnect backoff (up to
 		// two minutes) would otherwise fail this attempt fast, unseen.
 		c.conn.ResetConnectBackoff()
+		presented := c.cfg.Source.Current()
 		acceptedAt, err := c.runSession(ctx)
+		// What the gateway last saw: the token a refused attempt
+		// presented, or the newest one a session ran with.
+		held := presented
+		if !acceptedAt.IsZero() {
+			held = c.cfg.Source.Current()
+		}
 		c.setState(false, "", err)
 		if ctx.Err() != nil {
 			return nil
@@ -154,7 +162,7 @@ func (c *Client) Run(ctx context.Context) error {
 		delay := c.cfg.Backoff.Delay(attempt, rand.Float64())
 		attempt++
 		c.log.Info("session ended; reconnecting", zap.Error(err), zap.Duration("delay", delay))
-		if c.sleepOrWake(ctx, delay) {
+		if c.sleepOrWake(ctx, delay, held) {
 			attempt = 0 // a gateway just came up: start the backoff afresh
 			// Let the transport come up before the attempt, which would
 			// otherwise fail fast on a connection still reconnecting and
@@ -189,11 +197,16 @@ func (c *Client) awaitReady(ctx context.Context, limit time.Duration) {
 // sleepOrWake waits out a backoff delay, or less: on a unix target it
 // also watches the socket's directory, and returns as soon as the socket
 // is created again, so that a restarted gateway is reached at once rather
-// than at the end of a backoff that grew while it was down. It reports
-// whether it was woken that way.
-func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration) bool {
+// than at the end of a backoff that grew while it was down. It also
+// returns as soon as the source holds a token other than held (what the
+// gateway last saw), taken from the directory for instance: a gateway
+// that writes tokens is up, and the new token may be what it refused the
+// old one for. It reports whether it was woken.
+func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, held *auth.Token) bool {
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
+	tokens, unsubscribe := c.tokenArrivals()
+	defer unsubscribe()
 	var events <-chan fsnotify.Event
 	t, err := ParseTarget(c.cfg.Target)
 	if err == nil && t.Scheme == SchemeUnix {
@@ -219,8 +232,33 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration) bool {
 				c.log.Info("gateway socket created; reconnecting now", zap.String("socket", t.Path))
 				return true
 			}
+		case tok, ok := <-tokens:
+			if !ok {
+				tokens = nil
+				continue
+			}
+			if tok != held {
+				c.log.Info("new token taken; reconnecting now", zap.Stringer("token", tok))
+				return true
+			}
 		}
 	}
+}
+
+// tokenNotifier is a TokenSource that tells of every token it accepts
+// (pkg/auth/source does): Subscribe's channel gets the current token
+// first, then each new one.
+type tokenNotifier interface {
+	Subscribe() (<-chan *auth.Token, func())
+}
+
+// tokenArrivals subscribes to the source's new tokens, if it tells of
+// them; a nil channel otherwise.
+func (c *Client) tokenArrivals() (<-chan *auth.Token, func()) {
+	if n, ok := c.cfg.Source.(tokenNotifier); ok {
+		return n.Subscribe()
+	}
+	return nil, func() {}
 }
 
 // RejectedError is the gateway's refusal of a session, or its reason to

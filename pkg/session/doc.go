@@ -32,9 +32,13 @@
 //  4. It answers Accepted{session_id, heartbeat_interval, token?, token_gen,
 //     jwks, token_rejected}. The token is there when the latest generation
 //     is newer than Hello.token_gen, or when the token presented is not
-//     current (expired or superseded); token_rejected then tells the
-//     supervisor to mark its token rejected, so that its source takes the
-//     latest whatever the generations (a store restored from backup).
+//     current (expired, superseded, or never issued by the store);
+//     token_rejected then tells the supervisor to mark its token rejected,
+//     so that its source takes the answer whatever the generations. A
+//     presented token the store never issued (a store restored from
+//     backup) is answered by Authority.Reissue with a generation above it,
+//     never with a number the supervisor may already hold under another
+//     jti.
 //  5. Both sides send Heartbeat every interval (10 s); each ends a session
 //     that has heard nothing for three intervals.
 //  6. Push(sandboxID) wakes the session, which reads the latest token and
@@ -57,7 +61,10 @@
 //  9. ReportExit reports the workload's end to ServerConfig.OnExit.
 //
 // The supervisor reconnects after any end with exponential backoff and full
-// jitter (100 ms to 30 s, reset once a session stayed up 30 s). A Rejected
+// jitter (100 ms to 30 s, reset once a session stayed up 30 s). It cuts a
+// backoff short when its gateway socket is created again, and when its
+// source takes a new token (from the directory) meanwhile: the token may
+// be the one the gateway wanted. A Rejected
 // UNAUTHENTICATED or SUPERSEDED makes it mark its token rejected.
 //
 // # Channel identity
@@ -72,7 +79,8 @@
 //     another is refused;
 //   - the bearer is optional (the socket is the identity); when present it
 //     must be a genuine token of that sandbox (signature, claims), but it
-//     may be expired or superseded: the supervisor gets the latest.
+//     may be expired, superseded or unknown to the store: the supervisor
+//     gets the latest, or for an unknown one a generation above it.
 //
 // On a shared listener (TCP or TLS) only a valid bearer is accepted: not
 // expired, of one of the two newest generations, for the sandbox the call

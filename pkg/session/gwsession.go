@@ -284,10 +284,18 @@ func (l *sessionLoop) flush(limit time.Duration) {
 }
 
 // accept answers the Hello: the latest token when it is newer than what
-// the supervisor holds, or when what it presented is not current.
+// the supervisor holds, or when what it presented is not current. A
+// presented token the store never issued is answered with a generation
+// above it (Authority.Reissue), never with a number it may already hold.
 func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred credential) error {
 	s := l.s
-	latest, err := s.cfg.Authority.Latest(ctx, l.sess.sandboxID)
+	var latest *auth.Token
+	var err error
+	if cred.unissued != nil {
+		latest, err = s.cfg.Authority.Reissue(ctx, l.sess.sandboxID, cred.unissued.Gen())
+	} else {
+		latest, err = s.cfg.Authority.Latest(ctx, l.sess.sandboxID)
+	}
 	if err != nil {
 		if errors.Is(err, ErrUnknownSandbox) {
 			return reject(sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX, err.Error())
@@ -326,7 +334,8 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 	}
 	l.lastHeard = time.Now()
 	l.log.Info("session accepted", zap.Bool("attested", cred.attested), zap.Uint64("hello_gen", hello.GetTokenGen()),
-		zap.Stringer("presented", cred.presented), zap.Stringer("latest", latest), zap.Bool("token_sent", acc.Token != nil),
+		zap.Stringer("presented", cred.presented), zap.Stringer("not_issued", cred.unissued),
+		zap.Stringer("latest", latest), zap.Bool("token_sent", acc.Token != nil),
 		zap.String("version", hello.GetVersion()))
 	return nil
 }

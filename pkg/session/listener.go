@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -85,9 +87,9 @@ func (c *attestingCredentials) OverrideServerName(name string) error {
 
 // ListenSandboxSocket creates dir (mode 0700) and listens on the unix
 // socket dir/gw.sock (mode 0600). Every connection it accepts is attested
-// for sandboxID. A stale socket file is removed; any other file in the way
-// is an error. Closing the listener removes the socket and closes the
-// connections it accepted.
+// for sandboxID. A stale socket file is removed (RemoveStaleSocket); a live
+// one, or any other file in the way, is an error. Closing the listener
+// removes the socket and closes the connections it accepted.
 func ListenSandboxSocket(dir, sandboxID string) (net.Listener, error) {
 	if sandboxID == "" {
 		return nil, fmt.Errorf("listen on sandbox socket in %s: empty sandbox id", dir)
@@ -100,7 +102,7 @@ func ListenSandboxSocket(dir, sandboxID string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on sandbox socket for %s: %w", sandboxID, err)
 	}
 	path := filepath.Join(dir, SocketName)
-	if err := removeStaleSocket(path); err != nil {
+	if err := RemoveStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("listen on sandbox socket for %s: %w", sandboxID, err)
 	}
 	l, err := net.Listen("unix", path)
@@ -116,7 +118,16 @@ func ListenSandboxSocket(dir, sandboxID string) (net.Listener, error) {
 	return &attestedListener{Listener: l, sandboxID: sandboxID, conns: map[*attestedConn]struct{}{}}, nil
 }
 
-func removeStaleSocket(path string) error {
+// staleProbeTimeout bounds the dial that tells a live socket from one a
+// process that is gone left behind.
+const staleProbeTimeout = time.Second
+
+// RemoveStaleSocket removes the unix socket at path only once a dial has
+// proved that nothing listens on it (ECONNREFUSED): the socket of a live
+// gateway is left alone and refused with an error saying so, and so is
+// anything that is not a socket, or a socket the probe cannot judge. A
+// missing path is no error.
+func RemoveStaleSocket(path string) error {
 	fi, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -124,10 +135,18 @@ func removeStaleSocket(path string) error {
 	case err != nil:
 		return err
 	case fi.Mode()&os.ModeSocket == 0:
-		return fmt.Errorf("%s exists and is not a socket (mode %s); refusing to remove it", path, fi.Mode())
+		return fmt.Errorf("%s exists and is not a socket (mode %s); refusing to remove it: remove it yourself or choose another path", path, fi.Mode())
+	}
+	c, err := net.DialTimeout("unix", path, staleProbeTimeout)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("another gateway is serving on %s; stop it first", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("probe existing socket %s: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
 	return nil
 }

@@ -342,12 +342,14 @@ func TestAttestedSocketAcceptsSupervisorWithoutToken(t *testing.T) {
 	r.expectRejected(sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED)
 }
 
-// TestSupervisorRecoversFromStoreRestoredFromBackup: the supervisor holds
-// gen 5, signed by the gateway's key, but the gateway's store went back to
-// gen 2. The gateway refuses gen 5 as superseded; the supervisor must then
-// take gen 2 although it is lower.
-func TestSupervisorRecoversFromStoreRestoredFromBackup(t *testing.T) {
-	setup := func(t *testing.T, id string) (*env, string, *source.Source, *auth.Token) {
+// TestUnissuedGenerationOnAttestedSocketIsAnsweredWithAHigherOne: the
+// supervisor holds gen 5, signed by the gateway's key, but the gateway's
+// store went back to gen 2 (a backup restored). On its own socket it is
+// answered at once with a generation above 5, never with one it may
+// already hold under another jti; on the shared listener it is refused as
+// unauthenticated, and recovers from the directory.
+func TestUnissuedGenerationOnAttestedSocketIsAnsweredWithAHigherOne(t *testing.T) {
+	setup := func(t *testing.T, id string) (*env, string, *source.Source, *auth.Token, *auth.Token) {
 		e := newEnv(t, envConfig{})
 		target, _ := e.sandbox(id)
 		restored := e.mint(id)
@@ -359,21 +361,41 @@ func TestSupervisorRecoversFromStoreRestoredFromBackup(t *testing.T) {
 		if err := src.Offer(restored.Raw(), e.jwks(), source.OriginDir); err == nil {
 			t.Fatal("source took a lower generation before any rejection")
 		}
-		return e, target, src, restored
+		return e, target, src, restored, future
 	}
 	t.Run("attested socket", func(t *testing.T) {
-		e, target, src, restored := setup(t, "sb-restored")
+		e, target, _, _, future := setup(t, "sb-restored")
+		r := openRaw(t, dialRaw(t, target), future.Raw())
+		r.hello("sb-restored", future.Gen())
+		acc := r.accepted()
+		if acc.GetTokenGen() <= future.Gen() || acc.Token == nil || !acc.GetTokenRejected() {
+			t.Fatalf("accepted: token gen %d (sent %v), token_rejected %v; want a token above gen %d, token_rejected",
+				acc.GetTokenGen(), acc.Token != nil, acc.GetTokenRejected(), future.Gen())
+		}
+		// Shown the same forgotten token again, the authority does not
+		// mint again: the answer is already above it.
+		r2 := openRaw(t, dialRaw(t, target), future.Raw())
+		r2.hello("sb-restored", future.Gen())
+		if again := r2.accepted(); again.GetTokenGen() != acc.GetTokenGen() {
+			t.Fatalf("second hello with gen %d answered with gen %d, want %d", future.Gen(), again.GetTokenGen(), acc.GetTokenGen())
+		}
+		if got := e.rejections(sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED); got != 0 {
+			t.Fatalf("%v unauthenticated rejections on the attested socket, want 0", got)
+		}
+	})
+	t.Run("supervisor on the attested socket", func(t *testing.T) {
+		e, target, src, _, future := setup(t, "sb-restored")
 		e.startClient(ClientConfig{Target: target, SandboxID: "sb-restored", Source: src})
-		eventually(t, "restored generation in the source", func() bool { return genOf(src) == restored.Gen() })
-		eventually(t, "delivered", func() bool { return e.authority.Delivered("sb-restored") == restored.Gen() })
+		eventually(t, "a generation above the forgotten one in the source", func() bool { return genOf(src) > future.Gen() })
+		eventually(t, "delivered", func() bool { return e.authority.Delivered("sb-restored") == genOf(src) })
 	})
 	t.Run("shared listener, then the directory", func(t *testing.T) {
-		e, _, src, restored := setup(t, "sb-restored")
+		e, _, src, restored, _ := setup(t, "sb-restored")
 		c := e.startClient(ClientConfig{Target: e.tcpTarget(), SandboxID: "sb-restored", Source: src})
-		eventually(t, "superseded rejection", func() bool {
+		eventually(t, "unauthenticated rejection", func() bool {
 			_, _, err := c.State()
 			var rej *RejectedError
-			return errors.As(err, &rej) && rej.Code == sessionpb.RejectCode_REJECT_CODE_SUPERSEDED
+			return errors.As(err, &rej) && rej.Code == sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED
 		})
 		// The rejection made the source take a lower generation, as the
 		// directory offers it; the next session is accepted.

@@ -93,8 +93,10 @@
 // next one, 1, 2, 3... NextGenerations is the only way to mint. In a single
 // transaction it, for each requested sandbox:
 //
-//  1. reads the sandbox's newest generation (sandboxes.latest_gen);
-//  2. calls the caller's mint function with the next one (signing is pure
+//  1. reads the sandbox's newest generation (sandboxes.latest_gen) and its
+//     floor (sandboxes.gen_floor, see below);
+//  2. calls the caller's mint function with the next one, above both
+//     (signing is pure
 //     CPU work, done serially inside the transaction);
 //  3. inserts the generation: jti (unique across the store), kid, iat, exp,
 //     the caller's rotation point, and the raw token;
@@ -113,6 +115,24 @@
 // together with a *MissingSandboxesError naming the skipped ids; any other
 // failure (a mint error, a duplicate jti, an unknown kid) rolls the whole
 // batch back.
+//
+// # A store restored from backup
+//
+// The store's file may be replaced by an older copy of itself. Its counters
+// then lag behind generations that were issued, and whose tokens still
+// exist: in the sandbox's token directory, in its supervisor's hands.
+// Counting on from the restored counter would issue those numbers again,
+// with other jtis. The gateway prevents it with evidence: whenever it sees
+// a token signed by its key for a sandbox with a generation above the
+// store's counter (in the token directory at reconcile, start and
+// reissue; presented by a supervisor), it calls RaiseGenerationFloor,
+// which commits gen_floor before anything is minted; NextGenerations then
+// counts on from max(latest_gen, gen_floor). The floor never goes down and
+// needs no generation row, so a raised floor changes nothing else: the
+// unknown token still does not authenticate (IsAcceptable says not
+// issued). A blind guard (lifting every counter by a margin at start) was
+// rejected: nothing in a restored file says it was restored, and any
+// margin is exceeded by an old enough backup.
 //
 // The revocation rule lives here too: only the two newest generations of an
 // existing sandbox authenticate, each only with the jti it was issued with

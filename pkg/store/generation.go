@@ -163,6 +163,51 @@ func lockSandboxes(ctx context.Context, tx *txn, ids []string) error {
 	return nil
 }
 
+// RaiseGenerationFloor records that generation seen of the sandbox exists,
+// signed by the gateway's key, although this store may never have issued
+// it (a backup restored over the store, with tokens minted since still in
+// the sandbox's directory or its supervisor's hands). Once it returns, every
+// generation NextGenerations mints for the sandbox is above seen, so no
+// generation number is issued twice. It reports whether the floor moved: a
+// seen at or below the counter (or the floor) changes nothing and writes
+// nothing. An unknown sandbox is ErrNotFound.
+func (s *Store) RaiseGenerationFloor(ctx context.Context, sandboxID string, seen uint64) (bool, error) {
+	if seen > math.MaxInt64 {
+		return false, fmt.Errorf("raise generation floor of sandbox %s to %d: %w: beyond the counter's range", sandboxID, seen, ErrInvalid)
+	}
+	// Read first, through the reader pool: the common answer is "nothing
+	// to do", and it must not queue behind a rotation sweep's write.
+	var latest, floor int64
+	err := s.reader.QueryRowContext(ctx, "SELECT latest_gen, gen_floor FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest, &floor)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("raise generation floor of sandbox %s: %w", sandboxID, ErrNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("raise generation floor of sandbox %s to %d: %w", sandboxID, seen, err)
+	}
+	if int64(seen) <= max(latest, floor) {
+		return false, nil
+	}
+	var raised bool
+	// One conditional statement: on Postgres it waits for the row lock of
+	// a concurrent NextGenerations and re-checks the condition after it.
+	err = s.writeTx(ctx, func(tx *txn) error {
+		res, err := tx.ExecContext(ctx,
+			"UPDATE sandboxes SET gen_floor = ? WHERE id = ? AND gen_floor < ? AND latest_gen < ?",
+			int64(seen), sandboxID, int64(seen), int64(seen))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		raised = n > 0
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("raise generation floor of sandbox %s to %d: %w", sandboxID, seen, err)
+	}
+	return raised, nil
+}
+
 // nextGenerationStmts are NextGenerations' statements, prepared once per
 // call so a sweep of 10,000 sandboxes parses each only once.
 type nextGenerationStmts struct {
@@ -178,7 +223,7 @@ func prepareNextGeneration(ctx context.Context, tx *txn) (*nextGenerationStmts, 
 	}{
 		// The row lock (Postgres) holds every other writer of this sandbox
 		// until commit: the generation read here is the one advanced below.
-		{&st.latest, "SELECT latest_gen FROM sandboxes WHERE id = ?" + tx.d.forUpdate()},
+		{&st.latest, "SELECT latest_gen, gen_floor FROM sandboxes WHERE id = ?" + tx.d.forUpdate()},
 		{&st.insert, `INSERT INTO generations
 			(sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, token)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
@@ -208,15 +253,17 @@ func (st *nextGenerationStmts) close() {
 }
 
 func (st *nextGenerationStmts) next(ctx context.Context, id string, mint MintFunc) (Generation, error) {
-	var latest int64
-	err := st.latest.QueryRowContext(ctx, id).Scan(&latest)
+	var latest, floor int64
+	err := st.latest.QueryRowContext(ctx, id).Scan(&latest, &floor)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Generation{}, ErrNotFound
 	}
 	if err != nil {
 		return Generation{}, fmt.Errorf("read generation of sandbox %s: %w", id, err)
 	}
-	gen := latest + 1
+	// Above the floor too: generations up to it were issued by a store
+	// this one does not remember (a backup restored over it).
+	gen := max(latest, floor) + 1
 	m, err := mint(id, uint64(gen))
 	if err != nil {
 		return Generation{}, fmt.Errorf("mint generation %d of sandbox %s: %w", gen, id, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -548,6 +549,154 @@ func TestLatestGenerationErrors(t *testing.T) {
 		}
 		if gens, err := s.AcceptableGenerations(ctx, sb.ID); err != nil || len(gens) != 0 {
 			t.Errorf("AcceptableGenerations(unminted) = %v, %v; want none", gens, err)
+		}
+	})
+}
+
+// TestGenerationsStayAboveTheFloorOfAStoreRestoredFromBackup: a store
+// copied at gen 3 and put back after gens 4 to 6 were issued must, once
+// told of gen 6, never issue 4, 5 or 6 again.
+func TestGenerationsStayAboveTheFloorOfAStoreRestoredFromBackup(t *testing.T) {
+	ctx := context.Background()
+	path := newTestPath(t)
+	s := openAt(t, path, Options{})
+	insertTestKey(t, s, testKID, KeyActive)
+	sb := createTestSandbox(t, s, "a")
+	mint := testMint(testEpoch)
+	for range 3 {
+		if _, err := s.NextGenerations(ctx, []string{sb.ID}, mint); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	backup, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path, Options{})
+	var lost []Generation // issued after the backup
+	for range 3 {
+		gens, err := s.NextGenerations(ctx, []string{sb.ID}, mint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost = append(lost, gens...)
+	}
+	s.Close()
+	if err := os.WriteFile(path, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path, Options{})
+	if got, _ := s.GetSandbox(ctx, sb.ID); got.LatestGen != 3 {
+		t.Fatalf("restored store at gen %d, want 3", got.LatestGen)
+	}
+	if v, _ := s.IsAcceptable(ctx, sb.ID, lost[2].Gen, lost[2].JTI); v != VerdictNotIssued {
+		t.Fatalf("gen %d after the restore: %s, want %s", lost[2].Gen, v, VerdictNotIssued)
+	}
+
+	for _, tc := range []struct {
+		seen uint64
+		want bool
+	}{{2, false}, {3, false}, {6, true}, {6, false}, {5, false}} {
+		raised, err := s.RaiseGenerationFloor(ctx, sb.ID, tc.seen)
+		if err != nil || raised != tc.want {
+			t.Fatalf("RaiseGenerationFloor(%d) = %v, %v; want %v", tc.seen, raised, err, tc.want)
+		}
+	}
+	s.Close()
+	s = openAt(t, path, Options{}) // the floor is durable
+	gens, err := s.NextGenerations(ctx, []string{sb.ID}, mint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gens[0].Gen != 7 {
+		t.Fatalf("first generation after the floor: %d, want 7", gens[0].Gen)
+	}
+	if v, _ := s.IsAcceptable(ctx, sb.ID, 7, gens[0].JTI); v != VerdictAccepted {
+		t.Fatalf("gen 7: %s, want accepted", v)
+	}
+	if got, _ := s.GetSandbox(ctx, sb.ID); got.LatestGen != 7 || got.GenFloor != 6 {
+		t.Fatalf("sandbox row: latest %d, floor %d; want 7, 6", got.LatestGen, got.GenFloor)
+	}
+	if raised, err := s.RaiseGenerationFloor(ctx, sb.ID, 7); raised || err != nil {
+		t.Fatalf("floor at the counter itself: %v, %v; want a no-op", raised, err)
+	}
+	if _, err := s.RaiseGenerationFloor(ctx, "no-such-sandbox", 9); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown sandbox: %v, want ErrNotFound", err)
+	}
+}
+
+// The floor's own rules, on both databases (the restore itself is a file
+// copy, above, for SQLite): mints count on above a raised floor, and a
+// floor raised while gateways rotate never lets a generation at or below
+// it be issued.
+func TestNextGenerationsCountOnAboveARaisedFloorWhileOthersRotate(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		stores := storesOnOneDatabase(t, be, 3)
+		sb := createTestSandbox(t, stores[0], "a")
+		const rounds = 20
+		const floor = 1000
+		var wg sync.WaitGroup
+		results := make([][]Generation, 2)
+		errs := make([]error, 3)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				mint := testMint(testEpoch)
+				for range rounds {
+					gens, err := stores[i].NextGenerations(ctx, []string{sb.ID}, mint)
+					if err != nil {
+						errs[i] = err
+						return
+					}
+					results[i] = append(results[i], gens...)
+				}
+			}()
+		}
+		var raised bool
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			raised, errs[2] = stores[2].RaiseGenerationFloor(ctx, sb.ID, floor)
+		}()
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("store %d: %v", i, err)
+			}
+		}
+		if !raised {
+			t.Fatal("RaiseGenerationFloor(1000) moved nothing, with the counter far below")
+		}
+		// Each rotator sees its generations strictly increase; every
+		// generation issued after the floor was raised is above it, and
+		// none is issued twice.
+		seen := map[uint64]bool{}
+		above := 0
+		for i, gens := range results {
+			var last uint64
+			for _, g := range gens {
+				if g.Gen <= last {
+					t.Errorf("store %d: generation %d after %d", i, g.Gen, last)
+				}
+				last = g.Gen
+				if seen[g.Gen] {
+					t.Errorf("generation %d issued twice", g.Gen)
+				}
+				seen[g.Gen] = true
+				if g.Gen > floor {
+					above++
+				}
+			}
+		}
+		next, err := stores[0].NextGenerations(ctx, []string{sb.ID}, testMint(testEpoch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := uint64(floor + above + 1); next[0].Gen != want {
+			t.Errorf("next generation %d, want %d (above the floor, after the %d minted above it)", next[0].Gen, want, above)
 		}
 	})
 }

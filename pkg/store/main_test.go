@@ -272,6 +272,20 @@ func fingerprint(t testing.TB, location string) string {
 	return b.String()
 }
 
+// rawExec runs a statement on the store at location the way another
+// program would, bypassing Open: the plain SQLite driver, or Postgres'
+// superuser in the store's schema. The statement must have no arguments.
+func rawExec(t testing.TB, location, stmt string) {
+	t.Helper()
+	if IsPostgresDSN(location) {
+		mustExec(t, pgAdmin(t, location), stmt)
+		return
+	}
+	db := rawDB(t, location)
+	mustExec(t, db, stmt)
+	db.Close()
+}
+
 // deleteWithoutForeignKeys deletes a sandbox row the way a bug or a manual
 // edit would, with foreign keys off, leaving its generations dangling.
 func deleteWithoutForeignKeys(t testing.TB, s *Store, id string) {

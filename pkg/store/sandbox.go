@@ -46,6 +46,7 @@ type Sandbox struct {
 	InstanceID string          // the driver's id of the current instance
 
 	LatestGen    uint64    // newest generation minted; 0 = none yet
+	GenFloor     uint64    // newest generation seen signed that the store may not have issued (RaiseGenerationFloor)
 	WrittenGen   uint64    // newest generation written to the token directory
 	DeliveredGen uint64    // newest generation the supervisor acknowledged
 	RotateAt     time.Time // when LatestGen is due for rotation; zero = now
@@ -62,7 +63,7 @@ type NewSandbox struct {
 }
 
 const sandboxColumns = `id, name, driver, state, spec, instance_id,
-	latest_gen, written_gen, delivered_gen, rotate_at, created_at, updated_at`
+	latest_gen, written_gen, delivered_gen, rotate_at, created_at, updated_at, gen_floor`
 
 type rowScanner interface {
 	Scan(dest ...any) error
@@ -71,14 +72,15 @@ type rowScanner interface {
 func scanSandbox(r rowScanner) (Sandbox, error) {
 	var sb Sandbox
 	var spec string
-	var latest, written, delivered, rotateAt, createdAt, updatedAt int64
+	var latest, written, delivered, rotateAt, createdAt, updatedAt, floor int64
 	err := r.Scan(&sb.ID, &sb.Name, &sb.Driver, &sb.State, &spec, &sb.InstanceID,
-		&latest, &written, &delivered, &rotateAt, &createdAt, &updatedAt)
+		&latest, &written, &delivered, &rotateAt, &createdAt, &updatedAt, &floor)
 	if err != nil {
 		return Sandbox{}, err
 	}
 	sb.Spec = json.RawMessage(spec)
 	sb.LatestGen, sb.WrittenGen, sb.DeliveredGen = uint64(latest), uint64(written), uint64(delivered)
+	sb.GenFloor = uint64(floor)
 	sb.RotateAt, sb.CreatedAt, sb.UpdatedAt = goTime(rotateAt), goTime(createdAt), goTime(updatedAt)
 	return sb, nil
 }

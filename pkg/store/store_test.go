@@ -471,3 +471,38 @@ func TestTwoStoresOnOneFileShareTheWriteLock(t *testing.T) {
 		}
 	})
 }
+
+// A store of schema 1 holding a sandbox and its generations (a backup
+// taken before the generation floor existed) opens as schema 2 with a
+// floor of zero, and counts on from its own counter.
+func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		path := be.newLocation(t)
+		s := openAt(t, path, Options{})
+		insertTestKey(t, s, testKID, KeyActive)
+		sb := createTestSandbox(t, s, "old")
+		for range 2 {
+			if _, err := s.NextGenerations(ctx, []string{sb.ID}, testMint(testEpoch)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		// Take the store back to schema 1, as a sandkey before the floor left it.
+		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN gen_floor")
+		rawExec(t, path, "DELETE FROM schema_migrations WHERE version > 1")
+
+		s = openAt(t, path, Options{})
+		if v, _ := s.SchemaVersion(ctx); v != latestMigration(s.dialect) {
+			t.Fatalf("schema version %d, want %d", v, latestMigration(s.dialect))
+		}
+		got, err := s.GetSandbox(ctx, sb.ID)
+		if err != nil || got.LatestGen != 2 || got.GenFloor != 0 {
+			t.Fatalf("migrated sandbox: %+v, %v; want gen 2, floor 0", got, err)
+		}
+		gens, err := s.NextGenerations(ctx, []string{sb.ID}, testMint(testEpoch))
+		if err != nil || gens[0].Gen != 3 {
+			t.Fatalf("first generation after the migration: %+v, %v; want 3", gens, err)
+		}
+	})
+}
