@@ -14,10 +14,18 @@ import (
 // driver starts nothing: sandboxes are marked running in the store only).
 // Beside it, BenchmarkMintOnly is the raw signing cost of the same count in
 // the same run.
-func BenchmarkSweep(b *testing.B) {
+func BenchmarkSweep(b *testing.B) { benchmarkSweep(b, func(testing.TB) string { return "" }) }
+
+// BenchmarkSweepPostgres is BenchmarkSweep with the store in Postgres (a
+// private server on this machine, over TCP on loopback, fsync off).
+func BenchmarkSweepPostgres(b *testing.B) { benchmarkSweep(b, postgres.NewSchema) }
+
+// benchmarkSweep runs the sweep on the store location returns ("": the
+// SQLite file in the state directory).
+func benchmarkSweep(b *testing.B, location func(testing.TB) string) {
 	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("sandboxes=%d", n), func(b *testing.B) {
-			e := newBenchEnv(b, n)
+			e := newBenchEnv(b, n, location(b))
 			for b.Loop() {
 				e.clock.Add(lifetime) // everything is due again
 				rotated, err := e.g.Sweep(context.Background())
@@ -33,7 +41,7 @@ func BenchmarkSweep(b *testing.B) {
 func BenchmarkMintOnly(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("sandboxes=%d", n), func(b *testing.B) {
-			e := newBenchEnv(b, 1)
+			e := newBenchEnv(b, 1, "")
 			for b.Loop() {
 				for i := range n {
 					if _, err := e.g.issuer.Mint("sb", uint64(i+1)); err != nil {
@@ -46,9 +54,9 @@ func BenchmarkMintOnly(b *testing.B) {
 	}
 }
 
-func newBenchEnv(b *testing.B, n int) *env {
+func newBenchEnv(b *testing.B, n int, location string) *env {
 	b.Helper()
-	e := &env{t: b, dir: shortTempDir(b), clock: &clock{now: time.Now().Truncate(time.Second)}}
+	e := &env{t: b, dir: shortTempDir(b), store: location, clock: &clock{now: time.Now().Truncate(time.Second)}}
 	e.open()
 	b.Cleanup(func() { e.g.Close(); e.proc.Close() })
 	ctx := context.Background()

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,9 +20,27 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/store"
+	"github.com/sandkey/sandkey/pkg/store/pgtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// postgres is the Postgres server of BenchmarkSweepPostgres, started when
+// first asked for and stopped by TestMain.
+var postgres pgtest.Shared
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := postgres.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stop postgres: %v\n", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 const lifetime = time.Minute
 
@@ -68,6 +87,7 @@ func (d *checkingDriver) Start(ctx context.Context, spec driver.Spec) error {
 type env struct {
 	t     testing.TB
 	dir   string
+	store string // the store's location; "": the SQLite file in the state directory
 	clock *clock
 	drv   *checkingDriver
 	proc  *process.Driver
@@ -125,7 +145,7 @@ func (e *env) open() {
 
 func (e *env) config() Config {
 	return Config{
-		StateDir: filepath.Join(e.dir, "state"), Lifetime: lifetime, StopGrace: time.Second,
+		StateDir: filepath.Join(e.dir, "state"), Store: e.store, Lifetime: lifetime, StopGrace: time.Second,
 		Drivers: map[string]driver.Driver{"process": e.drv}, DefaultDriver: "process",
 		Now: e.clock.Now, Jitter: func() float64 { return 0 },
 	}
