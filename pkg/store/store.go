@@ -28,10 +28,13 @@ type Options struct {
 	// AES-256-GCM key in this file (32 raw bytes or 64 hex digits, mode
 	// 0600). Keys already stored in the clear stay readable.
 	KeyFile string
-	// BusyTimeout bounds lock waits; DefaultBusyTimeout when zero.
+	// BusyTimeout bounds SQLite's lock waits; DefaultBusyTimeout when
+	// zero. (A Postgres writer waits for a row lock as long as its holder's
+	// transaction lasts: one sweep's batch.)
 	BusyTimeout time.Duration
 	// ThoroughCheck runs PRAGMA integrity_check at open instead of the
 	// faster quick_check (which skips checking indexes against tables).
+	// SQLite only: Postgres checks its own pages.
 	ThoroughCheck bool
 	// Now is the clock for created_at, updated_at and retired_at;
 	// time.Now when nil.
