@@ -47,15 +47,15 @@ func (g *Gateway) Authenticate(ctx context.Context, raw, sandboxID string, allow
 	case store.VerdictAccepted:
 		return tok, nil
 	case store.VerdictUnknownSandbox:
-		g.metrics.rejected.WithLabelValues("unknown_sandbox").Inc()
+		g.metrics.rejected.WithLabelValues(reasonUnknownSandbox).Inc()
 		return nil, fmt.Errorf("sandbox %s: %w", sandboxID, session.ErrUnknownSandbox)
 	case store.VerdictSuperseded:
-		g.metrics.rejected.WithLabelValues("superseded").Inc()
+		g.metrics.rejected.WithLabelValues(reasonSuperseded).Inc()
 		return nil, fmt.Errorf("%s: %w", tok, session.ErrSuperseded)
 	default:
 		// Signed by our key but not the generation the store recorded: a
 		// store restored from backup, or a key that leaked.
-		g.metrics.rejected.WithLabelValues("not_issued").Inc()
+		g.metrics.rejected.WithLabelValues(reasonNotIssued).Inc()
 		if _, err := g.raiseFloor(ctx, sandboxID, tok.Gen(), evidencePresented); errors.Is(err, store.ErrNotFound) {
 			return nil, fmt.Errorf("sandbox %s: %w", sandboxID, session.ErrUnknownSandbox)
 		} else if err != nil {

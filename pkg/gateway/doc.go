@@ -33,6 +33,14 @@
 //     recovers: its Hello is answered above it).
 //  7. One gateway per state directory: `gateway serve` locks
 //     <state>/gateway.lock (LockStateDir) before it touches anything there.
+//  8. A signing key is published before it signs (keys.go): `keys rotate`
+//     adds the next key to the JWKS and to every sandbox's directory and
+//     session, and the sweep activates it KeyPublishDelay later, at least
+//     the JWKS max-age, so a verifier caching /jwks.json knows a key before
+//     its first token.
+//  9. The gateway is ready (Ready, /readyz, grpc.health.v1) once
+//     reconciled, and not while it cannot mint: from a failed sweep to the
+//     next that succeeds (readiness.go).
 //
 // The gateway never imports a concrete driver: cmd/gateway registers them.
 package gateway

@@ -16,12 +16,15 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/sandboxlock"
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
@@ -32,14 +35,16 @@ const StoreFile = "sandkey.db"
 // Serve runs its sweep and sessions until the context ends; Close releases
 // what Open acquired.
 type Gateway struct {
-	cfg     Config
-	log     *zap.Logger
-	store   *store.Store
-	keys    *auth.KeySet
-	issuer  *auth.Issuer
-	verify  *auth.Verifier
-	jwks    atomic.Pointer[[]byte]
-	metrics *metrics
+	cfg   Config
+	log   *zap.Logger
+	store *store.Store
+	keys  *auth.KeySet
+	// keyState tracks the key waiting for activation (keys.go).
+	keyState keyState
+	issuer   *auth.Issuer
+	verify   *auth.Verifier
+	jwks     atomic.Pointer[[]byte]
+	metrics  *metrics
 
 	sessions *session.Server
 	grpc     *grpc.Server // serves sessions on every sandbox socket
@@ -54,7 +59,7 @@ type Gateway struct {
 	latestMu sync.RWMutex
 	latest   map[string]*auth.Token
 
-	ready atomic.Bool
+	ready *readiness
 	// writers holds each sandbox's token directory writer, by id.
 	writers sync.Map
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
@@ -73,7 +78,8 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := CheckStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token),
+		ready: newReadiness(adminpb.Admin_ServiceDesc.ServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName)}
 	location := cfg.Store
 	if location == "" {
 		location = filepath.Join(cfg.StateDir, StoreFile)
@@ -110,6 +116,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.grpc = grpc.NewServer(session.ServerOptions(shared)...)
 	g.sessions.Register(g.grpc)
+	healthpb.RegisterHealthServer(g.grpc, g.ready.health)
 	g.sockets = session.NewListeners(g.grpc, cfg.Logger.Named("listeners"))
 	if err := g.reconcile(ctx); err != nil {
 		g.Close()
@@ -121,21 +128,32 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 // Serve runs the rotation sweep until ctx ends. Sessions are served from
 // the end of Open, once reconciliation has re-minted what needed it.
 func (g *Gateway) Serve(ctx context.Context) error {
-	g.ready.Store(true)
-	defer g.ready.Store(false)
+	g.ready.setServing(true)
+	defer g.ready.setServing(false)
 	g.log.Info("gateway serving", zap.String("state_dir", g.cfg.StateDir),
 		zap.Duration("token_lifetime", g.cfg.Lifetime))
 	g.runSweep(ctx)
 	return nil
 }
 
-// Ready reports whether the gateway has reconciled and serves sessions.
-func (g *Gateway) Ready() bool { return g.ready.Load() }
+// Ready reports whether the gateway has reconciled, serves sessions and
+// can mint; when not, the reason says why (with the error of the last
+// failed rotation sweep), for /readyz.
+func (g *Gateway) Ready() (bool, string) { return g.ready.state() }
+
+// Health is the gRPC health service (grpc.health.v1) that follows Ready,
+// for the service "" and the session and operator services. The gateway
+// serves it on its session listeners; register it on other servers (the
+// operator API's) as well.
+func (g *Gateway) Health() healthpb.HealthServer { return g.ready.health }
 
 // Close ends every session and listener and closes the store. Sandboxes
 // keep running: a restarted gateway finds them again. The drivers belong
 // to whoever made them, and stay open.
 func (g *Gateway) Close() error {
+	if g.ready != nil {
+		g.ready.health.Shutdown()
+	}
 	if g.sockets != nil {
 		g.sockets.Close()
 	}
@@ -172,6 +190,14 @@ func (g *Gateway) Sessions() *session.Server { return g.sessions }
 
 // Store returns the gateway's store.
 func (g *Gateway) Store() *store.Store { return g.store }
+
+// JWKSMaxAge is the Cache-Control max-age to serve /jwks.json with; the
+// next signing key is published at least this long before it signs.
+func (g *Gateway) JWKSMaxAge() time.Duration { return g.cfg.JWKSMaxAge }
+
+// KeyPublishDelay is how long a new signing key is published before it
+// signs.
+func (g *Gateway) KeyPublishDelay() time.Duration { return g.cfg.KeyPublishDelay }
 
 // JWKSJSON returns the public keys as served on /jwks.json.
 func (g *Gateway) JWKSJSON() []byte { return *g.jwks.Load() }

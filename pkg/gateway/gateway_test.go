@@ -98,9 +98,16 @@ type env struct {
 // running /usr/bin/env as the "supervisor": `env -- sleep 600` is a real
 // sandbox process that simply never registers, which is all the gateway
 // core needs.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv calling prepare with the environment's directory
+// before the gateway opens (to mount the state directory, say).
+func newEnvWith(t *testing.T, prepare func(dir string)) *env {
 	t.Helper()
 	e := &env{t: t, dir: shortTempDir(t), clock: &clock{now: time.Now().Truncate(time.Second)}}
+	if prepare != nil {
+		prepare(e.dir)
+	}
 	e.open()
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -307,16 +314,17 @@ func TestRestartMarksEndedSandboxesStopped(t *testing.T) {
 	}
 }
 
-func TestKeyRotationKeepsOldTokensUntilTheyExpire(t *testing.T) {
+func TestImmediateKeyRotationKeepsOldTokensUntilTheyExpire(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	sb := e.create("keys")
 	old, _ := e.dirToken(sb.ID)
 	oldKID := e.g.keys.Active().KID
-	newKID, err := e.g.RotateKeys(ctx)
+	rotation, err := e.g.RotateKeys(ctx, true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	newKID := rotation.KID
 	if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -363,8 +371,10 @@ func TestOpenRefusesBadConfig(t *testing.T) {
 		"no driver":       {func(c *Config) { c.Drivers = nil }, "no compute driver"},
 		"unknown default": {func(c *Config) { c.DefaultDriver = "kvm" }, `default driver "kvm" is not registered`},
 		"loose state dir": {func(c *Config) { c.StateDir = loose }, "chmod 700"},
-		"slow sweep":      {func(c *Config) { c.SweepInterval = time.Minute }, "at most a quarter"},
-		"long state dir":  {func(c *Config) { c.StateDir = "/tmp/" + strings.Repeat("x", 60) }, "unix socket paths"},
+		"key published shorter than the JWKS is cached": {func(c *Config) { c.JWKSMaxAge, c.KeyPublishDelay = time.Hour, time.Minute },
+			"must be at least the JWKS max-age"},
+		"slow sweep":     {func(c *Config) { c.SweepInterval = time.Minute }, "at most a quarter"},
+		"long state dir": {func(c *Config) { c.StateDir = "/tmp/" + strings.Repeat("x", 60) }, "unix socket paths"},
 	}
 	for name, tc := range cases {
 		cfg := good()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"time"
@@ -240,17 +241,88 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
 	return nil
 }
 
-// Rotate mints a new generation for a sandbox now, out of turn.
+// Rotate mints a new generation for a sandbox now and returns it. It
+// fails only when the token reached the sandbox nowhere: neither its
+// directory nor (when the directory write failed) its session; see
+// RotateReport for what happened.
 func (g *Gateway) Rotate(ctx context.Context, idOrName string) (uint64, error) {
+	r, err := g.RotateReport(ctx, idOrName)
+	return r.Gen, err
+}
+
+// deliveryWait bounds how long a manual rotation whose directory write
+// failed waits for the supervisor to acknowledge the token over its
+// session; an acknowledgement normally takes milliseconds.
+const deliveryWait = 5 * time.Second
+
+// RotateResult is what a manual rotation achieved.
+type RotateResult struct {
+	Gen       uint64
+	Written   bool  // the token directory holds Gen
+	WriteErr  error // why it does not; nil when Written
+	Delivered bool  // the supervisor acknowledged Gen over its session
+}
+
+// RotateReport mints a new generation for a sandbox now. The generation
+// is committed whatever happens next; the token is then written into the
+// directory and pushed to the session. When the write fails, it waits up
+// to deliveryWait for the supervisor to acknowledge the push: the sandbox
+// holds the token then, and the result says so with the write's error.
+// Only a token that reached the sandbox nowhere is an error.
+func (g *Gateway) RotateReport(ctx context.Context, idOrName string) (RotateResult, error) {
 	sb, err := g.Resolve(ctx, idOrName)
 	if err != nil {
-		return 0, err
+		return RotateResult{}, err
 	}
-	tok, err := g.mintOne(ctx, sb.ID, "manual")
+	tokens, err := g.mint(ctx, []string{sb.ID}, "manual")
 	if err != nil {
-		return 0, err
+		return RotateResult{}, err
 	}
-	return tok.Gen(), nil
+	tok := tokens[sb.ID]
+	if tok == nil {
+		return RotateResult{}, fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrNotFound) // deleted meanwhile
+	}
+	r := RotateResult{Gen: tok.Gen()}
+	cur, err := g.store.GetSandbox(ctx, sb.ID)
+	if err != nil {
+		return r, err
+	}
+	if cur.WrittenGen >= r.Gen {
+		r.Written = true
+		return r, nil
+	}
+	// mint logged the failure; one more try gives its cause to the caller.
+	if r.WriteErr = g.writeToken(sb.ID, tok.Raw()); r.WriteErr == nil {
+		r.Written = true
+		if err := g.store.RecordWritten(ctx, sb.ID, r.Gen); err != nil {
+			g.log.Warn("record written generation", zap.String("sandbox", sb.ID), zap.Uint64("gen", r.Gen), zap.Error(err))
+		}
+		return r, nil
+	}
+	r.Delivered = g.awaitDelivery(ctx, sb.ID, r.Gen)
+	if !r.Delivered {
+		return r, fmt.Errorf("sandbox %s: generation %d was minted but reached the sandbox nowhere: write token directory: %w; "+
+			"no session acknowledged it (the supervisor gets it when it registers); check the gateway's log and the state directory's file system",
+			sb.Name, r.Gen, r.WriteErr)
+	}
+	g.log.Warn("token directory write failed; the token reached the sandbox over its session", zap.String("sandbox", sb.ID),
+		zap.Uint64("gen", r.Gen), zap.String("jti", tok.JTI()), zap.Error(r.WriteErr))
+	return r, nil
+}
+
+// awaitDelivery waits up to deliveryWait for sandboxID's supervisor to
+// acknowledge gen; without a session it does not wait.
+func (g *Gateway) awaitDelivery(ctx context.Context, sandboxID string, gen uint64) bool {
+	deadline := time.Now().Add(deliveryWait)
+	for g.sessions.Connected(sandboxID) && time.Now().Before(deadline) && ctx.Err() == nil {
+		sb, err := g.store.GetSandbox(ctx, sandboxID)
+		if err == nil && sb.DeliveredGen >= gen {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sb, err := g.store.GetSandbox(ctx, sandboxID)
+	return err == nil && sb.DeliveredGen >= gen
 }
 
 // Exec runs a command in a running sandbox through its supervisor,
@@ -261,6 +333,32 @@ func (g *Gateway) Exec(ctx context.Context, idOrName string, req session.ExecReq
 		return session.ExecResult{}, err
 	}
 	return g.sessions.Exec(ctx, sb.ID, req)
+}
+
+// ErrNoLogs is returned for a sandbox whose driver keeps no logs.
+var ErrNoLogs = errors.New("the sandbox's driver keeps no workload logs")
+
+// Logs returns a sandbox's workload output as its driver keeps it; with
+// follow, the reader keeps returning new output until ctx ends. The
+// caller closes it.
+func (g *Gateway) Logs(ctx context.Context, idOrName string, follow bool) (io.ReadCloser, error) {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	d, err := g.driverFor(sb.Driver)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := d.(driver.Logger)
+	if !ok {
+		return nil, fmt.Errorf("logs of sandbox %s: driver %s: %w", sb.Name, sb.Driver, ErrNoLogs)
+	}
+	r, err := l.Logs(ctx, sb.ID, follow)
+	if err != nil {
+		return nil, fmt.Errorf("logs of sandbox %s from driver %s: %w", sb.Name, sb.Driver, err)
+	}
+	return r, nil
 }
 
 // driverSpec is what a driver needs to run sb.

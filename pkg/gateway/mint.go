@@ -32,7 +32,7 @@ func (g *Gateway) mint(ctx context.Context, ids []string, reason string) (map[st
 		}
 		tokens[id] = tok
 		return store.Minted{
-			JTI: tok.JTI(), KID: g.keys.Active().KID, Token: tok.Raw(),
+			JTI: tok.JTI(), KID: tok.KID(), Token: tok.Raw(),
 			IssuedAt: tok.IssuedAt(), ExpiresAt: tok.ExpiresAt(),
 			RotateAt: RotationPoint(tok.IssuedAt(), g.cfg.Lifetime, g.cfg.Jitter()),
 		}, nil

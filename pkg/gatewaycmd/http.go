@@ -2,6 +2,7 @@ package gatewaycmd
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,8 +22,8 @@ func newHTTPServer(gw *gateway.Gateway, reg *prometheus.Registry) *http.Server {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !gw.Ready() {
-			http.Error(w, "not ready: reconciling sandboxes", http.StatusServiceUnavailable)
+		if ready, reason := gw.Ready(); !ready {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
@@ -30,7 +31,9 @@ func newHTTPServer(gw *gateway.Gateway, reg *prometheus.Registry) *http.Server {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /jwks.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/jwk-set+json")
-		w.Header().Set("Cache-Control", "max-age=60")
+		// A new signing key is published at least this long before it
+		// signs (--key-publish-delay), so a cache this old still verifies.
+		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(gw.JWKSMaxAge().Seconds())))
 		w.Write(gw.JWKSJSON())
 	})
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -36,6 +36,8 @@ type serveOptions struct {
 	sweepInterval     time.Duration
 	stopGrace         time.Duration
 	heartbeatInterval time.Duration
+	jwksMaxAge        time.Duration
+	keyPublishDelay   time.Duration
 	httpAddr          string
 	sessionAddr       string
 	sessionCert       string
@@ -79,6 +81,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.DurationVar(&o.sweepInterval, "sweep-interval", gateway.DefaultSweepInterval, "how often the rotation sweep runs")
 	f.DurationVar(&o.stopGrace, "stop-grace", gateway.DefaultStopGrace, "grace between SIGTERM and SIGKILL when stopping a sandbox")
 	f.DurationVar(&o.heartbeatInterval, "heartbeat-interval", gateway.DefaultHeartbeatInterval, "session heartbeat interval")
+	f.DurationVar(&o.jwksMaxAge, "jwks-max-age", gateway.DefaultJWKSMaxAge, "Cache-Control max-age of /jwks.json; at least 1s")
+	f.DurationVar(&o.keyPublishDelay, "key-publish-delay", gateway.DefaultKeyPublishDelay, "how long keys rotate publishes a new signing key before it signs with it; at least --jwks-max-age")
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP address for /healthz, /readyz, /metrics, /jwks.json; empty disables")
 	f.StringVar(&o.sessionAddr, "session-addr", "", "also serve supervisor sessions on this TCP address (shared, bearer token only; TLS required off loopback)")
 	f.StringVar(&o.sessionCert, "session-tls-cert", "", "TLS certificate for --session-addr")
@@ -152,6 +156,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		StateDir: g.stateDir, Store: o.store, KeyFile: o.keyFile, Lifetime: o.lifetime,
 		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
 		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
+		JWKSMaxAge: o.jwksMaxAge, KeyPublishDelay: o.keyPublishDelay,
 		DefaultDriver: o.defaultDriver, Logger: log,
 	}
 	if (o.sessionCert == "") != (o.sessionKey == "") {
@@ -213,6 +218,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	adminSrv := grpc.NewServer()
 	defer adminSrv.Stop()
 	admin.Register(adminSrv, gw, log.Named("admin"))
+	admin.RegisterReflection(adminSrv)
 	adminPath := filepath.Join(g.stateDir, AdminSocketName)
 	l, err := admin.ListenUnix(adminPath)
 	if err != nil {

@@ -52,7 +52,7 @@ type ClientConfig struct {
 	// HelloTimeout is how long to wait for the gateway's answer to the
 	// Hello; DefaultHelloTimeout when zero.
 	HelloTimeout time.Duration
-	Logger       *zap.Logger      // zap.NewNop() when nil
+	Logger       *zap.Logger      // zap.NewNop() when nil; should name the sandbox, the client does not
 	Now          func() time.Time // time.Now when nil
 	DialOptions  []DialOption
 }
@@ -72,6 +72,8 @@ type Client struct {
 	connected bool
 	sessionID string
 	lastErr   error
+	// changed gets a value (size one, never blocks) on every setState.
+	changed chan struct{}
 }
 
 // NewClient checks cfg and prepares the connection (made lazily by Run).
@@ -103,10 +105,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("new session client for %s: %w", cfg.SandboxID, err)
 	}
 	return &Client{
-		cfg:  cfg,
-		log:  cfg.Logger.With(zap.String("sandbox", cfg.SandboxID), zap.String("target", cfg.Target)),
-		conn: conn,
-		rpc:  sessionpb.NewSupervisorSessionClient(conn),
+		cfg: cfg,
+		// The caller's logger names the sandbox already (the supervisor's
+		// root logger does): adding it here would repeat the key.
+		log:     cfg.Logger.With(zap.String("target", cfg.Target)),
+		conn:    conn,
+		rpc:     sessionpb.NewSupervisorSessionClient(conn),
+		changed: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -128,7 +133,15 @@ func (c *Client) setState(connected bool, sessionID string, err error) {
 	if err != nil {
 		c.lastErr = err
 	}
+	select {
+	case c.changed <- struct{}{}:
+	default: // a change is already signalled; State reads the newest
+	}
 }
+
+// StateChanges signals (coalesced: one pending value at most) each time
+// State may have changed, so that a status writer follows it at once.
+func (c *Client) StateChanges() <-chan struct{} { return c.changed }
 
 // Run keeps a session with the gateway until ctx ends, reconnecting with
 // exponential backoff and full jitter, reset once a session has stayed up
@@ -485,12 +498,16 @@ func (c *Client) startExec(ctx context.Context, wg *sync.WaitGroup, execs *execS
 		defer wg.Done()
 		defer execs.remove(id)
 		defer cancel()
+		if req.GetStream() {
+			c.runStreamingExec(ectx, cancel, log, req)
+			return
+		}
 		out, err := c.rpc.ExecOutput(ectx)
 		if err != nil {
 			log.Warn("open exec output", zap.String("exec", id), zap.Error(err))
 			return
 		}
-		sink := &execSink{stream: out, id: id, cancel: cancel}
+		sink := &execSink{stream: out, id: id, cancel: cancel, done: closeOutput(out)}
 		cmd := ExecCommand{ID: id, Argv: req.GetArgv(), Env: req.GetEnv(), Stdin: req.GetStdin(), HasStdin: req.GetHasStdin()}
 		log.Info("exec started", zap.String("exec", id), zap.Strings("argv", cmd.Argv))
 		res := c.cfg.Exec.Run(ectx, cmd, sink.writer(true), sink.writer(false))
@@ -505,7 +522,7 @@ func (c *Client) startExec(ctx context.Context, wg *sync.WaitGroup, execs *execS
 func (c *Client) sendExecResult(ctx context.Context, log *zap.Logger, id string, res ExecResult) {
 	out, err := c.rpc.ExecOutput(ctx)
 	if err == nil {
-		err = (&execSink{stream: out, id: id, cancel: func() {}}).exit(res)
+		err = (&execSink{stream: out, id: id, cancel: func() {}, done: closeOutput(out)}).exit(res)
 	}
 	if err != nil {
 		log.Warn("send exec result", zap.String("exec", id), zap.Error(err))
@@ -515,9 +532,12 @@ func (c *Client) sendExecResult(ctx context.Context, log *zap.Logger, id string,
 // execSink sends an exec's output as chunks on its ExecOutput stream; the
 // command's stdout and stderr copiers share it.
 type execSink struct {
-	stream sessionpb.SupervisorSession_ExecOutputClient
+	stream interface {
+		Send(*sessionpb.ExecChunk) error
+	}
 	id     string
 	cancel context.CancelFunc // stops the command when the gateway stops listening
+	done   func() error       // ends the call once the exit is sent
 
 	mu     sync.Mutex
 	failed error
@@ -569,8 +589,15 @@ func (s *execSink) exit(res ExecResult) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.stream.CloseAndRecv()
-	return err
+	return s.done()
+}
+
+// closeOutput ends an ExecOutput call and waits for the gateway's answer.
+func closeOutput(out sessionpb.SupervisorSession_ExecOutputClient) func() error {
+	return func() error {
+		_, err := out.CloseAndRecv()
+		return err
+	}
 }
 
 // ReportExit tells the gateway that the workload ended, retrying a few

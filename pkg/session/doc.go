@@ -58,7 +58,21 @@
 //     its ExecHandler and streams stdout, stderr and the exit status back
 //     on an ExecOutput call of its own, so output never delays heartbeats
 //     or pushes. ExecCancel asks it to kill the command.
+//  9. An interactive exec (ExecRequest.Input, TTY) sets ExecRequest.stream:
+//     the supervisor opens a bidirectional ExecStream call for it instead,
+//     whose first chunk names the exec. Output goes up; the operator's
+//     stdin, terminal sizes and the end of stdin come down as they come.
+//     gRPC's per-stream flow control holds back a large or unread stdin on
+//     that call alone, never the Connect stream. With TTY the supervisor
+//     allocates a pseudo-terminal and runs the command as the leader of a
+//     new session on it. The call ending in an error (the operator went
+//     away) makes the supervisor kill the command's process group; a
+//     session that ends ends its execs, and Exec says so.
 //  9. ReportExit reports the workload's end to ServerConfig.OnExit.
+//  10. A supervisor that half-closes its stream (a client sending Hello and
+//     closing, as grpcurl does) ends the session, but what the gateway
+//     queued for it (the Accepted at least) is flushed before the handler
+//     returns, within a heartbeat interval.
 //
 // The supervisor reconnects after any end with exponential backoff and full
 // jitter (100 ms to 30 s, reset once a session stayed up 30 s). It cuts a
@@ -86,7 +100,7 @@
 // expired, of one of the two newest generations, for the sandbox the call
 // names. Recovery after expiry there comes from the token directory.
 // Exec output is matched to both its exec id and the authenticated
-// sandbox, and each exec accepts one output stream: a sandbox can neither
+// sandbox, and each exec accepts one output stream (of its kind): a sandbox can neither
 // feed nor read another's exec, and learns nothing from trying (NotFound).
 //
 // # Limits

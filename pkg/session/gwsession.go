@@ -217,10 +217,11 @@ type sessionLoop struct {
 	// out carries every message of the session to its sender goroutine,
 	// so that a supervisor that stops reading blocks only that goroutine:
 	// the loop keeps its clock and ends the session (see sendStalled).
-	out       chan *sessionpb.GatewayMessage
-	sendErr   chan error
-	sendingAt atomic.Int64 // UnixNano when the Send in progress began; 0 when idle
-	pending   atomic.Int64 // messages queued or being sent
+	out        chan *sessionpb.GatewayMessage
+	sendErr    chan error
+	senderDone chan struct{} // closed when the sender goroutine ends
+	sendingAt  atomic.Int64  // UnixNano when the Send in progress began; 0 when idle
+	pending    atomic.Int64  // messages queued or being sent
 }
 
 // sendQueue bounds the messages waiting for a supervisor that reads
@@ -233,9 +234,11 @@ const sendQueue = 64
 func (l *sessionLoop) startSender(ctx context.Context) {
 	l.out = make(chan *sessionpb.GatewayMessage, sendQueue)
 	l.sendErr = make(chan error, 1)
+	l.senderDone = make(chan struct{})
 	l.s.wg.Add(1)
 	go func() {
 		defer l.s.wg.Done()
+		defer close(l.senderDone)
 		for {
 			select {
 			case <-ctx.Done():
@@ -275,11 +278,17 @@ func (l *sessionLoop) sendStalled() time.Duration {
 	return 0
 }
 
-// flush gives queued messages (a final Rejected) up to limit to leave.
+// flush gives queued messages (a final Rejected, or the Accepted of a
+// supervisor that half-closed) up to limit to leave. It returns early when
+// the sender stopped: what it still holds will never leave.
 func (l *sessionLoop) flush(limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for l.pending.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+		select {
+		case <-l.senderDone:
+			return
+		case <-time.After(time.Millisecond):
+		}
 	}
 }
 
@@ -359,7 +368,12 @@ func (l *sessionLoop) run(ctx context.Context, in <-chan *sessionpb.SupervisorMe
 			return ctx.Err()
 		case err := <-inErr:
 			if errors.Is(err, io.EOF) {
+				// A half-close: the supervisor sends nothing more but may
+				// still read. What is queued for it (the Accepted, at least)
+				// leaves before the handler's return cancels the stream.
 				l.log.Info("session closed by the supervisor")
+				l.sess.markClosing()
+				l.flush(l.s.cfg.HeartbeatInterval)
 				return nil
 			}
 			l.log.Info("session stream failed", zap.Error(err))

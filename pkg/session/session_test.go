@@ -428,3 +428,28 @@ func TestClientAcknowledgesOnlyTokensItsSourceTook(t *testing.T) {
 		t.Fatalf("acks = %v, want 0", got)
 	}
 }
+
+// A supervisor (or grpcurl's one-message form) that sends its Hello and
+// half-closes must still read the Accepted queued for it: the handler
+// flushes before it returns on EOF.
+func TestHelloThenHalfCloseAlwaysGetsAccepted(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	target, tok := e.sandbox("sb-eof")
+	rpc := dialRaw(t, target)
+	for i := 0; i < 50; i++ {
+		r := openRaw(t, rpc, tok.Raw())
+		r.hello("sb-eof", 0)
+		if err := r.stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.next(5 * time.Second)
+		if err != nil {
+			t.Fatalf("try %d: no message after Hello and half-close: %v", i, err)
+		}
+		acc := m.GetAccepted()
+		if acc == nil || acc.GetToken() != tok.Raw() {
+			t.Fatalf("try %d: got %v, want Accepted with the token", i, m)
+		}
+		r.close()
+	}
+}

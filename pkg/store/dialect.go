@@ -31,6 +31,8 @@ type dialect interface {
 	// lockMigrations serialises migrations across processes; it runs first
 	// in every migration transaction.
 	lockMigrations(ctx context.Context, tx *txn) error
+	// lockKeySet serialises changes to the signing key set until commit.
+	lockKeySet(ctx context.Context, tx *txn) error
 	// integrityCheck reports damage the database itself cannot rule out.
 	integrityCheck(ctx context.Context, db *handle, thorough bool) error
 	isUniqueViolation(err error) bool

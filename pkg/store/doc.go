@@ -81,8 +81,9 @@
 // NextGenerations locks its sandboxes' rows first, in id order whatever the
 // caller's order (so two gateways rotating overlapping sets queue instead
 // of deadlocking), RecordWritten and RecordDelivered lock their sandbox's
-// row before touching its generations, and key changes lock the whole
-// (small) key set. A transaction that still loses a race (deadlock,
+// row before touching its generations, MarkRunningDue locks its rows in id
+// order too, and key changes take an advisory lock on the key set (which
+// also covers an empty one). A transaction that still loses a race (deadlock,
 // serialization failure) is rolled back and run again, up to five times;
 // every transaction function starts from scratch for that reason. Reads of
 // several statements run in one REPEATABLE READ snapshot.
@@ -145,10 +146,14 @@
 //
 // # Signing keys
 //
-// The key set holds Ed25519 seeds with their public keys, in state active
-// (signs), verify (verifies only) or retired. A partial unique index keeps at
-// most one key active; ActivateKey demotes the old active key in the same
-// transaction. With Options.KeyFile, seeds are encrypted at rest with
+// The key set holds Ed25519 seeds with their public keys, in state next
+// (published, verifies, signs nothing until its activation time), active
+// (signs), verify (verifies only) or retired. A next key is stored as a
+// verify key plus a row in key_activations (schema version 2), so the
+// schema needed no table rebuild; at most one key is next. A partial unique
+// index keeps at most one key active; ActivateKey demotes the old active key
+// and ends the new one's wait in the same transaction; KeysDueForActivation
+// tells the gateway when. With Options.KeyFile, seeds are encrypted at rest with
 // AES-256-GCM (a fresh nonce per key, the kid as additional data); each row
 // records whether it is encrypted. KeysInUse tells the gateway which keys
 // still have unexpired tokens, so retired ones leave the JWKS only then.

@@ -264,3 +264,76 @@ func TestKeysInUseListsKeysOfUnexpiredGenerations(t *testing.T) {
 		}
 	})
 }
+
+func TestNextKeyWaitsForItsActivationTime(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		path := be.newLocation(t)
+		s := openAt(t, path, Options{})
+		insertTestKey(t, s, "k1", KeyActive)
+		at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+		if err := s.InsertKey(ctx, newTestKey(t, "k2", KeyNext)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("next key without an activation time: %v, want ErrInvalid", err)
+		}
+		k2 := newTestKey(t, "k2", KeyNext)
+		k2.ActivateAt = at
+		if err := s.InsertKey(ctx, k2); err != nil {
+			t.Fatal(err)
+		}
+		k3 := newTestKey(t, "k3", KeyNext)
+		k3.ActivateAt = at
+		if err := s.InsertKey(ctx, k3); !errors.Is(err, ErrKeyState) {
+			t.Errorf("second next key: %v, want ErrKeyState", err)
+		}
+		got, err := s.GetKey(ctx, "k2")
+		if err != nil || got.State != KeyNext || !got.ActivateAt.Equal(at) || !bytes.Equal(got.Seed, k2.Seed) {
+			t.Fatalf("GetKey(k2) = %s %v (%v), want next at %v with its seed", got.State, got.ActivateAt, err, at)
+		}
+		if active, err := s.ActiveKey(ctx); err != nil || active.KID != "k1" {
+			t.Errorf("ActiveKey while k2 waits = %s, %v; want k1", active.KID, err)
+		}
+		if due, err := s.KeysDueForActivation(ctx, at.Add(-time.Nanosecond)); err != nil || len(due) != 0 {
+			t.Errorf("due before its time: %v, %v", due, err)
+		}
+		if due, err := s.KeysDueForActivation(ctx, at); err != nil || len(due) != 1 || due[0] != "k2" {
+			t.Errorf("due at its time: %v, %v; want [k2]", due, err)
+		}
+		// The state survives a reopen (it is in the file, not in memory).
+		s.Close()
+		s = openAt(t, path, Options{})
+		if err := s.ActivateKey(ctx, "k2"); err != nil {
+			t.Fatal(err)
+		}
+		states := map[string]KeyState{}
+		keys, err := s.ListKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			states[k.KID] = k.State
+			if k.KID == "k2" && !k.ActivateAt.IsZero() {
+				t.Errorf("active k2 still has an activation time %v", k.ActivateAt)
+			}
+		}
+		if states["k1"] != KeyVerify || states["k2"] != KeyActive {
+			t.Errorf("after activating k2: %v, want k1 verify, k2 active", states)
+		}
+		if due, err := s.KeysDueForActivation(ctx, at.Add(time.Hour)); err != nil || len(due) != 0 {
+			t.Errorf("due after activation: %v, %v; want none", due, err)
+		}
+		// A next key can be withdrawn before it signs.
+		k3.ActivateAt = at.Add(time.Hour)
+		if err := s.InsertKey(ctx, k3); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RetireKey(ctx, "k3"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.GetKey(ctx, "k3"); err != nil || got.State != KeyRetired {
+			t.Errorf("k3 after retiring = %s, %v; want retired", got.State, err)
+		}
+		if due, err := s.KeysDueForActivation(ctx, at.Add(2*time.Hour)); err != nil || len(due) != 0 {
+			t.Errorf("a retired next key is still due: %v, %v", due, err)
+		}
+	})
+}

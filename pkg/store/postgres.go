@@ -59,6 +59,12 @@ const (
 	pgInsufficientPrivs    = "42501"
 )
 
+// Advisory lock keys (database-wide), derived from the application id.
+const (
+	advisoryMigrations int64 = applicationID
+	advisoryKeySet     int64 = applicationID + 1
+)
+
 //go:embed migrations/postgres/*.sql
 var postgresMigrationFiles embed.FS
 
@@ -91,7 +97,14 @@ func (postgresDialect) readTxOptions() *sql.TxOptions {
 // lockMigrations takes a transaction-scoped advisory lock, keyed by the
 // application id: replicas starting together migrate one after the other.
 func (postgresDialect) lockMigrations(ctx context.Context, tx *txn) error {
-	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", int64(applicationID))
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", advisoryMigrations)
+	return err
+}
+
+// lockKeySet takes a transaction-scoped advisory lock: unlike row locks, it
+// also serialises the first keys inserted into an empty key set.
+func (postgresDialect) lockKeySet(ctx context.Context, tx *txn) error {
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", advisoryKeySet)
 	return err
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sandkey/sandkey/pkg/store/pgtest"
 )
@@ -311,4 +312,89 @@ func freeLoopbackPort(t *testing.T) int {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	return port
+}
+
+func TestGatewaysPublishingNextKeysAtOnceLeaveOneNext(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		const gateways = 4
+		stores := storesOnOneDatabase(t, be, gateways)
+		at := testEpoch.Add(time.Hour)
+		results := make(chan error, gateways)
+		for g, s := range stores {
+			go func() {
+				k := newTestKey(t, fmt.Sprintf("next-%d", g), KeyNext)
+				k.ActivateAt = at
+				results <- s.InsertKey(ctx, k)
+			}()
+		}
+		published := 0
+		for range gateways {
+			switch err := <-results; {
+			case err == nil:
+				published++
+			case !errors.Is(err, ErrKeyState):
+				t.Fatalf("InsertKey(next): %v, want success or ErrKeyState", err)
+			}
+		}
+		due, err := stores[0].KeysDueForActivation(ctx, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if published != 1 || len(due) != 1 {
+			t.Errorf("%d next keys published, %d waiting; want exactly one", published, len(due))
+		}
+	})
+}
+
+func TestMarkRunningDueMakesEveryRunningSandboxDueWhileOthersRotate(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		stores := storesOnOneDatabase(t, be, 2)
+		s := stores[0]
+		var running []string
+		for i := range 6 {
+			sb := createTestSandbox(t, s, fmt.Sprintf("sb-%d", i))
+			state := SandboxRunning
+			if i%3 == 0 {
+				state = SandboxStopped
+			} else {
+				running = append(running, sb.ID)
+			}
+			if err := s.UpdateSandboxState(ctx, sb.ID, state, "i"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.NextGenerations(ctx, running, testMint(testEpoch)); err != nil {
+			t.Fatal(err)
+		}
+		if due, err := s.DueForRotation(ctx, testEpoch); err != nil || len(due) != 0 {
+			t.Fatalf("freshly rotated: due %v, %v", due, err)
+		}
+		if n, err := s.CountExpired(ctx, testEpoch.Add(testTokenLifetime)); err != nil || n != len(running) {
+			t.Errorf("CountExpired at expiry = %d, %v; want %d", n, err, len(running))
+		}
+		// Another gateway rotates (in reverse order) while this one marks.
+		reversed := make([]string, len(running))
+		for i, id := range running {
+			reversed[len(running)-1-i] = id
+		}
+		done := make(chan error, 1)
+		go func() {
+			for range 10 {
+				if _, err := stores[1].NextGenerations(ctx, reversed, testMint(testEpoch)); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		n, err := s.MarkRunningDue(ctx)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if err != nil || n != int64(len(running)) {
+			t.Fatalf("MarkRunningDue = %d, %v; want %d", n, err, len(running))
+		}
+	})
 }

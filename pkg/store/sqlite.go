@@ -110,6 +110,9 @@ func (sqliteDialect) readTxOptions() *sql.TxOptions { return &sql.TxOptions{Read
 // lockMigrations: BEGIN IMMEDIATE serialises writers, processes included.
 func (sqliteDialect) lockMigrations(context.Context, *txn) error { return nil }
 
+// lockKeySet: BEGIN IMMEDIATE holds the whole database.
+func (sqliteDialect) lockKeySet(context.Context, *txn) error { return nil }
+
 func (sqliteDialect) integrityCheck(ctx context.Context, db *handle, thorough bool) error {
 	return integrityCheck(ctx, db.db, thorough)
 }

@@ -473,7 +473,7 @@ func TestTwoStoresOnOneFileShareTheWriteLock(t *testing.T) {
 }
 
 // A store of schema 1 holding a sandbox and its generations (a backup
-// taken before the generation floor existed) opens as schema 2 with a
+// taken before the generation floor existed) opens at the latest schema with a
 // floor of zero, and counts on from its own counter.
 func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
@@ -489,6 +489,7 @@ func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
 		}
 		s.Close()
 		// Take the store back to schema 1, as a sandkey before the floor left it.
+		rawExec(t, path, "DROP TABLE key_activations")
 		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN gen_floor")
 		rawExec(t, path, "DELETE FROM schema_migrations WHERE version > 1")
 

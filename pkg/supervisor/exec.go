@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -35,11 +34,7 @@ func (r reaperExec) Run(ctx context.Context, c session.ExecCommand, stdout, stde
 	cmd := exec.Command(path, c.Argv[1:]...)
 	cmd.Args[0] = c.Argv[0]
 	cmd.Env = append(append([]string{}, r.env...), c.Env...)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if c.HasStdin {
-		cmd.Stdin = bytes.NewReader(c.Stdin)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Prepare(cmd, stdout, stderr)
 	if u := r.user; u != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}

@@ -25,7 +25,8 @@ var Version = "dev"
 const reportExitTimeout = 3 * time.Second
 
 // statusRefresh is how often the status file is rewritten when nothing
-// else changed, so its session state and expiry flag stay current.
+// else changed, so its expiry flag stays current; token and session
+// changes are written at once.
 const statusRefresh = 5 * time.Second
 
 // tokenSource is what the supervisor needs of a token source: the
@@ -93,7 +94,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	var wg sync.WaitGroup
 	wg.Go(func() { client.Run(sessCtx) })
 	if cfg.StatusFile != "" {
-		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, runner.Pid(), log) })
+		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, runner.Pid(), statusRefresh, log) })
 	}
 
 	// A cancelled ctx (the supervisor's own SIGTERM is forwarded by the
@@ -127,8 +128,7 @@ func fail(log *zap.Logger, err error) int {
 
 func newSource(ctx context.Context, cfg Config, log *zap.Logger) (tokenSource, error) {
 	if cfg.Mode == ModeStatic {
-		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires",
-			zap.String("sandbox", cfg.SandboxID))
+		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires")
 		s, err := newStaticSource(cfg)
 		if err != nil {
 			return nil, err
@@ -149,16 +149,24 @@ func (staticTokens) Subscribe() (<-chan *auth.Token, func()) {
 }
 func (staticTokens) Close() error { return nil }
 
-// keepStatus rewrites the status file on every new token and every
-// statusRefresh.
-func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *session.Client, pid int, log *zap.Logger) {
+// sessionState is what the status file shows of the session: its state,
+// and a signal each time that state changes.
+type sessionState interface {
+	State() (connected bool, sessionID string, lastErr error)
+	StateChanges() <-chan struct{}
+}
+
+// keepStatus rewrites the status file at once on every new token and
+// every change of the session's state, and every refresh besides (for the
+// expiry flag).
+func keepStatus(ctx context.Context, cfg Config, src tokenSource, sess sessionState, pid int, refresh time.Duration, log *zap.Logger) {
 	changes, cancel := src.Subscribe()
 	defer cancel()
-	t := time.NewTicker(statusRefresh)
+	t := time.NewTicker(refresh)
 	defer t.Stop()
 	var lastErr string
 	for {
-		connected, sessionID, err := client.State()
+		connected, sessionID, err := sess.State()
 		st := statusOf(cfg.SandboxID, src.Current(), connected, sessionID, err, pid, time.Now())
 		if err := writeStatus(cfg.StatusFile, st); err != nil && err.Error() != lastErr {
 			lastErr = err.Error()
@@ -168,6 +176,7 @@ func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *sessio
 		case <-ctx.Done():
 			return
 		case <-changes:
+		case <-sess.StateChanges():
 		case <-t.C:
 		}
 	}

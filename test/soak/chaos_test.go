@@ -286,7 +286,13 @@ func (s *soak) event(ctx context.Context, kind string) error {
 		s.stopResume(ctx)
 	case evKeys:
 		e := s.newEvent(evKeys, "gateway keys rotate")
-		if out, err := s.gw.cli(ctx, "keys", "rotate"); err != nil {
+		out, err := s.gw.cli(ctx, "keys", "rotate")
+		if err != nil && strings.Contains(err.Error(), "--now") {
+			// A published key still waits: activate it now instead.
+			e.detail = "gateway keys rotate --now"
+			out, err = s.gw.cli(ctx, "keys", "rotate", "--now")
+		}
+		if err != nil {
 			e.problem = err.Error()
 			s.problem("event #%d: %v", e.n, err)
 		} else {

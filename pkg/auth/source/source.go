@@ -54,7 +54,8 @@ type Config struct {
 	PollInterval time.Duration
 	// Now is the clock for expiry checks (default time.Now).
 	Now func() time.Time
-	// Logger receives acceptances and rejections (default: discard).
+	// Logger receives acceptances and rejections (default: discard). The
+	// source adds no sandbox field: give it a logger that names the sandbox.
 	Logger *zap.Logger
 	// Registerer, when set, gets the source's metrics.
 	Registerer prometheus.Registerer
@@ -105,7 +106,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	s := &Source{
 		cfg:     cfg,
-		log:     cfg.Logger.With(zap.String("sandbox", cfg.SandboxID)),
+		log:     cfg.Logger, // names the sandbox already (the supervisor's root logger)
 		metrics: m,
 		subs:    map[*subscriber]struct{}{},
 		done:    make(chan struct{}),
