@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -129,7 +130,7 @@ func Launch() (*Server, error) {
 			return nil, fmt.Errorf("give %s to the postgres user: %w", dir, err)
 		}
 	}
-	s := &Server{dir: dir, password: randomHex(16), exited: make(chan struct{})}
+	s := &Server{dir: dir, password: randomHex(16)}
 	if err := s.start(initdb, postgres, cred); err != nil {
 		s.Stop()
 		return nil, err
@@ -144,10 +145,30 @@ func (s *Server) start(initdb, postgres string, cred *syscall.Credential) error 
 	if err != nil {
 		return fmt.Errorf("initdb in %s: %w: %s", data, err, out)
 	}
+	// The free port may be taken by another process before the server
+	// binds it: then try another.
+	for attempt := 1; ; attempt++ {
+		err := s.serve(postgres, data, cred)
+		if err == nil {
+			return s.createRole()
+		}
+		if attempt == portAttempts || !strings.Contains(err.Error(), "could not bind") {
+			return err
+		}
+	}
+}
+
+// portAttempts is how many free ports Launch tries.
+const portAttempts = 3
+
+// serve starts the server on a free port and waits until it accepts
+// connections.
+func (s *Server) serve(postgres, data string, cred *syscall.Credential) error {
+	var err error
 	if s.port, err = freePort(); err != nil {
 		return err
 	}
-	log, err := os.Create(filepath.Join(s.dir, "server.log"))
+	log, err := os.OpenFile(filepath.Join(s.dir, "server.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -162,15 +183,17 @@ func (s *Server) start(initdb, postgres string, cred *syscall.Credential) error 
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
+	exited := make(chan struct{})
+	s.exited = exited
 	go func() {
-		s.cmd.Wait() //nolint:errcheck // the exit is reported through s.exited
-		close(s.exited)
+		s.cmd.Wait() //nolint:errcheck // the exit is reported through exited
+		close(exited)
 	}()
 	if err := s.waitReady(); err != nil {
 		logText, _ := os.ReadFile(filepath.Join(s.dir, "server.log"))
 		return fmt.Errorf("%w; server log:\n%s", err, logText)
 	}
-	return s.createRole()
+	return nil
 }
 
 func (s *Server) waitReady() error {
