@@ -18,11 +18,17 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
 
+# The Kubernetes tests run a real kube-apiserver, kubelet and etcd:
+# scripts/kube-tools.sh builds them once per machine (~30 min cold, a no-op
+# after; it says when it builds) and prints their directory, which the
+# tests find through SANDKEY_KUBE_BIN (see pkg/driver/kubetest).
 test:
 	./scripts/test-deps.sh
 	./scripts/engine-deps.sh
 	./scripts/vm-deps.sh
-	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+	@kube_bin=$$(./scripts/kube-tools.sh) || { echo "make test: scripts/kube-tools.sh failed to build the Kubernetes test binaries"; exit 1; }; \
+	  echo "SANDKEY_KUBE_BIN=$$kube_bin"; \
+	  SANDKEY_KUBE_BIN=$$kube_bin $(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
 # client-go's cached file token source re-reads every 50 s: one ~50 s sample per run.
 BENCH_SLOW       := BenchmarkReferenceClientGoCachedFileTokenSource

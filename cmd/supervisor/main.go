@@ -63,7 +63,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", env(driver.EnvTrustDomain, ""), "expected SPIFFE trust domain; empty accepts any (env "+driver.EnvTrustDomain+")")
 	fs.StringVar(&cfg.StatusFile, "status-file", env(driver.EnvStatusFile, ""), "status file to keep current; empty disables (env "+driver.EnvStatusFile+")")
 	fs.StringVar(&cfg.TokenFile, "token-file", env(driver.EnvTokenFile, ""), "static mode: file holding the token (env "+driver.EnvTokenFile+")")
-	fs.DurationVar(&cfg.PollInterval, "poll-interval", durationEnv("SANDKEY_POLL_INTERVAL", 0), "token directory poll; 0 picks 1s on FUSE/virtio-fs, 30s elsewhere (env SANDKEY_POLL_INTERVAL)")
+	fs.DurationVar(&cfg.PollInterval, "poll-interval", durationEnv("SANDKEY_POLL_INTERVAL", 0), "token directory poll; 0 picks 1s on FUSE/virtio-fs, 30s elsewhere; at most 1s while the directory is not watched (no inotify) (env SANDKEY_POLL_INTERVAL)")
 	fs.DurationVar(&cfg.Grace, "grace", durationEnv("SANDKEY_GRACE", 10*time.Second), "after SIGTERM, how long the workload has before SIGKILL (env SANDKEY_GRACE)")
 	fs.StringVar(&cfg.User, "user", env("SANDKEY_USER", ""), "run the workload and execs as this user: name, uid, uid:gid or name:group, names from the sandbox's /etc/passwd and /etc/group; empty keeps the supervisor's (env SANDKEY_USER)")
 	fs.StringVar(&cfg.VMInit, "vm-init", env("SANDKEY_VM_INIT", "auto"), "microVM init duties: auto (when PID 1 without /proc), on, off (env SANDKEY_VM_INIT)")

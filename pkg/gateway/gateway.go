@@ -60,6 +60,8 @@ type Gateway struct {
 	latest   map[string]*auth.Token
 
 	ready *readiness
+	// inotify compares the host's inotify limits with its sandboxes.
+	inotify *inotifyCheck
 	// writers holds each sandbox's token directory writer, by id.
 	writers sync.Map
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
@@ -102,6 +104,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.verify = g.issuer.Verifier()
 	g.metrics = newMetrics(cfg.Registerer, g)
+	g.inotify = newInotifyCheck(inotifyDir, cfg.Logger.Named("inotify"), cfg.Registerer)
 	g.sessions = session.NewServer(session.ServerConfig{
 		Authority:         g,
 		HeartbeatInterval: cfg.HeartbeatInterval,
@@ -122,7 +125,28 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.Close()
 		return nil, fmt.Errorf("reconcile sandboxes at start: %w", err)
 	}
+	if err := g.checkInotify(ctx); err != nil {
+		g.Close()
+		return nil, err
+	}
 	return g, nil
+}
+
+// checkInotify compares the host's inotify limits with the sandboxes that
+// run on its kernel (see inotify.go).
+func (g *Gateway) checkInotify(ctx context.Context) error {
+	running, err := g.store.ListSandboxes(ctx, store.SandboxRunning)
+	if err != nil {
+		return fmt.Errorf("check inotify limits: %w", err)
+	}
+	var onHost []string
+	for _, sb := range running {
+		if d, err := g.driverFor(sb.Driver); err == nil && onHostKernel(d) {
+			onHost = append(onHost, sb.ID)
+		}
+	}
+	g.inotify.reset(onHost)
+	return nil
 }
 
 // Serve runs the rotation sweep until ctx ends. Sessions are served from
@@ -138,7 +162,9 @@ func (g *Gateway) Serve(ctx context.Context) error {
 
 // Ready reports whether the gateway has reconciled, serves sessions and
 // can mint; when not, the reason says why (with the error of the last
-// failed rotation sweep), for /readyz.
+// failed rotation sweep), for /readyz. Open binds every running sandbox's
+// socket before it returns, so once Ready, each of them answers: a
+// supervisor that dials the moment its socket appears is never turned away.
 func (g *Gateway) Ready() (bool, string) { return g.ready.state() }
 
 // Health is the gRPC health service (grpc.health.v1) that follows Ready,

@@ -177,6 +177,7 @@ func (g *Gateway) Start(ctx context.Context, idOrName string) (Sandbox, error) {
 	if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxRunning, instance); err != nil {
 		return Sandbox{}, err
 	}
+	g.inotify.started(sb.ID, d)
 	g.log.Info("sandbox started", zap.String("sandbox", sb.ID), zap.String("name", sb.Name),
 		zap.String("instance", instance), zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()))
 	return g.Get(ctx, sb.ID)
@@ -200,6 +201,7 @@ func (g *Gateway) Stop(ctx context.Context, idOrName string) (Sandbox, error) {
 		return Sandbox{}, err
 	}
 	g.sessions.Disconnect(sb.ID)
+	g.inotify.ended(sb.ID)
 	g.log.Info("sandbox stopped", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
 	return g.Get(ctx, sb.ID)
 }
@@ -221,6 +223,7 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
 	}
 	g.forget(sb.ID)
 	g.sessions.Disconnect(sb.ID)
+	g.inotify.ended(sb.ID)
 	if err := g.sockets.RemoveSandbox(sb.ID); err != nil {
 		g.log.Warn("close sandbox socket", zap.String("sandbox", sb.ID), zap.Error(err))
 	}
@@ -392,6 +395,9 @@ func (g *Gateway) onExit(r session.ExitReport) {
 	if err != nil {
 		g.log.Warn("record workload exit", zap.String("sandbox", r.SandboxID), zap.Error(err))
 		return
+	}
+	if changed {
+		g.inotify.ended(r.SandboxID)
 	}
 	g.log.Info("workload exited", zap.String("sandbox", r.SandboxID), zap.String("instance", r.InstanceID),
 		zap.Int("exit_code", r.Code), zap.Int("signal", r.Signal), zap.Bool("marked_stopped", changed))

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 )
 
@@ -55,7 +57,21 @@ type ClientConfig struct {
 	Logger       *zap.Logger      // zap.NewNop() when nil; should name the sandbox, the client does not
 	Now          func() time.Time // time.Now when nil
 	DialOptions  []DialOption
+	// Watcher is the process's shared inotify instance (see dirwatch),
+	// used on a unix target to learn at once that the gateway's socket
+	// was made again. When nil, Run makes one of its own.
+	Watcher *dirwatch.Watcher
+	// SocketPollInterval is how often a unix target's socket is looked at
+	// during a backoff when its directory cannot be watched;
+	// DefaultSocketPollInterval when zero.
+	SocketPollInterval time.Duration
 }
+
+// DefaultSocketPollInterval is how often the gateway's socket is looked
+// at during a backoff without inotify: a stat is cheap, and a restarted
+// gateway is then reached within it rather than at the end of a backoff
+// of up to 30 s.
+const DefaultSocketPollInterval = 250 * time.Millisecond
 
 // Client is the supervisor side of the session: it keeps one session
 // with the gateway, feeds every token it receives to its source, runs
@@ -67,13 +83,19 @@ type Client struct {
 	rpc  sessionpb.SupervisorSessionClient
 
 	running atomic.Bool // Run is not reentrant
+	// dialed is the socket a unix target's last dial found (nil before
+	// the first): a backoff ends early only for another one.
+	dialed atomic.Pointer[socketIdentity]
+	// dials numbers the connection's dials; dialEnded holds the outcome
+	// of the latest one to end.
+	dials     atomic.Uint64
+	dialEnded chan dialOutcome
 
 	mu        sync.Mutex
 	connected bool
 	sessionID string
 	lastErr   error
-	// changed gets a value (size one, never blocks) on every setState.
-	changed chan struct{}
+	changes   chan struct{} // signalled when connected changes
 }
 
 // NewClient checks cfg and prepares the connection (made lazily by Run).
@@ -97,22 +119,31 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.SocketPollInterval <= 0 {
+		cfg.SocketPollInterval = DefaultSocketPollInterval
+	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
+	c := &Client{
+		cfg: cfg,
+		// The caller's logger names the sandbox already (the supervisor's
+		// root logger does): adding it here would repeat the key.
+		log:       cfg.Logger.With(zap.String("target", cfg.Target)),
+		changes:   make(chan struct{}, 1),
+		dialEnded: make(chan dialOutcome, 1),
+	}
 	creds := &callCredentials{source: cfg.Source, inner: cfg.Source.PerRPCCredentials(), sandboxID: cfg.SandboxID}
 	opts := append([]DialOption{WithGRPCOptions(grpc.WithPerRPCCredentials(creds))}, cfg.DialOptions...)
+	var socket string
+	if t, err := ParseTarget(cfg.Target); err == nil && t.Scheme == SchemeUnix {
+		socket = t.Path
+	}
+	opts = append(opts, withDialObserver(c.beforeDial(socket), c.afterDial))
 	conn, err := Dial(context.Background(), cfg.Target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("new session client for %s: %w", cfg.SandboxID, err)
 	}
-	return &Client{
-		cfg: cfg,
-		// The caller's logger names the sandbox already (the supervisor's
-		// root logger does): adding it here would repeat the key.
-		log:     cfg.Logger.With(zap.String("target", cfg.Target)),
-		conn:    conn,
-		rpc:     sessionpb.NewSupervisorSessionClient(conn),
-		changed: make(chan struct{}, 1),
-	}, nil
+	c.conn, c.rpc = conn, sessionpb.NewSupervisorSessionClient(conn)
+	return c, nil
 }
 
 // Close closes the connection.
@@ -126,22 +157,25 @@ func (c *Client) State() (connected bool, sessionID string, lastErr error) {
 	return c.connected, c.sessionID, c.lastErr
 }
 
+// Changes is signalled whenever the session comes up or goes down. It
+// holds one signal: read State for what is true now.
+func (c *Client) Changes() <-chan struct{} { return c.changes }
+
 func (c *Client) setState(connected bool, sessionID string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	changed := c.connected != connected
 	c.connected, c.sessionID = connected, sessionID
 	if err != nil {
 		c.lastErr = err
 	}
-	select {
-	case c.changed <- struct{}{}:
-	default: // a change is already signalled; State reads the newest
+	if changed {
+		select {
+		case c.changes <- struct{}{}:
+		default:
+		}
 	}
 }
-
-// StateChanges signals (coalesced: one pending value at most) each time
-// State may have changed, so that a status writer follows it at once.
-func (c *Client) StateChanges() <-chan struct{} { return c.changed }
 
 // Run keeps a session with the gateway until ctx ends, reconnecting with
 // exponential backoff and full jitter, reset once a session has stayed up
@@ -152,13 +186,17 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("run session of %s: already running", c.cfg.SandboxID)
 	}
 	defer c.running.Store(false)
+	sock := c.watchSocket()
+	defer sock.close()
 	attempt := 0
 	for {
 		// The loop owns the backoff: gRPC's own reconnect backoff (up to
-		// two minutes) would otherwise fail this attempt fast, unseen.
-		c.conn.ResetConnectBackoff()
+		// two minutes) would otherwise fail this attempt fast, unseen, on
+		// the error of an older dial. So dial afresh and await the outcome.
+		c.dialNow(ctx, dialOutcomeTimeout)
 		presented := c.cfg.Source.Current()
 		acceptedAt, err := c.runSession(ctx)
+		before := c.lastDialed() // the socket this attempt dialled
 		// What the gateway last saw: the token a refused attempt
 		// presented, or the newest one a session ran with.
 		held := presented
@@ -175,12 +213,8 @@ func (c *Client) Run(ctx context.Context) error {
 		delay := c.cfg.Backoff.Delay(attempt, rand.Float64())
 		attempt++
 		c.log.Info("session ended; reconnecting", zap.Error(err), zap.Duration("delay", delay))
-		if c.sleepOrWake(ctx, delay, held) {
+		if c.sleepOrWake(ctx, delay, sock, before, held) {
 			attempt = 0 // a gateway just came up: start the backoff afresh
-			// Let the transport come up before the attempt, which would
-			// otherwise fail fast on a connection still reconnecting and
-			// send the loop back into a long backoff.
-			c.awaitReady(ctx, wakeConnectTimeout)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -188,47 +222,229 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// wakeConnectTimeout bounds how long a woken client waits for its
-// connection to the reappeared socket before it tries anyway.
-const wakeConnectTimeout = 2 * time.Second
+// dialOutcomeTimeout bounds how long an attempt waits for its dial's
+// outcome before it tries anyway.
+const dialOutcomeTimeout = 2 * time.Second
 
-// awaitReady asks the connection to connect and waits until it is ready,
-// at most limit.
-func (c *Client) awaitReady(ctx context.Context, limit time.Duration) {
+// dialOutcome is how dial number seq ended.
+type dialOutcome struct {
+	seq uint64
+	err error
+}
+
+// beforeDial returns the hook run before each dial: it numbers the dial
+// and records which socket (when the target is one) it is about to find.
+func (c *Client) beforeDial(socket string) func() uint64 {
+	return func() uint64 {
+		if socket != "" {
+			id := socketIdentityOf(socket)
+			c.dialed.Store(&id)
+		}
+		return c.dials.Add(1)
+	}
+}
+
+// afterDial publishes a dial's outcome; newest wins.
+func (c *Client) afterDial(seq uint64, err error) {
+	select {
+	case <-c.dialEnded:
+	default:
+	}
+	select {
+	case c.dialEnded <- dialOutcome{seq: seq, err: err}:
+	default:
+	}
+}
+
+// dialNow has the connection dial now, unless it is ready, and waits (at
+// most limit) until it is ready or a dial begun now has failed. An attempt
+// then never fails on an older dial's error (gRPC keeps reporting the last
+// failure until a connection is ready), which would tell a socket that
+// appeared since for the one that failed.
+func (c *Client) dialNow(ctx context.Context, limit time.Duration) {
+	if c.conn.GetState() == connectivity.Ready {
+		return
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	ready := make(chan struct{})
+	wg.Go(func() {
+		for st := c.conn.GetState(); st != connectivity.Ready; st = c.conn.GetState() {
+			if st == connectivity.Shutdown || !c.conn.WaitForStateChange(ctx, st) {
+				return
+			}
+		}
+		close(ready)
+	})
+	since := c.dials.Load()
 	c.conn.ResetConnectBackoff()
 	c.conn.Connect()
 	for {
-		st := c.conn.GetState()
-		if st == connectivity.Ready || !c.conn.WaitForStateChange(ctx, st) {
+		select {
+		case <-ready:
 			return
+		case <-ctx.Done():
+			return
+		case o := <-c.dialEnded:
+			switch {
+			case o.seq <= since && o.err != nil:
+				// A dial begun before this one failed: dial again.
+				c.conn.ResetConnectBackoff()
+				c.conn.Connect()
+			case o.seq > since && o.err != nil:
+				return // the attempt fails on this dial's error
+			}
+			// Dialled: the connection is ready once its handshake is done.
 		}
 	}
 }
 
-// sleepOrWake waits out a backoff delay, or less: on a unix target it
-// also watches the socket's directory, and returns as soon as the socket
-// is created again, so that a restarted gateway is reached at once rather
-// than at the end of a backoff that grew while it was down. It also
-// returns as soon as the source holds a token other than held (what the
-// gateway last saw), taken from the directory for instance: a gateway
-// that writes tokens is up, and the new token may be what it refused the
-// old one for. It reports whether it was woken.
-func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, held *auth.Token) bool {
+// lastDialed is the socket the connection's last dial found.
+func (c *Client) lastDialed() socketIdentity {
+	if id := c.dialed.Load(); id != nil {
+		return *id
+	}
+	return socketIdentity{}
+}
+
+// gatewaySocket is a unix target's socket, and the watch of its
+// directory that tells when it is made again; both zero on other targets.
+type gatewaySocket struct {
+	path  string
+	watch *dirwatch.Watch
+	owned *dirwatch.Watcher // the watcher Run made, when none was given
+}
+
+// socketIdentity tells one socket file from another made at the same
+// path: a file system may give the new one the old one's inode number,
+// never (short of a clock step) its change time as well.
+type socketIdentity struct {
+	exists   bool
+	dev, ino uint64
+	ctime    syscall.Timespec
+}
+
+// watchSocket starts watching the socket's directory, for all of Run: a
+// socket made between a failed attempt and the backoff is then not missed.
+func (c *Client) watchSocket() gatewaySocket {
+	t, err := ParseTarget(c.cfg.Target)
+	if err != nil || t.Scheme != SchemeUnix {
+		return gatewaySocket{}
+	}
+	s := gatewaySocket{path: t.Path}
+	w := c.cfg.Watcher
+	if w == nil {
+		w = dirwatch.New(c.log)
+		s.owned = w
+		if err := w.Err(); err != nil {
+			c.log.Warn("cannot watch the gateway socket's directory; polling it during backoff",
+				zap.String("socket", t.Path), zap.Duration("interval", c.cfg.SocketPollInterval), zap.Error(err))
+		}
+	}
+	name := filepath.Base(t.Path)
+	s.watch = w.Watch(filepath.Dir(t.Path), func(n string) bool { return n == name })
+	return s
+}
+
+func (s gatewaySocket) close() {
+	if s.watch != nil {
+		s.watch.Close()
+	}
+	if s.owned != nil {
+		s.owned.Close()
+	}
+}
+
+// identity returns which socket file is at the path now.
+func (s gatewaySocket) identity() socketIdentity {
+	if s.path == "" {
+		return socketIdentity{}
+	}
+	return socketIdentityOf(s.path)
+}
+
+func socketIdentityOf(path string) socketIdentity {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return socketIdentity{}
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return socketIdentity{exists: true}
+	}
+	return socketIdentity{exists: true, dev: uint64(st.Dev), ino: st.Ino, ctime: st.Ctim}
+}
+
+// sleepOrWake waits out a backoff delay, or less. On a unix target it
+// returns as soon as a socket other than the one the failed attempt
+// dialled (before) is at the path, so that a restarted gateway is reached at
+// once rather than at the end of a backoff that grew while it was down.
+// It learns of the new socket from the directory's watch, or, where
+// inotify is not available, by looking every SocketPollInterval. The
+// same socket as before never wakes it: a gateway that refused the
+// session is not asked again before the backoff ends. It also returns as
+// soon as the source holds a token other than held (what the gateway last
+// saw), taken from the directory for instance: a gateway that writes
+// tokens is up, and the new token may be what it refused the old one for.
+// It reports whether it was woken.
+func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gatewaySocket, before socketIdentity, held *auth.Token) bool {
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	tokens, unsubscribe := c.tokenArrivals()
 	defer unsubscribe()
-	var events <-chan fsnotify.Event
-	t, err := ParseTarget(c.cfg.Target)
-	if err == nil && t.Scheme == SchemeUnix {
-		if w, err := fsnotify.NewWatcher(); err == nil {
-			defer w.Close()
-			if w.Add(filepath.Dir(t.Path)) == nil {
-				events = w.Events
+	newToken := func(tok *auth.Token) bool {
+		if tok == held {
+			return false
+		}
+		c.log.Info("new token taken; reconnecting now", zap.Stringer("token", tok))
+		return true
+	}
+	if sock.watch == nil {
+		for {
+			select {
+			case <-ctx.Done():
+				return false
+			case <-timer.C:
+				return false
+			case tok, ok := <-tokens:
+				if !ok {
+					tokens = nil
+					continue
+				}
+				if newToken(tok) {
+					return true
+				}
 			}
 		}
+	}
+	woken := func() bool {
+		now := sock.identity()
+		if !now.exists || now == before {
+			return false
+		}
+		c.log.Info("gateway socket created; reconnecting now", zap.String("socket", sock.path))
+		return true
+	}
+	// Unwatched (no inotify, or the directory gone), the socket is polled.
+	var poll <-chan time.Time
+	var ticker *time.Ticker
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	pollUnlessWatched := func() {
+		if ticker == nil && !sock.watch.Active() {
+			ticker = time.NewTicker(c.cfg.SocketPollInterval)
+			poll = ticker.C
+		}
+	}
+	pollUnlessWatched()
+	// The socket may have been made since the attempt, before the wait.
+	if woken() {
+		return true
 	}
 	for {
 		select {
@@ -236,13 +452,13 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, held *aut
 			return false
 		case <-timer.C:
 			return false
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
+		case <-sock.watch.C():
+			if woken() {
+				return true
 			}
-			if ev.Name == t.Path && ev.Has(fsnotify.Create) {
-				c.log.Info("gateway socket created; reconnecting now", zap.String("socket", t.Path))
+			pollUnlessWatched() // the signal may say the directory went away
+		case <-poll:
+			if woken() {
 				return true
 			}
 		case tok, ok := <-tokens:
@@ -250,8 +466,7 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, held *aut
 				tokens = nil
 				continue
 			}
-			if tok != held {
-				c.log.Info("new token taken; reconnecting now", zap.Stringer("token", tok))
+			if newToken(tok) {
 				return true
 			}
 		}

@@ -75,11 +75,21 @@
 //     returns, within a heartbeat interval.
 //
 // The supervisor reconnects after any end with exponential backoff and full
-// jitter (100 ms to 30 s, reset once a session stayed up 30 s). It cuts a
-// backoff short when its gateway socket is created again, and when its
-// source takes a new token (from the directory) meanwhile: the token may
-// be the one the gateway wanted. A Rejected
-// UNAUTHENTICATED or SUPERSEDED makes it mark its token rejected.
+// jitter (100 ms to 30 s, reset once a session stayed up 30 s). A Rejected
+// UNAUTHENTICATED or SUPERSEDED makes it mark its token rejected. On a unix
+// target a backoff ends early, with the backoff started afresh, as soon as
+// a socket other than the one of the failed attempt is at the path (a
+// restarted gateway): the client watches the socket's directory for all of
+// Run through the process's shared inotify instance (ClientConfig.Watcher,
+// see pkg/dirwatch) and, where it has none, stats the socket every
+// SocketPollInterval (250 ms) while it waits. The same socket never ends a
+// backoff early, so a gateway that refused the session is not hammered.
+// "The same" is the socket the attempt's dial found: each attempt dials
+// afresh and awaits the outcome, because gRPC keeps failing calls with its
+// last dial's error until a connection is ready, and that dial may predate
+// the new socket.
+// A backoff is also cut short when the source takes a new token (from the
+// directory) meanwhile: the token may be the one the gateway wanted.
 //
 // # Channel identity
 //

@@ -10,6 +10,12 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 )
 
+// How the supervisor notices changes, as its status file says.
+const (
+	WatchInotify = "inotify" // change notifications, polls as a safety net
+	WatchPoll    = "poll"    // no inotify instance: short polls only
+)
+
 // Status is what the supervisor tells the workload and operators about
 // its credential and session. It never holds the token.
 type Status struct {
@@ -23,6 +29,11 @@ type Status struct {
 	UpdatedAt    time.Time `json:"updated_at"`
 	WorkloadPID  int       `json:"workload_pid,omitempty"`
 	TokenExpired bool      `json:"token_expired"`
+	// Watch says how changes are noticed: WatchInotify, or WatchPoll when
+	// the supervisor could not get an inotify instance.
+	Watch string `json:"watch,omitempty"`
+	// Degraded says why, when the supervisor works in a degraded mode.
+	Degraded string `json:"degraded,omitempty"`
 }
 
 func statusOf(sandboxID string, tok *auth.Token, connected bool, sessionID string, lastErr error, pid int, now time.Time) Status {

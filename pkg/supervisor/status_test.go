@@ -14,6 +14,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/source"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 	"github.com/sandkey/sandkey/pkg/session"
 )
 
@@ -80,7 +81,9 @@ func TestStatusFileFollowsTheSessionAtOnce(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 	wg.Go(func() { client.Run(ctx) })
-	wg.Go(func() { keepStatus(ctx, cfg, src, client, 1, time.Hour, zap.NewNop()) })
+	watcher := dirwatch.New(nil)
+	defer watcher.Close()
+	wg.Go(func() { keepStatus(ctx, cfg, src, client, watcher, 1, time.Hour, zap.NewNop()) })
 
 	waitStatus := func(what string, cond func(Status) bool) {
 		t.Helper()

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/source"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 	"github.com/sandkey/sandkey/pkg/supervisor/workload"
@@ -51,7 +53,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	if err != nil {
 		return fail(log, err)
 	}
-	src, err := newSource(ctx, cfg, log)
+	// One inotify instance for everything the supervisor watches: they are
+	// a per-user limit, shared with every other sandbox of the host user.
+	watcher := dirwatch.New(log.Named("watch"))
+	defer watcher.Close()
+	if degraded := degradedReason(watcher); degraded != "" {
+		log.Warn(degraded, zap.Error(watcher.Err()))
+	}
+	src, err := newSource(ctx, cfg, watcher, log)
 	if err != nil {
 		return fail(log, err)
 	}
@@ -82,6 +91,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	client, err := session.NewClient(session.ClientConfig{
 		Target: cfg.Gateway, SandboxID: cfg.SandboxID, InstanceID: cfg.InstanceID, Version: Version,
 		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: env, user: user}, Logger: log.Named("session"),
+		Watcher: watcher,
 	})
 	if err != nil {
 		runner.Stop()
@@ -94,7 +104,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	var wg sync.WaitGroup
 	wg.Go(func() { client.Run(sessCtx) })
 	if cfg.StatusFile != "" {
-		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, runner.Pid(), statusRefresh, log) })
+		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, watcher, runner.Pid(), statusRefresh, log) })
 	}
 
 	// A cancelled ctx (the supervisor's own SIGTERM is forwarded by the
@@ -126,7 +136,18 @@ func fail(log *zap.Logger, err error) int {
 	return ExitSoftware
 }
 
-func newSource(ctx context.Context, cfg Config, log *zap.Logger) (tokenSource, error) {
+// degradedReason says, for the log and the status file, how the
+// supervisor works without an inotify instance; "" when it has one.
+func degradedReason(w *dirwatch.Watcher) string {
+	if w.Err() == nil {
+		return ""
+	}
+	return fmt.Sprintf("no inotify instance left for this user: polling the token directory every %s and, while reconnecting, "+
+		"the gateway socket every %s; raise fs.inotify.max_user_instances on the host",
+		source.DefaultUnwatchedPollInterval, session.DefaultSocketPollInterval)
+}
+
+func newSource(ctx context.Context, cfg Config, watcher *dirwatch.Watcher, log *zap.Logger) (tokenSource, error) {
 	if cfg.Mode == ModeStatic {
 		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires")
 		s, err := newStaticSource(cfg)
@@ -138,6 +159,7 @@ func newSource(ctx context.Context, cfg Config, log *zap.Logger) (tokenSource, e
 	return source.New(ctx, source.Config{
 		SandboxID: cfg.SandboxID, Dir: cfg.TokenDir, Issuer: cfg.Issuer, Audience: cfg.Audience,
 		TrustDomain: cfg.TrustDomain, PollInterval: cfg.PollInterval, Logger: log.Named("source"),
+		Watcher: watcher,
 	})
 }
 
@@ -153,13 +175,13 @@ func (staticTokens) Close() error { return nil }
 // and a signal each time that state changes.
 type sessionState interface {
 	State() (connected bool, sessionID string, lastErr error)
-	StateChanges() <-chan struct{}
+	Changes() <-chan struct{}
 }
 
 // keepStatus rewrites the status file at once on every new token and
 // every change of the session's state, and every refresh besides (for the
 // expiry flag).
-func keepStatus(ctx context.Context, cfg Config, src tokenSource, sess sessionState, pid int, refresh time.Duration, log *zap.Logger) {
+func keepStatus(ctx context.Context, cfg Config, src tokenSource, sess sessionState, watcher *dirwatch.Watcher, pid int, refresh time.Duration, log *zap.Logger) {
 	changes, cancel := src.Subscribe()
 	defer cancel()
 	t := time.NewTicker(refresh)
@@ -168,6 +190,10 @@ func keepStatus(ctx context.Context, cfg Config, src tokenSource, sess sessionSt
 	for {
 		connected, sessionID, err := sess.State()
 		st := statusOf(cfg.SandboxID, src.Current(), connected, sessionID, err, pid, time.Now())
+		st.Watch, st.Degraded = WatchInotify, degradedReason(watcher)
+		if st.Degraded != "" {
+			st.Watch = WatchPoll
+		}
 		if err := writeStatus(cfg.StatusFile, st); err != nil && err.Error() != lastErr {
 			lastErr = err.Error()
 			log.Warn("status file", zap.Error(err))
@@ -176,7 +202,7 @@ func keepStatus(ctx context.Context, cfg Config, src tokenSource, sess sessionSt
 		case <-ctx.Done():
 			return
 		case <-changes:
-		case <-sess.StateChanges():
+		case <-sess.Changes():
 		case <-t.C:
 		}
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 )
 
 // OriginDir labels candidates read from the token directory. Session
@@ -52,6 +53,13 @@ type Config struct {
 	// PollInterval is how often Dir is re-read regardless of fsnotify.
 	// 0 detects it: 1 s on FUSE or virtio-fs, 30 s elsewhere.
 	PollInterval time.Duration
+	// UnwatchedPollInterval is how often Dir is re-read while it is not
+	// watched (no inotify instance, or the directory missing), when that
+	// is shorter than PollInterval; DefaultUnwatchedPollInterval when 0.
+	UnwatchedPollInterval time.Duration
+	// Watcher is the process's shared inotify instance (see dirwatch).
+	// When nil, the Source makes one of its own and closes it.
+	Watcher *dirwatch.Watcher
 	// Now is the clock for expiry checks (default time.Now).
 	Now func() time.Time
 	// Logger receives acceptances and rejections (default: discard). The
@@ -99,6 +107,9 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.UnwatchedPollInterval <= 0 {
+		cfg.UnwatchedPollInterval = DefaultUnwatchedPollInterval
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {

@@ -3,17 +3,21 @@ package source
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 )
 
 const (
+	// DefaultUnwatchedPollInterval is the poll interval while the
+	// directory is not watched (no inotify instance left for this user,
+	// or the directory missing): a read a second is cheap, and a token
+	// written while the gateway recovers is seen within it.
+	DefaultUnwatchedPollInterval = time.Second
 	// SharedFSPollInterval is the poll interval on FUSE and virtio-fs,
 	// where no change notification ever arrives: the poll is the channel.
 	SharedFSPollInterval = time.Second
@@ -60,91 +64,97 @@ func pollIntervalFor(magic int64) (time.Duration, string) {
 	return LocalPollInterval, fmt.Sprintf("%#x", magic)
 }
 
-// startWatching starts an fsnotify watch on the directory, never on a file.
-// Without one (inotify exhausted, directory missing) the poll carries on,
-// and each poll tick tries to add the watch again.
-func (s *Source) startWatching() *fsnotify.Watcher {
+// watching is the directory watch of a Source and the watcher it came
+// from, which the Source closes when it made it.
+type watching struct {
+	watch *dirwatch.Watch
+	owned *dirwatch.Watcher
+}
+
+// startWatching watches the directory, never a file, through the shared
+// watcher (or one of its own). Without inotify, or while the directory is
+// missing, the watch is inactive and the poll runs at the short interval.
+func (s *Source) startWatching() watching {
 	if s.cfg.noWatch {
-		return nil
+		return watching{}
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		s.log.Warn("cannot watch the token directory; polling only", zap.String("dir", s.cfg.Dir), zap.Error(err))
-		return nil
+	var w watching
+	dw := s.cfg.Watcher
+	if dw == nil {
+		dw = dirwatch.New(s.log)
+		w.owned = dw
+		if err := dw.Err(); err != nil {
+			s.log.Warn("cannot watch the token directory; polling it", zap.String("dir", s.cfg.Dir),
+				zap.Duration("interval", s.cfg.UnwatchedPollInterval), zap.Error(err))
+		}
 	}
-	s.ensureWatch(w)
+	w.watch = dw.Watch(s.cfg.Dir, concernsToken)
 	return w
 }
 
-// ensureWatch adds the directory to w if it is not watched: at start, and
-// after the directory was removed (which ends an inotify watch).
-func (s *Source) ensureWatch(w *fsnotify.Watcher) {
-	if w == nil || len(w.WatchList()) > 0 {
-		return
+func (w watching) close() {
+	if w.watch != nil {
+		w.watch.Close()
 	}
-	if err := w.Add(s.cfg.Dir); err != nil {
-		s.log.Debug("cannot watch the token directory yet; polling", zap.String("dir", s.cfg.Dir), zap.Error(err))
-		return
+	if w.owned != nil {
+		w.owned.Close()
 	}
-	s.log.Debug("watching the token directory", zap.String("dir", s.cfg.Dir))
+}
+
+// nextPoll is the delay to the next poll: interval while the directory is
+// watched, the short unwatched interval while it is not.
+func (s *Source) nextPoll(w watching, interval time.Duration, wasWatched *bool) time.Duration {
+	watched := w.watch != nil && w.watch.Active()
+	if !watched && s.cfg.noWatch {
+		return interval // tests of the poll path: exactly what they asked
+	}
+	if watched != *wasWatched {
+		*wasWatched = watched
+		if watched {
+			s.log.Debug("watching the token directory", zap.String("dir", s.cfg.Dir), zap.Duration("poll", interval))
+		} else {
+			s.log.Debug("token directory not watched; polling it", zap.String("dir", s.cfg.Dir),
+				zap.Duration("interval", min(interval, s.cfg.UnwatchedPollInterval)))
+		}
+	}
+	if watched {
+		return interval
+	}
+	return min(interval, s.cfg.UnwatchedPollInterval)
 }
 
 // watch is the Source's goroutine: it re-reads the directory on every poll
-// tick and on every change notification that concerns the token.
-func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher, interval time.Duration) {
+// and whenever the watch signals a change of the token's names.
+func (s *Source) watch(ctx context.Context, w watching, interval time.Duration) {
 	defer close(s.done)
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	if w != nil {
-		defer w.Close()
-		events, errs = w.Events, w.Errors
+	defer w.close()
+	var changes <-chan struct{}
+	if w.watch != nil {
+		changes = w.watch.C()
 	}
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
+	wasWatched := true // so that starting unwatched is logged
+	timer := time.NewTimer(s.nextPoll(w, interval, &wasWatched))
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
-			s.ensureWatch(w)
+		case <-timer.C:
 			s.readDir()
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if !concernsToken(ev) {
-				continue
-			}
-			// One write makes several events: read once for all of them.
-			drain(events)
+			timer.Reset(s.nextPoll(w, interval, &wasWatched))
+		case <-changes:
+			// One write makes several events; the watch coalesced them.
 			s.readDir()
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			s.log.Warn("watching the token directory failed; polling continues", zap.String("dir", s.cfg.Dir), zap.Error(err))
 		}
 	}
 }
 
-// concernsToken tells the events that can change what a read returns: the
-// ..data swap, and the visible names being replaced.
-func concernsToken(ev fsnotify.Event) bool {
-	switch filepath.Base(ev.Name) {
+// concernsToken tells the names whose change can change what a read
+// returns: the ..data swap, and the visible names being replaced.
+func concernsToken(name string) bool {
+	switch name {
 	case "..data", tokendir.TokenFile, tokendir.JWKSFile:
 		return true
 	}
 	return false
-}
-
-func drain(events <-chan fsnotify.Event) {
-	for {
-		select {
-		case <-events:
-		default:
-			return
-		}
-	}
 }

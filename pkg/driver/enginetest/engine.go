@@ -266,7 +266,7 @@ func (e *Engine) Stop() error {
 		errs = append(errs, e.removeContainers())
 		errs = append(errs, e.end())
 	}
-	errs = append(errs, killLeftovers(e.dir), unmountBelow(e.dir))
+	errs = append(errs, KillLeftovers(e.dir), UnmountBelow(e.dir))
 	if err := os.RemoveAll(e.dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s directory: %w", e.Kind, err))
 	}
@@ -319,18 +319,25 @@ func (e *Engine) end() error {
 	}
 }
 
-// killLeftovers sends SIGKILL, by pid, to every process whose command line
-// names dir: only this engine's processes can, since dir is private to
-// it. It waits until they are gone.
-func killLeftovers(dir string) error {
+// KillLeftovers sends SIGKILL, by pid, to every process whose command line
+// names dir: only the processes of an engine (or cluster, see kubetest)
+// whose private directory dir is can. It waits until they are gone.
+func KillLeftovers(dir string) error {
+	return KillUntilGone("processes naming "+dir, func() []int { return ProcessesNaming(dir) })
+}
+
+// KillUntilGone sends SIGKILL, by pid, to every process list returns, and
+// again, until list returns none or stopTimeout passes; what names the
+// processes for the error.
+func KillUntilGone(what string, list func() []int) error {
 	deadline := time.Now().Add(stopTimeout)
 	for {
-		pids := processesNaming(dir)
+		pids := list()
 		if len(pids) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v naming %s still run after SIGKILL", pids, dir)
+			return fmt.Errorf("%s still run after SIGKILL: %v", what, pids)
 		}
 		for _, pid := range pids {
 			unix.Kill(pid, unix.SIGKILL)
@@ -339,9 +346,9 @@ func killLeftovers(dir string) error {
 	}
 }
 
-// processesNaming lists the live processes (zombies excluded) whose
+// ProcessesNaming lists the live processes (zombies excluded) whose
 // command line names a path below dir, this process excepted.
-func processesNaming(dir string) []int {
+func ProcessesNaming(dir string) []int {
 	below := []byte(dir + "/")
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -368,8 +375,8 @@ func processesNaming(dir string) []int {
 	return pids
 }
 
-// unmountBelow detaches every mount at or below dir, deepest first.
-func unmountBelow(dir string) error {
+// UnmountBelow detaches every mount at or below dir, deepest first.
+func UnmountBelow(dir string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("list mounts: %w", err)

@@ -65,7 +65,7 @@ func TestEngineRunsStandInAndStopLeavesNothingBehind(t *testing.T) {
 			if info, err := c.ContainerInspect(ctx, resp.ID); err != nil || !info.State.Running {
 				t.Fatalf("stand-in container not running: %v", err)
 			}
-			if len(processesNaming(e.Dir())) == 0 {
+			if len(ProcessesNaming(e.Dir())) == 0 {
 				t.Fatalf("no process names %s while the engine runs; the leftover check proves nothing", e.Dir())
 			}
 
@@ -73,7 +73,7 @@ func TestEngineRunsStandInAndStopLeavesNothingBehind(t *testing.T) {
 			if err := e.Stop(); err != nil {
 				t.Fatalf("Stop: %v", err)
 			}
-			if pids := processesNaming(e.Dir()); len(pids) != 0 {
+			if pids := ProcessesNaming(e.Dir()); len(pids) != 0 {
 				t.Errorf("processes %v still name %s after Stop", pids, e.Dir())
 			}
 			if _, err := os.Stat(e.Dir()); !errors.Is(err, os.ErrNotExist) {

@@ -38,14 +38,23 @@ ENTRYPOINT ["/supervisor", "--"]
 func BuildStandIn(t testing.TB, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "supervisor")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, StandInPackage)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=")
-	if output, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build stand-in supervisor: %v\n%s", err, output)
+	if err := BuildStatic(StandInPackage, out); err != nil {
+		t.Fatalf("build stand-in supervisor: %v", err)
 	}
 	return out
+}
+
+// BuildStatic compiles the Go package pkg into out as a static binary
+// (CGO_ENABLED=0), one that runs in an image holding nothing else.
+func BuildStatic(pkg, out string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=")
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, output)
+	}
+	return nil
 }
 
 // goTool is the go command on PATH; `go test` puts its toolchain's first.
@@ -90,7 +99,7 @@ func buildImage(sock, tag, dir string) (string, error) {
 	defer cancel()
 
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeTar(pw, dir)) }()
+	go func() { pw.CloseWithError(WriteTar(pw, dir)) }()
 	defer pr.Close() // ends the writer if the build stops reading
 	resp, err := c.ImageBuild(ctx, pr, build.ImageBuildOptions{
 		Tags:        []string{tag},
@@ -141,9 +150,10 @@ func ReadBuildOutput(r io.Reader) error {
 	}
 }
 
-// writeTar writes the regular files and directories below dir to w as a
-// tar archive, paths relative to dir.
-func writeTar(w io.Writer, dir string) error {
+// WriteTar writes the regular files, directories and symbolic links below
+// dir to w as a tar archive, paths relative to dir, owned by root, with
+// their modes: a build context, or an image layer (kubetest).
+func WriteTar(w io.Writer, dir string) error {
 	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -157,10 +167,17 @@ func writeTar(w io.Writer, dir string) error {
 		if err != nil {
 			return err
 		}
-		if !fi.Mode().IsRegular() && !fi.IsDir() {
-			return fmt.Errorf("build context: %s is neither a file nor a directory", path)
+		var link string
+		switch {
+		case fi.Mode().IsRegular(), fi.IsDir():
+		case fi.Mode()&fs.ModeSymlink != 0:
+			if link, err = os.Readlink(path); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%s is neither a file, a directory nor a symbolic link", path)
 		}
-		hdr, err := tar.FileInfoHeader(fi, "")
+		hdr, err := tar.FileInfoHeader(fi, link)
 		if err != nil {
 			return err
 		}
@@ -169,7 +186,7 @@ func writeTar(w io.Writer, dir string) error {
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
-		if fi.IsDir() {
+		if !fi.Mode().IsRegular() {
 			return nil
 		}
 		f, err := os.Open(path)
@@ -181,7 +198,7 @@ func writeTar(w io.Writer, dir string) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("build context %s: %w", dir, err)
+		return fmt.Errorf("tar of %s: %w", dir, err)
 	}
 	return tw.Close()
 }
