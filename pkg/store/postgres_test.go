@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/sandkey/sandkey/pkg/store/pgtest"
 )
 
@@ -397,4 +399,94 @@ func TestMarkRunningDueMakesEveryRunningSandboxDueWhileOthersRotate(t *testing.T
 			t.Fatalf("MarkRunningDue = %d, %v; want %d", n, err, len(running))
 		}
 	})
+}
+
+func TestWriteTxRunsAgainOnlyAfterLosingARace(t *testing.T) {
+	// Stand-ins (fakes) for the errors Postgres returns when a transaction
+	// loses a deadlock or a serialization race, and one it does not retry;
+	// TestWriteTxRunsAgainAfterARealDeadlock has Postgres raise the first.
+	deadlock := &pgconn.PgError{Code: pgDeadlockDetected, Message: "deadlock detected"}
+	serialization := &pgconn.PgError{Code: pgSerializationFailure, Message: "could not serialize access"}
+	unique := &pgconn.PgError{Code: pgUniqueViolation, Message: "duplicate key"}
+	tests := []struct {
+		backend  backend
+		failWith error
+		wantRuns int
+	}{
+		{postgresBackend, serialization, 2},
+		{postgresBackend, unique, 1},
+		{sqliteBackend, deadlock, 1}, // SQLite never loses a race: it waits
+	}
+	for _, tt := range tests {
+		t.Run(tt.backend.name+"/"+pgCode(tt.failWith), func(t *testing.T) {
+			s := openTestStore(t, tt.backend)
+			runs := 0
+			err := s.writeTx(context.Background(), func(tx *txn) error {
+				runs++
+				if _, err := tx.ExecContext(context.Background(), "UPDATE sandboxes SET rotate_at = 0"); err != nil {
+					return err
+				}
+				if runs == 1 {
+					return fmt.Errorf("first run: %w", tt.failWith)
+				}
+				return nil
+			})
+			if runs != tt.wantRuns {
+				t.Errorf("fn ran %d times, want %d", runs, tt.wantRuns)
+			}
+			if (err == nil) != (tt.wantRuns == 2) {
+				t.Errorf("writeTx = %v after %d runs", err, runs)
+			}
+		})
+	}
+}
+
+func TestWriteTxRunsAgainAfterARealDeadlock(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, postgresBackend)
+	a, b := createTestSandbox(t, s, "a"), createTestSandbox(t, s, "b")
+	lock := func(tx *txn, id string) error {
+		_, err := tx.ExecContext(ctx, "SELECT id FROM sandboxes WHERE id = ? FOR UPDATE", id)
+		return err
+	}
+	// Another gateway's transaction holds b.
+	other, err := s.writer.begin(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.tx.Rollback() //nolint:errcheck // committed below unless the test failed
+	if err := lock(other, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	runs := 0
+	waiting := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.writeTx(ctx, func(tx *txn) error {
+			runs++
+			if err := lock(tx, a.ID); err != nil {
+				return err
+			}
+			if runs == 1 {
+				close(waiting)
+			}
+			return lock(tx, b.ID) // waits for the other transaction
+		})
+	}()
+	<-waiting
+	// The writeTx side has waited longest when the cycle closes, so its
+	// deadlock check (after deadlock_timeout, 1 s) finds it and aborts it.
+	time.Sleep(300 * time.Millisecond)
+	if err := lock(other, a.ID); err != nil {
+		t.Fatalf("the other transaction lost the deadlock instead: %v", err)
+	}
+	if err := other.tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("writeTx after a deadlock: %v", err)
+	}
+	if runs != 2 {
+		t.Errorf("the transaction ran %d times, want 2 (aborted by the deadlock, then run again)", runs)
+	}
 }
