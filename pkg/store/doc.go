@@ -84,8 +84,13 @@
 // row before touching its generations, MarkRunningDue locks its rows in id
 // order too, and key changes take an advisory lock on the key set (which
 // also covers an empty one). A transaction that still loses a race (deadlock,
-// serialization failure) is rolled back and run again, up to five times;
-// every transaction function starts from scratch for that reason. Reads of
+// serialization failure), or its connection before COMMIT (the server
+// restarted and cut the pool's connections), is rolled back and run again,
+// up to five times; every transaction function starts from scratch for
+// that reason. A failed COMMIT is not run again: it may have committed.
+// A read on a connection cut less than a second ago fails once (database/sql
+// pings a connection idle for longer before reusing it); its caller retries
+// as it would any store error. Reads of
 // several statements run in one REPEATABLE READ snapshot.
 //
 // # Generations

@@ -57,6 +57,11 @@ const (
 	pgInvalidAuthorization = "28000"
 	pgUnknownDatabase      = "3D000"
 	pgInsufficientPrivs    = "42501"
+	pgAdminShutdown        = "57P01"
+	pgCrashShutdown        = "57P02"
+	pgCannotConnectNow     = "57P03"
+	// pgConnectionExceptionClass starts every connection exception (08xxx).
+	pgConnectionExceptionClass = "08"
 )
 
 // Advisory lock keys (database-wide), derived from the application id.
@@ -150,9 +155,18 @@ func (postgresDialect) integrityCheck(ctx context.Context, db *handle, _ bool) e
 
 func (postgresDialect) isUniqueViolation(err error) bool { return pgCode(err) == pgUniqueViolation }
 
+// isRetryable: a lost race, or a lost connection (the server's transaction
+// ended with it): a cut connection (class 08), a server shutting down or
+// starting (57P01-57P03), or an error pgconn guarantees happened before
+// anything was sent.
 func (postgresDialect) isRetryable(err error) bool {
-	code := pgCode(err)
-	return code == pgSerializationFailure || code == pgDeadlockDetected
+	switch code := pgCode(err); {
+	case code == pgSerializationFailure, code == pgDeadlockDetected,
+		code == pgAdminShutdown, code == pgCrashShutdown, code == pgCannotConnectNow,
+		strings.HasPrefix(code, pgConnectionExceptionClass):
+		return true
+	}
+	return pgconn.SafeToRetry(err)
 }
 
 func (postgresDialect) isDamaged(err error) bool {

@@ -490,3 +490,41 @@ func TestWriteTxRunsAgainAfterARealDeadlock(t *testing.T) {
 		t.Errorf("the transaction ran %d times, want 2 (aborted by the deadlock, then run again)", runs)
 	}
 }
+
+func TestStoreCarriesOnAfterPostgresRestarts(t *testing.T) {
+	// A server of its own: the restart cuts every connection.
+	var own pgtest.Shared
+	srv := own.Server(t)
+	t.Cleanup(func() {
+		if err := own.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx := context.Background()
+	dsn, _, err := srv.NewSchema(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openAt(t, dsn, Options{})
+	insertTestKey(t, s, testKID, KeyActive)
+	sb := createTestSandbox(t, s, "a")
+	mint := testMint(testEpoch)
+	if _, err := s.NextGenerations(ctx, []string{sb.ID}, mint); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// The pool's connections were cut: the transaction that finds one dead
+	// runs again on a new one, and nothing is minted twice.
+	gens, err := s.NextGenerations(ctx, []string{sb.ID}, mint)
+	if err != nil {
+		t.Fatalf("first rotation after the restart: %v", err)
+	}
+	if gens[0].Gen != 2 {
+		t.Errorf("generation %d after the restart, want 2", gens[0].Gen)
+	}
+	if v, err := s.IsAcceptable(ctx, sb.ID, 2, gens[0].JTI); err != nil || v != VerdictAccepted {
+		t.Errorf("IsAcceptable(2) = %s, %v; want accepted", v, err)
+	}
+}

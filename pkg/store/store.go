@@ -231,43 +231,47 @@ func (s *Store) Close() error {
 }
 
 // maxTxAttempts bounds how often writeTx runs a transaction that lost a
-// race (a Postgres deadlock or serialization failure) before giving up.
+// race or its connection (Postgres) before giving up.
 const maxTxAttempts = 5
 
 // writeTx runs fn in a write transaction and commits when fn returns nil.
 // On SQLite that is BEGIN IMMEDIATE on the single writer connection; on
 // Postgres a READ COMMITTED transaction whose rows fn locks itself. A
-// transaction that lost a race is rolled back and run again, so fn must
-// start from scratch each time (reset what it collects).
+// transaction that lost a race (deadlock, serialization failure) or its
+// connection before COMMIT was sent (a pooled connection the server cut
+// when it restarted) is rolled back by the server and run again, so fn must
+// start from scratch each time (reset what it collects). A failed COMMIT is
+// never run again: it may have committed.
 func (s *Store) writeTx(ctx context.Context, fn func(tx *txn) error) error {
-	var err error
-	for attempt := 1; attempt <= maxTxAttempts; attempt++ {
-		err = s.writeTxOnce(ctx, fn)
-		if err == nil || !s.dialect.isRetryable(err) || ctx.Err() != nil {
+	for attempt := 1; ; attempt++ {
+		committing, err := s.writeTxOnce(ctx, fn)
+		if err == nil || committing || attempt == maxTxAttempts || ctx.Err() != nil || !s.dialect.isRetryable(err) {
 			return err
 		}
-		s.log.Debug("write transaction lost a race; retrying", zap.Int("attempt", attempt), zap.Error(err))
+		s.log.Debug("write transaction lost a race or its connection; running it again",
+			zap.Int("attempt", attempt), zap.Error(err))
 		// A short random pause keeps the contenders from meeting again.
 		time.Sleep(time.Duration(rand.IntN(attempt*5)+1) * time.Millisecond)
 	}
-	return err
 }
 
-func (s *Store) writeTxOnce(ctx context.Context, fn func(tx *txn) error) error {
+// writeTxOnce runs fn in one transaction; committing reports that err came
+// from COMMIT itself.
+func (s *Store) writeTxOnce(ctx context.Context, fn func(tx *txn) error) (committing bool, err error) {
 	tx, err := s.writer.begin(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin write: %w", err)
+		return false, fmt.Errorf("begin write: %w", err)
 	}
 	if err := fn(tx); err != nil {
 		if rbErr := tx.tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+			return false, errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 		}
-		return err
+		return false, err
 	}
 	if err := tx.tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return true, fmt.Errorf("commit: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 // readTx runs fn in a read-only transaction: one consistent snapshot.

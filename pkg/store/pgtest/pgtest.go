@@ -55,6 +55,8 @@ type Server struct {
 	dir      string
 	port     int
 	password string
+	postgres string              // the server binary
+	cred     *syscall.Credential // who runs it; nil: ourselves
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the server process has ended
 	admin    *sql.DB       // superuser over the unix socket
@@ -139,6 +141,7 @@ func Launch() (*Server, error) {
 }
 
 func (s *Server) start(initdb, postgres string, cred *syscall.Credential) error {
+	s.postgres, s.cred = postgres, cred
 	data := filepath.Join(s.dir, "data")
 	out, err := command(cred, initdb, "-D", data, "-U", "postgres", "-N", "-E", "UTF8", "--locale=C",
 		"--auth-local=trust", "--auth-host=scram-sha-256").CombinedOutput()
@@ -148,7 +151,11 @@ func (s *Server) start(initdb, postgres string, cred *syscall.Credential) error 
 	// The free port may be taken by another process before the server
 	// binds it: then try another.
 	for attempt := 1; ; attempt++ {
-		err := s.serve(postgres, data, cred)
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		err = s.serve(port)
 		if err == nil {
 			return s.createRole()
 		}
@@ -161,19 +168,16 @@ func (s *Server) start(initdb, postgres string, cred *syscall.Credential) error 
 // portAttempts is how many free ports Launch tries.
 const portAttempts = 3
 
-// serve starts the server on a free port and waits until it accepts
-// connections.
-func (s *Server) serve(postgres, data string, cred *syscall.Credential) error {
-	var err error
-	if s.port, err = freePort(); err != nil {
-		return err
-	}
+// serve starts the server on port and waits until it accepts connections.
+func (s *Server) serve(port int) error {
+	s.port = port
+	data := filepath.Join(s.dir, "data")
 	log, err := os.OpenFile(filepath.Join(s.dir, "server.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	defer log.Close()
-	s.cmd = command(cred, postgres, "-D", data, "-k", s.dir, "-p", strconv.Itoa(s.port),
+	s.cmd = command(s.cred, s.postgres, "-D", data, "-k", s.dir, "-p", strconv.Itoa(s.port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=200")
 	s.cmd.Stdout, s.cmd.Stderr = log, log
@@ -242,18 +246,39 @@ func (s *Server) Stop() error {
 	if s.admin != nil {
 		errs = append(errs, s.admin.Close())
 	}
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGINT) // fast shutdown
-		select {
-		case <-s.exited:
-		case <-time.After(stopTimeout):
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-			errs = append(errs, fmt.Errorf("postgres (pid %d) ignored SIGINT for %v; killed", s.cmd.Process.Pid, stopTimeout))
-		}
-	}
-	errs = append(errs, os.RemoveAll(s.dir))
+	errs = append(errs, s.shutdown(), os.RemoveAll(s.dir))
 	return errors.Join(errs...)
+}
+
+// Restart stops the server (fast shutdown: every connection is cut) and
+// starts it again on the same port and data, as an operator's restart or
+// a failover would. It returns once the server accepts connections again.
+func (s *Server) Restart() error {
+	if s.admin != nil {
+		s.admin.Close()
+		s.admin = nil
+	}
+	if err := s.shutdown(); err != nil {
+		return err
+	}
+	return s.serve(s.port)
+}
+
+// shutdown ends the server process by its PID: SIGINT (fast shutdown),
+// SIGKILL if it does not end in time.
+func (s *Server) shutdown() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return nil
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.exited:
+		return nil
+	case <-time.After(stopTimeout):
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+		return fmt.Errorf("postgres (pid %d) ignored SIGINT for %v; killed", s.cmd.Process.Pid, stopTimeout)
+	}
 }
 
 // command runs bin as the postgres user when cred is set.
