@@ -90,8 +90,8 @@
 // that reason. A failed COMMIT is not run again: it may have committed.
 // A read on a connection cut less than a second ago fails once (database/sql
 // pings a connection idle for longer before reusing it); its caller retries
-// as it would any store error. Reads of
-// several statements run in one REPEATABLE READ snapshot.
+// as it would any store error. Reads of several statements run in one
+// REPEATABLE READ snapshot.
 //
 // # Generations
 //
