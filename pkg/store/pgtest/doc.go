@@ -23,12 +23,14 @@
 //     sandkey it owns.
 //
 // Stop ends the server by its PID (SIGINT, Postgres' fast shutdown, then
-// SIGKILL if it must) and removes the directory. Should the test binary die
+// SIGKILL if it must) and removes the directory. Restart stops it the same
+// way and starts it again on the same port and data, cutting every client
+// connection, as an operator's restart would. Should the test binary die
 // first, the kernel sends the server SIGQUIT (Pdeathsig).
 //
 // # Tests
 //
-// Starting a server costs about 5 s (initdb, mostly); a package's tests
+// Starting a server costs 1.5 to 5 s here (initdb, mostly); a package's tests
 // share one through a Shared that the package's TestMain stops after m.Run.
 // Each test gets a schema of its own (NewSchema), created in a few
 // milliseconds, and a DSN whose search_path names it: the DSN a gateway
