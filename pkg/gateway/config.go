@@ -46,6 +46,9 @@ type Config struct {
 	// makes it memory-backed first (PrepareTokenRoot), and Open reports
 	// whether it is.
 	TokenRoot string
+	// Store is where the store lives: a Postgres DSN (postgres://...) or
+	// the path of an SQLite file; StateDir/StoreFile when empty.
+	Store string
 	// KeyFile, when set, encrypts signing keys at rest with the 32-byte key it holds.
 	KeyFile string
 

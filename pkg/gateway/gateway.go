@@ -70,7 +70,7 @@ type Gateway struct {
 	lastPrune atomic.Int64
 }
 
-// Open opens the store under cfg.StateDir, loads (or creates) the signing
+// Open opens the store (cfg.Store, or the file under cfg.StateDir), loads (or creates) the signing
 // keys, and reconciles every sandbox the store says is running with its
 // driver, re-minting tokens that expired while the gateway was down. It
 // serves nothing yet: call Serve.
@@ -93,7 +93,11 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		g.log.Warn("token directories are on disk, not in memory: tokens reach the disk; run the gateway as root to mount a tmpfs there, or point --token-root at a tmpfs",
 			zap.String("token_root", tokens.Path), zap.String("fs_type", tokens.FSType))
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile), store.Options{
+	location := cfg.Store
+	if location == "" {
+		location = filepath.Join(cfg.StateDir, StoreFile)
+	}
+	st, err := store.Open(ctx, location, store.Options{
 		KeyFile: cfg.KeyFile, Now: cfg.Now, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err

@@ -75,6 +75,8 @@ type env struct {
 	dir string
 	// tokenRoot, when set, is the gateway's token root (default under dir).
 	tokenRoot string
+	// store is the store's location; "": the SQLite file in the state directory.
+	store     string
 	clock     *clock
 	drv       *checkingDriver
 	proc      *process.Driver
@@ -139,7 +141,7 @@ func (e *env) open() {
 
 func (e *env) config() Config {
 	return Config{
-		StateDir: filepath.Join(e.dir, "state"), Lifetime: lifetime, StopGrace: time.Second,
+		StateDir: filepath.Join(e.dir, "state"), Store: e.store, Lifetime: lifetime, StopGrace: time.Second,
 		Drivers: map[string]driver.Driver{"process": e.drv}, DefaultDriver: "process",
 		Now: e.clock.Now, Jitter: func() float64 { return 0 }, TokenRoot: e.tokenRoot,
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // serveOptions are `gateway serve`'s settings; each is a flag, an
@@ -47,6 +48,7 @@ type serveOptions struct {
 	adminTokenFile    string
 	defaultDriver     string
 	drivers           driverOptions
+	store             string
 	keyFile           string
 	tokenRoot         string
 	tokenRootSize     string
@@ -95,6 +97,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	addDriverFlags(f, &o.drivers)
 	f.StringVar(&o.tokenRoot, "token-root", "", "directory of the sandboxes' token directories; default <state-dir>/tokens, mounted as a tmpfs when the gateway may mount (else $XDG_RUNTIME_DIR/sandkey/..., else on disk with a warning)")
 	f.StringVar(&o.tokenRootSize, "token-root-size", gateway.DefaultTokenRootSize, "size limit of the tmpfs mounted at the token root (bytes, or with a k, m, g or % suffix)")
+	f.StringVar(&o.store, "store", "", "where the gateway keeps its state: an SQLite file path, or a Postgres DSN postgres://USER:PASSWORD@HOST:PORT/DATABASE (default <state-dir>/"+gateway.StoreFile+")")
 	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
@@ -154,7 +157,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return usageError{fmt.Errorf("gateway config: %w", err)}
 	}
 	cfg := gateway.Config{
-		StateDir: g.stateDir, KeyFile: o.keyFile, Lifetime: o.lifetime,
+		StateDir: g.stateDir, Store: o.store, KeyFile: o.keyFile, Lifetime: o.lifetime,
 		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
 		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
 		JWKSMaxAge: o.jwksMaxAge, KeyPublishDelay: o.keyPublishDelay,
@@ -212,6 +215,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if err != nil {
 		if tokens.Mounted { // nothing can hold a view of it yet
 			gateway.UnmountTokenRoot(tokens.Path)
+		}
+		// --store names a database that does not parse, answer or let us in.
+		if errors.Is(err, store.ErrInvalidDSN) || errors.Is(err, store.ErrConnect) {
+			return usageError{fmt.Errorf("--store: %w", err)}
 		}
 		return err
 	}

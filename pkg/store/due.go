@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -27,8 +26,12 @@ func (s *Store) CountExpired(ctx context.Context, now time.Time) (int, error) {
 // It returns how many sandboxes it marked.
 func (s *Store) MarkRunningDue(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, "UPDATE sandboxes SET rotate_at = 0 WHERE state = ?", SandboxRunning)
+	err := s.writeTx(ctx, func(tx *txn) error {
+		// The rows are locked in id order first (Postgres), as
+		// NextGenerations locks them, so the two never deadlock.
+		res, err := tx.ExecContext(ctx,
+			"UPDATE sandboxes SET rotate_at = 0 WHERE id IN (SELECT id FROM sandboxes WHERE state = ? ORDER BY id"+tx.d.forUpdate()+")",
+			SandboxRunning)
 		if err != nil {
 			return err
 		}

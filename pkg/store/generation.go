@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -85,8 +87,11 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 	}
 	var out []Generation
 	var missing []string
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		out, missing = make([]Generation, 0, len(ids)), nil
+		if err := lockSandboxes(ctx, tx, ids); err != nil {
+			return err
+		}
 		st, err := prepareNextGeneration(ctx, tx)
 		if err != nil {
 			return err
@@ -121,6 +126,43 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 	return out, nil
 }
 
+// lockBatch is how many sandbox rows one locking statement names.
+const lockBatch = 500
+
+// lockSandboxes locks the rows of the given sandboxes until commit, in id
+// order whatever the caller's order, so two gateways rotating overlapping
+// sets of sandboxes (on Postgres) queue instead of deadlocking. SQLite's
+// write transaction holds the whole database already.
+func lockSandboxes(ctx context.Context, tx *txn, ids []string) error {
+	lock := tx.d.forUpdate()
+	if lock == "" {
+		return nil
+	}
+	sorted := append([]string(nil), ids...)
+	sort.Strings(sorted)
+	for start := 0; start < len(sorted); start += lockBatch {
+		batch := sorted[start:min(start+lockBatch, len(sorted))]
+		args := make([]any, len(batch))
+		for i, id := range batch {
+			args[i] = id
+		}
+		// Postgres locks the rows as the sort returns them: in id order.
+		rows, err := tx.QueryContext(ctx, "SELECT id FROM sandboxes WHERE id IN ("+
+			strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ")+") ORDER BY id"+lock, args...)
+		if err != nil {
+			return fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+		}
+		for rows.Next() {
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+		}
+	}
+	return nil
+}
+
 // RaiseGenerationFloor records that generation seen of the sandbox exists,
 // signed by the gateway's key, although this store may never have issued
 // it (a backup restored over the store, with tokens minted since still in
@@ -147,7 +189,9 @@ func (s *Store) RaiseGenerationFloor(ctx context.Context, sandboxID string, seen
 		return false, nil
 	}
 	var raised bool
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	// One conditional statement: on Postgres it waits for the row lock of
+	// a concurrent NextGenerations and re-checks the condition after it.
+	err = s.writeTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx,
 			"UPDATE sandboxes SET gen_floor = ? WHERE id = ? AND gen_floor < ? AND latest_gen < ?",
 			int64(seen), sandboxID, int64(seen), int64(seen))
@@ -167,16 +211,19 @@ func (s *Store) RaiseGenerationFloor(ctx context.Context, sandboxID string, seen
 // nextGenerationStmts are NextGenerations' statements, prepared once per
 // call so a sweep of 10,000 sandboxes parses each only once.
 type nextGenerationStmts struct {
+	d                                    dialect
 	latest, insert, clearTokens, advance *sql.Stmt
 }
 
-func prepareNextGeneration(ctx context.Context, tx *sql.Tx) (*nextGenerationStmts, error) {
-	st := &nextGenerationStmts{}
+func prepareNextGeneration(ctx context.Context, tx *txn) (*nextGenerationStmts, error) {
+	st := &nextGenerationStmts{d: tx.d}
 	queries := []struct {
 		dst   **sql.Stmt
 		query string
 	}{
-		{&st.latest, "SELECT latest_gen, gen_floor FROM sandboxes WHERE id = ?"},
+		// The row lock (Postgres) holds every other writer of this sandbox
+		// until commit: the generation read here is the one advanced below.
+		{&st.latest, "SELECT latest_gen, gen_floor FROM sandboxes WHERE id = ?" + tx.d.forUpdate()},
 		{&st.insert, `INSERT INTO generations
 			(sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, token)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
@@ -226,7 +273,7 @@ func (st *nextGenerationStmts) next(ctx context.Context, id string, mint MintFun
 	}
 	_, err = st.insert.ExecContext(ctx, id, gen, m.JTI, m.KID,
 		dbTime(m.IssuedAt), dbTime(m.ExpiresAt), dbTime(m.RotateAt), m.Token)
-	if isUniqueViolation(err) {
+	if st.d.isUniqueViolation(err) {
 		return Generation{}, fmt.Errorf("insert generation %d of sandbox %s: %w: jti %s already used",
 			gen, id, ErrInvalid, m.JTI)
 	}
@@ -303,7 +350,7 @@ func (s *Store) AcceptableGenerations(ctx context.Context, sandboxID string) ([]
 
 func (s *Store) newestGenerations(ctx context.Context, sandboxID string, n int) ([]Generation, error) {
 	var out []Generation
-	err := s.readTx(ctx, func(tx *sql.Tx) error {
+	err := s.readTx(ctx, func(tx *txn) error {
 		var latest int64
 		err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -398,31 +445,30 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 	if len(written) == 0 {
 		return nil
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		// As in NextGenerations: each statement prepared once per call,
-		// and run without ctx's cancellation (a goroutine per statement
-		// in the driver), which is checked once per sandbox instead.
-		st, err := prepareRecordWritten(ctx, tx)
-		if err != nil {
-			return err
-		}
-		defer st.close()
-		quiet := context.WithoutCancel(ctx)
-		for sandboxID, gen := range written {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			err := issued(st.latest.QueryRowContext(quiet, sandboxID), gen)
+	// In id order, like NextGenerations, so their row locks never deadlock.
+	ids := make([]string, 0, len(written))
+	for id := range written {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	err := s.writeTx(ctx, func(tx *txn) error {
+		for _, sandboxID := range ids {
+			gen := written[sandboxID]
+			err := checkIssued(ctx, tx, sandboxID, gen)
 			if errors.Is(err, ErrNotFound) && len(written) > 1 {
 				continue
 			}
 			if err != nil {
 				return fmt.Errorf("sandbox %s generation %d: %w", sandboxID, gen, err)
 			}
-			if _, err := st.markGeneration.ExecContext(quiet, sandboxID, int64(gen)); err != nil {
+			if _, err := tx.ExecContext(ctx,
+				"UPDATE generations SET written = 1 WHERE sandbox_id = ? AND gen = ?",
+				sandboxID, int64(gen)); err != nil {
 				return err
 			}
-			if _, err := st.markSandbox.ExecContext(quiet, int64(gen), sandboxID, int64(gen)); err != nil {
+			if _, err := tx.ExecContext(ctx,
+				"UPDATE sandboxes SET written_gen = ? WHERE id = ? AND written_gen < ?",
+				int64(gen), sandboxID, int64(gen)); err != nil {
 				return err
 			}
 		}
@@ -434,44 +480,11 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 	return nil
 }
 
-// recordWrittenStmts are RecordWrittenBatch's statements.
-type recordWrittenStmts struct {
-	latest, markGeneration, markSandbox *sql.Stmt
-}
-
-func prepareRecordWritten(ctx context.Context, tx *sql.Tx) (*recordWrittenStmts, error) {
-	st := &recordWrittenStmts{}
-	for _, q := range []struct {
-		dst   **sql.Stmt
-		query string
-	}{
-		{&st.latest, "SELECT latest_gen FROM sandboxes WHERE id = ?"},
-		{&st.markGeneration, "UPDATE generations SET written = 1 WHERE sandbox_id = ? AND gen = ?"},
-		{&st.markSandbox, "UPDATE sandboxes SET written_gen = ? WHERE id = ? AND written_gen < ?"},
-	} {
-		stmt, err := tx.PrepareContext(ctx, q.query)
-		if err != nil {
-			st.close()
-			return nil, fmt.Errorf("prepare %q: %w", q.query, err)
-		}
-		*q.dst = stmt
-	}
-	return st, nil
-}
-
-func (st *recordWrittenStmts) close() {
-	for _, s := range []*sql.Stmt{st.latest, st.markGeneration, st.markSandbox} {
-		if s != nil {
-			s.Close()
-		}
-	}
-}
-
 // RecordDelivered notes that the supervisor acknowledged generation gen.
 // DeliveredGen never goes down: an older acknowledgement is a no-op. A
 // generation that was never issued is ErrUnknownGeneration.
 func (s *Store) RecordDelivered(ctx context.Context, sandboxID string, gen uint64) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		if err := checkIssued(ctx, tx, sandboxID, gen); err != nil {
 			return err
 		}
@@ -487,15 +500,11 @@ func (s *Store) RecordDelivered(ctx context.Context, sandboxID string, gen uint6
 }
 
 // checkIssued fails unless the sandbox exists and gen is one of its
-// generations (1..latest).
-func checkIssued(ctx context.Context, tx *sql.Tx, sandboxID string, gen uint64) error {
-	return issued(tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID), gen)
-}
-
-// issued judges gen against the sandbox's latest_gen that row selects.
-func issued(row *sql.Row, gen uint64) error {
+// generations (1..latest). It locks the sandbox's row (Postgres) first, as
+// NextGenerations does, before the caller touches its generations.
+func checkIssued(ctx context.Context, tx *txn, sandboxID string, gen uint64) error {
 	var latest int64
-	err := row.Scan(&latest)
+	err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?"+tx.d.forUpdate(), sandboxID).Scan(&latest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}
@@ -585,7 +594,7 @@ func (s *Store) DueForRotation(ctx context.Context, now time.Time) ([]Due, error
 // rotation. Generations stay strictly increasing: the newest is never pruned.
 func (s *Store) PruneGenerations(ctx context.Context, expiredBefore time.Time) (int64, error) {
 	var n int64
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx,
 			`DELETE FROM generations WHERE expires_at < ? AND gen <=
 			 (SELECT s.latest_gen FROM sandboxes s WHERE s.id = generations.sandbox_id) - ?`,

@@ -101,8 +101,13 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 	if state == KeyNext {
 		state = KeyVerify
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		if k.State == KeyNext {
+			// Two gateways inserting a next key at once: the second waits
+			// here, then finds the first's.
+			if err := lockKeySet(ctx, tx); err != nil {
+				return err
+			}
 			var next string
 			err := tx.QueryRowContext(ctx, "SELECT kid FROM key_activations").Scan(&next)
 			if err == nil {
@@ -115,6 +120,9 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 		// Checked first for a clear error; the partial unique index
 		// signing_keys_one_active is the backstop.
 		if k.State == KeyActive {
+			if err := lockKeySet(ctx, tx); err != nil {
+				return err
+			}
 			var active string
 			err := tx.QueryRowContext(ctx, "SELECT kid FROM signing_keys WHERE state = ?", KeyActive).Scan(&active)
 			if err == nil {
@@ -128,7 +136,7 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 			`INSERT INTO signing_keys (kid, private_key, public_key, encrypted, state, created_at, retired_at)
 			 VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			k.KID, private, []byte(k.Public), encrypted, state, dbTime(k.CreatedAt), retiredAt)
-		if isUniqueViolation(err) {
+		if s.dialect.isUniqueViolation(err) {
 			return fmt.Errorf("%w: kid already exists", ErrInvalid)
 		}
 		if err != nil || k.State != KeyNext {
@@ -262,7 +270,10 @@ func (s *Store) queryKIDs(ctx context.Context, query string, args ...any) ([]str
 // Activating a next key ends its wait. A retired key cannot be activated
 // again (ErrKeyState).
 func (s *Store) ActivateKey(ctx context.Context, kid string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
+		if err := lockKeySet(ctx, tx); err != nil {
+			return err
+		}
 		var state KeyState
 		err := tx.QueryRowContext(ctx, "SELECT state FROM signing_keys WHERE kid = ?", kid).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -299,7 +310,10 @@ func (s *Store) ActivateKey(ctx context.Context, kid string) error {
 // activation). The active key cannot be retired (ErrKeyState): activate its
 // successor first. Retiring a retired key is a no-op.
 func (s *Store) RetireKey(ctx context.Context, kid string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
+		if err := lockKeySet(ctx, tx); err != nil {
+			return err
+		}
 		var state KeyState
 		err := tx.QueryRowContext(ctx, "SELECT state FROM signing_keys WHERE kid = ?", kid).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -326,6 +340,19 @@ func (s *Store) RetireKey(ctx context.Context, kid string) error {
 		return fmt.Errorf("retire signing key %s: %w", kid, err)
 	}
 	s.log.Info("retired signing key", zap.String("kid", kid))
+	return nil
+}
+
+// lockKeySet serialises changes to the key set until commit, so that two
+// gateways changing key states at once run one after the other: neither
+// can leave zero or two active (or next) keys, nor retire a key the other
+// just activated. SQLite's write transaction holds the whole database
+// already; Postgres takes an advisory lock, which also covers a key set
+// still empty.
+func lockKeySet(ctx context.Context, tx *txn) error {
+	if err := tx.d.lockKeySet(ctx, tx); err != nil {
+		return fmt.Errorf("lock signing keys: %w", err)
+	}
 	return nil
 }
 

@@ -109,14 +109,14 @@ func (s *Store) CreateSandbox(ctx context.Context, n NewSandbox) (Sandbox, error
 		ID: id, Name: n.Name, Driver: n.Driver, State: SandboxCreated, Spec: spec,
 		CreatedAt: goTime(dbTime(now)), UpdatedAt: goTime(dbTime(now)),
 	}
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.writeTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO sandboxes (id, name, driver, state, spec, created_at, updated_at)
 			 VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			sb.ID, sb.Name, sb.Driver, sb.State, string(sb.Spec), dbTime(now), dbTime(now))
 		return err
 	})
-	if isUniqueViolation(err) {
+	if s.dialect.isUniqueViolation(err) {
 		// A 128-bit id collision is not a realistic cause: it is the name.
 		return Sandbox{}, fmt.Errorf("create sandbox %s: %w", n.Name, ErrNameTaken)
 	}
@@ -202,7 +202,7 @@ func (s *Store) UpdateSandboxState(ctx context.Context, id string, state Sandbox
 	if !state.Valid() {
 		return fmt.Errorf("update sandbox %s: %w: unknown state %q", id, ErrInvalid, state)
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx,
 			"UPDATE sandboxes SET state = ?, instance_id = ?, updated_at = ? WHERE id = ?",
 			state, instanceID, dbTime(s.now()), id)
@@ -220,7 +220,7 @@ func (s *Store) UpdateSandboxState(ctx context.Context, id string, state Sandbox
 // reports whether it changed the sandbox.
 func (s *Store) MarkInstanceStopped(ctx context.Context, id, instanceID string) (bool, error) {
 	var changed bool
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx,
 			"UPDATE sandboxes SET state = ?, updated_at = ? WHERE id = ? AND instance_id = ? AND state = ?",
 			SandboxStopped, dbTime(s.now()), id, instanceID, SandboxRunning)
@@ -240,7 +240,7 @@ func (s *Store) MarkInstanceStopped(ctx context.Context, id, instanceID string) 
 // DeleteSandbox removes a sandbox and, by cascade, all its generations: its
 // tokens become unknown at once.
 func (s *Store) DeleteSandbox(ctx context.Context, id string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		return mustAffect(tx.ExecContext(ctx, "DELETE FROM sandboxes WHERE id = ?", id))
 	})
 	if err != nil {
