@@ -76,11 +76,11 @@ type env struct {
 	// tokenRoot, when set, is the gateway's token root (default under dir).
 	tokenRoot string
 	// store is the store's location; "": the SQLite file in the state directory.
-	store     string
-	clock     *clock
-	drv       *checkingDriver
-	proc      *process.Driver
-	g         *Gateway
+	store string
+	clock *clock
+	drv   *checkingDriver
+	proc  *process.Driver
+	g     *Gateway
 }
 
 // newEnv opens a gateway on a real store, with the real process driver
