@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // TestServeAnswersHealthAndReflectionOnTheOperatorSocket runs `gateway
@@ -24,7 +26,10 @@ func TestServeAnswersHealthAndReflectionOnTheOperatorSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(state) })
+	t.Cleanup(func() {
+		binaries.UnmountUnder(state) // serve, as root, mounted a tmpfs at its token root
+		os.RemoveAll(state)
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var stderr bytes.Buffer

@@ -13,6 +13,8 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/store"
 	"github.com/sandkey/sandkey/pkg/store/pgtest"
+
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // postgres is the package's Postgres server, started by the first test
@@ -144,6 +146,9 @@ func shortStateDir(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(state) })
+	t.Cleanup(func() {
+		binaries.UnmountUnder(state) // serve, as root, mounted a tmpfs at its token root
+		os.RemoveAll(state)
+	})
 	return state
 }

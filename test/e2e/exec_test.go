@@ -36,6 +36,7 @@ func execGateway(t *testing.T, workload ...string) (*gatewayProc, string) {
 			logs, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
 			t.Logf("gateway log:\n%s", logs)
 		}
+		binaries.UnmountUnder(dir) // the gateway, as root, mounted a tmpfs at its token root
 		os.RemoveAll(dir)
 	})
 	if _, err := g.cli(append([]string{"sandbox", "create", "web", "--start", "--"}, workload...)...); err != nil {

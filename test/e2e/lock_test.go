@@ -31,6 +31,7 @@ func TestSecondGatewayOnALiveStateDirExitsAndTouchesNothing(t *testing.T) {
 			g.cli("sandbox", "delete", id)
 		}
 		g.kill()
+		binaries.UnmountUnder(dir) // the gateway, as root, mounted a tmpfs at its token root
 		os.RemoveAll(dir)
 	})
 	if _, err := g.cli("sandbox", "create", "first", "--start", "--", "sleep", "600"); err != nil {

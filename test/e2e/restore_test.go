@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // logLine is what these tests read of a JSON log line (the gateway's or a
@@ -92,6 +94,7 @@ func TestSupervisorRecoversFromStoreRestoredFromBackup(t *testing.T) {
 			os.WriteFile(kept, logs, 0o600)
 			t.Logf("gateway log kept at %s", kept)
 		}
+		binaries.UnmountUnder(dir) // the gateway, as root, mounted a tmpfs at its token root
 		os.RemoveAll(dir)
 	})
 	for i := range sandboxes {

@@ -407,7 +407,7 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 	stopped := time.Now()
 	var lastExp time.Time
 	for id := range heldGen {
-		raw, err := tokendir.ReadToken(h.sandboxFile(id, "auth"))
+		raw, err := tokendir.ReadToken(binaries.TokenDir(h.state, id))
 		if err != nil {
 			t.Fatalf("sandbox %s: %v", id, err)
 		}
