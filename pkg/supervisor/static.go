@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"os"
 	"strings"
@@ -9,6 +8,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/bearer"
 )
 
 // staticSource is the token source of auth mode static: one token, read
@@ -44,13 +44,5 @@ func (s *staticSource) Offer(string, []byte, string) error {
 func (s *staticSource) MarkRejected() {}
 
 func (s *staticSource) PerRPCCredentials() credentials.PerRPCCredentials {
-	return staticBearer{s.tok.Raw()}
+	return bearer.Credentials{Token: bearer.Fixed(s.tok.Raw())}
 }
-
-type staticBearer struct{ raw string }
-
-func (b staticBearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.raw}, nil
-}
-
-func (staticBearer) RequireTransportSecurity() bool { return false }

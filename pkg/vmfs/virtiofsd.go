@@ -49,8 +49,8 @@ func (v Virtiofsd) Start() (int, error) {
 	if v.Dir == "" || !filepath.IsAbs(v.Dir) || v.Socket == "" {
 		return 0, fmt.Errorf("start virtiofsd: need an absolute shared directory and a socket path, got %q and %q", v.Dir, v.Socket)
 	}
-	if err := os.Remove(v.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("start virtiofsd: remove old socket: %w", err)
+	if err := removeStaleSocket(v.Socket); err != nil {
+		return 0, fmt.Errorf("start virtiofsd: %w", err)
 	}
 	cmd := exec.Command(bin, "--socket-path="+v.Socket, "-o", "source="+v.Dir, "-o", "cache=none")
 	cmd.Dir = "/"
@@ -126,6 +126,29 @@ func waitSocket(path string, pid int, timeout time.Duration) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// removeStaleSocket removes the socket a virtiofsd that has ended left
+// at path, and refuses to remove a live one or anything not a socket. It
+// does what session.RemoveStaleSocket does, but tells a live socket from
+// /proc/net/unix instead of by dialling: a probe connection would be the
+// one connection a live virtiofsd serves (see waitSocket).
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case fi.Mode()&os.ModeSocket == 0:
+		return fmt.Errorf("%s exists and is not a socket (mode %s); refusing to remove it: remove it yourself", path, fi.Mode())
+	case listening(path):
+		return fmt.Errorf("a virtiofsd still serves on %s: stop the sandbox's VM first", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
 }
 
 // soAcceptCon is the flag /proc/net/unix shows for a listening socket
