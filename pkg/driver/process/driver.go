@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -19,7 +20,6 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 	"github.com/sandkey/sandkey/pkg/driver/statedir"
-	"github.com/sandkey/sandkey/pkg/sandboxlock"
 )
 
 // Name is the name the driver registers under.
@@ -69,12 +69,10 @@ type Config struct {
 // Driver runs each sandbox as a child process of the gateway.
 type Driver struct {
 	supervisor  string
-	index       *statedir.Index // sandbox ID -> state directory
+	sandboxes   *statedir.Sandboxes
 	deleteGrace time.Duration
 	log         *zap.Logger
 	now         func() time.Time
-
-	locks sandboxlock.Set
 
 	mu       sync.Mutex
 	children map[int]*child // by pid
@@ -87,7 +85,10 @@ type Driver struct {
 	closeOnce sync.Once
 }
 
-var _ driver.Driver = (*Driver)(nil)
+var (
+	_ driver.Driver = (*Driver)(nil)
+	_ driver.Logger = (*Driver)(nil)
+)
 
 // New checks cfg, creates the state root's index and starts the driver's
 // reaper. Close stops the reaper and leaves the sandboxes running.
@@ -103,13 +104,13 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process driver: state root %s: %w", cfg.StateRoot, err)
 	}
-	index, err := statedir.OpenIndex(root)
+	sandboxes, err := statedir.OpenSandboxes(root)
 	if err != nil {
 		return nil, fmt.Errorf("process driver: state root: %w", err)
 	}
 	d := &Driver{
 		supervisor:  supervisor,
-		index:       index,
+		sandboxes:   sandboxes,
 		deleteGrace: cfg.DeleteGrace,
 		log:         cfg.Logger,
 		now:         cfg.Now,
@@ -178,28 +179,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.index.Normalize(spec)
-	if err != nil {
-		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
-	}
-	if len(spec.Command) == 0 {
-		return fmt.Errorf("create sandbox %s: no command", spec.SandboxID)
-	}
-	defer d.locks.Lock(spec.SandboxID)()
-	return d.create(spec)
-}
-
-func (d *Driver) create(spec driver.Spec) error {
-	if err := statedir.MakePrivate(spec.StateDir); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	if err := statedir.WriteJSON(filepath.Join(spec.StateDir, specFile), newSpecRecord(spec)); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	if err := d.index.Link(spec.SandboxID, spec.StateDir); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	return nil
+	return d.sandboxes.Create(spec)
 }
 
 // Start runs `<supervisor> -- <command...>` for the sandbox, creating the
@@ -211,26 +191,11 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.index.Normalize(spec)
+	spec, unlock, err := d.sandboxes.BeginStart(spec)
 	if err != nil {
-		return fmt.Errorf("start sandbox %q: %w", spec.SandboxID, err)
-	}
-	defer d.locks.Lock(spec.SandboxID)()
-
-	if len(spec.Command) == 0 {
-		if rec, err := readSpecRecord(spec.StateDir); err == nil {
-			spec.Command = rec.Command
-			if spec.Env == nil {
-				spec.Env = rec.Env
-			}
-		}
-	}
-	if len(spec.Command) == 0 {
-		return fmt.Errorf("start sandbox %s: no command given, and none recorded by Create", spec.SandboxID)
-	}
-	if err := d.create(spec); err != nil {
 		return err
 	}
+	defer unlock()
 	switch rec, err := readPIDRecord(spec.StateDir); {
 	case err == nil && d.running(spec.SandboxID, spec.StateDir, rec):
 		return fmt.Errorf("start sandbox %s: %w (supervisor pid %d, instance %s)",
@@ -300,14 +265,8 @@ func (d *Driver) Stop(ctx context.Context, sandboxID string, grace time.Duration
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return fmt.Errorf("stop sandbox %q: %w", sandboxID, err)
-	}
-	defer d.locks.Lock(sandboxID)()
-	dir, err := d.index.Lookup(sandboxID)
-	if errors.Is(err, statedir.ErrNoState) {
-		return fmt.Errorf("stop sandbox %s: %w", sandboxID, driver.ErrNotFound)
-	}
+	defer d.sandboxes.Lock(sandboxID)()
+	dir, err := d.sandboxes.Dir("stop sandbox", sandboxID)
 	if err != nil {
 		return err
 	}
@@ -420,25 +379,11 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return fmt.Errorf("delete sandbox %q: %w", sandboxID, err)
-	}
-	defer d.locks.Lock(sandboxID)()
-	dir, err := d.index.Lookup(sandboxID)
-	switch {
-	case errors.Is(err, statedir.ErrNoState):
-	case err != nil:
-		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-	default:
-		if err := d.stop(ctx, sandboxID, dir, d.deleteGrace); err != nil {
-			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-		}
-	}
-	if err := d.index.Unlink(sandboxID); err != nil {
-		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
+	err := d.sandboxes.Delete(sandboxID, func(dir string) error {
+		return d.stop(ctx, sandboxID, dir, d.deleteGrace)
+	})
+	if err != nil {
+		return err
 	}
 	d.log.Info("sandbox deleted", zap.String("sandbox_id", sandboxID))
 	return nil
@@ -452,11 +397,8 @@ func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, e
 	if err := d.checkOpen(); err != nil {
 		return driver.Status{}, err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return driver.Status{}, fmt.Errorf("status of sandbox %q: %w", sandboxID, err)
-	}
-	dir, err := d.index.Lookup(sandboxID)
-	if errors.Is(err, statedir.ErrNoState) {
+	dir, err := d.sandboxes.Dir("status of sandbox", sandboxID)
+	if errors.Is(err, driver.ErrNotFound) {
 		return driver.Status{State: driver.StateMissing}, nil
 	}
 	if err != nil {
@@ -492,4 +434,13 @@ func (d *Driver) checkOpen() error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// Logs implements driver.Logger: the supervisor's and the workload's
+// output, appended to <StateDir>/sandbox.log over every start.
+func (d *Driver) Logs(ctx context.Context, sandboxID string, follow bool) (io.ReadCloser, error) {
+	if err := d.checkOpen(); err != nil {
+		return nil, err
+	}
+	return d.sandboxes.Logs(ctx, sandboxID, logFile, follow)
 }
