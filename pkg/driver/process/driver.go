@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -74,14 +73,9 @@ type Driver struct {
 	log         *zap.Logger
 	now         func() time.Time
 
-	mu       sync.Mutex
-	children map[int]*child // by pid
-
-	sigchld   chan os.Signal
-	wake      chan struct{}
-	ctx       context.Context // ends at Close; owns the reaper
+	reaper    *hostproc.Reaper
+	ctx       context.Context // ends at Close
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
@@ -114,9 +108,6 @@ func New(cfg Config) (*Driver, error) {
 		deleteGrace: cfg.DeleteGrace,
 		log:         cfg.Logger,
 		now:         cfg.Now,
-		children:    make(map[int]*child),
-		sigchld:     make(chan os.Signal, 1),
-		wake:        make(chan struct{}, 1),
 	}
 	if d.deleteGrace <= 0 {
 		d.deleteGrace = defaultDeleteGrace
@@ -128,8 +119,7 @@ func New(cfg Config) (*Driver, error) {
 		d.now = time.Now
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	signal.Notify(d.sigchld, unix.SIGCHLD)
-	d.wg.Go(func() { d.runReaper(d.ctx) })
+	d.reaper = hostproc.NewReaper()
 	return d, nil
 }
 
@@ -160,9 +150,8 @@ func checkSupervisor(path string) (string, error) {
 // on the same state root finds them. Close is idempotent.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() {
-		signal.Stop(d.sigchld)
 		d.cancel()
-		d.wg.Wait()
+		d.reaper.Close()
 	})
 	return nil
 }
@@ -246,7 +235,7 @@ func (d *Driver) launch(spec driver.Spec) error {
 	werr := statedir.WriteJSON(filepath.Join(dir, pidFile), rec)
 	// Adopt after the pid record is written, so that an exit record never
 	// precedes the pid record it belongs to.
-	d.adopt(&child{sandboxID: id, stateDir: dir, proc: rec.process(), instanceID: spec.InstanceID, done: make(chan struct{})})
+	d.adopt(id, dir, rec)
 	if werr != nil {
 		// Untracked by any file, it could never be stopped: end it now.
 		rec.process().KillSession(killWait)
@@ -320,9 +309,9 @@ func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) 
 func (d *Driver) waitEnded(ctx context.Context, id, dir string, rec pidRecord, timeout time.Duration) (bool, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	if c := d.ownChild(rec.process()); c != nil {
+	if done := d.reaper.Done(rec.process()); done != nil {
 		select {
-		case <-c.done:
+		case <-done:
 			return true, nil
 		case <-timer.C:
 			return !d.running(id, dir, rec), nil
@@ -354,17 +343,13 @@ func (d *Driver) waitEnded(ctx context.Context, id, dir string, rec pidRecord, t
 // process was closed).
 func (d *Driver) running(id, dir string, rec pidRecord) bool {
 	p := rec.process()
-	d.mu.Lock()
-	if c, ok := d.children[p.PID]; ok && c.proc == p {
-		ended := d.reapLocked(c)
-		d.mu.Unlock()
-		return !ended
+	if running, ok := d.reaper.Running(p); ok {
+		return running
 	}
-	d.mu.Unlock()
 	switch state, ppid := p.Observe(); state {
 	case hostproc.Alive:
 		if ppid == os.Getpid() && d.ctx.Err() == nil {
-			d.adopt(&child{sandboxID: id, stateDir: dir, proc: p, instanceID: rec.InstanceID, done: make(chan struct{})})
+			d.adopt(id, dir, rec)
 		}
 		return true
 	case hostproc.Zombie:

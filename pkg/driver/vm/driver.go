@@ -103,7 +103,7 @@ type Driver struct {
 	accel     string // QEMU: resolved once, at New
 	log       *zap.Logger
 	now       func() time.Time
-	reaper    *reaper
+	reaper    *hostproc.Reaper
 	ctx       context.Context // ends at Close
 	cancel    context.CancelFunc
 }
@@ -160,7 +160,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, fmt.Errorf("vm driver: state root: %w", err)
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.reaper = newReaper()
+	d.reaper = hostproc.NewReaper()
 	return d, nil
 }
 
@@ -219,7 +219,7 @@ func lookProgram(configured, def, pkg string) (string, error) {
 func (d *Driver) Close() error {
 	if d.ctx.Err() == nil {
 		d.cancel()
-		d.reaper.close()
+		d.reaper.Close()
 	}
 	return nil
 }
@@ -356,7 +356,7 @@ func (d *Driver) endVirtiofsd(rec vmRecord) {
 func (d *Driver) waitEnded(ctx context.Context, p hostproc.Process, timeout time.Duration) (bool, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	if done := d.reaper.done(p); done != nil {
+	if done := d.reaper.Done(p); done != nil {
 		select {
 		case <-done:
 			return true, nil
@@ -389,16 +389,10 @@ func (d *Driver) waitEnded(ctx context.Context, p hostproc.Process, timeout time
 // returns.
 func (d *Driver) running(p hostproc.Process) bool {
 	if st, err := hostproc.ReadStat(p.PID); err == nil && st.StartTicks == p.StartTicks && st.PPID == os.Getpid() {
-		d.reaper.add(p, nil)
+		d.reaper.Add(p, nil)
 	}
-	if done := d.reaper.done(p); done != nil {
-		d.reaper.reapNow()
-		select {
-		case <-done:
-			return false
-		default:
-			return true
-		}
+	if running, ok := d.reaper.Running(p); ok {
+		return running
 	}
 	return p.Alive()
 }
