@@ -13,8 +13,12 @@ import (
 
 // staticSource is the token source of auth mode static: one token, read
 // once, never refreshed. It cannot verify the token (it has no keys), so
-// it only presents it.
+// it only presents it. It has the whole interface of a token source, so
+// the supervisor runs the same way in every mode: its change feed never
+// sends, since its token never changes.
 type staticSource struct{ tok *auth.Token }
+
+var _ tokenSource = (*staticSource)(nil)
 
 func newStaticSource(cfg Config) (*staticSource, error) {
 	raw := cfg.StaticToken
@@ -46,3 +50,11 @@ func (s *staticSource) MarkRejected() {}
 func (s *staticSource) PerRPCCredentials() credentials.PerRPCCredentials {
 	return bearer.Credentials{Token: bearer.Fixed(s.tok.Raw())}
 }
+
+// Subscribe returns a feed that never sends: the token never changes.
+func (s *staticSource) Subscribe() (<-chan *auth.Token, func()) {
+	return make(chan *auth.Token), func() {}
+}
+
+// Close does nothing: the source holds no watch and no goroutine.
+func (s *staticSource) Close() error { return nil }

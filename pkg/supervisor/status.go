@@ -36,16 +36,32 @@ type Status struct {
 	Degraded string `json:"degraded,omitempty"`
 }
 
-func statusOf(sandboxID string, tok *auth.Token, connected bool, sessionID string, lastErr error, pid int, now time.Time) Status {
-	st := Status{SandboxID: sandboxID, Connected: connected, SessionID: sessionID, UpdatedAt: now.UTC(), WorkloadPID: pid}
+// setToken shows tok (nil: none) as it stands at now, the time of the
+// status.
+func (st *Status) setToken(tok *auth.Token, now time.Time) {
+	st.UpdatedAt = now.UTC()
+	st.Gen, st.JTI, st.ExpiresAt, st.TokenExpired = 0, "", time.Time{}, false
 	if tok != nil {
 		st.Gen, st.JTI, st.ExpiresAt = tok.Gen(), tok.JTI(), tok.ExpiresAt().UTC()
 		st.TokenExpired = !now.Before(tok.ExpiresAt())
 	}
+}
+
+// setSession shows the session's state, as session.Client.State gives it.
+func (st *Status) setSession(connected bool, sessionID string, lastErr error) {
+	st.Connected, st.SessionID, st.LastError = connected, sessionID, ""
 	if lastErr != nil {
 		st.LastError = lastErr.Error()
 	}
-	return st
+}
+
+// setWatch shows how changes are noticed: by inotify, or by polling when
+// degraded says why ("" when not degraded).
+func (st *Status) setWatch(degraded string) {
+	st.Watch, st.Degraded = WatchInotify, degraded
+	if degraded != "" {
+		st.Watch = WatchPoll
+	}
 }
 
 // writeStatus replaces the status file atomically (temp file + rename), so
