@@ -7,12 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/unixsock"
 )
 
 // DefaultVirtiofsd is where Debian's QEMU package installs virtiofsd.
@@ -129,49 +129,21 @@ func waitSocket(path string, pid int, timeout time.Duration) error {
 }
 
 // removeStaleSocket removes the socket a virtiofsd that has ended left
-// at path, and refuses to remove a live one or anything not a socket. It
-// does what session.RemoveStaleSocket does, but tells a live socket from
-// /proc/net/unix instead of by dialling: a probe connection would be the
-// one connection a live virtiofsd serves (see waitSocket).
+// at path, and refuses to remove a live one or anything not a socket. A
+// live one is told from /proc/net/unix, not by dialling: a probe
+// connection would be the one connection a live virtiofsd serves.
 func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return err
-	case fi.Mode()&os.ModeSocket == 0:
-		return fmt.Errorf("%s exists and is not a socket (mode %s); refusing to remove it: remove it yourself", path, fi.Mode())
-	case listening(path):
+	err := unixsock.RemoveStale(path, unixsock.Listening)
+	if errors.Is(err, unixsock.ErrServing) {
 		return fmt.Errorf("a virtiofsd still serves on %s: stop the sandbox's VM first", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket %s: %w", path, err)
-	}
-	return nil
+	return err
 }
 
-// soAcceptCon is the flag /proc/net/unix shows for a listening socket
-// (__SO_ACCEPTCON).
-const soAcceptCon = 0x10000
-
-// listening reports whether a unix socket bound to path listens, from
-// /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path".
+// listening reports whether a unix socket bound to path listens.
 func listening(path string) bool {
-	data, err := os.ReadFile("/proc/net/unix")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 || !strings.HasSuffix(line, " "+path) { // the path may hold spaces
-			continue
-		}
-		if flags, err := strconv.ParseUint(f[3], 16, 32); err == nil && flags&soAcceptCon != 0 {
-			return true
-		}
-	}
-	return false
+	ok, _ := unixsock.Listening(path)
+	return ok
 }
 
 func exitString(ws unix.WaitStatus) string {
