@@ -403,24 +403,6 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gate
 		c.log.Info("new token taken; reconnecting now", zap.Stringer("token", tok))
 		return true
 	}
-	if sock.watch == nil {
-		for {
-			select {
-			case <-ctx.Done():
-				return false
-			case <-timer.C:
-				return false
-			case tok, ok := <-tokens:
-				if !ok {
-					tokens = nil
-					continue
-				}
-				if newToken(tok) {
-					return true
-				}
-			}
-		}
-	}
 	woken := func() bool {
 		now := sock.identity()
 		if !now.exists || now == before {
@@ -430,6 +412,7 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gate
 		return true
 	}
 	// Unwatched (no inotify, or the directory gone), the socket is polled.
+	var watched <-chan struct{}
 	var poll <-chan time.Time
 	var ticker *time.Ticker
 	defer func() {
@@ -443,10 +426,13 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gate
 			poll = ticker.C
 		}
 	}
-	pollUnlessWatched()
-	// The socket may have been made since the attempt, before the wait.
-	if woken() {
-		return true
+	if sock.watch != nil { // a unix target
+		watched = sock.watch.C()
+		pollUnlessWatched()
+		// The socket may have been made since the attempt, before the wait.
+		if woken() {
+			return true
+		}
 	}
 	for {
 		select {
@@ -454,7 +440,7 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gate
 			return false
 		case <-timer.C:
 			return false
-		case <-sock.watch.C():
+		case <-watched:
 			if woken() {
 				return true
 			}
@@ -554,20 +540,7 @@ type sessionConn struct {
 func receive(ctx context.Context, wg *sync.WaitGroup, stream sessionpb.SupervisorSession_ConnectClient) sessionConn {
 	in := make(chan *sessionpb.GatewayMessage)
 	inErr := make(chan error, 1)
-	wg.Go(func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				inErr <- err
-				return
-			}
-			select {
-			case in <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	})
+	wg.Go(func() { forward(ctx, stream.Recv, in, inErr) })
 	return sessionConn{stream: stream, in: in, inErr: inErr}
 }
 
