@@ -9,17 +9,6 @@ import (
 	"testing"
 )
 
-// socketDir is a directory with a path short enough for unix sockets.
-func socketDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 // deadSocket leaves a socket file nothing listens on, as a killed server
 // does.
 func deadSocket(t *testing.T, path string) {
@@ -35,7 +24,7 @@ func deadSocket(t *testing.T, path string) {
 func TestRemoveStaleRemovesOnlyWhatNothingServesOn(t *testing.T) {
 	for name, probe := range map[string]Probe{"Dialled": Dialled, "Listening": Listening} {
 		t.Run(name, func(t *testing.T) {
-			dir := socketDir(t)
+			dir := t.TempDir()
 
 			dead := filepath.Join(dir, "dead.sock")
 			deadSocket(t, dead)
@@ -78,7 +67,7 @@ func TestRemoveStaleRemovesOnlyWhatNothingServesOn(t *testing.T) {
 }
 
 func TestRemoveStaleKeepsASocketItsProbeCannotJudge(t *testing.T) {
-	dir := socketDir(t)
+	dir := t.TempDir()
 	path := filepath.Join(dir, "s.sock")
 	deadSocket(t, path)
 	broken := errors.New("no /proc")

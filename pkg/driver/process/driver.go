@@ -231,7 +231,7 @@ func (d *Driver) launch(spec driver.Spec) error {
 		unix.Wait4(pid, &ws, 0, nil)
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
-	rec := pidRecord{PID: pid, StartTicks: st.StartTicks, InstanceID: spec.InstanceID, StartedAt: d.now()}
+	rec := pidRecord{startRecord: startRecord{PID: pid, StartTicks: st.StartTicks, InstanceID: spec.InstanceID}, StartedAt: d.now()}
 	werr := statedir.WriteJSON(filepath.Join(dir, pidFile), rec)
 	// Adopt after the pid record is written, so that an exit record never
 	// precedes the pid record it belongs to.

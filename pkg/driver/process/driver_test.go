@@ -337,7 +337,7 @@ func TestRecycledPIDReadsAsStoppedAndIsNotSignalled(t *testing.T) {
 	if err := d.Create(ctxT(t), spec); err != nil {
 		t.Fatal(err)
 	}
-	recycled := pidRecord{PID: os.Getpid(), StartTicks: startTicks(t, os.Getpid()) + 1, InstanceID: "old"}
+	recycled := pidRecord{startRecord: startRecord{PID: os.Getpid(), StartTicks: startTicks(t, os.Getpid()) + 1, InstanceID: "old"}}
 	if err := statedir.WriteJSON(filepath.Join(spec.StateDir, pidFile), recycled); err != nil {
 		t.Fatal(err)
 	}

@@ -37,11 +37,9 @@ func (d *Driver) reapAdopted(sandboxID, stateDir string, rec pidRecord) {
 
 func (d *Driver) recordExit(sandboxID, stateDir string, p hostproc.Process, instanceID string, ws unix.WaitStatus) {
 	rec := exitRecord{
-		PID:        p.PID,
-		StartTicks: p.StartTicks,
-		InstanceID: instanceID,
-		ExitCode:   hostproc.ExitCode(ws),
-		ExitedAt:   d.now(),
+		startRecord: startRecord{PID: p.PID, StartTicks: p.StartTicks, InstanceID: instanceID},
+		ExitCode:    hostproc.ExitCode(ws),
+		ExitedAt:    d.now(),
 	}
 	if err := statedir.WriteJSON(filepath.Join(stateDir, exitFile), rec); err != nil {
 		d.log.Warn("record exit of sandbox supervisor", zap.String("sandbox_id", sandboxID), zap.Error(err))

@@ -1,7 +1,6 @@
 package process
 
 import (
-	"path/filepath"
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
@@ -16,40 +15,36 @@ const (
 	logFile  = "sandbox.log"     // the supervisor's stdout and stderr, appended
 )
 
-// pidRecord names the supervisor process of one start.
-type pidRecord struct {
-	PID        int       `json:"pid"`
-	StartTicks uint64    `json:"start_ticks"`
-	InstanceID string    `json:"instance_id"`
-	StartedAt  time.Time `json:"started_at"`
+// startRecord names the supervisor process of one start; both records
+// below begin with it (their JSON holds its fields at the top level).
+type startRecord struct {
+	PID        int    `json:"pid"`
+	StartTicks uint64 `json:"start_ticks"`
+	InstanceID string `json:"instance_id"`
 }
 
-func (r pidRecord) process() hostproc.Process {
+func (r startRecord) process() hostproc.Process {
 	return hostproc.Process{PID: r.PID, StartTicks: r.StartTicks}
+}
+
+// pidRecord is the start of the current or last supervisor.
+type pidRecord struct {
+	startRecord
+	StartedAt time.Time `json:"started_at"`
 }
 
 // exitRecord is how the supervisor of one start ended. It belongs to the
 // start whose pid and start time it repeats.
 type exitRecord struct {
-	PID        int       `json:"pid"`
-	StartTicks uint64    `json:"start_ticks"`
-	InstanceID string    `json:"instance_id"`
-	ExitCode   int       `json:"exit_code"`
-	ExitedAt   time.Time `json:"exited_at"`
+	startRecord
+	ExitCode int       `json:"exit_code"`
+	ExitedAt time.Time `json:"exited_at"`
 }
 
-func (r exitRecord) process() hostproc.Process {
-	return hostproc.Process{PID: r.PID, StartTicks: r.StartTicks}
+func readPIDRecord(dir string) (pidRecord, error) {
+	return statedir.ReadRecord[pidRecord](dir, pidFile)
 }
 
-func readPIDRecord(stateDir string) (pidRecord, error) {
-	var r pidRecord
-	err := statedir.ReadJSON(filepath.Join(stateDir, pidFile), &r)
-	return r, err
-}
-
-func readExitRecord(stateDir string) (exitRecord, error) {
-	var r exitRecord
-	err := statedir.ReadJSON(filepath.Join(stateDir, exitFile), &r)
-	return r, err
+func readExitRecord(dir string) (exitRecord, error) {
+	return statedir.ReadRecord[exitRecord](dir, exitFile)
 }

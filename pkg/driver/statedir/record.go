@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/sandkey/sandkey/pkg/atomicfile"
 )
@@ -29,6 +30,13 @@ func ReadJSON(path string, v any) error {
 		return fmt.Errorf("decode %s: %w", path, err)
 	}
 	return nil
+}
+
+// ReadRecord decodes the JSON record file in dir (see ReadJSON).
+func ReadRecord[T any](dir, file string) (T, error) {
+	var r T
+	err := ReadJSON(filepath.Join(dir, file), &r)
+	return r, err
 }
 
 // MakePrivate creates dir and its missing parents and makes dir 0700,

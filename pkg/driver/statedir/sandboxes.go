@@ -33,11 +33,7 @@ type SpecRecord struct {
 
 // ReadSpec reads the SpecRecord of the sandbox whose state directory is
 // dir.
-func ReadSpec(dir string) (SpecRecord, error) {
-	var r SpecRecord
-	err := ReadJSON(filepath.Join(dir, SpecFile), &r)
-	return r, err
-}
+func ReadSpec(dir string) (SpecRecord, error) { return ReadRecord[SpecRecord](dir, SpecFile) }
 
 // Sandboxes is the part of a host-process driver (process, vm) that does
 // not depend on what it runs: the index, one lock per sandbox, the spec

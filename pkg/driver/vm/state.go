@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"path/filepath"
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
@@ -44,14 +43,8 @@ type exitRecord struct {
 	ExitedAt time.Time        `json:"exited_at"`
 }
 
-func readVMRecord(dir string) (vmRecord, error) {
-	var r vmRecord
-	err := statedir.ReadJSON(filepath.Join(dir, vmFile), &r)
-	return r, err
-}
+func readVMRecord(dir string) (vmRecord, error) { return statedir.ReadRecord[vmRecord](dir, vmFile) }
 
 func readExitRecord(dir string) (exitRecord, error) {
-	var r exitRecord
-	err := statedir.ReadJSON(filepath.Join(dir, exitFile), &r)
-	return r, err
+	return statedir.ReadRecord[exitRecord](dir, exitFile)
 }
