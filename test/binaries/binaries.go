@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/sandkey/sandkey/test/testmain"
 )
 
 // Paths of the binaries RunTests built.
@@ -34,13 +34,8 @@ func RunTests(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testmain.Run(m, func() error {
+		os.RemoveAll(dir)
+		return nil
+	})
 }
