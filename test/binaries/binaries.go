@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/sandkey/sandkey/test/testmain"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // Paths of the binaries RunTests built.

@@ -21,7 +21,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/docker"
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
-	"github.com/sandkey/sandkey/test/testmain"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 const (

@@ -26,8 +26,8 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/sandkey/sandkey/pkg/testmain"
 	"github.com/sandkey/sandkey/pkg/vmfs"
-	"github.com/sandkey/sandkey/test/testmain"
 )
 
 var (
