@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,6 +22,7 @@ type Reaper struct {
 
 	sigchld chan os.Signal
 	wake    chan struct{}
+	ctx     context.Context // ends at Close
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -32,10 +34,9 @@ func NewReaper() *Reaper {
 		sigchld:  make(chan os.Signal, 1),
 		wake:     make(chan struct{}, 1),
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
+	r.ctx, r.cancel = context.WithCancel(context.Background())
 	signal.Notify(r.sigchld, unix.SIGCHLD)
-	r.wg.Go(func() { r.run(ctx) })
+	r.wg.Go(func() { r.run(r.ctx) })
 	return r
 }
 
@@ -99,6 +100,41 @@ func (r *Reaper) Running(p Process) (running, ok bool) {
 		return false, true
 	default:
 		return true, true
+	}
+}
+
+// WaitEnded waits up to timeout for p to end, and reports whether it
+// did. While p is a registered child and the reaper runs, it waits for the
+// reaper to collect it; otherwise (p is not this process's child, or the
+// reaper was closed) it asks running every interval. At the timeout it
+// asks running once more. The end of ctx is an error.
+func (r *Reaper) WaitEnded(ctx context.Context, p Process, timeout, interval time.Duration, running func() bool) (bool, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	if done := r.Done(p); done != nil {
+		select {
+		case <-done:
+			return true, nil
+		case <-timer.C:
+			return !running(), nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-r.ctx.Done(): // closed: poll below
+		}
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if !running() {
+			return true, nil
+		}
+		select {
+		case <-tick.C:
+		case <-timer.C:
+			return !running(), nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package hostproc
 
 import (
+	"context"
 	"os/exec"
 	"testing"
 	"time"
@@ -96,5 +97,38 @@ func TestReaperIgnoresUnregisteredProcesses(t *testing.T) {
 	}
 	if r.Done(p) != nil {
 		t.Error("Done of an unregistered process is not nil")
+	}
+}
+
+func TestReaperWaitEndedWaitsForTheReaperOrPollsWithABound(t *testing.T) {
+	r := NewReaper()
+	defer r.Close()
+	p := startChild(t, "exec sleep 60")
+	r.Add(p, nil)
+	running := func() bool { run, _ := r.Running(p); return run }
+
+	ended, err := r.WaitEnded(context.Background(), p, 50*time.Millisecond, time.Millisecond, running)
+	if err != nil || ended {
+		t.Fatalf("WaitEnded of a running child = %v, %v; want false at the timeout", ended, err)
+	}
+	unix.Kill(p.PID, unix.SIGKILL)
+	if ended, err := r.WaitEnded(context.Background(), p, 10*time.Second, time.Millisecond, running); err != nil || !ended {
+		t.Fatalf("WaitEnded of a killed child = %v, %v; want true", ended, err)
+	}
+
+	// Not a registered child: polled until running says it ended.
+	polls := 0
+	ended, err = r.WaitEnded(context.Background(), Process{PID: 1 << 30}, 10*time.Second, time.Millisecond, func() bool {
+		polls++
+		return polls < 3
+	})
+	if err != nil || !ended || polls != 3 {
+		t.Errorf("WaitEnded by polling = %v, %v after %d polls; want true after 3", ended, err, polls)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.WaitEnded(ctx, Process{PID: 1 << 30}, 10*time.Second, time.Hour, func() bool { return true }); err == nil {
+		t.Error("WaitEnded with an ended context returned no error")
 	}
 }

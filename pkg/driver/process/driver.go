@@ -303,37 +303,10 @@ func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) 
 	return nil
 }
 
-// waitEnded waits up to timeout for the supervisor of rec to end. It
-// waits for the reaper when the supervisor is this process's registered
-// child, and polls /proc otherwise.
+// waitEnded waits up to timeout for the supervisor of rec to end (see
+// hostproc.Reaper.WaitEnded).
 func (d *Driver) waitEnded(ctx context.Context, id, dir string, rec pidRecord, timeout time.Duration) (bool, error) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	if done := d.reaper.Done(rec.process()); done != nil {
-		select {
-		case <-done:
-			return true, nil
-		case <-timer.C:
-			return !d.running(id, dir, rec), nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-d.ctx.Done(): // the reaper stopped: poll below
-		}
-	}
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		if !d.running(id, dir, rec) {
-			return true, nil
-		}
-		select {
-		case <-tick.C:
-		case <-timer.C:
-			return !d.running(id, dir, rec), nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
-	}
+	return d.reaper.WaitEnded(ctx, rec.process(), timeout, pollInterval, func() bool { return d.running(id, dir, rec) })
 }
 
 // running reports whether the supervisor of rec still runs. It collects

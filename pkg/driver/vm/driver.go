@@ -351,35 +351,10 @@ func (d *Driver) endVirtiofsd(rec vmRecord) {
 	}
 }
 
-// waitEnded waits up to timeout for p to end: through the reaper when p
-// is this process's child, by polling /proc otherwise.
+// waitEnded waits up to timeout for p to end (see
+// hostproc.Reaper.WaitEnded).
 func (d *Driver) waitEnded(ctx context.Context, p hostproc.Process, timeout time.Duration) (bool, error) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	if done := d.reaper.Done(p); done != nil {
-		select {
-		case <-done:
-			return true, nil
-		case <-timer.C:
-			return !d.running(p), nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
-	}
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		if !d.running(p) {
-			return true, nil
-		}
-		select {
-		case <-tick.C:
-		case <-timer.C:
-			return !d.running(p), nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
-	}
+	return d.reaper.WaitEnded(ctx, p, timeout, pollInterval, func() bool { return d.running(p) })
 }
 
 // running reports whether p runs. A child of this process is registered
