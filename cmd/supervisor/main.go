@@ -15,9 +15,9 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/logging"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 )
@@ -84,7 +84,7 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "supervisor: --vm-init %q: want auto, on or off\n", cfg.VMInit)
 		return supervisor.ExitUsage
 	}
-	log, err := newLogger(logLevel, logFormat)
+	log, err := logging.New(logLevel, logFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
 		return supervisor.ExitUsage
@@ -108,25 +108,4 @@ func durationEnv(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-func newLogger(level, format string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	var c zap.Config
-	switch format {
-	case "json":
-		c = zap.NewProductionConfig()
-	case "console":
-		c = zap.NewDevelopmentConfig()
-	default:
-		return nil, fmt.Errorf("--log-format %q: want json or console", format)
-	}
-	c.Level = zap.NewAtomicLevelAt(lvl)
-	// Errors here are about sandboxes and settings, not code paths.
-	c.DisableStacktrace = true
-	c.OutputPaths = []string{"stderr"}
-	return c.Build()
 }

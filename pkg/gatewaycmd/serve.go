@@ -16,12 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/logging"
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
@@ -105,27 +105,6 @@ func newServeCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newLogger(level, format string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, Usagef("--log-level %q: want debug, info, warn or error", level)
-	}
-	var cfg zap.Config
-	switch format {
-	case "json":
-		cfg = zap.NewProductionConfig()
-	case "console":
-		cfg = zap.NewDevelopmentConfig()
-	default:
-		return nil, Usagef("--log-format %q: want json or console", format)
-	}
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	// Errors here are about sandboxes and settings, not code paths.
-	cfg.DisableStacktrace = true
-	cfg.OutputPaths = []string{"stderr"}
-	return cfg.Build()
-}
-
 // findSupervisor locates the supervisor binary the process driver runs
 // and the container drivers mount into images without their own.
 func findSupervisor(flag string) (string, error) {
@@ -146,9 +125,9 @@ func findSupervisor(flag string) (string, error) {
 }
 
 func runServe(ctx context.Context, g *globals, o *serveOptions) error {
-	log, err := newLogger(o.logLevel, o.logFormat)
+	log, err := logging.New(o.logLevel, o.logFormat)
 	if err != nil {
-		return err
+		return Usagef("%v", err)
 	}
 	defer log.Sync()
 	// gateway.Config takes a zero lifetime for the default; a zero given

@@ -54,9 +54,11 @@ type ClientConfig struct {
 	// HelloTimeout is how long to wait for the gateway's answer to the
 	// Hello; DefaultHelloTimeout when zero.
 	HelloTimeout time.Duration
-	Logger       *zap.Logger      // zap.NewNop() when nil; should name the sandbox, the client does not
-	Now          func() time.Time // time.Now when nil
-	DialOptions  []DialOption
+	Logger       *zap.Logger // zap.NewNop() when nil; should name the sandbox, the client does not
+	// Now is the client's clock: it judges the gateway's silence and when
+	// a session lasted long enough to reset the backoff; time.Now when nil.
+	Now         func() time.Time
+	DialOptions []DialOption
 	// Watcher is the process's shared inotify instance (see dirwatch),
 	// used on a unix target to learn at once that the gateway's socket
 	// was made again. When nil, Run makes one of its own.
@@ -401,24 +403,6 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gate
 		c.log.Info("new token taken; reconnecting now", zap.Stringer("token", tok))
 		return true
 	}
-	if sock.watch == nil {
-		for {
-			select {
-			case <-ctx.Done():
-				return false
-			case <-timer.C:
-				return false
-			case tok, ok := <-tokens:
-				if !ok {
-					tokens = nil
-					continue
-				}
-				if newToken(tok) {
-					return true
-				}
-			}
-		}
-	}
 	woken := func() bool {
 		now := sock.identity()
 		if !now.exists || now == before {
@@ -428,6 +412,7 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gate
 		return true
 	}
 	// Unwatched (no inotify, or the directory gone), the socket is polled.
+	var watched <-chan struct{}
 	var poll <-chan time.Time
 	var ticker *time.Ticker
 	defer func() {
@@ -441,10 +426,13 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gate
 			poll = ticker.C
 		}
 	}
-	pollUnlessWatched()
-	// The socket may have been made since the attempt, before the wait.
-	if woken() {
-		return true
+	if sock.watch != nil { // a unix target
+		watched = sock.watch.C()
+		pollUnlessWatched()
+		// The socket may have been made since the attempt, before the wait.
+		if woken() {
+			return true
+		}
 	}
 	for {
 		select {
@@ -452,7 +440,7 @@ func (c *Client) sleepOrWake(ctx context.Context, delay time.Duration, sock gate
 			return false
 		case <-timer.C:
 			return false
-		case <-sock.watch.C():
+		case <-watched:
 			if woken() {
 				return true
 			}
@@ -515,63 +503,16 @@ func (c *Client) runSession(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("open session: %w", err)
 	}
-	in := make(chan *sessionpb.GatewayMessage)
-	inErr := make(chan error, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				inErr <- err
-				return
-			}
-			select {
-			case in <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-
+	conn := receive(ctx, &wg, stream)
 	var held uint64
 	if cur := c.cfg.Source.Current(); cur != nil {
 		held = cur.Gen()
 	}
-	hello := &sessionpb.Hello{SandboxId: c.cfg.SandboxID, InstanceId: c.cfg.InstanceID, TokenGen: held, Version: c.cfg.Version}
-	if err := stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Hello{Hello: hello}}); err != nil {
-		return time.Time{}, fmt.Errorf("send hello: %w", streamErr(stream, err))
-	}
-
-	var first *sessionpb.GatewayMessage
-	timer := time.NewTimer(c.cfg.HelloTimeout)
-	select {
-	case first = <-in:
-		timer.Stop()
-	case err := <-inErr:
-		timer.Stop()
-		return time.Time{}, fmt.Errorf("await accepted: %w", err)
-	case <-timer.C:
-		return time.Time{}, fmt.Errorf("await accepted: no answer to hello within %s", c.cfg.HelloTimeout)
-	case <-ctx.Done():
-		timer.Stop()
-		return time.Time{}, ctx.Err()
-	}
-	if r := first.GetRejected(); r != nil {
-		return time.Time{}, c.rejected(r)
-	}
-	acc := first.GetAccepted()
-	if acc == nil {
-		return time.Time{}, errors.New("await accepted: the gateway's first message is neither Accepted nor Rejected")
+	acc, err := c.hello(ctx, conn, held)
+	if err != nil {
+		return time.Time{}, err
 	}
 	acceptedAt := c.cfg.Now()
-	hb := acc.GetHeartbeatInterval().AsDuration()
-	switch {
-	case hb <= 0:
-		hb = DefaultHeartbeatInterval
-	case hb < minHeartbeatInterval:
-		hb = minHeartbeatInterval
-	}
 	c.setState(true, acc.GetSessionId(), nil)
 	log := c.log.With(zap.String("session", acc.GetSessionId()))
 	log.Info("session accepted", zap.Uint64("held_gen", held), zap.Uint64("latest_gen", acc.GetTokenGen()),
@@ -584,39 +525,104 @@ func (c *Client) runSession(ctx context.Context) (time.Time, error) {
 			return acceptedAt, err
 		}
 	}
+	return acceptedAt, c.loop(ctx, &wg, conn, heartbeatInterval(acc), log)
+}
 
+// sessionConn is one session's stream and what its reader received from
+// it: each message on in, and the error that ended the stream on inErr.
+type sessionConn struct {
+	stream sessionpb.SupervisorSession_ConnectClient
+	in     <-chan *sessionpb.GatewayMessage
+	inErr  <-chan error
+}
+
+// receive starts the session's reader, owned by wg and ended with ctx.
+func receive(ctx context.Context, wg *sync.WaitGroup, stream sessionpb.SupervisorSession_ConnectClient) sessionConn {
+	in := make(chan *sessionpb.GatewayMessage)
+	inErr := make(chan error, 1)
+	wg.Go(func() { forward(ctx, stream.Recv, in, inErr) })
+	return sessionConn{stream: stream, in: in, inErr: inErr}
+}
+
+// hello sends the Hello, telling the generation the supervisor holds, and
+// returns the gateway's Accepted; a Rejected, another first message or no
+// answer within HelloTimeout is an error.
+func (c *Client) hello(ctx context.Context, conn sessionConn, held uint64) (*sessionpb.Accepted, error) {
+	hello := &sessionpb.Hello{SandboxId: c.cfg.SandboxID, InstanceId: c.cfg.InstanceID, TokenGen: held, Version: c.cfg.Version}
+	if err := conn.stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Hello{Hello: hello}}); err != nil {
+		return nil, fmt.Errorf("send hello: %w", streamErr(conn.stream, err))
+	}
+	var first *sessionpb.GatewayMessage
+	timer := time.NewTimer(c.cfg.HelloTimeout)
+	defer timer.Stop()
+	select {
+	case first = <-conn.in:
+	case err := <-conn.inErr:
+		return nil, fmt.Errorf("await accepted: %w", err)
+	case <-timer.C:
+		return nil, fmt.Errorf("await accepted: no answer to hello within %s", c.cfg.HelloTimeout)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if r := first.GetRejected(); r != nil {
+		return nil, c.rejected(r)
+	}
+	acc := first.GetAccepted()
+	if acc == nil {
+		return nil, errors.New("await accepted: the gateway's first message is neither Accepted nor Rejected")
+	}
+	return acc, nil
+}
+
+// heartbeatInterval is the interval the gateway asked for, within bounds.
+func heartbeatInterval(acc *sessionpb.Accepted) time.Duration {
+	hb := acc.GetHeartbeatInterval().AsDuration()
+	switch {
+	case hb <= 0:
+		return DefaultHeartbeatInterval
+	case hb < minHeartbeatInterval:
+		return minHeartbeatInterval
+	}
+	return hb
+}
+
+// loop runs an accepted session until it ends: it heartbeats every hb,
+// ends the session once the gateway has been silent for missedHeartbeats
+// intervals (judged by the client's clock, Config.Now), takes pushed
+// tokens, runs execs (owned by wg) and returns why the session ended.
+func (c *Client) loop(ctx context.Context, wg *sync.WaitGroup, conn sessionConn, hb time.Duration, log *zap.Logger) error {
 	execs := newExecSet()
 	ticker := time.NewTicker(hb)
 	defer ticker.Stop()
-	lastHeard := time.Now()
+	lastHeard := c.cfg.Now()
 	for {
 		select {
 		case <-ctx.Done():
-			return acceptedAt, ctx.Err()
-		case err := <-inErr:
-			return acceptedAt, fmt.Errorf("session stream: %w", err)
+			return ctx.Err()
+		case err := <-conn.inErr:
+			return fmt.Errorf("session stream: %w", err)
 		case <-ticker.C:
-			if silent := time.Since(lastHeard); silent >= missedHeartbeats*hb {
-				return acceptedAt, fmt.Errorf("%w (%s)", ErrHeartbeatTimeout, silent.Round(time.Millisecond))
+			if silent := c.cfg.Now().Sub(lastHeard); silent >= missedHeartbeats*hb {
+				return fmt.Errorf("%w (%s)", ErrHeartbeatTimeout, silent.Round(time.Millisecond))
 			}
-			if err := stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}}); err != nil {
-				return acceptedAt, fmt.Errorf("send heartbeat: %w", streamErr(stream, err))
+			if err := conn.stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}}); err != nil {
+				return fmt.Errorf("send heartbeat: %w", streamErr(conn.stream, err))
 			}
-		case m := <-in:
-			lastHeard = time.Now()
+		case m := <-conn.in:
+			lastHeard = c.cfg.Now()
 			switch msg := m.GetMsg().(type) {
 			case *sessionpb.GatewayMessage_Heartbeat:
 			case *sessionpb.GatewayMessage_TokenUpdate:
 				u := msg.TokenUpdate
-				if err := c.take(stream, log, u.GetToken(), u.GetGen(), u.GetJwks(), OriginSessionPush); err != nil {
-					return acceptedAt, err
+				if err := c.take(conn.stream, log, u.GetToken(), u.GetGen(), u.GetJwks(), OriginSessionPush); err != nil {
+					return err
 				}
 			case *sessionpb.GatewayMessage_ExecRequest:
-				c.startExec(ctx, &wg, execs, log, msg.ExecRequest)
+				c.startExec(ctx, wg, execs, log, msg.ExecRequest)
 			case *sessionpb.GatewayMessage_ExecCancel:
 				execs.cancel(msg.ExecCancel.GetExecId())
 			case *sessionpb.GatewayMessage_Rejected:
-				return acceptedAt, c.rejected(msg.Rejected)
+				return c.rejected(msg.Rejected)
 			default:
 				log.Warn("unexpected message from the gateway; ignored", zap.String("type", fmt.Sprintf("%T", msg)))
 			}

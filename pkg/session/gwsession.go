@@ -111,8 +111,15 @@ func (s *Server) Connect(stream sessionpb.SupervisorSession_ConnectServer) error
 func (s *Server) readLoop(ctx context.Context, stream sessionpb.SupervisorSession_ConnectServer,
 	in chan<- *sessionpb.SupervisorMessage, inErr chan<- error) {
 	defer s.wg.Done()
+	forward(ctx, stream.Recv, in, inErr)
+}
+
+// forward sends each message recv returns to in until recv fails, and
+// then its error to inErr, which must have room for it; it stops early
+// once ctx ends. It is each side's reader of its session stream.
+func forward[M any](ctx context.Context, recv func() (M, error), in chan<- M, inErr chan<- error) {
 	for {
-		m, err := stream.Recv()
+		m, err := recv()
 		if err != nil {
 			inErr <- err
 			return

@@ -8,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+
+	"github.com/sandkey/sandkey/pkg/unixsock"
 )
 
 // SocketName is the name of the per-sandbox socket in its directory.
@@ -118,37 +118,17 @@ func ListenSandboxSocket(dir, sandboxID string) (net.Listener, error) {
 	return &attestedListener{Listener: l, sandboxID: sandboxID, conns: map[*attestedConn]struct{}{}}, nil
 }
 
-// staleProbeTimeout bounds the dial that tells a live socket from one a
-// process that is gone left behind.
-const staleProbeTimeout = time.Second
-
 // RemoveStaleSocket removes the unix socket at path only once a dial has
 // proved that nothing listens on it (ECONNREFUSED): the socket of a live
 // gateway is left alone and refused with an error saying so, and so is
 // anything that is not a socket, or a socket the probe cannot judge. A
 // missing path is no error.
 func RemoveStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return err
-	case fi.Mode()&os.ModeSocket == 0:
-		return fmt.Errorf("%s exists and is not a socket (mode %s); refusing to remove it: remove it yourself or choose another path", path, fi.Mode())
-	}
-	c, err := net.DialTimeout("unix", path, staleProbeTimeout)
-	if err == nil {
-		c.Close()
+	err := unixsock.RemoveStale(path, unixsock.Dialled)
+	if errors.Is(err, unixsock.ErrServing) {
 		return fmt.Errorf("another gateway is serving on %s; stop it first", path)
 	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("probe existing socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket %s: %w", path, err)
-	}
-	return nil
+	return err
 }
 
 // attestedListener marks the connections it accepts with its sandbox and

@@ -245,6 +245,39 @@ func TestClientEndsSessionWhenGatewayGoesSilent(t *testing.T) {
 	}
 }
 
+// TestClientJudgesGatewaySilenceByItsClock gives the client a clock of
+// its own: while it stands still, a silent gateway's session lasts; once
+// it has moved three heartbeat intervals, the next tick ends the session.
+func TestClientJudgesGatewaySilenceByItsClock(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	g := &silentGateway{connects: make(chan struct{}, 100)}
+	target := serveFake(t, e, g)
+	_, tok := e.sandbox("sb-quiet")
+	src := e.newSource("sb-quiet", tok)
+	clock := newFakeClock()
+	c := e.startClient(ClientConfig{Target: target, SandboxID: "sb-quiet", Source: src, Now: clock.Now})
+	select {
+	case <-g.connects:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client never connected")
+	}
+	eventually(t, "session up", func() bool { ok, _, _ := c.State(); return ok })
+	// Ten heartbeat intervals of real time, none on the client's clock.
+	time.Sleep(200 * time.Millisecond)
+	if ok, _, err := c.State(); !ok {
+		t.Fatalf("session ended (%v) although the client's clock stood still", err)
+	}
+	clock.Advance(3 * 20 * time.Millisecond)
+	select {
+	case <-g.connects: // the session ended, and the client reconnected
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session outlived three heartbeat intervals of silence on the client's clock")
+	}
+	if _, _, err := c.State(); !errors.Is(err, ErrHeartbeatTimeout) {
+		t.Fatalf("last error %v, want ErrHeartbeatTimeout", err)
+	}
+}
+
 func TestSessionEndsWhenItsCredentialExpires(t *testing.T) {
 	const hb = 50 * time.Millisecond
 	e := newEnv(t, envConfig{heartbeat: hb, lifetime: 10 * time.Second})

@@ -150,11 +150,7 @@ func degradedReason(w *dirwatch.Watcher) string {
 func newSource(ctx context.Context, cfg Config, watcher *dirwatch.Watcher, log *zap.Logger) (tokenSource, error) {
 	if cfg.Mode == ModeStatic {
 		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires")
-		s, err := newStaticSource(cfg)
-		if err != nil {
-			return nil, err
-		}
-		return staticTokens{s}, nil
+		return newStaticSource(cfg)
 	}
 	return source.New(ctx, source.Config{
 		SandboxID: cfg.SandboxID, Dir: cfg.TokenDir, Issuer: cfg.Issuer, Audience: cfg.Audience,
@@ -162,14 +158,6 @@ func newSource(ctx context.Context, cfg Config, watcher *dirwatch.Watcher, log *
 		Watcher: watcher,
 	})
 }
-
-// staticTokens gives the static source the change feed it never uses.
-type staticTokens struct{ *staticSource }
-
-func (staticTokens) Subscribe() (<-chan *auth.Token, func()) {
-	return make(chan *auth.Token), func() {}
-}
-func (staticTokens) Close() error { return nil }
 
 // sessionState is what the status file shows of the session: its state,
 // and a signal each time that state changes.
@@ -188,12 +176,10 @@ func keepStatus(ctx context.Context, cfg Config, src tokenSource, sess sessionSt
 	defer t.Stop()
 	var lastErr string
 	for {
-		connected, sessionID, err := sess.State()
-		st := statusOf(cfg.SandboxID, src.Current(), connected, sessionID, err, pid, time.Now())
-		st.Watch, st.Degraded = WatchInotify, degradedReason(watcher)
-		if st.Degraded != "" {
-			st.Watch = WatchPoll
-		}
+		st := Status{SandboxID: cfg.SandboxID, WorkloadPID: pid}
+		st.setToken(src.Current(), time.Now())
+		st.setSession(sess.State())
+		st.setWatch(degradedReason(watcher))
 		if err := writeStatus(cfg.StatusFile, st); err != nil && err.Error() != lastErr {
 			lastErr = err.Error()
 			log.Warn("status file", zap.Error(err))

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/sandkey/sandkey/pkg/testmain"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,15 +38,10 @@ func RunTests(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testmain.Run(m, func() error {
+		os.RemoveAll(dir)
+		return nil
+	})
 }
 
 // TokenDir is a sandbox's token directory under the gateway's default

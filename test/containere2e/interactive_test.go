@@ -1,34 +1,15 @@
 package containere2e
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/session/exectest"
 )
-
-// lockedBuffer collects an exec's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestInteractiveExecOnATerminalAndLogsInAContainer(t *testing.T) {
 	t.Parallel()
@@ -37,42 +18,20 @@ func TestInteractiveExecOnATerminalAndLogsInAContainer(t *testing.T) {
 		sb := h.create("shell", "sh", "-c", "echo from-the-workload; sleep 600")
 
 		// A shell on a terminal the supervisor allocates in the container.
-		input := make(chan session.ExecInput)
-		out := &lockedBuffer{}
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		defer cancel()
-		type ended struct {
-			res session.ExecResult
-			err error
+		term := exectest.Start(ctx, func(ctx context.Context, req session.ExecRequest) (session.ExecResult, error) {
+			return h.gw.Exec(ctx, sb.ID, req)
+		}, "sh")
+		if err := term.Type("test -t 0 && test -t 1 && echo on-a-$((6*7))-tty\n"); err != nil {
+			t.Fatal(err)
 		}
-		done := make(chan ended, 1)
-		go func() {
-			res, err := h.gw.Exec(ctx, sb.ID, session.ExecRequest{Argv: []string{"sh"}, Input: input, StreamStdin: true, TTY: true,
-				Window: session.WindowSize{Rows: 24, Cols: 80}, Stdout: out, Stderr: out})
-			done <- ended{res, err}
-		}()
-		send := func(keys string) {
-			t.Helper()
-			select {
-			case input <- session.ExecInput{Stdin: []byte(keys)}:
-			case r := <-done:
-				t.Fatalf("exec ended early: %+v, %v; output %q", r.res, r.err, out.String())
-			}
+		h.eventually(20*time.Second, "on-a-42-tty on the terminal", func() bool { return strings.Contains(term.Output(), "on-a-42-tty") })
+		if err := term.Type("exit 4\n"); err != nil {
+			t.Fatal(err)
 		}
-		await := func(want string) {
-			t.Helper()
-			h.eventually(20*time.Second, want+" on the terminal", func() bool { return strings.Contains(out.String(), want) })
-		}
-		send("test -t 0 && test -t 1 && echo on-a-$((6*7))-tty\n")
-		await("on-a-42-tty")
-		send("exit 4\n")
-		select {
-		case r := <-done:
-			if r.err != nil || r.res.ExitCode != 4 {
-				t.Fatalf("exec -it sh: %+v, %v; want exit 4; output %q", r.res, r.err, out.String())
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatalf("shell did not exit; output %q", out.String())
+		if res, err := term.Wait(20 * time.Second); err != nil || res.ExitCode != 4 {
+			t.Fatalf("exec -it sh: %+v, %v; want exit 4; output %q", res, err, term.Output())
 		}
 
 		// The engine's log of the container holds the workload's output.

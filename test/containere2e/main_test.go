@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,12 +16,12 @@ import (
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
-	"go.uber.org/goleak"
 
 	"github.com/sandkey/sandkey/pkg/driver/container"
 	"github.com/sandkey/sandkey/pkg/driver/docker"
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 const (
@@ -106,21 +107,16 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
-	for _, e := range engines {
-		if err := e.shared.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop %s: %v\n", e.name, err)
-			code = 1
+	testmain.Run(m, func() error {
+		defer os.RemoveAll(dir)
+		var errs []error
+		for _, e := range engines {
+			if err := e.shared.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("stop %s: %w", e.name, err))
+			}
 		}
-	}
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+		return errors.Join(errs...)
+	})
 }
 
 // forEachEngine runs test as a parallel subtest per engine: the engines

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/bearer"
 	"github.com/sandkey/sandkey/pkg/dirwatch"
 )
 
@@ -353,20 +354,14 @@ func (s *Source) Subscribe() (<-chan *auth.Token, func()) {
 // require transport security: the session runs over a per-sandbox unix
 // socket or vsock, or TLS chosen by the operator.
 func (s *Source) PerRPCCredentials() credentials.PerRPCCredentials {
-	return bearer{s}
+	return bearer.Credentials{Token: func() (string, error) {
+		tok := s.Current()
+		if tok == nil {
+			return "", status.Errorf(codes.Unauthenticated, "sandbox %s has no token yet", s.cfg.SandboxID)
+		}
+		return tok.Raw(), nil
+	}}
 }
-
-type bearer struct{ s *Source }
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	tok := b.s.Current()
-	if tok == nil {
-		return nil, status.Errorf(codes.Unauthenticated, "sandbox %s has no token yet", b.s.cfg.SandboxID)
-	}
-	return map[string]string{"authorization": "Bearer " + tok.Raw()}, nil
-}
-
-func (bearer) RequireTransportSecurity() bool { return false }
 
 // Close stops watching and polling, waits for that to end, and closes the
 // subscribers' channels. Current keeps answering. Close is idempotent.
