@@ -16,6 +16,14 @@ for entry in "${packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
 
+# The Postgres server (the store's conformance suite runs against it; see
+# pkg/store/pgtest). Debian keeps initdb and postgres off PATH, under
+# /usr/lib/postgresql/<version>/bin; psql on PATH does not mean the server
+# is installed.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  missing+=("postgresql")
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test-deps: missing ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}" >&2

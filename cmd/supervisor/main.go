@@ -11,15 +11,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/logging"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 )
@@ -53,7 +51,7 @@ func env(name, def string) string {
 
 func run(args []string) int {
 	var cfg supervisor.Config
-	var user, logLevel, logFormat string
+	var logLevel, logFormat string
 	fs := pflag.NewFlagSet("supervisor", pflag.ContinueOnError)
 	fs.StringVar(&cfg.Mode, "auth-mode", env(driver.EnvAuthMode, ""), "auth mode: dir, static or k8s-sa (env "+driver.EnvAuthMode+")")
 	fs.StringVar(&cfg.SandboxID, "sandbox-id", env(driver.EnvSandboxID, ""), "this sandbox's id (env "+driver.EnvSandboxID+")")
@@ -65,9 +63,9 @@ func run(args []string) int {
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", env(driver.EnvTrustDomain, ""), "expected SPIFFE trust domain; empty accepts any (env "+driver.EnvTrustDomain+")")
 	fs.StringVar(&cfg.StatusFile, "status-file", env(driver.EnvStatusFile, ""), "status file to keep current; empty disables (env "+driver.EnvStatusFile+")")
 	fs.StringVar(&cfg.TokenFile, "token-file", env(driver.EnvTokenFile, ""), "static mode: file holding the token (env "+driver.EnvTokenFile+")")
-	fs.DurationVar(&cfg.PollInterval, "poll-interval", durationEnv("SANDKEY_POLL_INTERVAL", 0), "token directory poll; 0 picks 1s on FUSE/virtio-fs, 30s elsewhere (env SANDKEY_POLL_INTERVAL)")
+	fs.DurationVar(&cfg.PollInterval, "poll-interval", durationEnv("SANDKEY_POLL_INTERVAL", 0), "token directory poll; 0 picks 1s on FUSE/virtio-fs, 30s elsewhere; at most 1s while the directory is not watched (no inotify) (env SANDKEY_POLL_INTERVAL)")
 	fs.DurationVar(&cfg.Grace, "grace", durationEnv("SANDKEY_GRACE", 10*time.Second), "after SIGTERM, how long the workload has before SIGKILL (env SANDKEY_GRACE)")
-	fs.StringVar(&user, "user", env("SANDKEY_USER", ""), "run the workload as UID[:GID] (env SANDKEY_USER)")
+	fs.StringVar(&cfg.User, "user", env("SANDKEY_USER", ""), "run the workload and execs as this user: name, uid, uid:gid or name:group, names from the sandbox's /etc/passwd and /etc/group; empty keeps the supervisor's (env SANDKEY_USER)")
 	fs.StringVar(&cfg.VMInit, "vm-init", env("SANDKEY_VM_INIT", "auto"), "microVM init duties: auto (when PID 1 without /proc), on, off (env SANDKEY_VM_INIT)")
 	fs.StringVar(&logLevel, "log-level", env("SANDKEY_LOG_LEVEL", "info"), "log level (env SANDKEY_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", env("SANDKEY_LOG_FORMAT", "json"), "log format: json or console (env SANDKEY_LOG_FORMAT)")
@@ -81,17 +79,13 @@ func run(args []string) int {
 	cfg.Argv = fs.Args()
 	cfg.StaticToken = os.Getenv(driver.EnvToken)
 	cfg.GatewayCA = os.Getenv(driver.EnvGatewayCA)
-	if err := parseUser(user, &cfg); err != nil {
-		fmt.Fprintf(os.Stderr, "supervisor: --user %q: %v\n", user, err)
-		return supervisor.ExitUsage
-	}
 	switch cfg.VMInit {
 	case "auto", "on", "off":
 	default:
 		fmt.Fprintf(os.Stderr, "supervisor: --vm-init %q: want auto, on or off\n", cfg.VMInit)
 		return supervisor.ExitUsage
 	}
-	log, err := newLogger(logLevel, logFormat)
+	log, err := logging.New(logLevel, logFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
 		return supervisor.ExitUsage
@@ -115,47 +109,4 @@ func durationEnv(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-func parseUser(s string, cfg *supervisor.Config) error {
-	if s == "" {
-		return nil
-	}
-	uidStr, gidStr, hasGID := strings.Cut(s, ":")
-	uid, err := strconv.ParseUint(uidStr, 10, 32)
-	if err != nil {
-		return fmt.Errorf("uid must be a number")
-	}
-	u := uint32(uid)
-	cfg.UID = &u
-	if hasGID {
-		gid, err := strconv.ParseUint(gidStr, 10, 32)
-		if err != nil {
-			return fmt.Errorf("gid must be a number")
-		}
-		g := uint32(gid)
-		cfg.GID = &g
-	}
-	return nil
-}
-
-func newLogger(level, format string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	var c zap.Config
-	switch format {
-	case "json":
-		c = zap.NewProductionConfig()
-	case "console":
-		c = zap.NewDevelopmentConfig()
-	default:
-		return nil, fmt.Errorf("--log-format %q: want json or console", format)
-	}
-	c.Level = zap.NewAtomicLevelAt(lvl)
-	// Errors here are about sandboxes and settings, not code paths.
-	c.DisableStacktrace = true
-	c.OutputPaths = []string{"stderr"}
-	return c.Build()
 }

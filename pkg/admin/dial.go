@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
+	"github.com/sandkey/sandkey/pkg/bearer"
 )
 
 // ErrNoGateway is returned by Dial when no gateway listens on the
@@ -102,18 +103,9 @@ func dialTLS(hostport string, opts DialOptions) (adminpb.AdminClient, io.Closer,
 	}
 	conn, err := grpc.NewClient("passthrough:///"+hostport,
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithPerRPCCredentials(bearer(token)))
+		grpc.WithPerRPCCredentials(bearer.Credentials{Token: bearer.Fixed(string(token)), RequireTLS: true}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("operator API at %s: %w", hostport, err)
 	}
 	return adminpb.NewAdminClient(conn), conn, nil
 }
-
-// bearer sends the admin token on every call; only over TLS.
-type bearer []byte
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-func (bearer) RequireTransportSecurity() bool { return true }

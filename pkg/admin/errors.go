@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/store"
@@ -25,14 +26,15 @@ func codeOf(err error) codes.Code {
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, session.ErrUnknownSandbox):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, session.ErrUnknownSandbox), errors.Is(err, driver.ErrNotFound):
 		return codes.NotFound
 	case errors.Is(err, store.ErrNameTaken):
 		return codes.AlreadyExists
 	case errors.Is(err, store.ErrInvalid):
 		return codes.InvalidArgument
 	case errors.Is(err, session.ErrNotConnected), errors.Is(err, store.ErrNoGeneration), errors.Is(err, gateway.ErrAlreadyRunning),
-		errors.Is(err, store.ErrKeyState), errors.Is(err, store.ErrNoActiveKey):
+		errors.Is(err, store.ErrKeyState), errors.Is(err, store.ErrNoActiveKey), errors.Is(err, gateway.ErrNoLogs),
+		errors.Is(err, session.ErrExecUnsupported):
 		return codes.FailedPrecondition
 	case errors.Is(err, session.ErrSessionEnded):
 		return codes.Aborted

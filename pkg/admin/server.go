@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -58,7 +60,9 @@ func (s *Server) CreateSandbox(ctx context.Context, req *adminpb.CreateSandboxRe
 	if strings.TrimSpace(req.GetName()) == "" {
 		return nil, invalidf("sandbox name is empty")
 	}
-	if len(req.GetCommand()) == 0 || req.GetCommand()[0] == "" {
+	// With an image, no command runs the image's own; an empty argv[0]
+	// is never a command.
+	if cmd := req.GetCommand(); (len(cmd) == 0 && req.GetImage() == "") || (len(cmd) > 0 && cmd[0] == "") {
 		return nil, invalidf("sandbox %q: no command to run", req.GetName())
 	}
 	sb, err := s.g.Create(ctx, gateway.CreateRequest{
@@ -128,11 +132,15 @@ func (s *Server) RotateSandbox(ctx context.Context, req *adminpb.RotateSandboxRe
 	if err := requireSandbox(req.GetSandbox()); err != nil {
 		return nil, err
 	}
-	gen, err := s.g.Rotate(ctx, req.GetSandbox())
+	r, err := s.g.RotateReport(ctx, req.GetSandbox())
 	if err != nil {
 		return nil, s.fail("rotate", req.GetSandbox(), err)
 	}
-	return &adminpb.RotateSandboxResponse{Gen: gen}, nil
+	resp := &adminpb.RotateSandboxResponse{Gen: r.Gen, Written: r.Written, Delivered: r.Delivered}
+	if r.WriteErr != nil {
+		resp.WriteError = r.WriteErr.Error()
+	}
+	return resp, nil
 }
 
 // ExecSandbox implements adminpb.AdminServer: the command's output goes
@@ -148,13 +156,18 @@ func (s *Server) ExecSandbox(req *adminpb.ExecSandboxRequest, stream grpc.Server
 	if err != nil {
 		return err
 	}
-	ctx := stream.Context()
+	return s.runExec(stream.Context(), ref, ereq, timeout, &execOutput{stream: stream})
+}
+
+// runExec runs ereq in sandbox ref, its output and exit sent to out. A
+// timeout, or the caller going away (callCtx ending), kills the command.
+func (s *Server) runExec(callCtx context.Context, ref string, ereq session.ExecRequest, timeout time.Duration, out *execOutput) error {
+	ctx := callCtx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	out := &execOutput{stream: stream}
 	ereq.Stdout = out.writer(func(p []byte) *adminpb.ExecSandboxResponse {
 		return &adminpb.ExecSandboxResponse{Data: &adminpb.ExecSandboxResponse_Stdout{Stdout: p}}
 	})
@@ -163,7 +176,7 @@ func (s *Server) ExecSandbox(req *adminpb.ExecSandboxRequest, stream grpc.Server
 	})
 	res, err := s.g.Exec(ctx, ref, ereq)
 	if err != nil {
-		if timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && stream.Context().Err() == nil {
+		if timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && callCtx.Err() == nil {
 			return status.Errorf(codes.DeadlineExceeded, "exec %q in sandbox %q: still running after the %s timeout; it was killed", ereq.Argv[0], ref, timeout)
 		}
 		return s.fail("exec", ref, err)
@@ -208,7 +221,9 @@ func execRequest(req *adminpb.ExecSandboxRequest) (session.ExecRequest, time.Dur
 // stdout and stderr may be written from different goroutines.
 type execOutput struct {
 	mu     sync.Mutex
-	stream grpc.ServerStreamingServer[adminpb.ExecSandboxResponse]
+	stream interface {
+		Send(*adminpb.ExecSandboxResponse) error
+	}
 }
 
 func (o *execOutput) send(m *adminpb.ExecSandboxResponse) error {
@@ -244,12 +259,12 @@ func (s *Server) ListKeys(ctx context.Context, _ *adminpb.ListKeysRequest) (*adm
 }
 
 // RotateKeys implements adminpb.AdminServer.
-func (s *Server) RotateKeys(ctx context.Context, _ *adminpb.RotateKeysRequest) (*adminpb.RotateKeysResponse, error) {
-	kid, err := s.g.RotateKeys(ctx)
+func (s *Server) RotateKeys(ctx context.Context, req *adminpb.RotateKeysRequest) (*adminpb.RotateKeysResponse, error) {
+	r, err := s.g.RotateKeys(ctx, req.GetNow())
 	if err != nil {
 		return nil, s.fail("rotate keys", "", err)
 	}
-	return &adminpb.RotateKeysResponse{Kid: kid}, nil
+	return &adminpb.RotateKeysResponse{Kid: r.KID, Active: r.Active, ActivatesAt: timestamp(r.ActivateAt)}, nil
 }
 
 // SandboxProto is sb as the operator API carries it.
@@ -277,11 +292,12 @@ func SandboxProto(sb gateway.Sandbox) *adminpb.Sandbox {
 // KeyProto is k as the operator API carries it: never its private half.
 func KeyProto(k store.SigningKey) *adminpb.SigningKey {
 	return &adminpb.SigningKey{
-		Kid:       k.KID,
-		State:     string(k.State),
-		CreatedAt: timestamp(k.CreatedAt),
-		RetiredAt: timestamp(k.RetiredAt),
-		PublicKey: k.Public,
+		Kid:         k.KID,
+		State:       string(k.State),
+		CreatedAt:   timestamp(k.CreatedAt),
+		RetiredAt:   timestamp(k.RetiredAt),
+		PublicKey:   k.Public,
+		ActivatesAt: timestamp(k.ActivateAt),
 	}
 }
 
@@ -293,7 +309,14 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-// Register serves the operator API of gw on srv.
+// Register serves the operator API of gw on srv, with the gateway's gRPC
+// health service (grpc.health.v1, following its readiness) beside it.
 func Register(srv *grpc.Server, gw *gateway.Gateway, log *zap.Logger) {
 	adminpb.RegisterAdminServer(srv, NewServer(gw, log))
+	healthpb.RegisterHealthServer(srv, gw.Health())
 }
+
+// RegisterReflection adds server reflection to srv, so that grpcurl and
+// friends can call the operator API without its .proto files. Serve it on
+// the unix socket only: the socket's mode already limits who asks.
+func RegisterReflection(srv *grpc.Server) { reflection.Register(srv) }

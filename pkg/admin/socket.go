@@ -1,23 +1,18 @@
 package admin
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
-	"time"
+
+	"github.com/sandkey/sandkey/pkg/session"
 )
 
 // maxSocketPath is the longest path a unix socket can be bound at
 // (sun_path holds 108 bytes with the terminating NUL).
 const maxSocketPath = 107
-
-// staleProbeTimeout bounds the dial that tells a live operator socket
-// from one a dead gateway left behind.
-const staleProbeTimeout = time.Second
 
 // ListenUnix listens on the operator socket at path, mode 0600. The
 // socket is bound in a private directory beside path, narrowed to 0600 and
@@ -28,7 +23,7 @@ const staleProbeTimeout = time.Second
 // gateway has replaced it since.
 func ListenUnix(path string) (net.Listener, error) {
 	path = filepath.Clean(path)
-	if err := clearStaleSocket(path); err != nil {
+	if err := session.RemoveStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("listen on operator socket %s: %w", path, err)
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(path), ".admin")
@@ -72,31 +67,6 @@ func bindPrivate(tmpPath, path string) (*unixListener, error) {
 		return nil, err
 	}
 	return &unixListener{UnixListener: l, path: path, ours: fi}, nil
-}
-
-// clearStaleSocket removes a socket at path that no gateway answers on.
-func clearStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return err
-	case fi.Mode()&os.ModeSocket == 0:
-		return fmt.Errorf("%s exists and is not a socket (mode %s); refusing to replace it: remove it or choose another path", path, fi.Mode())
-	}
-	c, err := net.DialTimeout("unix", path, staleProbeTimeout)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("another gateway is serving on %s; stop it first", path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("probe existing socket: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	return nil
 }
 
 // unixListener removes its socket file on Close if the file is still the

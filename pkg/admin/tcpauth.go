@@ -36,7 +36,8 @@ type TCPConfig struct {
 
 // ServerOptions returns the options of a grpc.Server for the operator API
 // on TCP: transport credentials that run TLS on every TCP connection, and
-// interceptors that demand the admin bearer token on every call. Should
+// interceptors that demand the admin bearer token on every call but the
+// health service's (probes carry no token). Should
 // the same server also serve the unix socket, connections through it need
 // no token: the socket's file mode admitted them.
 func ServerOptions(cfg TCPConfig) ([]grpc.ServerOption, error) {
@@ -149,6 +150,10 @@ func (c *operatorCredentials) Clone() credentials.TransportCredentials {
 
 func (c *operatorCredentials) OverrideServerName(string) error { return nil }
 
+// healthMethods prefixes the gRPC health service's methods, open to
+// callers without the admin token.
+const healthMethods = "/grpc.health.v1.Health/"
+
 // tokenAuth checks the admin bearer token of calls that did not come
 // through the unix socket.
 type tokenAuth struct {
@@ -171,6 +176,11 @@ func (a *tokenAuth) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 }
 
 func (a *tokenAuth) check(ctx context.Context, method string) error {
+	if strings.HasPrefix(method, healthMethods) {
+		// Probes (kubelet, grpc_health_probe) carry no token, and health
+		// tells only whether the gateway serves.
+		return nil
+	}
 	p, ok := peer.FromContext(ctx)
 	if ok {
 		if _, local := p.AuthInfo.(socketAuthInfo); local {

@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -300,5 +302,35 @@ func TestServerOptionsRefusesWeakConfiguration(t *testing.T) {
 				t.Fatalf("ServerOptions(%+v) = %v, want an error mentioning %q", tt.cfg, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestTCPServesHealthToProbesWithoutTheAdminToken(t *testing.T) {
+	f := writeTLSFiles(t)
+	srv, l, err := ListenTCP("127.0.0.1:0", TCPConfig{CertFile: f.cert, KeyFile: f.key, TokenFile: f.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminpb.RegisterAdminServer(srv, stubAdminServer{})
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	serve(t, srv, l)
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(f.cert)
+	pool.AppendCertsFromPEM(pem)
+	conn, err := grpc.NewClient("passthrough:///"+l.Addr().String(),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health check without a token: %v, %v; want SERVING", resp, err)
+	}
+	// The exemption is the health service's alone.
+	if _, err := adminpb.NewAdminClient(conn).GetSandbox(ctx, &adminpb.GetSandboxRequest{Sandbox: "web"}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("operator call without a token: %v, want Unauthenticated", err)
 	}
 }

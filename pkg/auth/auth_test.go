@@ -373,3 +373,20 @@ func TestMintEncodesUnusualIssuerAndAudience(t *testing.T) {
 		t.Fatalf("claims round trip: iss %q aud %q", c.Issuer, c.Audience)
 	}
 }
+
+func TestTokenNamesTheKeyThatSignedIt(t *testing.T) {
+	f := newFixture(t)
+	oldKID := f.keys.Active().KID
+	before := f.mint(t, "sb-1", 1)
+	next, _ := GenerateKey(rand.Reader, t0)
+	next.CreatedAt = t0
+	f.keys.Rotate(next)
+	after := f.mint(t, "sb-1", 2)
+	if before.KID() != oldKID || after.KID() != next.KID {
+		t.Fatalf("minted kids %s, %s; want %s, %s", before.KID(), after.KID(), oldKID, next.KID)
+	}
+	verified, err := f.verifier().Verify(before.Raw(), "sb-1")
+	if err != nil || verified.KID() != oldKID {
+		t.Fatalf("verified token's kid %q (%v), want %s", verified.KID(), err, oldKID)
+	}
+}

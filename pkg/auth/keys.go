@@ -95,6 +95,14 @@ func (ks *KeySet) Rotate(next *SigningKey) {
 	ks.verify[next.KID] = next.Public
 }
 
+// Publish adds a verify-only key: the next signing key, published before
+// it signs so that verifiers holding this set learn it first.
+func (ks *KeySet) Publish(pub ed25519.PublicKey) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	ks.verify[Thumbprint(pub)] = pub
+}
+
 // Retire removes a verify-only key. The active key cannot be retired.
 func (ks *KeySet) Retire(kid string) error {
 	ks.mu.Lock()

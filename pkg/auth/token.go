@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +43,13 @@ type Claims struct {
 type Token struct {
 	raw    string
 	claims Claims
+	kid    string // the header's key id
 }
+
+// KID is the id of the key that signed the token (its header's kid): the
+// one to record, rather than the key set's active key, which a concurrent
+// rotation may have changed since.
+func (t *Token) KID() string { return t.kid }
 
 // Raw returns the signed JWT. Never log it.
 func (t *Token) Raw() string { return t.raw }
@@ -171,7 +178,7 @@ func (i *Issuer) Mint(sandboxID string, gen uint64) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mint token for %s gen %d: %w", sandboxID, gen, err)
 	}
-	return &Token{raw: raw, claims: claims}, nil
+	return &Token{raw: raw, claims: claims, kid: key.KID}, nil
 }
 
 // signCompact encodes and signs a compact JWS by hand. The header is fixed
@@ -299,13 +306,28 @@ func verifyErr(reason, format string, args ...any) *VerifyError {
 	return &VerifyError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }
 
-// ReasonOf returns the reason of a verification error, or "other".
+// ReasonOther is ReasonOf's answer for an error that is no VerifyError.
+const ReasonOther = "other"
+
+// Reasons lists every reason ReasonOf can return, sorted, so that a
+// metric can export each one from the start.
+func Reasons() []string {
+	out := make([]string, 0, len(reasonErrors)+1)
+	for r := range reasonErrors {
+		out = append(out, r)
+	}
+	out = append(out, ReasonOther)
+	sort.Strings(out)
+	return out
+}
+
+// ReasonOf returns the reason of a verification error, or ReasonOther.
 func ReasonOf(err error) string {
 	var ve *VerifyError
 	if errors.As(err, &ve) {
 		return ve.Reason
 	}
-	return "other"
+	return ReasonOther
 }
 
 // Verifier checks sandbox tokens. An empty Issuer, Audience or TrustDomain
@@ -339,7 +361,7 @@ func (v *Verifier) verify(raw, sandboxID string, checkTime bool) (*Token, error)
 	}
 	var claims Claims
 	parser := jwt.NewParser(jwt.WithoutClaimsValidation())
-	_, err := parser.ParseWithClaims(raw, &claims, v.keyFunc)
+	parsed, err := parser.ParseWithClaims(raw, &claims, v.keyFunc)
 	if err != nil {
 		var ve *VerifyError
 		switch {
@@ -356,7 +378,8 @@ func (v *Verifier) verify(raw, sandboxID string, checkTime bool) (*Token, error)
 	if err := v.checkClaims(&claims, sandboxID, checkTime); err != nil {
 		return nil, err
 	}
-	return &Token{raw: raw, claims: claims}, nil
+	kid, _ := parsed.Header["kid"].(string)
+	return &Token{raw: raw, claims: claims, kid: kid}, nil
 }
 
 func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {

@@ -41,6 +41,7 @@ var (
 func sweepAt(n int) string     { return fmt.Sprintf("BenchmarkSweep/sandboxes=%d", n) }
 func mintOnlyAt(n int) string  { return fmt.Sprintf("BenchmarkMintOnly/sandboxes=%d", n) }
 func sessionsAt(n int) string  { return fmt.Sprintf("BenchmarkGatewaySessions/N=%d", n) }
+func recoveryAt(n int) string  { return fmt.Sprintf("BenchmarkRecovery/sandboxes=%d", n) }
 func storeGensAt(n int) string { return "BenchmarkNextGenerations" + shortCount(n) }
 
 // shortCount names a count as the store's benchmarks do: 100, 1k, 10k.
@@ -92,10 +93,14 @@ func Sandkey() Layout {
 		{Title: "New token in the source after a write (100 ms polling, p50)", Figure: propPoll, Reference: clientGo,
 			Units: []string{"p50-µs"}, Note: "client-go cached file token source"},
 		{Title: "Registration to fresh token over the socket (p50, p99)", Figure: registration, Units: []string{"p50-ns", "p99-ns"}},
+		{Title: "Recovery after an outage: 10,000 sandboxes' expired tokens re-minted and written, sockets reopened",
+			Figure: Ref{pkgGateway, recoveryAt(10000)}, Units: []string{unitNsPerOp, "written-ms"}},
 		{Title: "Push one rotation to 10,000 sessions, all acknowledged", Figure: Ref{pkgSession, sessionsAt(10000)},
 			Units: []string{"ns/rotation-to-all"}},
-		{Title: "Memory per session at 10,000 sessions (both ends)", Figure: Ref{pkgSession, sessionsAt(10000)},
-			Units: []string{"heap-bytes/session"}},
+		{Title: "What a connected sandbox costs the gateway, at 10,000 sessions (one connection each)", Figure: Ref{pkgSession, sessionsAt(10000)},
+			Units: []string{"gateway-bytes/session", "gateway-goroutines/session"}},
+		{Title: "What its session costs the supervisor's side, at 10,000 sessions", Figure: Ref{pkgSession, sessionsAt(10000)},
+			Units: []string{"supervisor-bytes/session"}},
 		{Title: "Idle supervisor: anonymous RSS, CPU", Figure: supervisorIdl, Units: []string{"rss-anon-MiB", "cpu-ms/s"}},
 	}
 
@@ -114,13 +119,25 @@ func Sandkey() Layout {
 			},
 		},
 		{
+			Title: "Recovery after an outage", Load: "sandboxes", Loads: loads,
+			Note: "The gateway starts after every running sandbox's token expired: reconcile re-mints and writes every token " +
+				"(to written), then reopens every sandbox's socket (the whole start).",
+			Columns: []GrowthColumn{
+				{Header: "start", Pkg: pkgGateway, Name: recoveryAt, Unit: unitNsPerOp},
+				{Header: "to written", Pkg: pkgGateway, Name: recoveryAt, Unit: "written-ms"},
+				{Header: "start per sandbox", Pkg: pkgGateway, Name: recoveryAt, Unit: unitNsPerOp, PerLoad: true},
+			},
+		},
+		{
 			Title: "Sessions on one gateway", Load: "sessions", Loads: loads,
-			Note: "N sessions held over the shared listener; one rotation pushed to all of them until every push is acknowledged.",
+			Note: "N sessions, each on its own connection as in production, the supervisors in a child process; " +
+				"one rotation pushed to all of them until every push is acknowledged. Memory is each process's heap and stacks after a GC.",
 			Columns: []GrowthColumn{
 				{Header: "rotation to all", Pkg: pkgSession, Name: sessionsAt, Unit: "ns/rotation-to-all"},
 				{Header: "per session", Pkg: pkgSession, Name: sessionsAt, Unit: "ns/rotation-to-all", PerLoad: true},
-				{Header: "heap per session", Pkg: pkgSession, Name: sessionsAt, Unit: "heap-bytes/session"},
-				{Header: "RSS per session", Pkg: pkgSession, Name: sessionsAt, Unit: "rss-bytes/session"},
+				{Header: "gateway per session", Pkg: pkgSession, Name: sessionsAt, Unit: "gateway-bytes/session"},
+				{Header: "gateway goroutines per session", Pkg: pkgSession, Name: sessionsAt, Unit: "gateway-goroutines/session"},
+				{Header: "supervisor per session", Pkg: pkgSession, Name: sessionsAt, Unit: "supervisor-bytes/session"},
 			},
 		},
 	}

@@ -13,6 +13,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -84,6 +85,17 @@ type Driver interface {
 	Delete(ctx context.Context, sandboxID string) error
 	// Status reports the sandbox's state; StateMissing when unknown.
 	Status(ctx context.Context, sandboxID string) (Status, error)
+}
+
+// Logger is implemented by drivers that keep their workloads' output:
+// the gateway checks for it with a type assertion.
+type Logger interface {
+	// Logs returns the sandbox's workload output as the driver keeps it
+	// (a log file, the engine's log, the guest's console), from its
+	// start. With follow, the reader keeps returning new output as it
+	// comes, until ctx ends or it is closed; without, it ends at what
+	// there is now. ErrNotFound for a sandbox the driver does not know.
+	Logs(ctx context.Context, sandboxID string, follow bool) (io.ReadCloser, error)
 }
 
 // ErrNotFound is returned by drivers for a sandbox they do not know.

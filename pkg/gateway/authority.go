@@ -26,6 +26,9 @@ func (g *Gateway) Latest(ctx context.Context, sandboxID string) (*auth.Token, er
 // to a sandbox the store knows, and be one of its two newest generations
 // (the jti must match the one the store recorded for that generation, so a
 // token minted by a store restored from backup cannot pass for another).
+// A verified token the store never issued is refused with a
+// *session.NotIssuedError, after its generation has raised the sandbox's
+// floor: whatever the listener, the next generation is minted above it.
 func (g *Gateway) Authenticate(ctx context.Context, raw, sandboxID string, allowExpired bool) (*auth.Token, error) {
 	verify := g.verify.Verify
 	if allowExpired {
@@ -44,16 +47,21 @@ func (g *Gateway) Authenticate(ctx context.Context, raw, sandboxID string, allow
 	case store.VerdictAccepted:
 		return tok, nil
 	case store.VerdictUnknownSandbox:
-		g.metrics.rejected.WithLabelValues("unknown_sandbox").Inc()
+		g.metrics.rejected.WithLabelValues(reasonUnknownSandbox).Inc()
 		return nil, fmt.Errorf("sandbox %s: %w", sandboxID, session.ErrUnknownSandbox)
 	case store.VerdictSuperseded:
-		g.metrics.rejected.WithLabelValues("superseded").Inc()
+		g.metrics.rejected.WithLabelValues(reasonSuperseded).Inc()
 		return nil, fmt.Errorf("%s: %w", tok, session.ErrSuperseded)
 	default:
 		// Signed by our key but not the generation the store recorded: a
 		// store restored from backup, or a key that leaked.
-		g.metrics.rejected.WithLabelValues("not_issued").Inc()
-		return nil, fmt.Errorf("%s: %s: %w", tok, verdict, session.ErrUnauthenticated)
+		g.metrics.rejected.WithLabelValues(reasonNotIssued).Inc()
+		if _, err := g.raiseFloor(ctx, sandboxID, tok.Gen(), evidencePresented); errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("sandbox %s: %w", sandboxID, session.ErrUnknownSandbox)
+		} else if err != nil {
+			return nil, err
+		}
+		return nil, &session.NotIssuedError{Token: tok, Reason: string(verdict)}
 	}
 }
 

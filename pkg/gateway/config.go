@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // Defaults of the gateway core; cmd/gateway documents them as flag defaults.
@@ -25,6 +26,14 @@ const (
 	DefaultWriteParallelism  = 16
 	DefaultSweepBatch        = 1000
 	DefaultHeartbeatInterval = 10 * time.Second
+	// DefaultJWKSMaxAge is the Cache-Control max-age of /jwks.json: how
+	// long a verifier may keep a copy without asking again.
+	DefaultJWKSMaxAge = time.Minute
+	// DefaultKeyPublishDelay is how long a new signing key is published
+	// before it signs: five cache lifetimes, so that verifiers that cache
+	// the JWKS (honouring max-age, or refetching after a cool-down of
+	// their own) have it before the first token it signs.
+	DefaultKeyPublishDelay = 5 * DefaultJWKSMaxAge
 )
 
 // Config configures a Gateway. Zero values take the defaults above.
@@ -32,6 +41,14 @@ type Config struct {
 	// StateDir holds the store, the sandboxes' token directories and
 	// sockets, and the operator socket. It must be 0700 (or narrower).
 	StateDir string
+	// TokenRoot holds every sandbox's token directory, as <TokenRoot>/<id>;
+	// default <StateDir>/tokens. Open mounts nothing there: `gateway serve`
+	// makes it memory-backed first (PrepareTokenRoot), and Open reports
+	// whether it is.
+	TokenRoot string
+	// Store is where the store lives: a Postgres DSN (postgres://...) or
+	// the path of an SQLite file; StateDir/StoreFile when empty.
+	Store string
 	// KeyFile, when set, encrypts signing keys at rest with the 32-byte key it holds.
 	KeyFile string
 
@@ -45,6 +62,12 @@ type Config struct {
 	WriteParallelism  int           // token directory writes in flight at once
 	StopGrace         time.Duration // SIGTERM-to-SIGKILL grace when stopping sandboxes
 	HeartbeatInterval time.Duration // session heartbeat
+
+	// JWKSMaxAge is the max-age /jwks.json is served with.
+	JWKSMaxAge time.Duration
+	// KeyPublishDelay is how long `keys rotate` publishes the next key
+	// before it signs; at least JWKSMaxAge.
+	KeyPublishDelay time.Duration
 
 	// SessionTLS secures the shared session listener (ServeShared); nil
 	// leaves it plaintext, which ServeShared accepts on loopback only.
@@ -62,6 +85,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.TokenRoot == "" && c.StateDir != "" {
+		c.TokenRoot = DefaultTokenRoot(c.StateDir)
+	}
 	if c.Lifetime == 0 {
 		c.Lifetime = auth.DefaultLifetime
 	}
@@ -88,6 +114,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.JWKSMaxAge == 0 {
+		c.JWKSMaxAge = DefaultJWKSMaxAge
+	}
+	if c.KeyPublishDelay == 0 {
+		c.KeyPublishDelay = DefaultKeyPublishDelay
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -135,6 +167,12 @@ func (c *Config) validateSettings() error {
 	if c.StopGrace < 0 {
 		errs = append(errs, fmt.Errorf("stop grace %s is negative", c.StopGrace))
 	}
+	if c.JWKSMaxAge < time.Second {
+		errs = append(errs, fmt.Errorf("JWKS max-age %s: must be at least 1s", c.JWKSMaxAge))
+	}
+	if c.KeyPublishDelay < c.JWKSMaxAge {
+		errs = append(errs, fmt.Errorf("key publish delay %s: must be at least the JWKS max-age %s, or verifiers that cache the JWKS refuse the new key's tokens; activate at once with `keys rotate --now` instead", c.KeyPublishDelay, c.JWKSMaxAge))
+	}
 	return errors.Join(errs...)
 }
 
@@ -160,7 +198,8 @@ func (c *Config) validateDrivers() error {
 }
 
 // CheckStateDir creates the state directory 0700, or refuses an existing
-// one that others can read or write: it holds signing keys and tokens.
+// one that others can read or write (store.ErrInsecurePermissions): it
+// holds signing keys and tokens.
 // Open runs it; a command line runs it first, so that nothing (a driver's
 // own directories) is created in a directory that Open would refuse.
 func CheckStateDir(dir string) error {
@@ -180,8 +219,8 @@ func CheckStateDir(dir string) error {
 	case !fi.IsDir():
 		return fmt.Errorf("state directory %s is not a directory", abs)
 	case fi.Mode().Perm()&0o077 != 0:
-		return fmt.Errorf("state directory %s has mode %04o: it holds signing keys and tokens, so it must be private; run: chmod 700 %s",
-			abs, fi.Mode().Perm(), abs)
+		return fmt.Errorf("%w: state directory %s has mode %04o: it holds signing keys and tokens, so it must be private; run: chmod 700 %s",
+			store.ErrInsecurePermissions, abs, fi.Mode().Perm(), abs)
 	}
 	return nil
 }

@@ -19,6 +19,28 @@
 //  5. Only the two newest generations of a sandbox authenticate; deleting a
 //     sandbox revokes all of them at once (its rows go, and with them every
 //     generation).
+//  6. No generation number is issued twice, even by a store restored from
+//     an older backup (floor.go): before minting, the gateway raises the
+//     sandbox's generation floor past every generation it sees signed for
+//     that sandbox and unknown to the store: in the token directory (at
+//     reconcile, start and manual rotation) and in any token a supervisor
+//     presents. On an attested socket such a token is answered with a
+//     generation above it (Reissue). What no copy of survives, or what
+//     only a signing key the restored store lost can vouch for, cannot be
+//     seen: a generation that only ever reached a supervisor by push,
+//     because its directory write failed, may be numbered again by a
+//     reconcile that runs before that supervisor says hello (it still
+//     recovers: its Hello is answered above it).
+//  7. One gateway per state directory: `gateway serve` locks
+//     <state>/gateway.lock (LockStateDir) before it touches anything there.
+//  8. A signing key is published before it signs (keys.go): `keys rotate`
+//     adds the next key to the JWKS and to every sandbox's directory and
+//     session, and the sweep activates it KeyPublishDelay later, at least
+//     the JWKS max-age, so a verifier caching /jwks.json knows a key before
+//     its first token.
+//  9. The gateway is ready (Ready, /readyz, grpc.health.v1) once
+//     reconciled, and not while it cannot mint: from a failed sweep to the
+//     next that succeeds (readiness.go).
 //
 // The gateway never imports a concrete driver: cmd/gateway registers them.
 package gateway

@@ -90,12 +90,12 @@ func (g *Gateway) skipsDirectory(ctx context.Context, id string) bool {
 // splitByDelivery separates the tokens that go into token directories
 // from those of sandboxes without one, which count as written at once:
 // their channel (exchange and session) has nothing to write.
-func (g *Gateway) splitByDelivery(ctx context.Context, tokens map[string]*auth.Token) (toWrite map[string]*auth.Token, written map[string]uint64) {
+func (g *Gateway) splitByDelivery(ctx context.Context, tokens minted) (toWrite minted, written map[string]uint64) {
 	written = make(map[string]uint64)
 	if !g.anyNoDir {
 		return tokens, written
 	}
-	toWrite = make(map[string]*auth.Token, len(tokens))
+	toWrite = make(minted, len(tokens))
 	for id, tok := range tokens {
 		if g.skipsDirectory(ctx, id) {
 			written[id] = tok.Gen()

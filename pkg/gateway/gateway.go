@@ -16,12 +16,15 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/sandboxlock"
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
@@ -32,14 +35,18 @@ const StoreFile = "sandkey.db"
 // Serve runs its sweep and sessions until the context ends; Close releases
 // what Open acquired.
 type Gateway struct {
-	cfg     Config
-	log     *zap.Logger
-	store   *store.Store
-	keys    *auth.KeySet
-	issuer  *auth.Issuer
-	verify  *auth.Verifier
-	jwks    atomic.Pointer[[]byte]
-	metrics *metrics
+	cfg   Config
+	log   *zap.Logger
+	store *store.Store
+	keys  *auth.KeySet
+	// keyState tracks the key waiting for activation (keys.go).
+	keyState keyState
+	issuer   *auth.Issuer
+	verify   *auth.Verifier
+	jwks     atomic.Pointer[[]byte]
+	metrics  *metrics
+	// tokens is where the token directories live, and whether in memory.
+	tokens TokenRoot
 
 	sessions *session.Server
 	grpc     *grpc.Server // serves sessions on every sandbox socket
@@ -54,7 +61,9 @@ type Gateway struct {
 	latestMu sync.RWMutex
 	latest   map[string]*auth.Token
 
-	ready atomic.Bool
+	ready *readiness
+	// inotify compares the host's inotify limits with its sandboxes.
+	inotify *inotifyCheck
 	// writers holds each sandbox's token directory writer, by id.
 	writers sync.Map
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
@@ -64,7 +73,7 @@ type Gateway struct {
 	anyNoDir bool
 }
 
-// Open opens the store under cfg.StateDir, loads (or creates) the signing
+// Open opens the store (cfg.Store, or the file under cfg.StateDir), loads (or creates) the signing
 // keys, and reconciles every sandbox the store says is running with its
 // driver, re-minting tokens that expired while the gateway was down. It
 // serves nothing yet: call Serve.
@@ -76,8 +85,23 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := CheckStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token), anyNoDir: hasNoDirDriver(cfg.Drivers)}
-	st, err := store.Open(ctx, filepath.Join(cfg.StateDir, StoreFile), store.Options{
+	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token),
+		ready:    newReadiness(adminpb.Admin_ServiceDesc.ServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName),
+		anyNoDir: hasNoDirDriver(cfg.Drivers)}
+	tokens, err := InspectTokenRoot(cfg.TokenRoot)
+	if err != nil {
+		return nil, err
+	}
+	g.tokens = tokens
+	if !tokens.MemoryBacked {
+		g.log.Warn("token directories are on disk, not in memory: tokens reach the disk; run the gateway as root to mount a tmpfs there, or point --token-root at a tmpfs",
+			zap.String("token_root", tokens.Path), zap.String("fs_type", tokens.FSType))
+	}
+	location := cfg.Store
+	if location == "" {
+		location = filepath.Join(cfg.StateDir, StoreFile)
+	}
+	st, err := store.Open(ctx, location, store.Options{
 		KeyFile: cfg.KeyFile, Now: cfg.Now, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -95,6 +119,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.verify = g.issuer.Verifier()
 	g.metrics = newMetrics(cfg.Registerer, g)
+	g.inotify = newInotifyCheck(inotifyDir, cfg.Logger.Named("inotify"), cfg.Registerer)
 	g.sessions = session.NewServer(session.ServerConfig{
 		Authority:         g,
 		HeartbeatInterval: cfg.HeartbeatInterval,
@@ -110,10 +135,15 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g.grpc = grpc.NewServer(session.ServerOptions(shared)...)
 	g.sessions.Register(g.grpc)
+	healthpb.RegisterHealthServer(g.grpc, g.ready.health)
 	g.sockets = session.NewListeners(g.grpc, cfg.Logger.Named("listeners"))
 	if err := g.reconcile(ctx); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("reconcile sandboxes at start: %w", err)
+	}
+	if err := g.checkInotify(ctx); err != nil {
+		g.Close()
+		return nil, err
 	}
 	if err := g.reportUnknownRuns(ctx); err != nil {
 		g.log.Warn("look for unknown runs", zap.Error(err))
@@ -121,24 +151,58 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
+// checkInotify compares the host's inotify limits with the sandboxes that
+// run on its kernel (see inotify.go).
+func (g *Gateway) checkInotify(ctx context.Context) error {
+	running, err := g.store.ListSandboxes(ctx, store.SandboxRunning)
+	if err != nil {
+		return fmt.Errorf("check inotify limits: %w", err)
+	}
+	var onHost []string
+	for _, sb := range running {
+		if d, err := g.driverFor(sb.Driver); err == nil && onHostKernel(d) {
+			onHost = append(onHost, sb.ID)
+		}
+	}
+	g.inotify.reset(onHost)
+	return nil
+}
+
 // Serve runs the rotation sweep until ctx ends. Sessions are served from
 // the end of Open, once reconciliation has re-minted what needed it.
 func (g *Gateway) Serve(ctx context.Context) error {
-	g.ready.Store(true)
-	defer g.ready.Store(false)
+	g.ready.setServing(true)
+	defer g.ready.setServing(false)
 	g.log.Info("gateway serving", zap.String("state_dir", g.cfg.StateDir),
 		zap.Duration("token_lifetime", g.cfg.Lifetime))
 	g.runSweep(ctx)
 	return nil
 }
 
-// Ready reports whether the gateway has reconciled and serves sessions.
-func (g *Gateway) Ready() bool { return g.ready.Load() }
+// TokenRoot reports where the token directories live and whether they are
+// memory-backed.
+func (g *Gateway) TokenRoot() TokenRoot { return g.tokens }
+
+// Ready reports whether the gateway has reconciled, serves sessions and
+// can mint; when not, the reason says why (with the error of the last
+// failed rotation sweep), for /readyz. Open binds every running sandbox's
+// socket before it returns, so once Ready, each of them answers: a
+// supervisor that dials the moment its socket appears is never turned away.
+func (g *Gateway) Ready() (bool, string) { return g.ready.state() }
+
+// Health is the gRPC health service (grpc.health.v1) that follows Ready,
+// for the service "" and the session and operator services. The gateway
+// serves it on its session listeners; register it on other servers (the
+// operator API's) as well.
+func (g *Gateway) Health() healthpb.HealthServer { return g.ready.health }
 
 // Close ends every session and listener and closes the store. Sandboxes
 // keep running: a restarted gateway finds them again. The drivers belong
 // to whoever made them, and stay open.
 func (g *Gateway) Close() error {
+	if g.ready != nil {
+		g.ready.health.Shutdown()
+	}
 	if g.sockets != nil {
 		g.sockets.Close()
 	}
@@ -176,11 +240,19 @@ func (g *Gateway) Sessions() *session.Server { return g.sessions }
 // Store returns the gateway's store.
 func (g *Gateway) Store() *store.Store { return g.store }
 
+// JWKSMaxAge is the Cache-Control max-age to serve /jwks.json with; the
+// next signing key is published at least this long before it signs.
+func (g *Gateway) JWKSMaxAge() time.Duration { return g.cfg.JWKSMaxAge }
+
+// KeyPublishDelay is how long a new signing key is published before it
+// signs.
+func (g *Gateway) KeyPublishDelay() time.Duration { return g.cfg.KeyPublishDelay }
+
 // JWKSJSON returns the public keys as served on /jwks.json.
 func (g *Gateway) JWKSJSON() []byte { return *g.jwks.Load() }
 
 func (g *Gateway) sandboxDir(id string) string { return filepath.Join(g.cfg.StateDir, "sandboxes", id) }
-func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.sandboxDir(id), "auth") }
+func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.tokens.Path, id) }
 func (g *Gateway) socketDir(id string) string  { return filepath.Join(g.sandboxDir(id), "gw") }
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
 
@@ -216,6 +288,12 @@ func (g *Gateway) writeToken(id, raw string) error {
 		w, _ = g.writers.LoadOrStore(id, nw)
 	}
 	return w.(*tokendir.Writer).Write(map[string][]byte{tokendir.TokenFile: []byte(raw), tokendir.JWKSFile: g.JWKSJSON()})
+}
+
+// removeTokenDir removes a sandbox's token directory, generations that
+// are read-only included.
+func (g *Gateway) removeTokenDir(id string) error {
+	return tokendir.RemoveDir(g.tokenDir(id))
 }
 
 func removeAll(path string) error {

@@ -21,7 +21,12 @@ import (
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeBenchTemplates()
+		os.Exit(code)
+	}))
+}
 
 const lifetime = time.Minute
 
@@ -66,8 +71,12 @@ func (d *checkingDriver) Start(ctx context.Context, spec driver.Spec) error {
 }
 
 type env struct {
-	t     testing.TB
-	dir   string
+	t   testing.TB
+	dir string
+	// tokenRoot, when set, is the gateway's token root (default under dir).
+	tokenRoot string
+	// store is the store's location; "": the SQLite file in the state directory.
+	store string
 	clock *clock
 	drv   *checkingDriver
 	proc  *process.Driver
@@ -78,9 +87,16 @@ type env struct {
 // running /usr/bin/env as the "supervisor": `env -- sleep 600` is a real
 // sandbox process that simply never registers, which is all the gateway
 // core needs.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv calling prepare with the environment's directory
+// before the gateway opens (to mount the state directory, say).
+func newEnvWith(t *testing.T, prepare func(dir string)) *env {
 	t.Helper()
 	e := &env{t: t, dir: shortTempDir(t), clock: &clock{now: time.Now().Truncate(time.Second)}}
+	if prepare != nil {
+		prepare(e.dir)
+	}
 	e.open()
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -125,9 +141,9 @@ func (e *env) open() {
 
 func (e *env) config() Config {
 	return Config{
-		StateDir: filepath.Join(e.dir, "state"), Lifetime: lifetime, StopGrace: time.Second,
+		StateDir: filepath.Join(e.dir, "state"), Store: e.store, Lifetime: lifetime, StopGrace: time.Second,
 		Drivers: map[string]driver.Driver{"process": e.drv}, DefaultDriver: "process",
-		Now: e.clock.Now, Jitter: func() float64 { return 0 },
+		Now: e.clock.Now, Jitter: func() float64 { return 0 }, TokenRoot: e.tokenRoot,
 	}
 }
 
@@ -287,16 +303,17 @@ func TestRestartMarksEndedSandboxesStopped(t *testing.T) {
 	}
 }
 
-func TestKeyRotationKeepsOldTokensUntilTheyExpire(t *testing.T) {
+func TestImmediateKeyRotationKeepsOldTokensUntilTheyExpire(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	sb := e.create("keys")
 	old, _ := e.dirToken(sb.ID)
 	oldKID := e.g.keys.Active().KID
-	newKID, err := e.g.RotateKeys(ctx)
+	rotation, err := e.g.RotateKeys(ctx, true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	newKID := rotation.KID
 	if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -343,8 +360,10 @@ func TestOpenRefusesBadConfig(t *testing.T) {
 		"no driver":       {func(c *Config) { c.Drivers = nil }, "no compute driver"},
 		"unknown default": {func(c *Config) { c.DefaultDriver = "kvm" }, `default driver "kvm" is not registered`},
 		"loose state dir": {func(c *Config) { c.StateDir = loose }, "chmod 700"},
-		"slow sweep":      {func(c *Config) { c.SweepInterval = time.Minute }, "at most a quarter"},
-		"long state dir":  {func(c *Config) { c.StateDir = "/tmp/" + strings.Repeat("x", 60) }, "unix socket paths"},
+		"key published shorter than the JWKS is cached": {func(c *Config) { c.JWKSMaxAge, c.KeyPublishDelay = time.Hour, time.Minute },
+			"must be at least the JWKS max-age"},
+		"slow sweep":     {func(c *Config) { c.SweepInterval = time.Minute }, "at most a quarter"},
+		"long state dir": {func(c *Config) { c.StateDir = "/tmp/" + strings.Repeat("x", 60) }, "unix socket paths"},
 	}
 	for name, tc := range cases {
 		cfg := good()
@@ -417,5 +436,124 @@ func TestSweepPrunesGenerationsThatCanNoLongerAuthenticate(t *testing.T) {
 	latest, err := e.g.store.LatestGeneration(ctx, sb.ID)
 	if err != nil || latest.Gen != 6 {
 		t.Fatalf("latest generation after pruning: %+v, %v", latest, err)
+	}
+}
+
+// TestStoreRestoredFromBackupNeverIssuesAGenerationTwice puts back a copy
+// of the store taken before three rotations. Sandbox a still runs
+// (reconcile sees its directory), b was stopped meanwhile (its start sees
+// its directory), and c's directory went back too, so only its
+// supervisor's token shows how far it had come. Each gets a generation
+// above everything it ever held, and no generation ever has two jtis.
+func TestStoreRestoredFromBackupNeverIssuesAGenerationTwice(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	issued := map[string]map[uint64]string{} // sandbox -> gen -> jti
+	note := func(tok *auth.Token) {
+		t.Helper()
+		if issued[tok.SandboxID()] == nil {
+			issued[tok.SandboxID()] = map[uint64]string{}
+		}
+		if prev, ok := issued[tok.SandboxID()][tok.Gen()]; ok && prev != tok.JTI() {
+			t.Fatalf("sandbox %s: generation %d issued twice (jti %s and %s)", tok.SandboxID(), tok.Gen(), prev, tok.JTI())
+		}
+		issued[tok.SandboxID()][tok.Gen()] = tok.JTI()
+	}
+	noteDir := func(id string) *auth.Token {
+		t.Helper()
+		raw, err := tokendir.ReadToken(e.g.tokenDir(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := e.g.verify.VerifyIgnoringExpiry(string(raw), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		note(tok)
+		return tok
+	}
+	a, b, c := e.create("a"), e.create("b"), e.create("c")
+	for _, sb := range []Sandbox{a, b, c} {
+		noteDir(sb.ID)
+	}
+	cBackupToken, _ := tokendir.ReadToken(e.g.tokenDir(c.ID))
+
+	dbPath := filepath.Join(e.dir, "state", StoreFile)
+	e.restart(0)
+	backup, err := os.ReadFile(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]*auth.Token{} // what each supervisor holds at the end
+	for range 3 {
+		for _, sb := range []Sandbox{a, b, c} {
+			if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
+				t.Fatal(err)
+			}
+			held[sb.ID] = noteDir(sb.ID)
+		}
+	}
+	if _, err := e.g.Stop(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	// c's directory goes back with the store; its supervisor kept gen 4.
+	w, err := tokendir.NewWriter(e.g.tokenDir(c.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(map[string][]byte{tokendir.TokenFile: cBackupToken, tokendir.JWKSFile: e.g.JWKSJSON()}); err != nil {
+		t.Fatal(err)
+	}
+
+	e.g.Close()
+	for _, suffix := range []string{"-wal", "-shm"} {
+		os.Remove(dbPath + suffix)
+	}
+	if err := os.WriteFile(dbPath, backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.g = nil
+	e.proc.Close()
+	e.open()
+
+	// a: reconcile saw gen 4 in its directory and minted above it.
+	if tok := noteDir(a.ID); tok.Gen() <= held[a.ID].Gen() {
+		t.Fatalf("sandbox a after the restore: directory at gen %d, want above %d", tok.Gen(), held[a.ID].Gen())
+	}
+	if got, _ := e.g.store.GetSandbox(ctx, b.ID); got.LatestGen != 1 {
+		t.Fatalf("restored store: sandbox b at gen %d, want the backup's 1", got.LatestGen)
+	}
+	// b: its start sees gen 4 in its directory.
+	if _, err := e.g.Start(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if tok := noteDir(b.ID); tok.Gen() <= held[b.ID].Gen() {
+		t.Fatalf("sandbox b started after the restore: gen %d, want above %d", tok.Gen(), held[b.ID].Gen())
+	}
+	// c: the supervisor's forgotten token is refused as not issued, and
+	// the answer to it on an attested socket is above it.
+	_, err = e.g.Authenticate(ctx, held[c.ID].Raw(), c.ID, true)
+	var notIssued *session.NotIssuedError
+	if !errors.As(err, &notIssued) || notIssued.Token.Gen() != held[c.ID].Gen() {
+		t.Fatalf("forgotten gen %d: err = %v, want not issued", held[c.ID].Gen(), err)
+	}
+	tok, err := e.g.Reissue(ctx, c.ID, held[c.ID].Gen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	note(tok)
+	if tok.Gen() <= held[c.ID].Gen() {
+		t.Fatalf("reissued gen %d for a supervisor holding gen %d", tok.Gen(), held[c.ID].Gen())
+	}
+	if got := noteDir(c.ID); got.JTI() != tok.JTI() {
+		t.Fatalf("directory holds %s, want the reissued %s", got, tok)
+	}
+	if _, err := e.g.Authenticate(ctx, tok.Raw(), c.ID, false); err != nil {
+		t.Fatalf("reissued token refused: %v", err)
+	}
+	for _, sb := range []Sandbox{a, b} {
+		if _, err := e.g.Authenticate(ctx, held[sb.ID].Raw(), sb.ID, true); !errors.As(err, &notIssued) {
+			t.Fatalf("sandbox %s's forgotten gen %d: err = %v, want not issued", sb.Name, held[sb.ID].Gen(), err)
+		}
 	}
 }

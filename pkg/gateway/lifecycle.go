@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"time"
@@ -50,8 +51,10 @@ func (g *Gateway) Create(ctx context.Context, req CreateRequest) (Sandbox, error
 	if !validName.MatchString(req.Name) {
 		return Sandbox{}, fmt.Errorf("sandbox name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", req.Name, store.ErrInvalid)
 	}
-	if len(req.Spec.Command) == 0 {
-		return Sandbox{}, fmt.Errorf("sandbox %q: no command to run: %w", req.Name, store.ErrInvalid)
+	// With an image, an empty command runs the image's own (its CMD); the
+	// driver refuses an image with nothing to run.
+	if len(req.Spec.Command) == 0 && req.Spec.Image == "" {
+		return Sandbox{}, fmt.Errorf("sandbox %q: no command to run, and no image whose own command could: %w", req.Name, store.ErrInvalid)
 	}
 	if req.Driver == "" {
 		req.Driver = g.cfg.DefaultDriver
@@ -87,6 +90,7 @@ func (g *Gateway) undoCreate(ctx context.Context, id string, cause error) error 
 		g.log.Error("undo sandbox create", zap.String("sandbox", id), zap.Error(err))
 	}
 	removeAll(g.sandboxDir(id))
+	g.removeTokenDir(id)
 	return cause
 }
 
@@ -174,6 +178,7 @@ func (g *Gateway) Start(ctx context.Context, idOrName string) (Sandbox, error) {
 	if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxRunning, instance); err != nil {
 		return Sandbox{}, err
 	}
+	g.inotify.started(sb.ID, d)
 	g.log.Info("sandbox started", zap.String("sandbox", sb.ID), zap.String("name", sb.Name),
 		zap.String("instance", instance), zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()))
 	return g.Get(ctx, sb.ID)
@@ -212,6 +217,7 @@ func (g *Gateway) Stop(ctx context.Context, idOrName string) (Sandbox, error) {
 		return Sandbox{}, err
 	}
 	g.sessions.Disconnect(sb.ID)
+	g.inotify.ended(sb.ID)
 	g.log.Info("sandbox stopped", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
 	return g.Get(ctx, sb.ID)
 }
@@ -233,6 +239,7 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
 	}
 	g.forget(sb.ID)
 	g.sessions.Disconnect(sb.ID)
+	g.inotify.ended(sb.ID)
 	if err := g.sockets.RemoveSandbox(sb.ID); err != nil {
 		g.log.Warn("close sandbox socket", zap.String("sandbox", sb.ID), zap.Error(err))
 	}
@@ -245,7 +252,7 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
 	if err := d.Delete(ctx, sb.ID); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		errs = append(errs, fmt.Errorf("driver %s delete: %w", sb.Driver, err))
 	}
-	errs = append(errs, removeAll(g.sandboxDir(sb.ID)))
+	errs = append(errs, removeAll(g.sandboxDir(sb.ID)), g.removeTokenDir(sb.ID))
 	g.log.Info("sandbox deleted; its tokens are revoked", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete sandbox %s: tokens revoked, but cleanup failed: %w", sb.Name, err)
@@ -253,17 +260,88 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
 	return nil
 }
 
-// Rotate mints a new generation for a sandbox now, out of turn.
+// Rotate mints a new generation for a sandbox now and returns it. It
+// fails only when the token reached the sandbox nowhere: neither its
+// directory nor (when the directory write failed) its session; see
+// RotateReport for what happened.
 func (g *Gateway) Rotate(ctx context.Context, idOrName string) (uint64, error) {
+	r, err := g.RotateReport(ctx, idOrName)
+	return r.Gen, err
+}
+
+// deliveryWait bounds how long a manual rotation whose directory write
+// failed waits for the supervisor to acknowledge the token over its
+// session; an acknowledgement normally takes milliseconds.
+const deliveryWait = 5 * time.Second
+
+// RotateResult is what a manual rotation achieved.
+type RotateResult struct {
+	Gen       uint64
+	Written   bool  // the token directory holds Gen
+	WriteErr  error // why it does not; nil when Written
+	Delivered bool  // the supervisor acknowledged Gen over its session
+}
+
+// RotateReport mints a new generation for a sandbox now. The generation
+// is committed whatever happens next; the token is then written into the
+// directory and pushed to the session. When the write fails, it waits up
+// to deliveryWait for the supervisor to acknowledge the push: the sandbox
+// holds the token then, and the result says so with the write's error.
+// Only a token that reached the sandbox nowhere is an error.
+func (g *Gateway) RotateReport(ctx context.Context, idOrName string) (RotateResult, error) {
 	sb, err := g.Resolve(ctx, idOrName)
 	if err != nil {
-		return 0, err
+		return RotateResult{}, err
 	}
-	tok, err := g.mintOne(ctx, sb.ID, "manual")
+	tokens, err := g.mint(ctx, []string{sb.ID}, "manual")
 	if err != nil {
-		return 0, err
+		return RotateResult{}, err
 	}
-	return tok.Gen(), nil
+	tok := tokens[sb.ID]
+	if tok == nil {
+		return RotateResult{}, fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrNotFound) // deleted meanwhile
+	}
+	r := RotateResult{Gen: tok.Gen()}
+	cur, err := g.store.GetSandbox(ctx, sb.ID)
+	if err != nil {
+		return r, err
+	}
+	if cur.WrittenGen >= r.Gen {
+		r.Written = true
+		return r, nil
+	}
+	// mint logged the failure; one more try gives its cause to the caller.
+	if r.WriteErr = g.writeToken(sb.ID, tok.Raw()); r.WriteErr == nil {
+		r.Written = true
+		if err := g.store.RecordWritten(ctx, sb.ID, r.Gen); err != nil {
+			g.log.Warn("record written generation", zap.String("sandbox", sb.ID), zap.Uint64("gen", r.Gen), zap.Error(err))
+		}
+		return r, nil
+	}
+	r.Delivered = g.awaitDelivery(ctx, sb.ID, r.Gen)
+	if !r.Delivered {
+		return r, fmt.Errorf("sandbox %s: generation %d was minted but reached the sandbox nowhere: write token directory: %w; "+
+			"no session acknowledged it (the supervisor gets it when it registers); check the gateway's log and the state directory's file system",
+			sb.Name, r.Gen, r.WriteErr)
+	}
+	g.log.Warn("token directory write failed; the token reached the sandbox over its session", zap.String("sandbox", sb.ID),
+		zap.Uint64("gen", r.Gen), zap.String("jti", tok.JTI()), zap.Error(r.WriteErr))
+	return r, nil
+}
+
+// awaitDelivery waits up to deliveryWait for sandboxID's supervisor to
+// acknowledge gen; without a session it does not wait.
+func (g *Gateway) awaitDelivery(ctx context.Context, sandboxID string, gen uint64) bool {
+	deadline := time.Now().Add(deliveryWait)
+	for g.sessions.Connected(sandboxID) && time.Now().Before(deadline) && ctx.Err() == nil {
+		sb, err := g.store.GetSandbox(ctx, sandboxID)
+		if err == nil && sb.DeliveredGen >= gen {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sb, err := g.store.GetSandbox(ctx, sandboxID)
+	return err == nil && sb.DeliveredGen >= gen
 }
 
 // Exec runs a command in a running sandbox through its supervisor,
@@ -274,6 +352,32 @@ func (g *Gateway) Exec(ctx context.Context, idOrName string, req session.ExecReq
 		return session.ExecResult{}, err
 	}
 	return g.sessions.Exec(ctx, sb.ID, req)
+}
+
+// ErrNoLogs is returned for a sandbox whose driver keeps no logs.
+var ErrNoLogs = errors.New("the sandbox's driver keeps no workload logs")
+
+// Logs returns a sandbox's workload output as its driver keeps it; with
+// follow, the reader keeps returning new output until ctx ends. The
+// caller closes it.
+func (g *Gateway) Logs(ctx context.Context, idOrName string, follow bool) (io.ReadCloser, error) {
+	sb, err := g.Resolve(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	d, err := g.driverFor(sb.Driver)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := d.(driver.Logger)
+	if !ok {
+		return nil, fmt.Errorf("logs of sandbox %s: driver %s: %w", sb.Name, sb.Driver, ErrNoLogs)
+	}
+	r, err := l.Logs(ctx, sb.ID, follow)
+	if err != nil {
+		return nil, fmt.Errorf("logs of sandbox %s from driver %s: %w", sb.Name, sb.Driver, err)
+	}
+	return r, nil
 }
 
 // driverSpec is what a driver needs to run sb.
@@ -307,6 +411,9 @@ func (g *Gateway) onExit(r session.ExitReport) {
 	if err != nil {
 		g.log.Warn("record workload exit", zap.String("sandbox", r.SandboxID), zap.Error(err))
 		return
+	}
+	if changed {
+		g.inotify.ended(r.SandboxID)
 	}
 	g.log.Info("workload exited", zap.String("sandbox", r.SandboxID), zap.String("instance", r.InstanceID),
 		zap.Int("exit_code", r.Code), zap.Int("signal", r.Signal), zap.Bool("marked_stopped", changed))

@@ -5,7 +5,24 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sandkey/sandkey/pkg/auth"
 )
+
+// Rejection reasons the gateway adds to the verifier's (auth.Reasons) once
+// a token verifies but the store refuses it.
+const (
+	reasonUnknownSandbox = "unknown_sandbox"
+	reasonSuperseded     = "superseded"
+	reasonNotIssued      = "not_issued"
+)
+
+// rejectionReasons are every label of sandkey_token_rejections_total,
+// exported at 0 from the start so that a rate or an alert on any of them
+// works before the first rejection.
+func rejectionReasons() []string {
+	return append(auth.Reasons(), reasonUnknownSandbox, reasonSuperseded, reasonNotIssued)
+}
 
 type metrics struct {
 	minted        *prometheus.CounterVec
@@ -14,13 +31,15 @@ type metrics struct {
 	mintDuration  prometheus.Histogram
 	writeFailures prometheus.Counter
 	pruned        prometheus.Counter
+	floorRaised   *prometheus.CounterVec
+	sweepFailures prometheus.Counter
 }
 
 // newMetrics registers the gateway's metrics on reg (none when nil).
 func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 	m := &metrics{
 		minted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sandkey_tokens_minted_total", Help: "Token generations minted, by reason (start, rotation, reconcile, manual).",
+			Name: "sandkey_tokens_minted_total", Help: "Token generations minted, by reason (start, rotation, reconcile, manual, reissue).",
 		}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sandkey_token_rejections_total", Help: "Tokens refused when authenticating supervisors, by reason.",
@@ -39,6 +58,16 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		pruned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sandkey_generations_pruned_total", Help: "Records of generations that can no longer authenticate, deleted.",
 		}),
+		floorRaised: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sandkey_generation_floor_raised_total",
+			Help: "Generations seen signed above the store's counter (a store restored from backup), by where they were seen (directory, presented).",
+		}, []string{"evidence"}),
+		sweepFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sandkey_sweep_failures_total", Help: "Rotation sweeps that failed (tokens due were not rotated).",
+		}),
+	}
+	for _, reason := range rejectionReasons() {
+		m.rejected.WithLabelValues(reason)
 	}
 	if reg == nil {
 		return m
@@ -54,6 +83,34 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}
 		return float64(len(pending))
 	})
-	reg.MustRegister(m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, pending)
+	expired := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sandkey_expired_tokens", Help: "Running sandboxes whose newest token has expired (rotation is failing or late).",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := g.store.CountExpired(ctx, g.now())
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	})
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sandkey_ready", Help: "1 when the gateway is ready (reconciled and able to mint), else 0.",
+	}, func() float64 {
+		if ok, _ := g.Ready(); ok {
+			return 1
+		}
+		return 0
+	})
+	memory := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sandkey_token_dir_memory_backed", Help: "1 when the token directories are on a memory-backed file system (tmpfs, ramfs), 0 when tokens reach a disk.",
+	}, func() float64 {
+		if g.tokens.MemoryBacked {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(memory, m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, m.sweepFailures, m.floorRaised,
+		pending, expired, ready)
 	return m
 }

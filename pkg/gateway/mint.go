@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"go.uber.org/zap"
@@ -12,27 +14,162 @@ import (
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
-// mint issues the next generation of every sandbox in ids, in the order
-// the invariants demand: one store transaction commits every new
-// generation; only then are the tokens written into the token directories
-// (in parallel, bounded) and pushed to connected supervisors. It returns
-// the new tokens by sandbox id. A directory write that fails is logged and
-// counted; the generation stays committed and the next sweep or resume
-// writes a newer one.
+// Minting many sandboxes (a sweep, a reconcile after an outage) runs as a
+// pipeline of batches of SweepBatch sandboxes, each batch in the order the
+// invariants demand (commit, then write, then push):
+//
+//  1. presign: sign the next generation of each sandbox of a batch, in
+//     parallel, outside any transaction, guessing the generation from the
+//     newest token the gateway holds;
+//  2. commit: one store transaction per batch commits every new
+//     generation, taking the presigned token where the guess was right
+//     (and the signing key is still the active one), signing otherwise;
+//  3. deliver: write the tokens into their directories (in parallel,
+//     bounded), record them written, and push them to connected
+//     supervisors.
+//
+// While batch k is committed, batch k+1 is presigned and batch k-1
+// delivered: the store's one writer, the signatures and the directory
+// writes overlap instead of taking turns. A token leaves the gateway only
+// in step 3, after its batch committed.
+
+// minted is one committed batch: the new token of each sandbox.
+type minted map[string]*auth.Token
+
+// presigned is a token signed ahead of its commit, and the key that was
+// active when it was signed.
+type presigned struct {
+	tok *auth.Token
+	kid string
+}
+
+// mint issues the next generation of every sandbox in ids, committed in
+// one store transaction, then written into the token directories and
+// pushed. It returns the new tokens by sandbox id. A directory write that
+// fails is logged and counted; the generation stays committed and the next
+// sweep or resume writes a newer one.
 func (g *Gateway) mint(ctx context.Context, ids []string, reason string) (map[string]*auth.Token, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	tokens := make(map[string]*auth.Token, len(ids))
-	start := g.now()
-	gens, err := g.store.NextGenerations(ctx, ids, func(id string, gen uint64) (store.Minted, error) {
-		tok, err := g.issuer.Mint(id, gen)
+	tokens, err := g.commit(ctx, ids, nil, reason)
+	if err != nil {
+		return nil, err
+	}
+	g.deliver(ctx, tokens, reason)
+	return tokens, nil
+}
+
+// mintAll mints ids in batches through the pipeline above and returns how
+// many generations it committed. latest, if set, holds each sandbox's
+// newest generation as the caller read it from the store; otherwise
+// presigning guesses from the tokens the gateway holds.
+func (g *Gateway) mintAll(ctx context.Context, ids []string, latest map[string]uint64, reason string) (int, error) {
+	var batches [][]string
+	for start := 0; start < len(ids); start += g.cfg.SweepBatch {
+		batches = append(batches, ids[start:min(start+g.cfg.SweepBatch, len(ids))])
+	}
+	if len(batches) == 0 {
+		return 0, nil
+	}
+	deliveries := make(chan minted, 1)
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		for tokens := range deliveries {
+			g.deliver(ctx, tokens, reason)
+		}
+	}()
+	defer func() {
+		close(deliveries)
+		<-delivered
+	}()
+
+	next := g.presignAsync(batches[0], latest)
+	total := 0
+	for i, batch := range batches {
+		signed := <-next
+		if i+1 < len(batches) {
+			next = g.presignAsync(batches[i+1], latest)
+		}
+		tokens, err := g.commit(ctx, batch, signed, reason)
 		if err != nil {
-			return store.Minted{}, err
+			if i+1 < len(batches) {
+				<-next
+			}
+			return total, err
+		}
+		total += len(tokens)
+		deliveries <- tokens
+	}
+	return total, nil
+}
+
+// presignAsync signs the guessed next generation of every sandbox of ids
+// whose newest generation is known (from latest, or the token the gateway
+// holds), on every core, and sends the result once done.
+func (g *Gateway) presignAsync(ids []string, latest map[string]uint64) <-chan map[string]presigned {
+	out := make(chan map[string]presigned, 1)
+	go func() { out <- g.presign(ids, latest) }()
+	return out
+}
+
+func (g *Gateway) presign(ids []string, latest map[string]uint64) map[string]presigned {
+	type job struct {
+		id  string
+		gen uint64
+	}
+	var jobs []job
+	g.latestMu.RLock()
+	for _, id := range ids {
+		if gen, ok := latest[id]; ok {
+			jobs = append(jobs, job{id, gen + 1})
+		} else if tok := g.latest[id]; tok != nil {
+			jobs = append(jobs, job{id, tok.Gen() + 1})
+		}
+	}
+	g.latestMu.RUnlock()
+	out := make(map[string]presigned, len(jobs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), len(jobs))
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(jobs); i += workers {
+				kid := g.keys.Active().KID
+				tok, err := g.issuer.Mint(jobs[i].id, jobs[i].gen)
+				if err != nil || g.keys.Active().KID != kid {
+					continue // commit signs it
+				}
+				mu.Lock()
+				out[jobs[i].id] = presigned{tok, kid}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// commit commits the next generation of every sandbox of ids in one store
+// transaction, using signed where it holds that very generation, and
+// returns the committed tokens.
+func (g *Gateway) commit(ctx context.Context, ids []string, signed map[string]presigned, reason string) (minted, error) {
+	tokens := make(minted, len(ids))
+	gens, err := g.store.NextGenerations(ctx, ids, func(id string, gen uint64) (store.Minted, error) {
+		kid := g.keys.Active().KID
+		tok := signed[id].tok
+		if tok == nil || tok.Gen() != gen || signed[id].kid != kid {
+			var err error
+			if tok, err = g.issuer.Mint(id, gen); err != nil {
+				return store.Minted{}, err
+			}
 		}
 		tokens[id] = tok
 		return store.Minted{
-			JTI: tok.JTI(), KID: g.keys.Active().KID, Token: tok.Raw(),
+			JTI: tok.JTI(), KID: tok.KID(), Token: tok.Raw(),
 			IssuedAt: tok.IssuedAt(), ExpiresAt: tok.ExpiresAt(),
 			RotateAt: RotationPoint(tok.IssuedAt(), g.cfg.Lifetime, g.cfg.Jitter()),
 		}, nil
@@ -44,18 +181,23 @@ func (g *Gateway) mint(ctx context.Context, ids []string, reason string) (map[st
 	} else if err != nil {
 		return nil, fmt.Errorf("mint %d generation(s) (%s): %w", len(ids), reason, err)
 	}
-	committed := make(map[string]*auth.Token, len(gens))
+	committed := make(minted, len(gens))
 	for _, gen := range gens {
 		committed[gen.SandboxID] = tokens[gen.SandboxID]
 	}
-	tokens = committed
-	g.metrics.minted.WithLabelValues(reason).Add(float64(len(tokens)))
+	g.metrics.minted.WithLabelValues(reason).Add(float64(len(committed)))
 	g.latestMu.Lock()
-	for id, tok := range tokens {
+	for id, tok := range committed {
 		g.latest[id] = tok
 	}
 	g.latestMu.Unlock()
+	return committed, nil
+}
 
+// deliver writes committed tokens into their directories, records what
+// was written, and pushes them to connected supervisors.
+func (g *Gateway) deliver(ctx context.Context, tokens minted, reason string) {
+	start := g.now()
 	toWrite, written := g.splitByDelivery(ctx, tokens)
 	for id, gen := range g.writeAll(toWrite) {
 		written[id] = gen
@@ -69,12 +211,18 @@ func (g *Gateway) mint(ctx context.Context, ids []string, reason string) (map[st
 			zap.String("jti", tok.JTI()), zap.String("reason", reason))
 	}
 	g.metrics.mintDuration.Observe(g.now().Sub(start).Seconds())
-	return tokens, nil
 }
 
-// mintOne is mint for a single sandbox, failing if its directory write
-// failed: a start must not proceed on a directory that lacks the token.
+// mintOne is mint for a single sandbox (a start, a manual rotation),
+// failing if its directory write failed: a start must not proceed on a
+// directory that lacks the token. It first raises the sandbox's floor past
+// a generation its directory holds that the store forgot (floorFromDir).
 func (g *Gateway) mintOne(ctx context.Context, id, reason string) (*auth.Token, error) {
+	if sb, err := g.store.GetSandbox(ctx, id); err == nil {
+		if _, err := g.floorFromDir(ctx, sb); err != nil {
+			g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", id), zap.Error(err))
+		}
+	}
 	tokens, err := g.mint(ctx, []string{id}, reason)
 	if err != nil {
 		return nil, err
@@ -92,7 +240,7 @@ func (g *Gateway) mintOne(ctx context.Context, id, reason string) (*auth.Token, 
 
 // writeAll writes every token into its sandbox's directory with at most
 // WriteParallelism writes in flight, and returns the generations written.
-func (g *Gateway) writeAll(tokens map[string]*auth.Token) map[string]uint64 {
+func (g *Gateway) writeAll(tokens minted) map[string]uint64 {
 	type job struct {
 		id  string
 		tok *auth.Token
@@ -124,6 +272,32 @@ func (g *Gateway) writeAll(tokens map[string]*auth.Token) map[string]uint64 {
 	close(jobs)
 	wg.Wait()
 	return written
+}
+
+// openSockets opens the attested socket of every sandbox of ids, with at
+// most WriteParallelism in flight, and returns the first error.
+func (g *Gateway) openSockets(ids []string) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	jobs := make(chan string)
+	for range min(g.cfg.WriteParallelism, len(ids)) {
+		wg.Go(func() {
+			for id := range jobs {
+				if _, err := g.sockets.AddSandbox(g.socketDir(id), id); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, id := range ids {
+		jobs <- id
+	}
+	close(jobs)
+	wg.Wait()
+	return first
 }
 
 // latestToken returns the newest token of a sandbox, from the cache or the

@@ -14,8 +14,12 @@ import (
 // sandbox the store says is running is checked with its driver. One that
 // still runs gets its socket back, and a fresh token if its token expired,
 // reached its rotation point, or was never written while the gateway was
-// down; one the driver no longer knows is marked vanished, one that ended
-// is marked stopped.
+// down, or if its directory holds a generation the store does not know (a
+// store restored from backup: the floor is raised past it first, so the
+// fresh generation was never issued before); one the driver no longer
+// knows is marked vanished, one that ended is marked stopped. A token
+// directory found empty (a tmpfs after a host reboot) counts as never
+// written.
 func (g *Gateway) reconcile(ctx context.Context) error {
 	running, err := g.store.ListSandboxes(ctx, store.SandboxRunning)
 	if err != nil {
@@ -23,6 +27,7 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 	}
 	now := g.now()
 	var serve, remint []string
+	latest := make(map[string]uint64)
 	for _, sb := range running {
 		d, err := g.driverFor(sb.Driver)
 		if err != nil {
@@ -49,21 +54,24 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 			continue
 		}
 		serve = append(serve, sb.ID)
-		if sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) {
+		forgotten, err := g.floorFromDir(ctx, sb)
+		if err != nil {
+			g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", sb.ID), zap.Error(err))
+		}
+		if forgotten || sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) || !g.tokenDirPublished(sb.ID) {
 			remint = append(remint, sb.ID)
+			latest[sb.ID] = sb.LatestGen
 		}
 	}
-	for start := 0; start < len(remint); start += g.cfg.SweepBatch {
-		batch := remint[start:min(start+g.cfg.SweepBatch, len(remint))]
-		if _, err := g.mint(ctx, batch, "reconcile"); err != nil {
-			return err
-		}
+	if _, err := g.mintAll(ctx, remint, latest, "reconcile"); err != nil {
+		return err
 	}
 	// Only now, with every token fresh, do the sandboxes' sockets open.
-	for _, id := range serve {
-		if _, err := g.sockets.AddSandbox(g.socketDir(id), id); err != nil {
-			return err
-		}
+	// Each socket is a few file system operations on the state directory's
+	// disk: opened WriteParallelism at a time, 10,000 take a fraction of
+	// the time they take one by one.
+	if err := g.openSockets(serve); err != nil {
+		return err
 	}
 	g.log.Info("reconciled sandboxes", zap.Int("running", len(running)), zap.Int("reminted", len(remint)))
 	return nil

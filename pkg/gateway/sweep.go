@@ -14,9 +14,11 @@ func (g *Gateway) runSweep(ctx context.Context) {
 	t := time.NewTicker(g.cfg.SweepInterval)
 	defer t.Stop()
 	for {
-		if n, err := g.Sweep(ctx); err != nil && ctx.Err() == nil {
-			g.log.Error("rotation sweep", zap.Int("rotated", n), zap.Error(err))
+		n, err := g.Sweep(ctx)
+		if ctx.Err() != nil {
+			return
 		}
+		g.sweepDone(n, err)
 		select {
 		case <-ctx.Done():
 			return
@@ -25,30 +27,48 @@ func (g *Gateway) runSweep(ctx context.Context) {
 	}
 }
 
-// Sweep mints the next generation for every running sandbox whose token
-// reached its rotation point, one store transaction per SweepBatch
-// sandboxes, and retires signing keys no live token uses any more. It
+// sweepDone records a sweep's outcome in readiness and metrics: a failed
+// sweep (the store full or read-only, say) means tokens are not rotated,
+// so the gateway is not ready until a sweep succeeds again.
+func (g *Gateway) sweepDone(rotated int, err error) {
+	if err != nil {
+		g.metrics.sweepFailures.Inc()
+		g.log.Error("rotation sweep", zap.Int("rotated", rotated), zap.Error(err))
+	}
+	if g.ready.sweepDone(err) {
+		if err != nil {
+			g.log.Warn("not ready: rotation sweeps fail; tokens are not rotated until one succeeds", zap.Error(err))
+		} else {
+			g.log.Info("ready again: a rotation sweep succeeded", zap.Int("rotated", rotated))
+		}
+	}
+}
+
+// Sweep activates the next signing key when its publish delay has passed,
+// mints the next generation for every running sandbox whose token reached
+// its rotation point, one store transaction per SweepBatch sandboxes,
+// pipelined (see mint.go), and
+// retires signing keys no live token uses any more. It
 // returns how many sandboxes it rotated.
 func (g *Gateway) Sweep(ctx context.Context) (int, error) {
+	if err := g.activateDueKeys(ctx); err != nil {
+		return 0, err
+	}
 	now := g.now()
 	due, err := g.store.DueForRotation(ctx, now)
 	if err != nil {
 		return 0, err
 	}
-	total := 0
-	for start := 0; start < len(due); start += g.cfg.SweepBatch {
-		batch := due[start:min(start+g.cfg.SweepBatch, len(due))]
-		ids := make([]string, len(batch))
-		for i, d := range batch {
-			ids[i] = d.ID
-			if !d.RotateAt.IsZero() {
-				g.metrics.rotationLag.Observe(now.Sub(d.RotateAt).Seconds())
-			}
+	ids := make([]string, len(due))
+	for i, d := range due {
+		ids[i] = d.ID
+		if !d.RotateAt.IsZero() {
+			g.metrics.rotationLag.Observe(now.Sub(d.RotateAt).Seconds())
 		}
-		if _, err := g.mint(ctx, ids, "rotation"); err != nil {
-			return total, err
-		}
-		total += len(ids)
+	}
+	total, err := g.mintAll(ctx, ids, nil, "rotation")
+	if err != nil {
+		return total, err
 	}
 	if err := g.retireUnusedKeys(ctx); err != nil {
 		return total, err

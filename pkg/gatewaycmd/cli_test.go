@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,6 +51,8 @@ func TestCLIRefusesBadArgumentsBeforeCallingTheGateway(t *testing.T) {
 		{"exec without a command", []string{"sandbox", "exec", "web"}, "no command given"},
 		{"exec with a bad env entry", []string{"sandbox", "exec", "web", "-e", "=x", "--", "true"}, "not a variable name"},
 		{"exec with a negative timeout", []string{"sandbox", "exec", "web", "--timeout", "-1s", "--", "true"}, "negative"},
+		{"exec with both -i and --stdin", []string{"sandbox", "exec", "-i", "--stdin", "web", "--", "cat"}, "choose one"},
+		{"logs without a sandbox", []string{"sandbox", "logs", "-f"}, "missing sandbox"},
 		{"unknown sandbox command", []string{"sandbox", "frob"}, `unknown command "frob"`},
 		{"unknown keys command", []string{"keys", "frob"}, `unknown command "frob"`},
 		{"keys rotate with an operand", []string{"keys", "rotate", "now"}, "takes no arguments"},
@@ -68,6 +71,16 @@ func TestCLIRefusesBadArgumentsBeforeCallingTheGateway(t *testing.T) {
 				t.Errorf("stdout %q, want nothing", stdout)
 			}
 		})
+	}
+}
+
+func TestCLICreateWithAnImageNeedsNoCommand(t *testing.T) {
+	clearAdminEnv(t)
+	state := t.TempDir()
+	// Past validation, the call fails only for want of a gateway.
+	code, _, stderr := runCLI(t, "--state-dir", state, "sandbox", "create", "app", "--driver", "docker", "--image", "my/agent:1")
+	if code != ExitFailure || !strings.Contains(stderr, "no gateway is running") {
+		t.Errorf("exit %d, stderr %q; want the request to reach for the gateway (ExitFailure, no gateway is running)", code, stderr)
 	}
 }
 
@@ -106,5 +119,35 @@ func TestExecRefusesStdinLargerThanOneExecCarries(t *testing.T) {
 	var ue usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "512 KiB") {
 		t.Fatalf("exec with 513 KiB of stdin: %v, want a usage error naming the limit", err)
+	}
+}
+
+func TestServeOnAStateDirOthersCanReadExitsAsAConfigurationError(t *testing.T) {
+	clearAdminEnv(t)
+	// Short: the sandbox socket paths under it are checked first.
+	state, err := os.MkdirTemp("/tmp", "skmode")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	if err := os.Chmod(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCLI(t, "--state-dir", state, "serve", "--http-addr", "", "--supervisor", "/usr/bin/env")
+	if code != ExitUsage || !strings.Contains(stderr, "chmod 700 "+state) {
+		t.Fatalf("serve on a 0755 state directory: exit %d, stderr %q; want %d and the chmod to run", code, stderr, ExitUsage)
+	}
+}
+
+func TestExecTTYRefusesAStdinThatIsNotATerminal(t *testing.T) {
+	clearAdminEnv(t)
+	var stdout, stderr bytes.Buffer
+	root := NewRoot(&stdout, &stderr)
+	root.SetIn(strings.NewReader("echo hi\n"))
+	root.SetArgs([]string{"--state-dir", t.TempDir(), "sandbox", "exec", "-it", "web", "--", "sh"})
+	err := root.ExecuteContext(context.Background())
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "use -i alone") {
+		t.Fatalf("exec -it with a pipe as stdin: %v, want a usage error that says to use -i", err)
 	}
 }

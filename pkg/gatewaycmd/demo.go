@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -40,10 +41,20 @@ func startDemo(ctx context.Context, gw *gateway.Gateway, g *globals, o *serveOpt
 sandkey demo: sandbox %q (%s) runs on the %s driver; its token lives %s and rotates at about half that.
 Watch the generation rise:   %s --state-dir %s sandbox list
 Run a command inside:        %s --state-dir %s sandbox exec demo -- sh -c 'echo hello from $SANDKEY_SANDBOX_ID'
-Its token directory:         %s/sandboxes/%s/auth
+Its token directory:         %s (%s)
+Open a shell inside:         %s --state-dir %s sandbox exec -it demo -- sh
 Stop the gateway with Ctrl-C; the sandbox keeps running and the next gateway finds it.
 
-`, sb.Name, sb.ID, sb.Driver, o.lifetime, self, g.stateDir, self, g.stateDir, g.stateDir, sb.ID)
+`, sb.Name, sb.ID, sb.Driver, o.lifetime, self, g.stateDir, self, g.stateDir,
+		filepath.Join(gw.TokenRoot().Path, sb.ID), memoryNote(gw.TokenRoot()), self, g.stateDir)
 	log.Info("demo sandbox running", zap.String("sandbox", sb.ID), zap.Uint64("gen", sb.LatestGen))
 	return nil
+}
+
+// memoryNote says, for a person, where the token directories' bytes live.
+func memoryNote(root gateway.TokenRoot) string {
+	if root.MemoryBacked {
+		return "in memory, " + root.FSType
+	}
+	return "on disk: see the warning above"
 }

@@ -49,7 +49,7 @@ var driverRegistry = []driverEntry{
 	{
 		name: process.Name,
 		flags: func(fs *pflag.FlagSet, o *driverOptions) {
-			fs.StringVar(&o.supervisorF, "supervisor", "", "supervisor binary the process driver runs (default: the one beside this binary, else on PATH)")
+			fs.StringVar(&o.supervisorF, "supervisor", "", "supervisor binary the process driver runs and the docker and podman drivers mount, read-only, into images without their own; it must be static for those (default: the one beside this binary, else on PATH)")
 		},
 		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) {
 			path, err := env.supervisor()
@@ -67,7 +67,11 @@ var driverRegistry = []driverEntry{
 			fs.StringVar(&o.network, "container-network", "none", "network mode of docker and podman sandboxes (the session needs none)")
 		},
 		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) {
-			return docker.New(docker.Config{Host: o.dockerHost, Network: o.network, Logger: env.log.Named(docker.Name)})
+			sup, err := env.supervisor()
+			if err != nil {
+				return nil, err
+			}
+			return docker.New(docker.Config{Host: o.dockerHost, Network: o.network, Supervisor: sup, Logger: env.log.Named(docker.Name)})
 		},
 	},
 	{
@@ -76,7 +80,11 @@ var driverRegistry = []driverEntry{
 			fs.StringVar(&o.podmanHost, "podman-host", podman.DefaultHost, "Podman API address (Docker-compatible) for the podman driver")
 		},
 		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) {
-			return podman.New(podman.Config{Host: o.podmanHost, Network: o.network, Logger: env.log.Named(podman.Name)})
+			sup, err := env.supervisor()
+			if err != nil {
+				return nil, err
+			}
+			return podman.New(podman.Config{Host: o.podmanHost, Network: o.network, Supervisor: sup, Logger: env.log.Named(podman.Name)})
 		},
 	},
 	{

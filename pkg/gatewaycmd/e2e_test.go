@@ -331,30 +331,50 @@ func TestCLIDrivesARealGatewayThroughASandboxsLife(t *testing.T) {
 		}
 	})
 
-	t.Run("keys rotate makes a new active key and keeps the old one verifying", func(t *testing.T) {
+	t.Run("keys rotate publishes a key that activates later; --now activates it", func(t *testing.T) {
 		var before []keyJSON
 		if err := json.Unmarshal([]byte(tg.ok(t, "-o", "json", "keys", "list")), &before); err != nil || len(before) != 1 || before[0].State != "active" {
 			t.Fatalf("keys of a new gateway: %+v (%v)", before, err)
 		}
 		out := tg.ok(t, "keys", "rotate")
-		if !strings.Contains(out, "New active signing key") || strings.Contains(out, before[0].KID) {
+		if !strings.Contains(out, "Published signing key") || !strings.Contains(out, "--now") || strings.Contains(out, before[0].KID) {
 			t.Errorf("keys rotate printed %q", out)
 		}
-		var after []keyJSON
-		if err := json.Unmarshal([]byte(tg.ok(t, "-o", "json", "keys", "list")), &after); err != nil {
-			t.Fatal(err)
+		states := func() map[string]keyJSON {
+			var keys []keyJSON
+			if err := json.Unmarshal([]byte(tg.ok(t, "-o", "json", "keys", "list")), &keys); err != nil {
+				t.Fatal(err)
+			}
+			m := map[string]keyJSON{}
+			for _, k := range keys {
+				m[k.KID] = k
+				if k.PublicKey == "" {
+					t.Errorf("key %s has no public key", k.KID)
+				}
+			}
+			return m
 		}
-		states := map[string]string{}
-		for _, k := range after {
-			states[k.KID] = k.State
-			if k.PublicKey == "" {
-				t.Errorf("key %s has no public key", k.KID)
+		var next keyJSON
+		for kid, k := range states() {
+			if kid != before[0].KID {
+				next = k
 			}
 		}
-		if len(after) != 2 || states[before[0].KID] != "verify" {
-			t.Errorf("keys after rotation: %+v", after)
+		if next.State != "next" || next.ActivatesAt == nil || states()[before[0].KID].State != "active" {
+			t.Errorf("keys after rotate: %+v", states())
 		}
-		if table := tg.ok(t, "keys", "list"); !strings.HasPrefix(table, "KID") || strings.Count(table, "\n") != 3 {
+		if code, _, stderr := tg.cli(t, "keys", "rotate"); code != ExitFailure || !strings.Contains(stderr, "--now") {
+			t.Errorf("second keys rotate while one waits: exit %d, stderr %q", code, stderr)
+		}
+		out = tg.ok(t, "keys", "rotate", "--now")
+		if !strings.Contains(out, "New active signing key "+next.KID) {
+			t.Errorf("keys rotate --now printed %q, want the waiting key %s activated", out, next.KID)
+		}
+		after := states()
+		if len(after) != 2 || after[before[0].KID].State != "verify" || after[next.KID].State != "active" {
+			t.Errorf("keys after rotate --now: %+v", after)
+		}
+		if table := tg.ok(t, "keys", "list"); !strings.HasPrefix(table, "KID") || strings.Count(table, "\n") != 3 || !strings.Contains(table, "ACTIVATES") {
 			t.Errorf("keys table:\n%s", table)
 		}
 	})

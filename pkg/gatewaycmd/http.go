@@ -1,7 +1,9 @@
 package gatewaycmd
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,16 +23,21 @@ func newHTTPServer(gw *gateway.Gateway, reg *prometheus.Registry) *http.Server {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !gw.Ready() {
-			http.Error(w, "not ready: reconciling sandboxes", http.StatusServiceUnavailable)
+		if ready, reason := gw.Ready(); !ready {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
+		if root := gw.TokenRoot(); !root.MemoryBacked {
+			fmt.Fprintf(w, "warning: token directories at %s are on %s, not memory-backed: tokens reach the disk\n", root.Path, root.FSType)
+		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /jwks.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/jwk-set+json")
-		w.Header().Set("Cache-Control", "max-age=60")
+		// A new signing key is published at least this long before it
+		// signs (--key-publish-delay), so a cache this old still verifies.
+		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(gw.JWKSMaxAge().Seconds())))
 		w.Write(gw.JWKSJSON())
 	})
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

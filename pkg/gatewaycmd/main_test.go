@@ -1,6 +1,7 @@
 package gatewaycmd
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -12,5 +13,16 @@ func TestMain(m *testing.M) {
 	if os.Getenv(roleEnv) == roleSupervisor {
 		os.Exit(standInSupervisor())
 	}
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	if err := postgres.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stop postgres: %v\n", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }

@@ -75,6 +75,8 @@ type keyJSON struct {
 	State     string     `json:"state"`
 	CreatedAt *time.Time `json:"created_at"`
 	RetiredAt *time.Time `json:"retired_at"`
+	// ActivatesAt is when a next key becomes active; null otherwise.
+	ActivatesAt *time.Time `json:"activates_at"`
 	// PublicKey is the raw Ed25519 key in unpadded base64url, as the
 	// JWKS's "x" carries it.
 	PublicKey string `json:"public_key"`
@@ -83,9 +85,10 @@ type keyJSON struct {
 func keyToJSON(k *adminpb.SigningKey) keyJSON {
 	return keyJSON{
 		KID: k.GetKid(), State: k.GetState(),
-		CreatedAt: utcTime(k.GetCreatedAt().AsTime(), k.GetCreatedAt() != nil),
-		RetiredAt: utcTime(k.GetRetiredAt().AsTime(), k.GetRetiredAt() != nil),
-		PublicKey: base64.RawURLEncoding.EncodeToString(k.GetPublicKey()),
+		CreatedAt:   utcTime(k.GetCreatedAt().AsTime(), k.GetCreatedAt() != nil),
+		RetiredAt:   utcTime(k.GetRetiredAt().AsTime(), k.GetRetiredAt() != nil),
+		ActivatesAt: utcTime(k.GetActivatesAt().AsTime(), k.GetActivatesAt() != nil),
+		PublicKey:   base64.RawURLEncoding.EncodeToString(k.GetPublicKey()),
 	}
 }
 
@@ -187,17 +190,20 @@ func printKeys(w io.Writer, format string, keys []*adminpb.SigningKey, now time.
 		return writeJSON(w, out)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KID\tSTATE\tCREATED\tAGE\tRETIRED")
+	fmt.Fprintln(tw, "KID\tSTATE\tCREATED\tAGE\tACTIVATES\tRETIRED")
 	for _, k := range keys {
-		created, retired := "-", "-"
+		created, activates, retired := "-", "-", "-"
 		if k.GetCreatedAt() != nil {
 			created = stamp(k.GetCreatedAt().AsTime())
+		}
+		if k.GetActivatesAt() != nil {
+			activates = stamp(k.GetActivatesAt().AsTime())
 		}
 		if k.GetRetiredAt() != nil {
 			retired = stamp(k.GetRetiredAt().AsTime())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.GetKid(), k.GetState(), created,
-			age(k.GetCreatedAt().AsTime(), now, k.GetCreatedAt() != nil), retired)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.GetKid(), k.GetState(), created,
+			age(k.GetCreatedAt().AsTime(), now, k.GetCreatedAt() != nil), activates, retired)
 	}
 	return tw.Flush()
 }

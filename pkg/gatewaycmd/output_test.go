@@ -134,15 +134,17 @@ Updated:    2026-11-27T11:58:30Z (1m ago)
 func TestKeysTableAndJSON(t *testing.T) {
 	keys := []*adminpb.SigningKey{
 		{Kid: "k-new", State: "active", CreatedAt: timestamppb.New(testNow.Add(-time.Minute)), PublicKey: []byte{0xfb, 0xff}},
+		{Kid: "k-next", State: "next", CreatedAt: timestamppb.New(testNow), ActivatesAt: timestamppb.New(testNow.Add(5 * time.Minute))},
 		{Kid: "k-old", State: "retired", CreatedAt: timestamppb.New(testNow.Add(-72 * time.Hour)), RetiredAt: timestamppb.New(testNow.Add(-time.Hour))},
 	}
 	var out bytes.Buffer
 	if err := printKeys(&out, outputTable, keys, testNow); err != nil {
 		t.Fatal(err)
 	}
-	wantTable := `KID    STATE    CREATED               AGE  RETIRED
-k-new  active   2026-11-27T11:59:00Z  1m   -
-k-old  retired  2026-11-24T12:00:00Z  3d   2026-11-27T11:00:00Z
+	wantTable := `KID     STATE    CREATED               AGE  ACTIVATES             RETIRED
+k-new   active   2026-11-27T11:59:00Z  1m   -                     -
+k-next  next     2026-11-27T12:00:00Z  0s   2026-11-27T12:05:00Z  -
+k-old   retired  2026-11-24T12:00:00Z  3d   -                     2026-11-27T11:00:00Z
 `
 	if out.String() != wantTable {
 		t.Errorf("keys table:\n%s\nwant:\n%s", out.String(), wantTable)
@@ -157,6 +159,7 @@ k-old  retired  2026-11-24T12:00:00Z  3d   2026-11-27T11:00:00Z
     "state": "active",
     "created_at": "2026-11-27T11:59:00Z",
     "retired_at": null,
+    "activates_at": null,
     "public_key": "-_8"
   }
 ]

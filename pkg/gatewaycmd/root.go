@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // Exit codes of the gateway binary.
@@ -106,10 +108,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "gateway: %v\n", err)
 	var ue usageError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), isConfigError(err):
 		return ExitUsage
 	case isNotFound(err):
 		return ExitNotFound
 	}
 	return ExitFailure
+}
+
+// isConfigError reports whether err is a setting the operator must fix
+// before the gateway can start (a state directory, database or key file
+// others can read; a key file that does not decrypt the keys): exit 2, as
+// for any configuration error, not 1.
+func isConfigError(err error) bool {
+	return errors.Is(err, store.ErrInsecurePermissions) || errors.Is(err, store.ErrWrongKeyFile)
 }

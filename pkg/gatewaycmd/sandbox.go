@@ -36,6 +36,7 @@ func newSandboxCommand(g *globals) *cobra.Command {
 		newSandboxDeleteCommand(g),
 		newSandboxRotateCommand(g),
 		newSandboxExecCommand(g),
+		newSandboxLogsCommand(g),
 	)
 	return cmd
 }
@@ -57,13 +58,18 @@ func newSandboxCreateCommand(g *globals) *cobra.Command {
 		start      bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME [--driver D] [--image I] [--env K=V]... [--start] -- CMD ARGS...",
+		Use:   "create NAME [--driver D] [--image I] [--env K=V]... [--start] [-- CMD ARGS...]",
 		Short: "Create a sandbox that runs CMD ARGS under its supervisor",
+		Long: `Create a sandbox that runs CMD ARGS under its supervisor. With --image,
+CMD ARGS may be left out: the sandbox runs what the image would run (its
+ENTRYPOINT and CMD). Any local image works with the docker and podman
+drivers; the gateway mounts its supervisor into images that lack one.`,
 		Example: `  gateway sandbox create web --start -- python3 -m http.server 8080
-  gateway sandbox create job --driver docker --image busybox -e MODE=batch -- sh -c 'do-work'`,
+  gateway sandbox create job --driver docker --image busybox -e MODE=batch --start -- sh -c 'echo "mode $MODE"; sleep 3600'
+  gateway sandbox create app --driver podman --image my-team/agent:1.4 --start`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, command, err := operandAndCommand(cmd, args, "NAME")
+			name, command, err := operandAndCommand(cmd, args, "NAME", image == "")
 			if err != nil {
 				return err
 			}
@@ -184,19 +190,33 @@ func newSandboxRotateCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rotate ID|NAME",
 		Short: "Mint a new token generation for a sandbox now",
-		Args:  oneSandbox,
+		Long: `Mint a new token generation for a sandbox now. The token is written into
+the sandbox's token directory and pushed over its session. If the directory
+write fails but the supervisor acknowledges the token over its session, the
+sandbox holds it: rotate says so on stderr and exits 0. It exits 1 only when
+the token reached the sandbox nowhere.`,
+		Args: oneSandbox,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withClient(cmd.Context(), g, func(ctx context.Context, c adminpb.AdminClient) error {
 				resp, err := c.RotateSandbox(ctx, &adminpb.RotateSandboxRequest{Sandbox: args[0]})
 				if err != nil {
 					return err
 				}
-				return printResult(g.stdout, g.output,
-					fmt.Sprintf("Sandbox %s: minted token generation %d.", args[0], resp.GetGen()),
+				msg := fmt.Sprintf("Sandbox %s: minted token generation %d.", args[0], resp.GetGen())
+				if !resp.GetWritten() {
+					fmt.Fprintf(g.stderr, "gateway: sandbox %s: writing generation %d into the token directory failed (%s); "+
+						"the supervisor holds it, delivered over its session. The directory keeps the previous token until a write succeeds: check the gateway's log.\n",
+						args[0], resp.GetGen(), resp.GetWriteError())
+					msg = fmt.Sprintf("Sandbox %s: minted token generation %d; delivered over the session (the directory write failed).", args[0], resp.GetGen())
+				}
+				return printResult(g.stdout, g.output, msg,
 					struct {
-						Sandbox string `json:"sandbox"`
-						Gen     uint64 `json:"gen"`
-					}{args[0], resp.GetGen()})
+						Sandbox    string `json:"sandbox"`
+						Gen        uint64 `json:"gen"`
+						Written    bool   `json:"written"`
+						Delivered  bool   `json:"delivered"`
+						WriteError string `json:"write_error,omitempty"`
+					}{args[0], resp.GetGen(), resp.GetWritten(), resp.GetDelivered(), resp.GetWriteError()})
 			})
 		},
 	}
@@ -204,23 +224,34 @@ func newSandboxRotateCommand(g *globals) *cobra.Command {
 
 func newSandboxExecCommand(g *globals) *cobra.Command {
 	var (
-		stdin   bool
-		env     []string
-		timeout time.Duration
+		stdin, interactive, tty bool
+		env                     []string
+		timeout                 time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "exec ID|NAME [--stdin] [-e K=V]... [--timeout D] -- CMD ARGS...",
+		Use:   "exec ID|NAME [-i] [-t] [--stdin] [-e K=V]... [--timeout D] -- CMD ARGS...",
 		Short: "Run a command in a running sandbox; exits with the command's status",
 		Long: `Run a command in a running sandbox through its supervisor. The command's
 stdout and stderr are streamed to this terminal's, and gateway exits with the
 command's exit status (128+N when a signal N killed it, 127 when it could not
-be started). With --stdin, this command's standard input is read to its end
-and sent to the command (at most 512 KiB).`,
-		Example: `  gateway sandbox exec web -- cat /run/sandkey/auth/token
+be started).
+
+With -i, this command's standard input is streamed to the command as it comes,
+without limit, until it ends. With -t, the supervisor runs the command on a
+pseudo-terminal in the sandbox and this terminal is put in raw mode (restored
+on exit): keys, Ctrl-C and Ctrl-D go to the command, window size changes
+follow, and $TERM is passed on. Use -it for a shell. With --stdin, standard
+input is read to its end first and sent in one piece (at most 512 KiB).
+
+Ending this command (or losing its connection) kills the command's process
+group in the sandbox; a sandbox whose session drops ends its commands.`,
+		Example: `  gateway sandbox exec -it web -- sh
+  gateway sandbox exec web -- cat /run/sandkey/auth/token
+  tar c . | gateway sandbox exec -i web -- tar x -C /work
   echo hello | gateway sandbox exec web --stdin -- tr a-z A-Z`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, argv, err := operandAndCommand(cmd, args, "ID|NAME")
+			ref, argv, err := operandAndCommand(cmd, args, "ID|NAME", true)
 			if err != nil {
 				return err
 			}
@@ -232,9 +263,15 @@ and sent to the command (at most 512 KiB).`,
 			if timeout < 0 {
 				return Usagef("--timeout %s is negative", timeout)
 			}
+			if stdin && interactive {
+				return Usagef("--stdin and -i both send stdin: -i streams it, --stdin sends it in one piece; choose one")
+			}
 			req := &adminpb.ExecSandboxRequest{Sandbox: ref, Argv: argv, Env: env}
 			if timeout > 0 {
 				req.Timeout = durationpb.New(timeout)
+			}
+			if interactive || tty {
+				return execInteractive(cmd.Context(), g, req, interactive, tty, cmd.InOrStdin())
 			}
 			if stdin {
 				if req.Stdin, err = readStdin(cmd.InOrStdin()); err != nil {
@@ -248,7 +285,9 @@ and sent to the command (at most 512 KiB).`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&stdin, "stdin", false, "send this command's standard input to the command")
+	f.BoolVar(&stdin, "stdin", false, "read this command's standard input to its end and send it to the command in one piece")
+	f.BoolVarP(&interactive, "interactive", "i", false, "stream this command's standard input to the command as it comes")
+	f.BoolVarP(&tty, "tty", "t", false, "run the command on a terminal in the sandbox, this terminal in raw mode")
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE added for the command (repeatable)")
 	f.DurationVar(&timeout, "timeout", 0, "kill the command if it runs longer (0: no limit)")
 	return cmd
@@ -261,8 +300,14 @@ func runExec(ctx context.Context, c adminpb.AdminClient, req *adminpb.ExecSandbo
 	if err != nil {
 		return err
 	}
+	return printExecOutput(stream.Recv, req, stdout, stderr)
+}
+
+// printExecOutput writes an exec's output as recv returns it and returns
+// its exit status as a commandExit (nil for status 0).
+func printExecOutput(recv func() (*adminpb.ExecSandboxResponse, error), req *adminpb.ExecSandboxRequest, stdout, stderr io.Writer) error {
 	for {
-		msg, err := stream.Recv()
+		msg, err := recv()
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("exec %s in sandbox %s: the gateway ended the output without an exit status", req.Argv[0], req.Sandbox)
 		}
@@ -303,8 +348,8 @@ func readStdin(r io.Reader) ([]byte, error) {
 }
 
 // operandAndCommand splits `NAME [--] CMD ARGS...` into the one operand
-// and the command after it.
-func operandAndCommand(cmd *cobra.Command, args []string, operand string) (string, []string, error) {
+// and the command after it, which may be absent unless needCommand.
+func operandAndCommand(cmd *cobra.Command, args []string, operand string, needCommand bool) (string, []string, error) {
 	before, after := args, []string(nil)
 	if dash := cmd.ArgsLenAtDash(); dash >= 0 {
 		before, after = args[:dash], args[dash:]
@@ -317,6 +362,8 @@ func operandAndCommand(cmd *cobra.Command, args []string, operand string) (strin
 		return "", nil, Usagef("missing %s: %s", operand, usage)
 	case len(before) > 1:
 		return "", nil, Usagef("expected one %s before --, got %q: %s", operand, before, usage)
+	case len(after) == 0 && !needCommand:
+		return before[0], nil, nil
 	case len(after) == 0 || after[0] == "":
 		return "", nil, Usagef("no command given: %s", usage)
 	}

@@ -16,12 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/logging"
+	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // serveOptions are `gateway serve`'s settings; each is a flag, an
@@ -35,6 +36,8 @@ type serveOptions struct {
 	sweepInterval     time.Duration
 	stopGrace         time.Duration
 	heartbeatInterval time.Duration
+	jwksMaxAge        time.Duration
+	keyPublishDelay   time.Duration
 	httpAddr          string
 	sessionAddr       string
 	sessionCert       string
@@ -45,7 +48,10 @@ type serveOptions struct {
 	adminTokenFile    string
 	defaultDriver     string
 	drivers           driverOptions
+	store             string
 	keyFile           string
+	tokenRoot         string
+	tokenRootSize     string
 	logLevel          string
 	logFormat         string
 	demo              bool
@@ -77,6 +83,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.DurationVar(&o.sweepInterval, "sweep-interval", gateway.DefaultSweepInterval, "how often the rotation sweep runs")
 	f.DurationVar(&o.stopGrace, "stop-grace", gateway.DefaultStopGrace, "grace between SIGTERM and SIGKILL when stopping a sandbox")
 	f.DurationVar(&o.heartbeatInterval, "heartbeat-interval", gateway.DefaultHeartbeatInterval, "session heartbeat interval")
+	f.DurationVar(&o.jwksMaxAge, "jwks-max-age", gateway.DefaultJWKSMaxAge, "Cache-Control max-age of /jwks.json; at least 1s")
+	f.DurationVar(&o.keyPublishDelay, "key-publish-delay", gateway.DefaultKeyPublishDelay, "how long keys rotate publishes a new signing key before it signs with it; at least --jwks-max-age")
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP address for /healthz, /readyz, /metrics, /jwks.json; empty disables")
 	f.StringVar(&o.sessionAddr, "session-addr", "", "also serve supervisor sessions on this TCP address (shared, bearer token only; TLS required off loopback)")
 	f.StringVar(&o.sessionCert, "session-tls-cert", "", "TLS certificate for --session-addr")
@@ -87,6 +95,9 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires")
 	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
 	addDriverFlags(f, &o.drivers)
+	f.StringVar(&o.tokenRoot, "token-root", "", "directory of the sandboxes' token directories; default <state-dir>/tokens, mounted as a tmpfs when the gateway may mount (else $XDG_RUNTIME_DIR/sandkey/..., else on disk with a warning)")
+	f.StringVar(&o.tokenRootSize, "token-root-size", gateway.DefaultTokenRootSize, "size limit of the tmpfs mounted at the token root (bytes, or with a k, m, g or % suffix)")
+	f.StringVar(&o.store, "store", "", "where the gateway keeps its state: an SQLite file path, or a Postgres DSN postgres://USER:PASSWORD@HOST:PORT/DATABASE (default <state-dir>/"+gateway.StoreFile+")")
 	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
@@ -94,28 +105,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newLogger(level, format string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, Usagef("--log-level %q: want debug, info, warn or error", level)
-	}
-	var cfg zap.Config
-	switch format {
-	case "json":
-		cfg = zap.NewProductionConfig()
-	case "console":
-		cfg = zap.NewDevelopmentConfig()
-	default:
-		return nil, Usagef("--log-format %q: want json or console", format)
-	}
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	// Errors here are about sandboxes and settings, not code paths.
-	cfg.DisableStacktrace = true
-	cfg.OutputPaths = []string{"stderr"}
-	return cfg.Build()
-}
-
-// findSupervisor locates the supervisor binary for the process driver.
+// findSupervisor locates the supervisor binary the process driver runs
+// and the container drivers mount into images without their own.
 func findSupervisor(flag string) (string, error) {
 	if flag != "" {
 		return filepath.Abs(flag)
@@ -134,9 +125,9 @@ func findSupervisor(flag string) (string, error) {
 }
 
 func runServe(ctx context.Context, g *globals, o *serveOptions) error {
-	log, err := newLogger(o.logLevel, o.logFormat)
+	log, err := logging.New(o.logLevel, o.logFormat)
 	if err != nil {
-		return err
+		return Usagef("%v", err)
 	}
 	defer log.Sync()
 	// gateway.Config takes a zero lifetime for the default; a zero given
@@ -145,9 +136,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return usageError{fmt.Errorf("gateway config: %w", err)}
 	}
 	cfg := gateway.Config{
-		StateDir: g.stateDir, KeyFile: o.keyFile, Lifetime: o.lifetime,
+		StateDir: g.stateDir, Store: o.store, KeyFile: o.keyFile, Lifetime: o.lifetime,
 		Issuer: o.issuer, Audience: o.audience, TrustDomain: o.trustDomain,
 		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
+		JWKSMaxAge: o.jwksMaxAge, KeyPublishDelay: o.keyPublishDelay,
 		DefaultDriver: o.defaultDriver, Logger: log,
 	}
 	if (o.sessionCert == "") != (o.sessionKey == "") {
@@ -163,14 +155,32 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if err := cfg.CheckSettings(); err != nil {
 		return usageError{fmt.Errorf("gateway config: %w", err)}
 	}
+	if err := gateway.CheckTokenRootSize(o.tokenRootSize); err != nil {
+		return usageError{fmt.Errorf("--token-root-size: %w", err)}
+	}
 	if _, err := enabledDrivers(&o.drivers); err != nil {
 		return err
 	}
 	// The state directory is made (0700), or refused when others may read
-	// it, before drivers put their own directories in it.
+	// it, and locked, before drivers put their own directories in it.
 	if err := gateway.CheckStateDir(g.stateDir); err != nil {
 		return err
 	}
+	// One gateway per state directory, locked before anything in it is
+	// touched: a second one would take the first's sandbox sockets.
+	lock, err := gateway.LockStateDir(g.stateDir)
+	if err != nil {
+		if errors.As(err, new(*gateway.StateDirInUseError)) {
+			return usageError{err}
+		}
+		return err
+	}
+	defer lock.Close()
+	tokens, err := gateway.PrepareTokenRoot(g.stateDir, o.tokenRoot, o.tokenRootSize)
+	if err != nil {
+		return err
+	}
+	cfg.TokenRoot = tokens.Path
 	drivers, err := buildDrivers(driverEnv{stateDir: g.stateDir, log: log,
 		supervisor: func() (string, error) { return findSupervisor(o.drivers.supervisorF) }}, &o.drivers)
 	if err != nil {
@@ -182,9 +192,20 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	cfg.Drivers, cfg.Registerer = drivers, reg
 	gw, err := gateway.Open(ctx, cfg)
 	if err != nil {
+		if tokens.Mounted { // nothing can hold a view of it yet
+			gateway.UnmountTokenRoot(tokens.Path)
+		}
+		// --store names a database that does not parse, answer or let us in.
+		if errors.Is(err, store.ErrInvalidDSN) || errors.Is(err, store.ErrConnect) {
+			return usageError{fmt.Errorf("--store: %w", err)}
+		}
 		return err
 	}
 	defer gw.Close()
+	if tokens.MemoryBacked {
+		log.Info("token directories are in memory", zap.String("token_root", tokens.Path), zap.String("fs_type", tokens.FSType),
+			zap.Bool("mounted_now", tokens.Mounted))
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -195,6 +216,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	adminSrv := grpc.NewServer()
 	defer adminSrv.Stop()
 	admin.Register(adminSrv, gw, log.Named("admin"))
+	admin.RegisterReflection(adminSrv)
 	adminPath := filepath.Join(g.stateDir, AdminSocketName)
 	l, err := admin.ListenUnix(adminPath)
 	if err != nil {

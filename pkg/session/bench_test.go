@@ -1,9 +1,11 @@
 package session
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -58,11 +60,14 @@ func reportPercentiles(b *testing.B, d []time.Duration) {
 	b.ReportMetric(pct(0.99), "p99-ns")
 }
 
-// BenchmarkGatewaySessions holds N sessions on one gateway (over its shared
-// TCP listener) and measures the memory each costs and the time to push
-// one rotation to all of them and have it acknowledged. N is 100 and 1000;
-// SANDKEY_BENCH_LARGE=1 adds 10,000. Memory is the heap and stacks of both
-// ends of each session, as they live in this one process.
+// BenchmarkGatewaySessions holds N sessions on one gateway, each on a
+// connection of its own as in production (every supervisor dials its own
+// socket), and reports what a connected sandbox costs each side and the
+// time to push one rotation to all of them and have it acknowledged. The
+// supervisors run in a child process (this test binary, see
+// TestHelperSupervisors), so each side's memory is its own process's:
+// heap and goroutine stacks after a GC, per session. N is 100 and 1000;
+// SANDKEY_BENCH_LARGE=1 adds 10,000.
 func BenchmarkGatewaySessions(b *testing.B) {
 	sizes := []int{100, 1000}
 	if os.Getenv("SANDKEY_BENCH_LARGE") == "1" {
@@ -75,29 +80,141 @@ func BenchmarkGatewaySessions(b *testing.B) {
 
 func benchSessions(b *testing.B, n int) {
 	e := newEnv(b, envConfig{heartbeat: 10 * time.Second, helloTimeout: time.Minute})
-	const conns = 8
-	rpcs := make([]sessionpb.SupervisorSessionClient, conns)
-	for i := range rpcs {
-		rpcs[i] = dialRaw(b, e.tcpTarget())
-	}
 	toks := make([]*auth.Token, n)
+	var list strings.Builder
 	for i := range toks {
 		toks[i] = e.mint(fmt.Sprintf("sb-%05d", i))
+		list.WriteString(toks[i].Raw() + "\n")
 	}
+	heapBefore, goroutinesBefore := memoryInUse(), runtime.NumGoroutine()
 
-	heapBefore, rssBefore := memoryInUse()
+	sup := startSupervisors(b, e.tcpTarget(), list.String())
+	supervisorBytes := sup.expect("ready")
+	deadline := time.Now().Add(2 * time.Minute)
+	for e.srv.Sessions() < n {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d sessions established", e.srv.Sessions(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	gatewayBytes := memoryInUse() - heapBefore
+	goroutines := runtime.NumGoroutine() - goroutinesBefore
+
+	// One call per count: b.Loop, unlike a loop over b.N, never calls the
+	// function again with a larger N, which would dial every session anew.
+	rounds := int64(0)
+	for b.Loop() {
+		b.StopTimer()
+		for _, tok := range toks {
+			e.mint(tok.SandboxID())
+		}
+		rounds++
+		b.StartTimer()
+		for _, tok := range toks {
+			e.srv.Push(tok.SandboxID())
+		}
+		if got := sup.expect("acked"); got != rounds*int64(n) {
+			b.Fatalf("supervisors acknowledged %d pushes, want %d", got, rounds*int64(n))
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/rotation-to-all")
+	b.ReportMetric(float64(gatewayBytes)/float64(n), "gateway-bytes/session")
+	b.ReportMetric(float64(supervisorBytes)/float64(n), "supervisor-bytes/session")
+	b.ReportMetric(float64(goroutines)/float64(n), "gateway-goroutines/session")
+}
+
+// supervisors is the child process holding the supervisors' sessions.
+type supervisors struct {
+	t   testing.TB
+	out *bufio.Scanner
+}
+
+// startSupervisors runs TestHelperSupervisors in a child process: one
+// session per token of list (one per line), each on its own connection
+// to target. The child is killed when the benchmark ends.
+func startSupervisors(t testing.TB, target, list string) *supervisors {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSupervisors$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SANDKEY_BENCH_SUPERVISORS="+target)
+	cmd.Stdin = strings.NewReader(list)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return &supervisors{t: t, out: bufio.NewScanner(stdout)}
+}
+
+// expect reads the child's next line, "<word> <number>", and returns the
+// number.
+func (s *supervisors) expect(word string) int64 {
+	s.t.Helper()
+	if !s.out.Scan() {
+		s.t.Fatalf("supervisors ended before %q: %v", word, s.out.Err())
+	}
+	got, value, _ := strings.Cut(s.out.Text(), " ")
+	v, err := strconv.ParseInt(value, 10, 64)
+	if got != word || err != nil {
+		s.t.Fatalf("supervisors said %q, want %q and a number", s.out.Text(), word)
+	}
+	return v
+}
+
+// TestHelperSupervisors is the child process of BenchmarkGatewaySessions
+// (it does nothing in a plain test run). It opens a session per token read
+// from stdin, each on its own connection, says "ready <bytes>" with the
+// memory they take once every one is accepted, then answers heartbeats
+// and acknowledges pushes, saying "acked <total>" each time every session
+// acknowledged one more push.
+func TestHelperSupervisors(t *testing.T) {
+	target := os.Getenv("SANDKEY_BENCH_SUPERVISORS")
+	if target == "" {
+		return
+	}
+	var raws []string
+	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		raws = append(raws, sc.Text())
+	}
+	n := len(raws)
+	before := memoryInUse()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var wg sync.WaitGroup
-	var acked atomic.Int64
-	defer func() { cancel(); wg.Wait() }()
+	defer wg.Wait()
+	var accepted, acked atomic.Int64
+	var out sync.Mutex
+	say := func(word string, v int64) {
+		out.Lock()
+		fmt.Printf("%s %d\n", word, v)
+		out.Unlock()
+	}
 	sem := make(chan struct{}, 64)
-	var failed atomic.Value
-	for i, tok := range toks {
+	for i, raw := range raws {
 		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			stream, err := rpcs[i%conns].Connect(callContext(ctx, tok.Raw(), ""))
+		wg.Go(func() {
+			conn, err := Dial(ctx, target)
+			if err != nil {
+				t.Errorf("session %d: %v", i, err)
+				<-sem
+				return
+			}
+			defer conn.Close()
+			tok, err := auth.ParseUnverified(raw)
+			if err != nil {
+				t.Errorf("session %d: %v", i, err)
+				<-sem
+				return
+			}
+			stream, err := sessionpb.NewSupervisorSessionClient(conn).Connect(callContext(ctx, raw, ""))
 			if err == nil {
 				err = stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Hello{Hello: &sessionpb.Hello{
 					SandboxId: tok.SandboxID(), TokenGen: tok.Gen()}}})
@@ -108,82 +225,56 @@ func benchSessions(b *testing.B, n int) {
 			}
 			<-sem
 			if err != nil || m.GetAccepted() == nil {
-				failed.Store(fmt.Sprintf("session %d: %v %v", i, m, err))
+				t.Errorf("session %d: %v %v", i, m, err)
 				return
 			}
-			benchSupervisor(stream, &acked)
-		}()
+			accepted.Add(1)
+			benchSupervisor(stream, func() {
+				if a := acked.Add(1); a%int64(n) == 0 {
+					say("acked", a)
+				}
+			})
+		})
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for e.srv.Sessions() < n {
-		if f := failed.Load(); f != nil {
-			b.Fatal(f)
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d sessions established", e.srv.Sessions(), n)
-		}
+	for accepted.Load() < int64(n) && !t.Failed() {
 		time.Sleep(time.Millisecond)
 	}
-	heapAfter, rssAfter := memoryInUse()
-
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		for _, tok := range toks {
-			e.mint(tok.SandboxID())
-		}
-		acked.Store(0)
-		b.StartTimer()
-		for _, tok := range toks {
-			e.srv.Push(tok.SandboxID())
-		}
-		for acked.Load() < int64(n) {
-			time.Sleep(50 * time.Microsecond)
-		}
-	}
-	b.StopTimer()
-	// After the loop: ResetTimer drops metrics reported before it.
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/rotation-to-all")
-	b.ReportMetric(float64(heapAfter-heapBefore)/float64(n), "heap-bytes/session")
-	b.ReportMetric(float64(rssAfter-rssBefore)/float64(n), "rss-bytes/session")
+	say("ready", memoryInUse()-before)
+	<-ctx.Done() // until the benchmark kills the process
 }
 
 // benchSupervisor answers heartbeats and acknowledges pushes.
-func benchSupervisor(stream sessionpb.SupervisorSession_ConnectClient, acked *atomic.Int64) {
+func benchSupervisor(stream sessionpb.SupervisorSession_ConnectClient, onAck func()) {
 	for {
 		m, err := stream.Recv()
 		if err != nil {
 			return
 		}
 		var reply *sessionpb.SupervisorMessage
+		ack := false
 		switch msg := m.GetMsg().(type) {
 		case *sessionpb.GatewayMessage_Heartbeat:
 			reply = &sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}}
 		case *sessionpb.GatewayMessage_TokenUpdate:
 			reply = &sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_TokenAck{TokenAck: &sessionpb.TokenAck{Gen: msg.TokenUpdate.GetGen()}}}
-			acked.Add(1)
+			ack = true
 		default:
 			continue
 		}
 		if err := stream.Send(reply); err != nil {
 			return
 		}
+		if ack {
+			onAck()
+		}
 	}
 }
 
-// memoryInUse returns heap+stack bytes in use after a GC, and the
-// process's resident set size.
-func memoryInUse() (heap, rss int64) {
+// memoryInUse returns the heap and goroutine stack bytes in use after a GC.
+func memoryInUse() int64 {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	heap = int64(ms.HeapInuse + ms.StackInuse)
-	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 1 {
-			pages, _ := strconv.ParseInt(f[1], 10, 64)
-			rss = pages * int64(os.Getpagesize())
-		}
-	}
-	return heap, rss
+	return int64(ms.HeapInuse + ms.StackInuse)
 }

@@ -32,9 +32,13 @@
 //  4. It answers Accepted{session_id, heartbeat_interval, token?, token_gen,
 //     jwks, token_rejected}. The token is there when the latest generation
 //     is newer than Hello.token_gen, or when the token presented is not
-//     current (expired or superseded); token_rejected then tells the
-//     supervisor to mark its token rejected, so that its source takes the
-//     latest whatever the generations (a store restored from backup).
+//     current (expired, superseded, or never issued by the store);
+//     token_rejected then tells the supervisor to mark its token rejected,
+//     so that its source takes the answer whatever the generations. A
+//     presented token the store never issued (a store restored from
+//     backup) is answered by Authority.Reissue with a generation above it,
+//     never with a number the supervisor may already hold under another
+//     jti.
 //  5. Both sides send Heartbeat every interval (10 s); each ends a session
 //     that has heard nothing for three intervals.
 //  6. Push(sandboxID) wakes the session, which reads the latest token and
@@ -54,16 +58,43 @@
 //     its ExecHandler and streams stdout, stderr and the exit status back
 //     on an ExecOutput call of its own, so output never delays heartbeats
 //     or pushes. ExecCancel asks it to kill the command.
+//  9. An interactive exec (ExecRequest.Input, TTY) sets ExecRequest.stream:
+//     the supervisor opens a bidirectional ExecStream call for it instead,
+//     whose first chunk names the exec. Output goes up; the operator's
+//     stdin, terminal sizes and the end of stdin come down as they come.
+//     gRPC's per-stream flow control holds back a large or unread stdin on
+//     that call alone, never the Connect stream. With TTY the supervisor
+//     allocates a pseudo-terminal and runs the command as the leader of a
+//     new session on it. The call ending in an error (the operator went
+//     away) makes the supervisor kill the command's process group; a
+//     session that ends ends its execs, and Exec says so.
 //  9. ReportExit reports the workload's end to ServerConfig.OnExit.
 //  10. ExchangeServiceAccountToken (exchange.go) trades a backend's own
 //     credential (a pod's projected ServiceAccount token) for the
 //     sandbox's token: shared listeners only, nothing over
 //     MaxExchangeCredential, the decision is ServerConfig.Exchanger's, and
 //     every outcome is counted in sandkey_exchange_total{result}.
+//  10. A supervisor that half-closes its stream (a client sending Hello and
+//     closing, as grpcurl does) ends the session, but what the gateway
+//     queued for it (the Accepted at least) is flushed before the handler
+//     returns, within a heartbeat interval.
 //
 // The supervisor reconnects after any end with exponential backoff and full
 // jitter (100 ms to 30 s, reset once a session stayed up 30 s). A Rejected
-// UNAUTHENTICATED or SUPERSEDED makes it mark its token rejected.
+// UNAUTHENTICATED or SUPERSEDED makes it mark its token rejected. On a unix
+// target a backoff ends early, with the backoff started afresh, as soon as
+// a socket other than the one of the failed attempt is at the path (a
+// restarted gateway): the client watches the socket's directory for all of
+// Run through the process's shared inotify instance (ClientConfig.Watcher,
+// see pkg/dirwatch) and, where it has none, stats the socket every
+// SocketPollInterval (250 ms) while it waits. The same socket never ends a
+// backoff early, so a gateway that refused the session is not hammered.
+// "The same" is the socket the attempt's dial found: each attempt dials
+// afresh and awaits the outcome, because gRPC keeps failing calls with its
+// last dial's error until a connection is ready, and that dial may predate
+// the new socket.
+// A backoff is also cut short when the source takes a new token (from the
+// directory) meanwhile: the token may be the one the gateway wanted.
 //
 // # Channel identity
 //
@@ -77,13 +108,14 @@
 //     another is refused;
 //   - the bearer is optional (the socket is the identity); when present it
 //     must be a genuine token of that sandbox (signature, claims), but it
-//     may be expired or superseded: the supervisor gets the latest.
+//     may be expired, superseded or unknown to the store: the supervisor
+//     gets the latest, or for an unknown one a generation above it.
 //
 // On a shared listener (TCP or TLS) only a valid bearer is accepted: not
 // expired, of one of the two newest generations, for the sandbox the call
 // names. Recovery after expiry there comes from the token directory.
 // Exec output is matched to both its exec id and the authenticated
-// sandbox, and each exec accepts one output stream: a sandbox can neither
+// sandbox, and each exec accepts one output stream (of its kind): a sandbox can neither
 // feed nor read another's exec, and learns nothing from trying (NotFound).
 //
 // # Limits

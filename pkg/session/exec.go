@@ -25,7 +25,36 @@ type ExecRequest struct {
 	// Stdout and Stderr receive the output as it arrives; nil discards it.
 	// Exec never writes to them after it has returned.
 	Stdout, Stderr io.Writer
+
+	// Input, when not nil, makes the exec interactive: it carries the
+	// command's stdin (with StreamStdin) and terminal size changes as the
+	// operator produces them, on an ExecStream call of the supervisor's
+	// own (never on the session). Closing it ends the command's stdin.
+	// The caller owns it; Exec stops reading it once it returns.
+	Input <-chan ExecInput
+	// StreamStdin: the command reads the Stdin pieces of Input rather
+	// than Stdin. Needs Input.
+	StreamStdin bool
+	// TTY runs the command on a pseudo-terminal the supervisor allocates,
+	// of size Window; all its output arrives on Stdout.
+	TTY    bool
+	Window WindowSize
 }
+
+// ExecInput is one piece of an interactive exec's input: stdin bytes, or
+// a new terminal size.
+type ExecInput struct {
+	Stdin  []byte
+	Resize *WindowSize
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	Rows, Cols uint16
+}
+
+// streaming reports whether req needs an ExecStream call.
+func (req ExecRequest) streaming() bool { return req.Input != nil || req.TTY }
 
 // ExecResult is how an exec ended.
 type ExecResult struct {
@@ -38,6 +67,9 @@ type ExecResult struct {
 	Error string
 }
 
+// errSupervisorGone ends the execs of a session that ended under them.
+var errSupervisorGone = fmt.Errorf("%w: the sandbox's supervisor disconnected, which ends its commands", ErrSessionEnded)
+
 // errExecGone stops an output stream whose exec nobody waits for any more.
 var errExecGone = errors.New("exec is no longer awaited")
 
@@ -49,9 +81,13 @@ type pendingExec struct {
 	stdout    io.Writer
 	stderr    io.Writer
 	done      chan struct{} // closed by finish
+	// input feeds a streaming exec's ExecStream call; nil for none.
+	input     <-chan ExecInput
+	streaming bool
+	gone      chan struct{} // closed by abandon: nobody waits any more
 
 	mu      sync.Mutex
-	claimed bool // an ExecOutput call has taken it
+	claimed bool // an ExecOutput or ExecStream call has taken it
 	closed  bool // finished or abandoned: no more writes
 	result  ExecResult
 	err     error
@@ -85,8 +121,13 @@ func (pe *pendingExec) finish(res ExecResult, err error) {
 // its own again.
 func (pe *pendingExec) abandon() {
 	pe.mu.Lock()
+	defer pe.mu.Unlock()
 	pe.closed = true
-	pe.mu.Unlock()
+	select {
+	case <-pe.gone:
+	default:
+		close(pe.gone)
+	}
 }
 
 // Exec runs req in sandboxID over its session and waits for it to end.
@@ -101,7 +142,14 @@ func (s *Server) Exec(ctx context.Context, sandboxID string, req ExecRequest) (E
 	if len(req.Stdin) > MaxExecStdin {
 		return ExecResult{}, fmt.Errorf("exec %q in %s: stdin of %d bytes exceeds %d", req.Argv[0], sandboxID, len(req.Stdin), MaxExecStdin)
 	}
-	pe := &pendingExec{id: newID(), sandboxID: sandboxID, stdout: req.Stdout, stderr: req.Stderr, done: make(chan struct{})}
+	if req.streaming() && req.Stdin != nil {
+		return ExecResult{}, fmt.Errorf("exec %q in %s: stdin given both whole and as a stream", req.Argv[0], sandboxID)
+	}
+	if req.StreamStdin && req.Input == nil {
+		return ExecResult{}, fmt.Errorf("exec %q in %s: stdin to stream but no input", req.Argv[0], sandboxID)
+	}
+	pe := &pendingExec{id: newID(), sandboxID: sandboxID, stdout: req.Stdout, stderr: req.Stderr, done: make(chan struct{}),
+		input: req.Input, streaming: req.streaming(), gone: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -123,7 +171,11 @@ func (s *Server) Exec(ctx context.Context, sandboxID string, req ExecRequest) (E
 
 	msg := &sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_ExecRequest{ExecRequest: &sessionpb.ExecRequest{
 		ExecId: pe.id, Argv: req.Argv, Env: req.Env, Stdin: req.Stdin, HasStdin: req.Stdin != nil,
+		Stream: pe.streaming, StreamStdin: req.StreamStdin, Tty: req.TTY,
 	}}}
+	if req.TTY {
+		msg.GetExecRequest().Window = windowProto(req.Window)
+	}
 	fail := func(err error) (ExecResult, error) {
 		return ExecResult{}, fmt.Errorf("exec %q (%s) in %s: %w", req.Argv[0], pe.id, sandboxID, err)
 	}
@@ -140,7 +192,7 @@ func (s *Server) Exec(ctx context.Context, sandboxID string, req ExecRequest) (E
 		if pe.err != nil {
 			select {
 			case <-sess.closing: // the supervisor ended it because the session did
-				return fail(fmt.Errorf("%w (%v)", ErrSessionEnded, pe.err))
+				return fail(fmt.Errorf("%w (%v)", errSupervisorGone, pe.err))
 			default:
 			}
 			return fail(pe.err)
@@ -155,17 +207,18 @@ func (s *Server) Exec(ctx context.Context, sandboxID string, req ExecRequest) (E
 		}
 		return fail(ctx.Err())
 	case <-sess.done:
-		return fail(ErrSessionEnded)
+		return fail(errSupervisorGone)
 	}
 }
 
-// claimExec hands the pending exec id to the ExecOutput call of sandboxID,
-// once. Another sandbox's exec is as absent as a missing one.
-func (s *Server) claimExec(id, sandboxID string) *pendingExec {
+// claimExec hands the pending exec id to the ExecOutput (or, streaming,
+// ExecStream) call of sandboxID, once. Another sandbox's exec is as absent
+// as a missing one.
+func (s *Server) claimExec(id, sandboxID string, streaming bool) *pendingExec {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pe := s.execs[id]
-	if pe == nil || pe.sandboxID != sandboxID {
+	if pe == nil || pe.sandboxID != sandboxID || pe.streaming != streaming {
 		return nil
 	}
 	pe.mu.Lock()
@@ -175,6 +228,22 @@ func (s *Server) claimExec(id, sandboxID string) *pendingExec {
 	}
 	pe.claimed = true
 	return pe
+}
+
+// ErrExecUnsupported fails an interactive exec whose supervisor answered
+// it the old way: it predates ExecStream and ignored the request's
+// stream flag.
+var ErrExecUnsupported = errors.New("the sandbox's supervisor cannot run interactive execs (it predates them): rebuild the sandbox's image with a current supervisor")
+
+// failOldSupervisor fails the streaming exec id of sandboxID, if there is
+// one, when its supervisor answers on ExecOutput.
+func (s *Server) failOldSupervisor(id, sandboxID string) {
+	s.mu.Lock()
+	pe := s.execs[id]
+	s.mu.Unlock()
+	if pe != nil && pe.sandboxID == sandboxID && pe.streaming {
+		pe.finish(ExecResult{}, ErrExecUnsupported)
+	}
 }
 
 // ExecOutput implements sessionpb.SupervisorSessionServer: it feeds one
@@ -197,7 +266,8 @@ func (s *Server) ExecOutput(stream sessionpb.SupervisorSession_ExecOutputServer)
 			return err
 		}
 		if pe == nil {
-			if pe = s.claimExec(chunk.GetExecId(), sandboxID); pe == nil {
+			if pe = s.claimExec(chunk.GetExecId(), sandboxID, false); pe == nil {
+				s.failOldSupervisor(chunk.GetExecId(), sandboxID)
 				return status.Errorf(codes.NotFound, "no pending exec %q for sandbox %s", chunk.GetExecId(), sandboxID)
 			}
 		} else if chunk.GetExecId() != pe.id {

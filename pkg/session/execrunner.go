@@ -22,6 +22,35 @@ type ExecCommand struct {
 	// /dev/null.
 	Stdin    []byte
 	HasStdin bool
+	// StdinFile, when not nil, is the command's stdin: the read end of a
+	// pipe the client fills as the gateway streams input.
+	StdinFile *os.File
+	// Terminal, when not nil, is the terminal side of a pseudo-terminal
+	// the client allocated: the command's stdin, stdout, stderr and
+	// controlling terminal. Its output then arrives through the terminal,
+	// not through Run's writers.
+	Terminal *os.File
+}
+
+// Prepare wires cmd's standard streams and process attributes for c:
+// the command leads a process group of its own (a session, on a
+// terminal), so that killing the group ends what it started too.
+func (c ExecCommand) Prepare(cmd *exec.Cmd, stdout, stderr io.Writer) {
+	if c.Terminal != nil {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Terminal, c.Terminal, c.Terminal
+		// A new session (so a new process group, led by the command) whose
+		// controlling terminal is its stdin: job control and ^C work.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		return
+	}
+	switch {
+	case c.StdinFile != nil:
+		cmd.Stdin = c.StdinFile
+	case c.HasStdin:
+		cmd.Stdin = bytes.NewReader(c.Stdin)
+	}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 }
 
 // ExecHandler runs the gateway's exec requests in the sandbox. Run
@@ -55,12 +84,7 @@ func (r CommandRunner) Run(ctx context.Context, cmd ExecCommand, stdout, stderr 
 	}
 	c := exec.CommandContext(ctx, cmd.Argv[0], cmd.Argv[1:]...)
 	c.Env = append(os.Environ(), cmd.Env...)
-	if cmd.HasStdin {
-		c.Stdin = bytes.NewReader(cmd.Stdin)
-	}
-	c.Stdout, c.Stderr = stdout, stderr
-	// Its own process group, so that cancelling kills what it started too.
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Prepare(c, stdout, stderr)
 	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	c.WaitDelay = r.WaitDelay
 	if c.WaitDelay <= 0 {

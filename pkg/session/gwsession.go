@@ -111,8 +111,15 @@ func (s *Server) Connect(stream sessionpb.SupervisorSession_ConnectServer) error
 func (s *Server) readLoop(ctx context.Context, stream sessionpb.SupervisorSession_ConnectServer,
 	in chan<- *sessionpb.SupervisorMessage, inErr chan<- error) {
 	defer s.wg.Done()
+	forward(ctx, stream.Recv, in, inErr)
+}
+
+// forward sends each message recv returns to in until recv fails, and
+// then its error to inErr, which must have room for it; it stops early
+// once ctx ends. It is each side's reader of its session stream.
+func forward[M any](ctx context.Context, recv func() (M, error), in chan<- M, inErr chan<- error) {
 	for {
-		m, err := stream.Recv()
+		m, err := recv()
 		if err != nil {
 			inErr <- err
 			return
@@ -217,10 +224,11 @@ type sessionLoop struct {
 	// out carries every message of the session to its sender goroutine,
 	// so that a supervisor that stops reading blocks only that goroutine:
 	// the loop keeps its clock and ends the session (see sendStalled).
-	out       chan *sessionpb.GatewayMessage
-	sendErr   chan error
-	sendingAt atomic.Int64 // UnixNano when the Send in progress began; 0 when idle
-	pending   atomic.Int64 // messages queued or being sent
+	out        chan *sessionpb.GatewayMessage
+	sendErr    chan error
+	senderDone chan struct{} // closed when the sender goroutine ends
+	sendingAt  atomic.Int64  // UnixNano when the Send in progress began; 0 when idle
+	pending    atomic.Int64  // messages queued or being sent
 }
 
 // sendQueue bounds the messages waiting for a supervisor that reads
@@ -233,9 +241,11 @@ const sendQueue = 64
 func (l *sessionLoop) startSender(ctx context.Context) {
 	l.out = make(chan *sessionpb.GatewayMessage, sendQueue)
 	l.sendErr = make(chan error, 1)
+	l.senderDone = make(chan struct{})
 	l.s.wg.Add(1)
 	go func() {
 		defer l.s.wg.Done()
+		defer close(l.senderDone)
 		for {
 			select {
 			case <-ctx.Done():
@@ -275,19 +285,33 @@ func (l *sessionLoop) sendStalled() time.Duration {
 	return 0
 }
 
-// flush gives queued messages (a final Rejected) up to limit to leave.
+// flush gives queued messages (a final Rejected, or the Accepted of a
+// supervisor that half-closed) up to limit to leave. It returns early when
+// the sender stopped: what it still holds will never leave.
 func (l *sessionLoop) flush(limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for l.pending.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+		select {
+		case <-l.senderDone:
+			return
+		case <-time.After(time.Millisecond):
+		}
 	}
 }
 
 // accept answers the Hello: the latest token when it is newer than what
-// the supervisor holds, or when what it presented is not current.
+// the supervisor holds, or when what it presented is not current. A
+// presented token the store never issued is answered with a generation
+// above it (Authority.Reissue), never with a number it may already hold.
 func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred credential) error {
 	s := l.s
-	latest, err := s.cfg.Authority.Latest(ctx, l.sess.sandboxID)
+	var latest *auth.Token
+	var err error
+	if cred.unissued != nil {
+		latest, err = s.cfg.Authority.Reissue(ctx, l.sess.sandboxID, cred.unissued.Gen())
+	} else {
+		latest, err = s.cfg.Authority.Latest(ctx, l.sess.sandboxID)
+	}
 	if err != nil {
 		if errors.Is(err, ErrUnknownSandbox) {
 			return reject(sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX, err.Error())
@@ -326,7 +350,8 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 	}
 	l.lastHeard = time.Now()
 	l.log.Info("session accepted", zap.Bool("attested", cred.attested), zap.Uint64("hello_gen", hello.GetTokenGen()),
-		zap.Stringer("presented", cred.presented), zap.Stringer("latest", latest), zap.Bool("token_sent", acc.Token != nil),
+		zap.Stringer("presented", cred.presented), zap.Stringer("not_issued", cred.unissued),
+		zap.Stringer("latest", latest), zap.Bool("token_sent", acc.Token != nil),
 		zap.String("version", hello.GetVersion()))
 	return nil
 }
@@ -350,7 +375,12 @@ func (l *sessionLoop) run(ctx context.Context, in <-chan *sessionpb.SupervisorMe
 			return ctx.Err()
 		case err := <-inErr:
 			if errors.Is(err, io.EOF) {
+				// A half-close: the supervisor sends nothing more but may
+				// still read. What is queued for it (the Accepted, at least)
+				// leaves before the handler's return cancels the stream.
 				l.log.Info("session closed by the supervisor")
+				l.sess.markClosing()
+				l.flush(l.s.cfg.HeartbeatInterval)
 				return nil
 			}
 			l.log.Info("session stream failed", zap.Error(err))

@@ -291,3 +291,93 @@ func TestReportExitReachesCallbackForItsOwnSandboxOnly(t *testing.T) {
 	default:
 	}
 }
+
+func TestExecStreamCannotReadAnotherSandboxesInput(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	targetA, tokA := e.sandbox("sb-a")
+	_, tokB := e.sandbox("sb-b")
+	b := openRaw(t, dialRaw(t, e.tcpTarget()), tokB.Raw())
+	b.hello("sb-b", tokB.Gen())
+	b.accepted()
+	defer startBeating(b, 50*time.Millisecond)()
+
+	input := make(chan ExecInput, 1)
+	input <- ExecInput{Stdin: []byte("B's secret keystrokes")}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.srv.Exec(ctx, "sb-b", ExecRequest{Argv: []string{"sh"}, Input: input, StreamStdin: true, TTY: true})
+		done <- err
+	}()
+	req := b.mustNext(5 * time.Second).GetExecRequest()
+	if req == nil || !req.GetStream() || !req.GetTty() {
+		t.Fatalf("B got %v, want a streaming terminal exec request", req)
+	}
+	// A, over its socket and with its token over TCP, tries to take B's
+	// exec: its input must never reach A.
+	for _, a := range []struct {
+		name, target, bearer string
+	}{{"socket", targetA, ""}, {"tcp", e.tcpTarget(), tokA.Raw()}} {
+		s, err := dialRaw(t, a.target).ExecStream(callContext(ctx, a.bearer, "sb-a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Send(&sessionpb.ExecChunk{ExecId: req.GetExecId()})
+		if in, err := s.Recv(); status.Code(err) != codes.NotFound {
+			t.Fatalf("A over %s took B's exec: got %v, %v; want NotFound", a.name, in, err)
+		}
+	}
+	// B's own stream gets its input.
+	s, err := dialRaw(t, e.tcpTarget()).ExecStream(callContext(ctx, tokB.Raw(), "sb-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&sessionpb.ExecChunk{ExecId: req.GetExecId()}); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := s.Recv(); err != nil || string(in.GetStdin()) != "B's secret keystrokes" {
+		t.Fatalf("B's stream: %v, %v", in, err)
+	}
+	if err := s.Send(&sessionpb.ExecChunk{ExecId: req.GetExecId(), Data: &sessionpb.ExecChunk_Exit{Exit: &sessionpb.ExecExit{Code: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("B's exec: %v", err)
+	}
+}
+
+func TestInteractiveExecAnsweredByAnOldSupervisorFailsSayingWhy(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	_, tok := e.sandbox("sb-old")
+	old := openRaw(t, dialRaw(t, e.tcpTarget()), tok.Raw())
+	old.hello("sb-old", tok.Gen())
+	old.accepted()
+	defer startBeating(old, 50*time.Millisecond)()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.srv.Exec(context.Background(), "sb-old", ExecRequest{Argv: []string{"sh"}, TTY: true})
+		done <- err
+	}()
+	req := old.mustNext(5 * time.Second).GetExecRequest()
+	if req == nil {
+		t.Fatal("no exec request")
+	}
+	// A supervisor that predates ExecStream ignores the stream flag.
+	out, err := dialRaw(t, e.tcpTarget()).ExecOutput(callContext(context.Background(), tok.Raw(), "sb-old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = out.Send(&sessionpb.ExecChunk{ExecId: req.GetExecId(), Data: &sessionpb.ExecChunk_Stdout{Stdout: []byte("$ ")}})
+	if _, err := out.CloseAndRecv(); status.Code(err) != codes.NotFound {
+		t.Fatalf("old supervisor's output: %v, want NotFound", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrExecUnsupported) {
+			t.Fatalf("exec: %v, want ErrExecUnsupported", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("exec still waits for a supervisor that will never stream")
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+
+	"github.com/sandkey/sandkey/pkg/unixsock"
 )
 
 // SocketName is the name of the per-sandbox socket in its directory.
@@ -85,9 +87,9 @@ func (c *attestingCredentials) OverrideServerName(name string) error {
 
 // ListenSandboxSocket creates dir (mode 0700) and listens on the unix
 // socket dir/gw.sock (mode 0600). Every connection it accepts is attested
-// for sandboxID. A stale socket file is removed; any other file in the way
-// is an error. Closing the listener removes the socket and closes the
-// connections it accepted.
+// for sandboxID. A stale socket file is removed (RemoveStaleSocket); a live
+// one, or any other file in the way, is an error. Closing the listener
+// removes the socket and closes the connections it accepted.
 func ListenSandboxSocket(dir, sandboxID string) (net.Listener, error) {
 	if sandboxID == "" {
 		return nil, fmt.Errorf("listen on sandbox socket in %s: empty sandbox id", dir)
@@ -100,7 +102,7 @@ func ListenSandboxSocket(dir, sandboxID string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on sandbox socket for %s: %w", sandboxID, err)
 	}
 	path := filepath.Join(dir, SocketName)
-	if err := removeStaleSocket(path); err != nil {
+	if err := RemoveStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("listen on sandbox socket for %s: %w", sandboxID, err)
 	}
 	l, err := net.Listen("unix", path)
@@ -116,20 +118,17 @@ func ListenSandboxSocket(dir, sandboxID string) (net.Listener, error) {
 	return &attestedListener{Listener: l, sandboxID: sandboxID, conns: map[*attestedConn]struct{}{}}, nil
 }
 
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return err
-	case fi.Mode()&os.ModeSocket == 0:
-		return fmt.Errorf("%s exists and is not a socket (mode %s); refusing to remove it", path, fi.Mode())
+// RemoveStaleSocket removes the unix socket at path only once a dial has
+// proved that nothing listens on it (ECONNREFUSED): the socket of a live
+// gateway is left alone and refused with an error saying so, and so is
+// anything that is not a socket, or a socket the probe cannot judge. A
+// missing path is no error.
+func RemoveStaleSocket(path string) error {
+	err := unixsock.RemoveStale(path, unixsock.Dialled)
+	if errors.Is(err, unixsock.ErrServing) {
+		return fmt.Errorf("another gateway is serving on %s; stop it first", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	return nil
+	return err
 }
 
 // attestedListener marks the connections it accepts with its sandbox and

@@ -168,3 +168,41 @@ func TestOneServerAttestsEachSocketForItsSandboxOnly(t *testing.T) {
 		t.Fatalf("other sockets disturbed: %q %v", got, err)
 	}
 }
+
+// A second gateway on the same state directory must not take a live
+// sandbox socket from the first: the socket is only replaced once nothing
+// answers on it.
+func TestListenSandboxSocketLeavesALiveSocketAlone(t *testing.T) {
+	base, err := os.MkdirTemp("", "sk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	dir := filepath.Join(base, "sb")
+	live, err := ListenSandboxSocket(dir, "sb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := live.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	before, _ := os.Lstat(filepath.Join(dir, SocketName))
+	if _, err := ListenSandboxSocket(dir, "sb"); err == nil || !strings.Contains(err.Error(), "another gateway") {
+		t.Fatalf("err = %v, want a refusal naming the live gateway", err)
+	}
+	if after, err := os.Lstat(filepath.Join(dir, SocketName)); err != nil || !os.SameFile(before, after) {
+		t.Fatalf("live socket replaced or removed: %v", err)
+	}
+	<-accepted // the probe itself
+	c, err := net.Dial("unix", filepath.Join(dir, SocketName))
+	if err != nil {
+		t.Fatalf("live socket no longer answers: %v", err)
+	}
+	c.Close()
+}

@@ -11,7 +11,9 @@ import (
 // MemAuthority is an Authority that keeps every sandbox's tokens in
 // memory. It serves tests of this package and of the gateway; it applies
 // the same rules as the gateway's store (two newest generations accepted,
-// generations strictly increasing, a deleted sandbox is unknown).
+// each with its jti; older ones superseded; newer ones or other jtis not
+// issued; generations strictly increasing, and above every generation
+// Reissue was shown; a deleted sandbox is unknown).
 type MemAuthority struct {
 	issuer   *auth.Issuer
 	keys     *auth.KeySet
@@ -24,6 +26,7 @@ type MemAuthority struct {
 type memSandbox struct {
 	latest, previous *auth.Token
 	delivered        uint64
+	floor            uint64 // newest generation Reissue was shown
 }
 
 // NewMemAuthority returns an empty authority minting with issuer and
@@ -39,10 +42,14 @@ func NewMemAuthority(issuer *auth.Issuer, keys *auth.KeySet) *MemAuthority {
 func (m *MemAuthority) Mint(sandboxID string) (*auth.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.mintLocked(sandboxID)
+}
+
+func (m *MemAuthority) mintLocked(sandboxID string) (*auth.Token, error) {
 	sb := m.sandboxes[sandboxID]
 	var gen uint64 = 1
 	if sb != nil {
-		gen = sb.latest.Gen() + 1
+		gen = max(sb.latest.Gen(), sb.floor) + 1
 	}
 	tok, err := m.issuer.Mint(sandboxID, gen)
 	if err != nil {
@@ -105,7 +112,26 @@ func (m *MemAuthority) Authenticate(_ context.Context, raw, sandboxID string, al
 			return tok, nil
 		}
 	}
-	return nil, fmt.Errorf("authenticate %s: %s (latest gen %d): %w", sandboxID, tok, sb.latest.Gen(), ErrSuperseded)
+	if tok.Gen()+2 <= sb.latest.Gen() {
+		return nil, fmt.Errorf("authenticate %s: %s (latest gen %d): %w", sandboxID, tok, sb.latest.Gen(), ErrSuperseded)
+	}
+	return nil, fmt.Errorf("authenticate %s: %w", sandboxID,
+		&NotIssuedError{Token: tok, Reason: fmt.Sprintf("latest gen %d", sb.latest.Gen())})
+}
+
+// Reissue implements Authority.
+func (m *MemAuthority) Reissue(_ context.Context, sandboxID string, above uint64) (*auth.Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sb := m.sandboxes[sandboxID]
+	if sb == nil {
+		return nil, fmt.Errorf("reissue for %s: %w", sandboxID, ErrUnknownSandbox)
+	}
+	sb.floor = max(sb.floor, above)
+	if sb.latest.Gen() > above && m.verifier.Now().Before(sb.latest.ExpiresAt()) {
+		return sb.latest, nil
+	}
+	return m.mintLocked(sandboxID)
 }
 
 // RecordDelivered implements Authority.

@@ -227,17 +227,22 @@ type credential struct {
 	attested bool
 	bearer   bool // a bearer token was presented
 	// presented is the verified bearer token, nil if there was none or it
-	// was superseded (tolerated on attested channels only).
+	// was superseded or not issued (tolerated on attested channels only).
 	presented *auth.Token
+	// unissued is a bearer signed for the attested sandbox that the
+	// authority never issued (a store restored from backup): the answer
+	// must be a generation above it.
+	unissued *auth.Token
 }
 
 // authenticate checks the call's credential for sandboxID (the Hello's,
 // or the call's metadata). On an attested channel the socket is the
 // identity: sandboxID must be the socket's sandbox, and a bearer, if any,
-// must be a genuine token of that sandbox, expired or superseded or not.
-// Elsewhere only a valid bearer of one of the two newest generations is
-// accepted. The error is a *rejection, or a gRPC status when the gateway
-// cannot authenticate at all (its store failed).
+// must be a genuine token of that sandbox, but may be expired, superseded
+// or unknown to the store. Elsewhere only a valid, issued bearer of one of
+// the two newest generations is accepted. The error is a *rejection, or a
+// gRPC status when the gateway cannot authenticate at all (its store
+// failed).
 func (s *Server) authenticate(ctx context.Context, sandboxID string) (credential, error) {
 	var cred credential
 	attestedID, attested := AttestedSandbox(ctx)
@@ -256,6 +261,7 @@ func (s *Server) authenticate(ctx context.Context, sandboxID string) (credential
 			return cred, nil
 		}
 		tok, err := s.cfg.Authority.Authenticate(ctx, raw, sandboxID, true)
+		var notIssued *NotIssuedError
 		switch {
 		case err == nil:
 			cred.presented = tok
@@ -263,6 +269,12 @@ func (s *Server) authenticate(ctx context.Context, sandboxID string) (credential
 		case errors.Is(err, ErrSuperseded):
 			// The socket proves who calls; an old generation only means
 			// the supervisor missed rotations. It gets the latest.
+			return cred, nil
+		case errors.As(err, &notIssued):
+			// Signed for this sandbox, but the store forgot it (restored
+			// from backup): treated like an expired token, and answered
+			// with a generation above it.
+			cred.unissued = notIssued.Token
 			return cred, nil
 		default:
 			return cred, authRejection(err)

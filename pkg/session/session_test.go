@@ -245,6 +245,39 @@ func TestClientEndsSessionWhenGatewayGoesSilent(t *testing.T) {
 	}
 }
 
+// TestClientJudgesGatewaySilenceByItsClock gives the client a clock of
+// its own: while it stands still, a silent gateway's session lasts; once
+// it has moved three heartbeat intervals, the next tick ends the session.
+func TestClientJudgesGatewaySilenceByItsClock(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	g := &silentGateway{connects: make(chan struct{}, 100)}
+	target := serveFake(t, e, g)
+	_, tok := e.sandbox("sb-quiet")
+	src := e.newSource("sb-quiet", tok)
+	clock := newFakeClock()
+	c := e.startClient(ClientConfig{Target: target, SandboxID: "sb-quiet", Source: src, Now: clock.Now})
+	select {
+	case <-g.connects:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client never connected")
+	}
+	eventually(t, "session up", func() bool { ok, _, _ := c.State(); return ok })
+	// Ten heartbeat intervals of real time, none on the client's clock.
+	time.Sleep(200 * time.Millisecond)
+	if ok, _, err := c.State(); !ok {
+		t.Fatalf("session ended (%v) although the client's clock stood still", err)
+	}
+	clock.Advance(3 * 20 * time.Millisecond)
+	select {
+	case <-g.connects: // the session ended, and the client reconnected
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session outlived three heartbeat intervals of silence on the client's clock")
+	}
+	if _, _, err := c.State(); !errors.Is(err, ErrHeartbeatTimeout) {
+		t.Fatalf("last error %v, want ErrHeartbeatTimeout", err)
+	}
+}
+
 func TestSessionEndsWhenItsCredentialExpires(t *testing.T) {
 	const hb = 50 * time.Millisecond
 	e := newEnv(t, envConfig{heartbeat: hb, lifetime: 10 * time.Second})
@@ -342,12 +375,14 @@ func TestAttestedSocketAcceptsSupervisorWithoutToken(t *testing.T) {
 	r.expectRejected(sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED)
 }
 
-// TestSupervisorRecoversFromStoreRestoredFromBackup: the supervisor holds
-// gen 5, signed by the gateway's key, but the gateway's store went back to
-// gen 2. The gateway refuses gen 5 as superseded; the supervisor must then
-// take gen 2 although it is lower.
-func TestSupervisorRecoversFromStoreRestoredFromBackup(t *testing.T) {
-	setup := func(t *testing.T, id string) (*env, string, *source.Source, *auth.Token) {
+// TestUnissuedGenerationOnAttestedSocketIsAnsweredWithAHigherOne: the
+// supervisor holds gen 5, signed by the gateway's key, but the gateway's
+// store went back to gen 2 (a backup restored). On its own socket it is
+// answered at once with a generation above 5, never with one it may
+// already hold under another jti; on the shared listener it is refused as
+// unauthenticated, and recovers from the directory.
+func TestUnissuedGenerationOnAttestedSocketIsAnsweredWithAHigherOne(t *testing.T) {
+	setup := func(t *testing.T, id string) (*env, string, *source.Source, *auth.Token, *auth.Token) {
 		e := newEnv(t, envConfig{})
 		target, _ := e.sandbox(id)
 		restored := e.mint(id)
@@ -359,21 +394,41 @@ func TestSupervisorRecoversFromStoreRestoredFromBackup(t *testing.T) {
 		if err := src.Offer(restored.Raw(), e.jwks(), source.OriginDir); err == nil {
 			t.Fatal("source took a lower generation before any rejection")
 		}
-		return e, target, src, restored
+		return e, target, src, restored, future
 	}
 	t.Run("attested socket", func(t *testing.T) {
-		e, target, src, restored := setup(t, "sb-restored")
+		e, target, _, _, future := setup(t, "sb-restored")
+		r := openRaw(t, dialRaw(t, target), future.Raw())
+		r.hello("sb-restored", future.Gen())
+		acc := r.accepted()
+		if acc.GetTokenGen() <= future.Gen() || acc.Token == nil || !acc.GetTokenRejected() {
+			t.Fatalf("accepted: token gen %d (sent %v), token_rejected %v; want a token above gen %d, token_rejected",
+				acc.GetTokenGen(), acc.Token != nil, acc.GetTokenRejected(), future.Gen())
+		}
+		// Shown the same forgotten token again, the authority does not
+		// mint again: the answer is already above it.
+		r2 := openRaw(t, dialRaw(t, target), future.Raw())
+		r2.hello("sb-restored", future.Gen())
+		if again := r2.accepted(); again.GetTokenGen() != acc.GetTokenGen() {
+			t.Fatalf("second hello with gen %d answered with gen %d, want %d", future.Gen(), again.GetTokenGen(), acc.GetTokenGen())
+		}
+		if got := e.rejections(sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED); got != 0 {
+			t.Fatalf("%v unauthenticated rejections on the attested socket, want 0", got)
+		}
+	})
+	t.Run("supervisor on the attested socket", func(t *testing.T) {
+		e, target, src, _, future := setup(t, "sb-restored")
 		e.startClient(ClientConfig{Target: target, SandboxID: "sb-restored", Source: src})
-		eventually(t, "restored generation in the source", func() bool { return genOf(src) == restored.Gen() })
-		eventually(t, "delivered", func() bool { return e.authority.Delivered("sb-restored") == restored.Gen() })
+		eventually(t, "a generation above the forgotten one in the source", func() bool { return genOf(src) > future.Gen() })
+		eventually(t, "delivered", func() bool { return e.authority.Delivered("sb-restored") == genOf(src) })
 	})
 	t.Run("shared listener, then the directory", func(t *testing.T) {
-		e, _, src, restored := setup(t, "sb-restored")
+		e, _, src, restored, _ := setup(t, "sb-restored")
 		c := e.startClient(ClientConfig{Target: e.tcpTarget(), SandboxID: "sb-restored", Source: src})
-		eventually(t, "superseded rejection", func() bool {
+		eventually(t, "unauthenticated rejection", func() bool {
 			_, _, err := c.State()
 			var rej *RejectedError
-			return errors.As(err, &rej) && rej.Code == sessionpb.RejectCode_REJECT_CODE_SUPERSEDED
+			return errors.As(err, &rej) && rej.Code == sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED
 		})
 		// The rejection made the source take a lower generation, as the
 		// directory offers it; the next session is accepted.
@@ -404,5 +459,30 @@ func TestClientAcknowledgesOnlyTokensItsSourceTook(t *testing.T) {
 	}
 	if got := metricValue(e.srv.metrics.acks); got != 0 {
 		t.Fatalf("acks = %v, want 0", got)
+	}
+}
+
+// A supervisor (or grpcurl's one-message form) that sends its Hello and
+// half-closes must still read the Accepted queued for it: the handler
+// flushes before it returns on EOF.
+func TestHelloThenHalfCloseAlwaysGetsAccepted(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	target, tok := e.sandbox("sb-eof")
+	rpc := dialRaw(t, target)
+	for i := 0; i < 50; i++ {
+		r := openRaw(t, rpc, tok.Raw())
+		r.hello("sb-eof", 0)
+		if err := r.stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.next(5 * time.Second)
+		if err != nil {
+			t.Fatalf("try %d: no message after Hello and half-close: %v", i, err)
+		}
+		acc := m.GetAccepted()
+		if acc == nil || acc.GetToken() != tok.Raw() {
+			t.Fatalf("try %d: got %v, want Accepted with the token", i, m)
+		}
+		r.close()
 	}
 }

@@ -102,8 +102,16 @@ func ParseTarget(target string) (Target, error) {
 type DialOption func(*dialOptions)
 
 type dialOptions struct {
-	tls  *tls.Config
-	grpc []grpc.DialOption
+	tls        *tls.Config
+	grpc       []grpc.DialOption
+	beforeDial func() uint64       // called before every dial; numbers it
+	afterDial  func(uint64, error) // called with every dial's number and outcome
+}
+
+// withDialObserver has before called before every dial and after with its
+// outcome, so that the client knows what its connection's dials found.
+func withDialObserver(before func() uint64, after func(uint64, error)) DialOption {
+	return func(o *dialOptions) { o.beforeDial, o.afterDial = before, after }
 }
 
 // WithTLSConfig sets the TLS configuration for tls:// targets.
@@ -137,7 +145,7 @@ func Dial(ctx context.Context, target string, opts ...DialOption) (*grpc.ClientC
 	}
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithContextDialer(dialer(t)),
+		grpc.WithContextDialer(observed(dialer(t), o.beforeDial, o.afterDial)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true,
@@ -175,6 +183,19 @@ func dialer(t Target) func(ctx context.Context, _ string) (net.Conn, error) {
 		default:
 			return d.DialContext(ctx, "tcp", t.Addr)
 		}
+	}
+}
+
+// observed calls before and after around every dial, when they are set.
+func observed(dial func(context.Context, string) (net.Conn, error), before func() uint64, after func(uint64, error)) func(context.Context, string) (net.Conn, error) {
+	if before == nil || after == nil {
+		return dial
+	}
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		seq := before()
+		conn, err := dial(ctx, addr)
+		after(seq, err)
+		return conn, err
 	}
 }
 

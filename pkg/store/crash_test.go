@@ -63,39 +63,41 @@ func runCrashChild(path string) int {
 }
 
 func TestCommittedGenerationsSurviveSIGKILL(t *testing.T) {
-	ctx := context.Background()
-	path := newTestPath(t)
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	insertTestKey(t, s, testKID, KeyActive)
-	for i := range 5 {
-		createTestSandbox(t, s, fmt.Sprintf("crash-%d", i))
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	// committed[id][gen] = jti, as printed by the children.
-	committed := map[string]map[uint64]string{}
-	const crashes = 3
-	for round := range crashes {
-		n := runAndKillCrashChild(t, path, committed)
-		t.Logf("round %d: child printed %d committed generations before SIGKILL", round, n)
-
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		path := be.newLocation(t)
 		s, err := Open(ctx, path, Options{})
 		if err != nil {
-			t.Fatalf("reopen after SIGKILL: %v", err)
+			t.Fatal(err)
 		}
-		if err := s.Check(ctx); err != nil {
-			t.Fatalf("Check after SIGKILL: %v", err)
+		insertTestKey(t, s, testKID, KeyActive)
+		for i := range 5 {
+			createTestSandbox(t, s, fmt.Sprintf("crash-%d", i))
 		}
-		checkGenerationHistory(t, s, committed)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-	}
+
+		// committed[id][gen] = jti, as printed by the children.
+		committed := map[string]map[uint64]string{}
+		const crashes = 3
+		for round := range crashes {
+			n := runAndKillCrashChild(t, path, committed)
+			t.Logf("round %d: child printed %d committed generations before SIGKILL", round, n)
+
+			s, err := Open(ctx, path, Options{})
+			if err != nil {
+				t.Fatalf("reopen after SIGKILL: %v", err)
+			}
+			if err := s.Check(ctx); err != nil {
+				t.Fatalf("Check after SIGKILL: %v", err)
+			}
+			checkGenerationHistory(t, s, committed)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
 
 // runAndKillCrashChild starts a child on path, lets it commit a while, kills

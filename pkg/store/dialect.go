@@ -1,211 +1,123 @@
 package store
 
-// Everything specific to SQLite lives in this file and in migrations/sqlite/.
-// The queries in the other files are plain SQL with "?" placeholders, which
-// SQLite and Postgres both understand once a Postgres dialect rebinds them to
-// $n. A Postgres backend would supply its own version of what is below:
-// connection strings, the checks at open, error classification and its own
-// migrations directory.
+// The store speaks two SQL dialects: SQLite (a file under the state
+// directory, the default) and Postgres (a DSN, for a shared database). The
+// queries in the other files are plain SQL with "?" placeholders, shared by
+// both; a dialect supplies what differs: how a placeholder is written, its
+// migrations, row locks, the checks at open and error classification.
+// sqlite.go and postgres.go hold the two implementations.
 
 import (
 	"context"
 	"database/sql"
-	"embed"
-	"errors"
-	"fmt"
 	"io/fs"
-	"net/url"
+	"strconv"
 	"strings"
-	"time"
-
-	sqlite "modernc.org/sqlite"
-	sqlitelib "modernc.org/sqlite/lib"
 )
 
-// sqliteDriver is the database/sql driver name registered by modernc.org/sqlite.
-const sqliteDriver = "sqlite"
-
-// sqliteMagic starts every SQLite 3 database file (file format, section 1.3.1).
-const sqliteMagic = "SQLite format 3\x00"
-
-// sqliteHeaderSize is the size of the database header at the start of page 1.
-const sqliteHeaderSize = 100
-
-// applicationID is stored in the file header (PRAGMA application_id, set by
-// the first migration) so that an SQLite file of another program is refused
-// rather than migrated. The value spells "SDKY".
-const applicationID = 0x53444b59
-
-//go:embed migrations/sqlite/*.sql
-var sqliteMigrationFiles embed.FS
-
-// sqliteMigrations is the directory of SQLite migrations inside the embed.FS.
-func sqliteMigrations() fs.FS {
-	sub, err := fs.Sub(sqliteMigrationFiles, "migrations/sqlite")
-	if err != nil {
-		panic(err) // the path is a constant compiled into the binary
-	}
-	return sub
+// dialect is what differs between the store's databases.
+type dialect interface {
+	// name is "sqlite" or "postgres", for errors and logs.
+	name() string
+	// rebind rewrites a query written with "?" placeholders.
+	rebind(query string) string
+	// migrations is the directory of NNNN_description.sql files.
+	migrations() fs.FS
+	// forUpdate is the suffix that makes a SELECT lock the rows it reads
+	// until commit ("" where the transaction already holds the write lock).
+	forUpdate() string
+	// readTxOptions start a read transaction that sees one snapshot.
+	readTxOptions() *sql.TxOptions
+	// lockMigrations serialises migrations across processes; it runs first
+	// in every migration transaction.
+	lockMigrations(ctx context.Context, tx *txn) error
+	// lockKeySet serialises changes to the signing key set until commit.
+	lockKeySet(ctx context.Context, tx *txn) error
+	// integrityCheck reports damage the database itself cannot rule out.
+	integrityCheck(ctx context.Context, db *handle, thorough bool) error
+	isUniqueViolation(err error) bool
+	// isRetryable: the transaction lost a race (deadlock, serialization
+	// failure) and may simply run again.
+	isRetryable(err error) bool
+	// isDamaged: the error says the database is not (healthy) sandkey data.
+	isDamaged(err error) bool
 }
 
-// connRole selects the connection settings of one of the store's pools.
-type connRole int
-
-const (
-	// roleInspect: read-only, used at open before anything may write.
-	roleInspect connRole = iota
-	// roleWriter: the one connection every write goes through.
-	roleWriter
-	// roleReader: query-only connections for concurrent reads.
-	roleReader
-)
-
-// writerCacheKiB caps the writer's page cache. SQLite's default (2 MiB)
-// cannot hold the pages a 10,000-sandbox rotation touches, and rereads them
-// from the file; the cache only grows as far as the database does.
-const writerCacheKiB = 64 << 10
-
-// sqliteDSN builds the modernc.org/sqlite connection string for path.
-//
-// The path is passed as a file: URI so that mode=rw forbids SQLite from ever
-// creating the file (Open creates it with the right permissions itself) and
-// mode=ro guarantees the checks at open cannot modify a damaged file.
-func sqliteDSN(path string, role connRole, busy time.Duration) string {
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
-	switch role {
-	case roleInspect:
-		q.Set("mode", "ro")
-	case roleWriter:
-		q.Set("mode", "rw")
-		// BEGIN IMMEDIATE takes the write lock at the start of a transaction,
-		// so two writers (even in two processes) queue on busy_timeout
-		// instead of failing on a lock upgrade halfway through.
-		q.Set("_txlock", "immediate")
-		q.Add("_pragma", "foreign_keys(1)")
-		q.Add("_pragma", "journal_mode(WAL)")
-		// FULL: a commit is on disk before it returns, so a generation is
-		// durable before its token leaves the gateway.
-		q.Add("_pragma", "synchronous(FULL)")
-		q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", writerCacheKiB))
-	case roleReader:
-		q.Set("mode", "rw")
-		q.Add("_pragma", "foreign_keys(1)")
-		q.Add("_pragma", "query_only(1)")
+// rebindDollar rewrites "?" placeholders as $1, $2... (Postgres), leaving
+// question marks inside quoted literals and identifiers alone.
+func rebindDollar(query string) string {
+	if !strings.Contains(query, "?") {
+		return query
 	}
-	u := url.URL{Path: path}
-	return "file:" + u.EscapedPath() + "?" + q.Encode()
-}
-
-// isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY violation.
-func isUniqueViolation(err error) bool {
-	var e *sqlite.Error
-	if !errors.As(err, &e) {
-		return false
-	}
-	return e.Code() == sqlitelib.SQLITE_CONSTRAINT_UNIQUE ||
-		e.Code() == sqlitelib.SQLITE_CONSTRAINT_PRIMARYKEY
-}
-
-// isDamaged reports whether err says the file is not a (healthy) database.
-func isDamaged(err error) bool {
-	var e *sqlite.Error
-	if !errors.As(err, &e) {
-		return false
-	}
-	primary := e.Code() & 0xff
-	return primary == sqlitelib.SQLITE_CORRUPT || primary == sqlitelib.SQLITE_NOTADB
-}
-
-// fileInfo is what the checks at open learn about an existing database.
-type fileInfo struct {
-	appID         int64
-	tables        int   // user tables, schema_migrations included
-	schemaVersion int64 // 0 when schema_migrations does not exist
-}
-
-// inspectDatabase reads the file's identity and schema version without
-// writing anything.
-func inspectDatabase(ctx context.Context, db *sql.DB) (fileInfo, error) {
-	var info fileInfo
-	if err := db.QueryRowContext(ctx, "PRAGMA application_id").Scan(&info.appID); err != nil {
-		return info, fmt.Errorf("read application_id: %w", err)
-	}
-	if err := db.QueryRowContext(ctx,
-		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'",
-	).Scan(&info.tables); err != nil {
-		return info, fmt.Errorf("list tables: %w", err)
-	}
-	var hasMigrations int
-	if err := db.QueryRowContext(ctx,
-		"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
-	).Scan(&hasMigrations); err != nil {
-		return info, fmt.Errorf("look for schema_migrations: %w", err)
-	}
-	if hasMigrations == 0 {
-		return info, nil
-	}
-	v, err := schemaVersion(ctx, db)
-	info.schemaVersion = v
-	return info, err
-}
-
-// integrityCheck runs PRAGMA quick_check (fast, O(N)) or integrity_check
-// (thorough: also checks that indexes match their tables) and
-// foreign_key_check, and returns every problem they report.
-func integrityCheck(ctx context.Context, db *sql.DB, thorough bool) error {
-	pragma := "PRAGMA quick_check"
-	if thorough {
-		pragma = "PRAGMA integrity_check"
-	}
-	problems, err := queryStrings(ctx, db, pragma)
-	if err != nil {
-		return fmt.Errorf("%s: %w", pragma, err)
-	}
-	if len(problems) == 1 && problems[0] == "ok" {
-		problems = nil
-	}
-	rows, err := db.QueryContext(ctx, "PRAGMA foreign_key_check")
-	if err != nil {
-		return fmt.Errorf("PRAGMA foreign_key_check: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var table, parent string
-		var rowid sql.NullInt64
-		var fk int64
-		if err := rows.Scan(&table, &rowid, &parent, &fk); err != nil {
-			return fmt.Errorf("PRAGMA foreign_key_check: %w", err)
+	var b strings.Builder
+	b.Grow(len(query) + 8)
+	n := 0
+	var quote byte // the quote character we are inside, 0 outside
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0 // a doubled quote reopens on the next byte
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '?':
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
 		}
-		problems = append(problems, fmt.Sprintf("row %d of %s references a missing %s row",
-			rowid.Int64, table, parent))
+		b.WriteByte(c)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("PRAGMA foreign_key_check: %w", err)
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", errIntegrity, strings.Join(problems, "; "))
-	}
-	return nil
+	return b.String()
 }
 
-// errIntegrity marks a failed integrity check; Open and Check wrap it with
-// ErrNotDatabase and the path.
-var errIntegrity = errors.New("integrity check failed")
+// handle is a connection pool whose queries are written with "?"
+// placeholders; it rebinds them for its dialect.
+type handle struct {
+	db *sql.DB
+	d  dialect
+}
 
-func queryStrings(ctx context.Context, db *sql.DB, query string) ([]string, error) {
-	rows, err := db.QueryContext(ctx, query)
+func (h *handle) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return h.db.QueryContext(ctx, h.d.rebind(query), args...)
+}
+
+func (h *handle) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return h.db.QueryRowContext(ctx, h.d.rebind(query), args...)
+}
+
+func (h *handle) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return h.db.ExecContext(ctx, h.d.rebind(query), args...)
+}
+
+func (h *handle) begin(ctx context.Context, opts *sql.TxOptions) (*txn, error) {
+	tx, err := h.db.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return &txn{tx: tx, d: h.d}, nil
+}
+
+// txn is a transaction whose queries are written with "?" placeholders.
+type txn struct {
+	tx *sql.Tx
+	d  dialect
+}
+
+func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(ctx, t.d.rebind(query), args...)
+}
+
+func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(ctx, t.d.rebind(query), args...)
+}
+
+func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(ctx, t.d.rebind(query), args...)
+}
+
+func (t *txn) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	return t.tx.PrepareContext(ctx, t.d.rebind(query))
 }

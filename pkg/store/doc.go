@@ -1,10 +1,11 @@
 // Package store is the gateway's durable state: its sandboxes, every
-// sandbox's token generations, and the signing key set. It is one SQLite
-// file under the state directory (through the pure-Go modernc.org/sqlite
-// driver), in plain SQL so that a Postgres backend can serve several gateway
-// replicas later.
+// sandbox's token generations, and the signing key set. By default it is
+// one SQLite file under the state directory (through the pure-Go
+// modernc.org/sqlite driver); given a postgres:// DSN it is a Postgres
+// database (through pgx v5), which several gateways can share. Both speak
+// the same plain SQL and pass the same conformance suite.
 //
-// # Opening
+// # Opening an SQLite file
 //
 // Open takes these steps, in this order, and stops at the first refusal
 // without having changed the file:
@@ -31,15 +32,38 @@
 // Check runs the full integrity_check and foreign_key_check again, for
 // instance after a crash or from an operator command.
 //
+// # Opening a Postgres database
+//
+//  1. The DSN must parse (ErrInvalidDSN); a connect_timeout of 10 s applies
+//     unless it sets one.
+//  2. The first connection must succeed (ErrConnect), the error saying
+//     which: unreachable, wrong password, unknown database or user.
+//  3. The schema the tables live in (current_schema(), from the DSN's
+//     search_path) must exist, and be empty or marked as sandkey's by the
+//     sandkey_store table (which holds the same application id as the
+//     SQLite header); a schema with another program's tables is refused
+//     (ErrNotDatabase), and so is a schema version newer than this
+//     binary's (ErrSchemaTooNew), before anything is written.
+//  4. Migrations and the key check follow, as for SQLite.
+//
+// No error and no log line carries the DSN's password: they name the
+// database by RedactDSN. Check looks for rows whose references dangle
+// (Postgres enforces the foreign keys; a manual edit with triggers off can
+// still break them).
+//
 // # Migrations
 //
 // The schema is a list of SQL files embedded in the binary,
-// migrations/sqlite/NNNN_description.sql, numbered from 1 without gaps.
+// migrations/sqlite/NNNN_description.sql, numbered from 1 without gaps, and
+// their mirror in migrations/postgres/ (same numbers, same names, so one
+// schema version means the same on both).
 // schema_migrations records each one applied. Each migration runs in its own
 // write transaction together with its schema_migrations row, so a crash
 // leaves the schema at a version the next Open continues from. Migrations
 // only ever move forward; a database that a newer sandkey migrated is refused
-// (ErrSchemaTooNew) rather than guessed at.
+// (ErrSchemaTooNew) rather than guessed at. On Postgres each migration
+// transaction first takes an advisory lock, so gateways starting together
+// on a new database migrate it once, one after the other.
 //
 // # Concurrency
 //
@@ -51,14 +75,34 @@
 // mode they see the last committed state and never wait for the writer, so
 // a rotation sweep does not stall token checks.
 //
+// On Postgres, reads and writes share one pool of connections, and writes
+// run in parallel at READ COMMITTED. What a write decides from a row, it
+// reads with SELECT ... FOR UPDATE, holding the row until commit:
+// NextGenerations locks its sandboxes' rows first, in id order whatever the
+// caller's order (so two gateways rotating overlapping sets queue instead
+// of deadlocking), RecordWritten and RecordDelivered lock their sandbox's
+// row before touching its generations, MarkRunningDue locks its rows in id
+// order too, and key changes take an advisory lock on the key set (which
+// also covers an empty one). A transaction that still loses a race (deadlock,
+// serialization failure), or its connection before COMMIT (the server
+// restarted and cut the pool's connections), is rolled back and run again,
+// up to five times; every transaction function starts from scratch for
+// that reason. A failed COMMIT is not run again: it may have committed.
+// A read on a connection cut less than a second ago fails once (database/sql
+// pings a connection idle for longer before reusing it); its caller retries
+// as it would any store error. Reads of several statements run in one
+// REPEATABLE READ snapshot.
+//
 // # Generations
 //
 // Every sandbox has a generation counter: each token minted for it gets the
 // next one, 1, 2, 3... NextGenerations is the only way to mint. In a single
 // transaction it, for each requested sandbox:
 //
-//  1. reads the sandbox's newest generation (sandboxes.latest_gen);
-//  2. calls the caller's mint function with the next one (signing is pure
+//  1. reads the sandbox's newest generation (sandboxes.latest_gen) and its
+//     floor (sandboxes.gen_floor, see below);
+//  2. calls the caller's mint function with the next one, above both
+//     (signing is pure
 //     CPU work, done serially inside the transaction);
 //  3. inserts the generation: jti (unique across the store), kid, iat, exp,
 //     the caller's rotation point, and the raw token;
@@ -69,12 +113,32 @@
 //
 // It returns the generations only after the commit, so a token never leaves
 // the gateway before its generation is durable, and a crash can never hand
-// out the same generation twice. Decisions: duplicate ids are minted once;
+// out the same generation twice. On Postgres the sandbox rows stay locked
+// from step 1 to the commit, so gateways sharing the database never issue
+// one generation twice either. Decisions: duplicate ids are minted once;
 // ids of sandboxes that do not exist (typically deleted since the sweep
 // listed them) are skipped, and the others are still committed and returned,
 // together with a *MissingSandboxesError naming the skipped ids; any other
 // failure (a mint error, a duplicate jti, an unknown kid) rolls the whole
 // batch back.
+//
+// # A store restored from backup
+//
+// The store's file may be replaced by an older copy of itself. Its counters
+// then lag behind generations that were issued, and whose tokens still
+// exist: in the sandbox's token directory, in its supervisor's hands.
+// Counting on from the restored counter would issue those numbers again,
+// with other jtis. The gateway prevents it with evidence: whenever it sees
+// a token signed by its key for a sandbox with a generation above the
+// store's counter (in the token directory at reconcile, start and
+// reissue; presented by a supervisor), it calls RaiseGenerationFloor,
+// which commits gen_floor before anything is minted; NextGenerations then
+// counts on from max(latest_gen, gen_floor). The floor never goes down and
+// needs no generation row, so a raised floor changes nothing else: the
+// unknown token still does not authenticate (IsAcceptable says not
+// issued). A blind guard (lifting every counter by a margin at start) was
+// rejected: nothing in a restored file says it was restored, and any
+// margin is exceeded by an old enough backup.
 //
 // The revocation rule lives here too: only the two newest generations of an
 // existing sandbox authenticate, each only with the jti it was issued with
@@ -87,19 +151,31 @@
 //
 // # Signing keys
 //
-// The key set holds Ed25519 seeds with their public keys, in state active
-// (signs), verify (verifies only) or retired. A partial unique index keeps at
-// most one key active; ActivateKey demotes the old active key in the same
-// transaction. With Options.KeyFile, seeds are encrypted at rest with
+// The key set holds Ed25519 seeds with their public keys, in state next
+// (published, verifies, signs nothing until its activation time), active
+// (signs), verify (verifies only) or retired. A next key is stored as a
+// verify key plus a row in key_activations (schema version 2), so the
+// schema needed no table rebuild; at most one key is next. A partial unique
+// index keeps at most one key active; ActivateKey demotes the old active key
+// and ends the new one's wait in the same transaction; KeysDueForActivation
+// tells the gateway when. With Options.KeyFile, seeds are encrypted at rest with
 // AES-256-GCM (a fresh nonce per key, the kid as additional data); each row
 // records whether it is encrypted. KeysInUse tells the gateway which keys
 // still have unexpired tokens, so retired ones leave the JWKS only then.
 //
 // # Portability
 //
-// Everything specific to SQLite is in dialect.go and migrations/sqlite/:
-// connection strings, pragmas, the checks at open, and error classification.
-// The queries elsewhere use only standard SQL (no RETURNING, no UPSERT, no
-// SQLite functions) with "?" placeholders; times are BIGINT Unix
-// nanoseconds and booleans INTEGER 0/1.
+// Everything specific to SQLite is in sqlite.go, file.go and
+// migrations/sqlite/; everything specific to Postgres in postgres.go and
+// migrations/postgres/: connection strings, the checks at open, row locks,
+// migration locking and error classification, behind the dialect interface
+// (dialect.go). The queries elsewhere use only standard SQL (no RETURNING,
+// no UPSERT, no database functions) with "?" placeholders, which the
+// Postgres dialect rebinds to $1, $2...; times are BIGINT Unix nanoseconds
+// and booleans INTEGER 0/1 on both, and Postgres' text keys sort bytewise
+// (COLLATE "C") as SQLite's do.
+//
+// pgx is used through database/sql (pgx/v5/stdlib) rather than pgxpool so
+// that both dialects share every query, transaction and scan; database/sql's
+// pool (eight connections) is the pool.
 package store

@@ -22,8 +22,14 @@ var (
 	// file can be read or written by users other than the owner.
 	ErrInsecurePermissions = errors.New("insecure permissions")
 	// ErrNotDatabase: the file is not an SQLite database, is damaged, or is
-	// an SQLite database of another program.
+	// an SQLite database of another program; or the Postgres schema holds
+	// another program's tables.
 	ErrNotDatabase = errors.New("not a usable sandkey database")
+	// ErrInvalidDSN: a Postgres store location does not parse.
+	ErrInvalidDSN = errors.New("invalid Postgres DSN")
+	// ErrConnect: the Postgres server cannot be reached, or refused the
+	// user, the password or the database.
+	ErrConnect = errors.New("cannot connect to the store database")
 	// ErrSchemaTooNew: the database was migrated by a newer sandkey.
 	ErrSchemaTooNew = errors.New("database schema is newer than this binary")
 	// ErrWrongKeyFile: the key file does not decrypt the stored signing keys,

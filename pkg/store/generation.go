@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -85,8 +87,11 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 	}
 	var out []Generation
 	var missing []string
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		out, missing = make([]Generation, 0, len(ids)), nil
+		if err := lockSandboxes(ctx, tx, ids); err != nil {
+			return err
+		}
 		st, err := prepareNextGeneration(ctx, tx)
 		if err != nil {
 			return err
@@ -121,19 +126,104 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 	return out, nil
 }
 
+// lockBatch is how many sandbox rows one locking statement names.
+const lockBatch = 500
+
+// lockSandboxes locks the rows of the given sandboxes until commit, in id
+// order whatever the caller's order, so two gateways rotating overlapping
+// sets of sandboxes (on Postgres) queue instead of deadlocking. SQLite's
+// write transaction holds the whole database already.
+func lockSandboxes(ctx context.Context, tx *txn, ids []string) error {
+	lock := tx.d.forUpdate()
+	if lock == "" {
+		return nil
+	}
+	sorted := append([]string(nil), ids...)
+	sort.Strings(sorted)
+	for start := 0; start < len(sorted); start += lockBatch {
+		batch := sorted[start:min(start+lockBatch, len(sorted))]
+		args := make([]any, len(batch))
+		for i, id := range batch {
+			args[i] = id
+		}
+		// Postgres locks the rows as the sort returns them: in id order.
+		rows, err := tx.QueryContext(ctx, "SELECT id FROM sandboxes WHERE id IN ("+
+			strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ")+") ORDER BY id"+lock, args...)
+		if err != nil {
+			return fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+		}
+		for rows.Next() {
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+		}
+	}
+	return nil
+}
+
+// RaiseGenerationFloor records that generation seen of the sandbox exists,
+// signed by the gateway's key, although this store may never have issued
+// it (a backup restored over the store, with tokens minted since still in
+// the sandbox's directory or its supervisor's hands). Once it returns, every
+// generation NextGenerations mints for the sandbox is above seen, so no
+// generation number is issued twice. It reports whether the floor moved: a
+// seen at or below the counter (or the floor) changes nothing and writes
+// nothing. An unknown sandbox is ErrNotFound.
+func (s *Store) RaiseGenerationFloor(ctx context.Context, sandboxID string, seen uint64) (bool, error) {
+	if seen > math.MaxInt64 {
+		return false, fmt.Errorf("raise generation floor of sandbox %s to %d: %w: beyond the counter's range", sandboxID, seen, ErrInvalid)
+	}
+	// Read first, through the reader pool: the common answer is "nothing
+	// to do", and it must not queue behind a rotation sweep's write.
+	var latest, floor int64
+	err := s.reader.QueryRowContext(ctx, "SELECT latest_gen, gen_floor FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest, &floor)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("raise generation floor of sandbox %s: %w", sandboxID, ErrNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("raise generation floor of sandbox %s to %d: %w", sandboxID, seen, err)
+	}
+	if int64(seen) <= max(latest, floor) {
+		return false, nil
+	}
+	var raised bool
+	// One conditional statement: on Postgres it waits for the row lock of
+	// a concurrent NextGenerations and re-checks the condition after it.
+	err = s.writeTx(ctx, func(tx *txn) error {
+		res, err := tx.ExecContext(ctx,
+			"UPDATE sandboxes SET gen_floor = ? WHERE id = ? AND gen_floor < ? AND latest_gen < ?",
+			int64(seen), sandboxID, int64(seen), int64(seen))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		raised = n > 0
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("raise generation floor of sandbox %s to %d: %w", sandboxID, seen, err)
+	}
+	return raised, nil
+}
+
 // nextGenerationStmts are NextGenerations' statements, prepared once per
 // call so a sweep of 10,000 sandboxes parses each only once.
 type nextGenerationStmts struct {
+	d                                    dialect
 	latest, insert, clearTokens, advance *sql.Stmt
 }
 
-func prepareNextGeneration(ctx context.Context, tx *sql.Tx) (*nextGenerationStmts, error) {
-	st := &nextGenerationStmts{}
+func prepareNextGeneration(ctx context.Context, tx *txn) (*nextGenerationStmts, error) {
+	st := &nextGenerationStmts{d: tx.d}
 	queries := []struct {
 		dst   **sql.Stmt
 		query string
 	}{
-		{&st.latest, "SELECT latest_gen FROM sandboxes WHERE id = ?"},
+		// The row lock (Postgres) holds every other writer of this sandbox
+		// until commit: the generation read here is the one advanced below.
+		{&st.latest, "SELECT latest_gen, gen_floor FROM sandboxes WHERE id = ?" + tx.d.forUpdate()},
 		{&st.insert, `INSERT INTO generations
 			(sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, token)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
@@ -163,15 +253,17 @@ func (st *nextGenerationStmts) close() {
 }
 
 func (st *nextGenerationStmts) next(ctx context.Context, id string, mint MintFunc) (Generation, error) {
-	var latest int64
-	err := st.latest.QueryRowContext(ctx, id).Scan(&latest)
+	var latest, floor int64
+	err := st.latest.QueryRowContext(ctx, id).Scan(&latest, &floor)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Generation{}, ErrNotFound
 	}
 	if err != nil {
 		return Generation{}, fmt.Errorf("read generation of sandbox %s: %w", id, err)
 	}
-	gen := latest + 1
+	// Above the floor too: generations up to it were issued by a store
+	// this one does not remember (a backup restored over it).
+	gen := max(latest, floor) + 1
 	m, err := mint(id, uint64(gen))
 	if err != nil {
 		return Generation{}, fmt.Errorf("mint generation %d of sandbox %s: %w", gen, id, err)
@@ -181,7 +273,7 @@ func (st *nextGenerationStmts) next(ctx context.Context, id string, mint MintFun
 	}
 	_, err = st.insert.ExecContext(ctx, id, gen, m.JTI, m.KID,
 		dbTime(m.IssuedAt), dbTime(m.ExpiresAt), dbTime(m.RotateAt), m.Token)
-	if isUniqueViolation(err) {
+	if st.d.isUniqueViolation(err) {
 		return Generation{}, fmt.Errorf("insert generation %d of sandbox %s: %w: jti %s already used",
 			gen, id, ErrInvalid, m.JTI)
 	}
@@ -258,7 +350,7 @@ func (s *Store) AcceptableGenerations(ctx context.Context, sandboxID string) ([]
 
 func (s *Store) newestGenerations(ctx context.Context, sandboxID string, n int) ([]Generation, error) {
 	var out []Generation
-	err := s.readTx(ctx, func(tx *sql.Tx) error {
+	err := s.readTx(ctx, func(tx *txn) error {
 		var latest int64
 		err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -353,8 +445,15 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 	if len(written) == 0 {
 		return nil
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		for sandboxID, gen := range written {
+	// In id order, like NextGenerations, so their row locks never deadlock.
+	ids := make([]string, 0, len(written))
+	for id := range written {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	err := s.writeTx(ctx, func(tx *txn) error {
+		for _, sandboxID := range ids {
+			gen := written[sandboxID]
 			err := checkIssued(ctx, tx, sandboxID, gen)
 			if errors.Is(err, ErrNotFound) && len(written) > 1 {
 				continue
@@ -385,7 +484,7 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 // DeliveredGen never goes down: an older acknowledgement is a no-op. A
 // generation that was never issued is ErrUnknownGeneration.
 func (s *Store) RecordDelivered(ctx context.Context, sandboxID string, gen uint64) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		if err := checkIssued(ctx, tx, sandboxID, gen); err != nil {
 			return err
 		}
@@ -401,10 +500,11 @@ func (s *Store) RecordDelivered(ctx context.Context, sandboxID string, gen uint6
 }
 
 // checkIssued fails unless the sandbox exists and gen is one of its
-// generations (1..latest).
-func checkIssued(ctx context.Context, tx *sql.Tx, sandboxID string, gen uint64) error {
+// generations (1..latest). It locks the sandbox's row (Postgres) first, as
+// NextGenerations does, before the caller touches its generations.
+func checkIssued(ctx context.Context, tx *txn, sandboxID string, gen uint64) error {
 	var latest int64
-	err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?", sandboxID).Scan(&latest)
+	err := tx.QueryRowContext(ctx, "SELECT latest_gen FROM sandboxes WHERE id = ?"+tx.d.forUpdate(), sandboxID).Scan(&latest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}
@@ -494,7 +594,7 @@ func (s *Store) DueForRotation(ctx context.Context, now time.Time) ([]Due, error
 // rotation. Generations stay strictly increasing: the newest is never pruned.
 func (s *Store) PruneGenerations(ctx context.Context, expiredBefore time.Time) (int64, error) {
 	var n int64
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx,
 			`DELETE FROM generations WHERE expires_at < ? AND gen <=
 			 (SELECT s.latest_gen FROM sandboxes s WHERE s.id = generations.sandbox_id) - ?`,

@@ -17,6 +17,10 @@ type KeyState string
 
 // Key states.
 const (
+	// KeyNext is published (it verifies and is in the JWKS) but signs
+	// nothing until its ActivateAt; at most one key is next. The database
+	// keeps it as a verify key with a row in key_activations.
+	KeyNext KeyState = "next"
 	// KeyActive signs new tokens; exactly one key is active.
 	KeyActive KeyState = "active"
 	// KeyVerify no longer signs but still verifies live tokens.
@@ -29,7 +33,7 @@ const (
 // Valid reports whether st is one of the known states.
 func (st KeyState) Valid() bool {
 	switch st {
-	case KeyActive, KeyVerify, KeyRetired:
+	case KeyNext, KeyActive, KeyVerify, KeyRetired:
 		return true
 	}
 	return false
@@ -43,6 +47,8 @@ type SigningKey struct {
 	State     KeyState
 	CreatedAt time.Time
 	RetiredAt time.Time // zero unless retired
+	// ActivateAt is when a next key becomes active; zero for the others.
+	ActivateAt time.Time
 }
 
 // PrivateKey expands the seed into the key crypto/ed25519 signs with.
@@ -58,6 +64,8 @@ func (k SigningKey) validate() error {
 		return errors.New("public key does not match the seed")
 	case !k.State.Valid():
 		return fmt.Errorf("unknown state %q", k.State)
+	case k.State == KeyNext && k.ActivateAt.IsZero():
+		return errors.New("a next key needs its activation time")
 	}
 	return nil
 }
@@ -65,7 +73,8 @@ func (k SigningKey) validate() error {
 // InsertKey stores a new key, encrypting its seed when the store has a key
 // file. A zero CreatedAt is set to now. Inserting an active key while
 // another is active fails with ErrActiveKeyExists: insert it as verify and
-// ActivateKey it.
+// ActivateKey it. A next key is stored as a verify key with its activation
+// time; inserting one while another is next fails with ErrKeyState.
 func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 	if err := k.validate(); err != nil {
 		return fmt.Errorf("insert signing key %s: %w: %w", k.KID, ErrInvalid, err)
@@ -88,10 +97,32 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 			retiredAt = dbTime(k.RetiredAt)
 		}
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	state := k.State
+	if state == KeyNext {
+		state = KeyVerify
+	}
+	err := s.writeTx(ctx, func(tx *txn) error {
+		if k.State == KeyNext {
+			// Two gateways inserting a next key at once: the second waits
+			// here, then finds the first's.
+			if err := lockKeySet(ctx, tx); err != nil {
+				return err
+			}
+			var next string
+			err := tx.QueryRowContext(ctx, "SELECT kid FROM key_activations").Scan(&next)
+			if err == nil {
+				return fmt.Errorf("%w: key %s is already next", ErrKeyState, next)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
 		// Checked first for a clear error; the partial unique index
 		// signing_keys_one_active is the backstop.
 		if k.State == KeyActive {
+			if err := lockKeySet(ctx, tx); err != nil {
+				return err
+			}
 			var active string
 			err := tx.QueryRowContext(ctx, "SELECT kid FROM signing_keys WHERE state = ?", KeyActive).Scan(&active)
 			if err == nil {
@@ -104,10 +135,15 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO signing_keys (kid, private_key, public_key, encrypted, state, created_at, retired_at)
 			 VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			k.KID, private, []byte(k.Public), encrypted, k.State, dbTime(k.CreatedAt), retiredAt)
-		if isUniqueViolation(err) {
+			k.KID, private, []byte(k.Public), encrypted, state, dbTime(k.CreatedAt), retiredAt)
+		if s.dialect.isUniqueViolation(err) {
 			return fmt.Errorf("%w: kid already exists", ErrInvalid)
 		}
+		if err != nil || k.State != KeyNext {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, "INSERT INTO key_activations (kid, activate_at) VALUES (?, ?)",
+			k.KID, dbTime(k.ActivateAt))
 		return err
 	})
 	if err != nil {
@@ -116,18 +152,24 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 	return nil
 }
 
-const keyColumns = "kid, private_key, public_key, encrypted, state, created_at, retired_at"
+// keySelect reads every column scanKey needs; a next key is a verify key
+// with an activation.
+const keySelect = `SELECT k.kid, k.private_key, k.public_key, k.encrypted, k.state, k.created_at, k.retired_at, a.activate_at
+	FROM signing_keys k LEFT JOIN key_activations a ON a.kid = k.kid`
 
 func (s *Store) scanKey(r rowScanner) (SigningKey, error) {
 	var k SigningKey
 	var private, public []byte
 	var encrypted, createdAt int64
-	var retiredAt sql.NullInt64
-	if err := r.Scan(&k.KID, &private, &public, &encrypted, &k.State, &createdAt, &retiredAt); err != nil {
+	var retiredAt, activateAt sql.NullInt64
+	if err := r.Scan(&k.KID, &private, &public, &encrypted, &k.State, &createdAt, &retiredAt, &activateAt); err != nil {
 		return SigningKey{}, err
 	}
 	k.Public = ed25519.PublicKey(public)
 	k.CreatedAt, k.RetiredAt = goTime(createdAt), goTime(retiredAt.Int64)
+	if activateAt.Valid && k.State == KeyVerify {
+		k.State, k.ActivateAt = KeyNext, goTime(activateAt.Int64)
+	}
 	switch {
 	case encrypted == 0:
 		k.Seed = private
@@ -151,8 +193,7 @@ func (s *Store) scanKey(r rowScanner) (SigningKey, error) {
 
 // ListKeys returns every key, seeds decrypted, oldest first.
 func (s *Store) ListKeys(ctx context.Context) ([]SigningKey, error) {
-	rows, err := s.reader.QueryContext(ctx,
-		"SELECT "+keyColumns+" FROM signing_keys ORDER BY created_at, kid")
+	rows, err := s.reader.QueryContext(ctx, keySelect+" ORDER BY k.created_at, k.kid")
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
 	}
@@ -173,8 +214,7 @@ func (s *Store) ListKeys(ctx context.Context) ([]SigningKey, error) {
 
 // ActiveKey returns the key that signs new tokens, or ErrNoActiveKey.
 func (s *Store) ActiveKey(ctx context.Context) (SigningKey, error) {
-	k, err := s.scanKey(s.reader.QueryRowContext(ctx,
-		"SELECT "+keyColumns+" FROM signing_keys WHERE state = ?", KeyActive))
+	k, err := s.scanKey(s.reader.QueryRowContext(ctx, keySelect+" WHERE k.state = ?", KeyActive))
 	if errors.Is(err, sql.ErrNoRows) {
 		return SigningKey{}, fmt.Errorf("active signing key: %w", ErrNoActiveKey)
 	}
@@ -184,11 +224,56 @@ func (s *Store) ActiveKey(ctx context.Context) (SigningKey, error) {
 	return k, nil
 }
 
+// GetKey returns one key, seed decrypted, or ErrNotFound.
+func (s *Store) GetKey(ctx context.Context, kid string) (SigningKey, error) {
+	k, err := s.scanKey(s.reader.QueryRowContext(ctx, keySelect+" WHERE k.kid = ?", kid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return SigningKey{}, fmt.Errorf("signing key %s: %w", kid, ErrNotFound)
+	}
+	if err != nil {
+		return SigningKey{}, fmt.Errorf("signing key %s: %w", kid, err)
+	}
+	return k, nil
+}
+
+// KeysDueForActivation returns the next keys whose activation time is at
+// or before now, the earliest first.
+func (s *Store) KeysDueForActivation(ctx context.Context, now time.Time) ([]string, error) {
+	kids, err := s.queryKIDs(ctx,
+		"SELECT kid FROM key_activations WHERE activate_at <= ? ORDER BY activate_at, kid", dbTime(now))
+	if err != nil {
+		return nil, fmt.Errorf("signing keys due for activation at %v: %w", now, err)
+	}
+	return kids, nil
+}
+
+// queryKIDs runs a query whose one column is a kid.
+func (s *Store) queryKIDs(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := s.reader.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var kids []string
+	for rows.Next() {
+		var kid string
+		if err := rows.Scan(&kid); err != nil {
+			return nil, err
+		}
+		kids = append(kids, kid)
+	}
+	return kids, rows.Err()
+}
+
 // ActivateKey makes kid the active key and demotes the previously active
 // one to verify, in one transaction: there is never zero or two active keys.
-// A retired key cannot be activated again (ErrKeyState).
+// Activating a next key ends its wait. A retired key cannot be activated
+// again (ErrKeyState).
 func (s *Store) ActivateKey(ctx context.Context, kid string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
+		if err := lockKeySet(ctx, tx); err != nil {
+			return err
+		}
 		var state KeyState
 		err := tx.QueryRowContext(ctx, "SELECT state FROM signing_keys WHERE kid = ?", kid).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -208,6 +293,9 @@ func (s *Store) ActivateKey(ctx context.Context, kid string) error {
 			"UPDATE signing_keys SET state = ? WHERE state = ?", KeyVerify, KeyActive); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM key_activations WHERE kid = ?", kid); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, "UPDATE signing_keys SET state = ? WHERE kid = ?", KeyActive, kid)
 		return err
 	})
@@ -218,11 +306,14 @@ func (s *Store) ActivateKey(ctx context.Context, kid string) error {
 	return nil
 }
 
-// RetireKey retires a verify key. The active key cannot be retired
-// (ErrKeyState): activate its successor first. Retiring a retired key is a
-// no-op.
+// RetireKey retires a verify key (a next key too, which cancels its
+// activation). The active key cannot be retired (ErrKeyState): activate its
+// successor first. Retiring a retired key is a no-op.
 func (s *Store) RetireKey(ctx context.Context, kid string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
+		if err := lockKeySet(ctx, tx); err != nil {
+			return err
+		}
 		var state KeyState
 		err := tx.QueryRowContext(ctx, "SELECT state FROM signing_keys WHERE kid = ?", kid).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -237,6 +328,9 @@ func (s *Store) RetireKey(ctx context.Context, kid string) error {
 		case KeyActive:
 			return fmt.Errorf("%w: key is active; activate another key first", ErrKeyState)
 		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM key_activations WHERE kid = ?", kid); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx,
 			"UPDATE signing_keys SET state = ?, retired_at = ? WHERE kid = ?",
 			KeyRetired, dbTime(s.now()), kid)
@@ -249,26 +343,27 @@ func (s *Store) RetireKey(ctx context.Context, kid string) error {
 	return nil
 }
 
+// lockKeySet serialises changes to the key set until commit, so that two
+// gateways changing key states at once run one after the other: neither
+// can leave zero or two active (or next) keys, nor retire a key the other
+// just activated. SQLite's write transaction holds the whole database
+// already; Postgres takes an advisory lock, which also covers a key set
+// still empty.
+func lockKeySet(ctx context.Context, tx *txn) error {
+	if err := tx.d.lockKeySet(ctx, tx); err != nil {
+		return fmt.Errorf("lock signing keys: %w", err)
+	}
+	return nil
+}
+
 // KeysInUse returns the kids that signed a generation still unexpired at
 // now, so the gateway keeps them in the JWKS until their last token expires.
 func (s *Store) KeysInUse(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := s.reader.QueryContext(ctx,
+	kids, err := s.queryKIDs(ctx,
 		`SELECT k.kid FROM signing_keys k WHERE EXISTS
 		 (SELECT 1 FROM generations g WHERE g.kid = k.kid AND g.expires_at > ?)
 		 ORDER BY k.kid`, dbTime(now))
 	if err != nil {
-		return nil, fmt.Errorf("signing keys in use at %v: %w", now, err)
-	}
-	defer rows.Close()
-	var kids []string
-	for rows.Next() {
-		var kid string
-		if err := rows.Scan(&kid); err != nil {
-			return nil, fmt.Errorf("signing keys in use at %v: %w", now, err)
-		}
-		kids = append(kids, kid)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("signing keys in use at %v: %w", now, err)
 	}
 	return kids, nil

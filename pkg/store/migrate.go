@@ -62,17 +62,18 @@ func migrationVersion(name string) (int64, error) {
 	return v, nil
 }
 
-// embeddedMigrations are the migrations compiled into this binary.
-func embeddedMigrations() []migration {
-	ms, err := loadMigrations(sqliteMigrations())
+// embeddedMigrations are the migrations of dialect d compiled into this binary.
+func embeddedMigrations(d dialect) []migration {
+	ms, err := loadMigrations(d.migrations())
 	if err != nil {
-		panic(err) // the files are compiled in; TestEmbeddedMigrationsAreOrdered pins them
+		panic(err) // the files are compiled in; TestEmbeddedMigrationsCountUpFromOne pins them
 	}
 	return ms
 }
 
-// latestMigration is the newest schema version this binary knows.
-func latestMigration() int64 { return int64(len(embeddedMigrations())) }
+// latestMigration is the newest schema version this binary knows. Both
+// dialects have the same versions (TestDialectsHaveTheSameMigrations).
+func latestMigration(d dialect) int64 { return int64(len(embeddedMigrations(d))) }
 
 const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
     version    BIGINT NOT NULL PRIMARY KEY,
@@ -84,18 +85,25 @@ const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 // schema version, each in its own transaction together with its row in
 // schema_migrations, so a crash leaves the schema at a known version.
 func (s *Store) migrate(ctx context.Context) error {
-	return s.applyMigrations(ctx, embeddedMigrations())
+	return s.applyMigrations(ctx, embeddedMigrations(s.dialect))
 }
 
 func (s *Store) applyMigrations(ctx context.Context, ms []migration) error {
-	if _, err := s.writer.ExecContext(ctx, createMigrationsTable); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
-	}
 	for _, m := range ms {
 		applied := false
-		err := s.writeTx(ctx, func(tx *sql.Tx) error {
-			// Re-read inside the write lock: another process may have
-			// migrated since we looked.
+		err := s.writeTx(ctx, func(tx *txn) error {
+			// Several gateways may start at once: the first to take the
+			// lock migrates, the others then find nothing left to do.
+			if err := s.dialect.lockMigrations(ctx, tx); err != nil {
+				return fmt.Errorf("lock migrations: %w", err)
+			}
+			// In the transaction, so a new database gets its
+			// schema_migrations table together with the first migration.
+			if _, err := tx.ExecContext(ctx, createMigrationsTable); err != nil {
+				return fmt.Errorf("create schema_migrations: %w", err)
+			}
+			// Re-read inside the lock: another process may have migrated
+			// since we looked.
 			current, err := schemaVersion(ctx, tx)
 			if err != nil {
 				return err

@@ -47,6 +47,7 @@ type Sandbox struct {
 	RunID      string          // the backend's name of the current run ("" when it has none)
 
 	LatestGen    uint64    // newest generation minted; 0 = none yet
+	GenFloor     uint64    // newest generation seen signed that the store may not have issued (RaiseGenerationFloor)
 	WrittenGen   uint64    // newest generation written to the token directory
 	DeliveredGen uint64    // newest generation the supervisor acknowledged
 	RotateAt     time.Time // when LatestGen is due for rotation; zero = now
@@ -63,7 +64,7 @@ type NewSandbox struct {
 }
 
 const sandboxColumns = `id, name, driver, state, spec, instance_id, run_id,
-	latest_gen, written_gen, delivered_gen, rotate_at, created_at, updated_at`
+	latest_gen, written_gen, delivered_gen, rotate_at, created_at, updated_at, gen_floor`
 
 type rowScanner interface {
 	Scan(dest ...any) error
@@ -72,14 +73,15 @@ type rowScanner interface {
 func scanSandbox(r rowScanner) (Sandbox, error) {
 	var sb Sandbox
 	var spec string
-	var latest, written, delivered, rotateAt, createdAt, updatedAt int64
+	var latest, written, delivered, rotateAt, createdAt, updatedAt, floor int64
 	err := r.Scan(&sb.ID, &sb.Name, &sb.Driver, &sb.State, &spec, &sb.InstanceID, &sb.RunID,
-		&latest, &written, &delivered, &rotateAt, &createdAt, &updatedAt)
+		&latest, &written, &delivered, &rotateAt, &createdAt, &updatedAt, &floor)
 	if err != nil {
 		return Sandbox{}, err
 	}
 	sb.Spec = json.RawMessage(spec)
 	sb.LatestGen, sb.WrittenGen, sb.DeliveredGen = uint64(latest), uint64(written), uint64(delivered)
+	sb.GenFloor = uint64(floor)
 	sb.RotateAt, sb.CreatedAt, sb.UpdatedAt = goTime(rotateAt), goTime(createdAt), goTime(updatedAt)
 	return sb, nil
 }
@@ -108,14 +110,14 @@ func (s *Store) CreateSandbox(ctx context.Context, n NewSandbox) (Sandbox, error
 		ID: id, Name: n.Name, Driver: n.Driver, State: SandboxCreated, Spec: spec,
 		CreatedAt: goTime(dbTime(now)), UpdatedAt: goTime(dbTime(now)),
 	}
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.writeTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO sandboxes (id, name, driver, state, spec, created_at, updated_at)
 			 VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			sb.ID, sb.Name, sb.Driver, sb.State, string(sb.Spec), dbTime(now), dbTime(now))
 		return err
 	})
-	if isUniqueViolation(err) {
+	if s.dialect.isUniqueViolation(err) {
 		// A 128-bit id collision is not a realistic cause: it is the name.
 		return Sandbox{}, fmt.Errorf("create sandbox %s: %w", n.Name, ErrNameTaken)
 	}
@@ -201,7 +203,7 @@ func (s *Store) UpdateSandboxState(ctx context.Context, id string, state Sandbox
 	if !state.Valid() {
 		return fmt.Errorf("update sandbox %s: %w: unknown state %q", id, ErrInvalid, state)
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx,
 			"UPDATE sandboxes SET state = ?, instance_id = ?, updated_at = ? WHERE id = ?",
 			state, instanceID, dbTime(s.now()), id)
@@ -216,7 +218,7 @@ func (s *Store) UpdateSandboxState(ctx context.Context, id string, state Sandbox
 // RecordRun records the backend's name of the sandbox's current run (a
 // pod's UID), once its driver started it.
 func (s *Store) RecordRun(ctx context.Context, id, runID string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		return mustAffect(tx.ExecContext(ctx, "UPDATE sandboxes SET run_id = ?, updated_at = ? WHERE id = ?",
 			runID, dbTime(s.now()), id))
 	})
@@ -232,7 +234,7 @@ func (s *Store) RecordRun(ctx context.Context, id, runID string) error {
 // reports whether it changed the sandbox.
 func (s *Store) MarkInstanceStopped(ctx context.Context, id, instanceID string) (bool, error) {
 	var changed bool
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx,
 			"UPDATE sandboxes SET state = ?, updated_at = ? WHERE id = ? AND instance_id = ? AND state = ?",
 			SandboxStopped, dbTime(s.now()), id, instanceID, SandboxRunning)
@@ -252,7 +254,7 @@ func (s *Store) MarkInstanceStopped(ctx context.Context, id, instanceID string) 
 // DeleteSandbox removes a sandbox and, by cascade, all its generations: its
 // tokens become unknown at once.
 func (s *Store) DeleteSandbox(ctx context.Context, id string) error {
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		return mustAffect(tx.ExecContext(ctx, "DELETE FROM sandboxes WHERE id = ?", id))
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"time"
 
@@ -27,10 +28,13 @@ type Options struct {
 	// AES-256-GCM key in this file (32 raw bytes or 64 hex digits, mode
 	// 0600). Keys already stored in the clear stay readable.
 	KeyFile string
-	// BusyTimeout bounds lock waits; DefaultBusyTimeout when zero.
+	// BusyTimeout bounds SQLite's lock waits; DefaultBusyTimeout when
+	// zero. (A Postgres writer waits for a row lock as long as its holder's
+	// transaction lasts: one sweep's batch.)
 	BusyTimeout time.Duration
 	// ThoroughCheck runs PRAGMA integrity_check at open instead of the
 	// faster quick_check (which skips checking indexes against tables).
+	// SQLite only: Postgres checks its own pages.
 	ThoroughCheck bool
 	// Now is the clock for created_at, updated_at and retired_at;
 	// time.Now when nil.
@@ -41,18 +45,21 @@ type Options struct {
 
 // Store is the gateway's durable state. It is safe for concurrent use.
 type Store struct {
-	path   string
-	writer *sql.DB // exactly one connection: all writes are serialised
-	reader *sql.DB // query-only connections
-	sealer *sealer // nil: keys stored in the clear
-	now    func() time.Time
-	log    *zap.Logger
+	location string // the file's absolute path, or the DSN without its password
+	dialect  dialect
+	writer   *handle // SQLite: exactly one connection, all writes serialised
+	reader   *handle // SQLite: query-only connections; Postgres: the writer's pool
+	sealer   *sealer // nil: keys stored in the clear
+	now      func() time.Time
+	log      *zap.Logger
 }
 
-// Open opens the store at path, creating it (mode 0600) when it does not
-// exist, checking it and bringing its schema up to date. See the package
-// documentation for every check and refusal.
-func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+// Open opens the store at location, checks it and brings its schema up to
+// date. A location starting with postgres:// or postgresql:// is a Postgres
+// DSN; anything else is the path of an SQLite file, created (mode 0600)
+// when it does not exist. See the package documentation for every check
+// and refusal.
+func Open(ctx context.Context, location string, opts Options) (*Store, error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = DefaultBusyTimeout
 	}
@@ -62,6 +69,27 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	open := openSQLite
+	if IsPostgresDSN(location) {
+		open = openPostgres
+	}
+	s, err := open(ctx, location, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", s.location, err)
+	}
+	if err := s.checkKeysDecrypt(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", s.location, err)
+	}
+	return s, nil
+}
+
+// openSQLite opens the SQLite file at path, up to its migrations.
+func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -88,7 +116,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 
-	s := &Store{path: abs, sealer: seal, now: opts.Now, log: log}
+	s := &Store{location: abs, dialect: sqliteDialect{}, sealer: seal, now: opts.Now, log: log}
 	if err := s.openPools(ctx, opts.BusyTimeout); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
@@ -96,14 +124,6 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := tightenSidecars(abs, log); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open store: %w", err)
-	}
-	if err := s.migrate(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: %w", abs, err)
-	}
-	if err := s.checkKeysDecrypt(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	return s, nil
 }
@@ -137,7 +157,7 @@ func inspect(ctx context.Context, path string, opts Options, log *zap.Logger) er
 		return fmt.Errorf("%w: %s is an SQLite database of another program (application_id %#x, %d tables); it was left untouched: check the path",
 			ErrNotDatabase, path, info.appID, info.tables)
 	}
-	if known := latestMigration(); info.schemaVersion > known {
+	if known := latestMigration(sqliteDialect{}); info.schemaVersion > known {
 		return fmt.Errorf("%w: %s has schema version %d, this sandkey knows versions up to %d; run a newer sandkey or restore a backup taken before the upgrade",
 			ErrSchemaTooNew, path, info.schemaVersion, known)
 	}
@@ -145,90 +165,122 @@ func inspect(ctx context.Context, path string, opts Options, log *zap.Logger) er
 }
 
 func (s *Store) openPools(ctx context.Context, busy time.Duration) error {
-	var err error
-	if s.writer, err = sql.Open(sqliteDriver, sqliteDSN(s.path, roleWriter, busy)); err != nil {
+	writer, err := sql.Open(sqliteDriver, sqliteDSN(s.location, roleWriter, busy))
+	if err != nil {
 		return err
 	}
+	s.writer = &handle{db: writer, d: s.dialect}
 	// One connection, never closed while the store is open: every write
 	// is serialised in-process, and BEGIN IMMEDIATE serialises processes.
-	s.writer.SetMaxOpenConns(1)
-	s.writer.SetMaxIdleConns(1)
-	s.writer.SetConnMaxLifetime(0)
-	s.writer.SetConnMaxIdleTime(0)
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	writer.SetConnMaxIdleTime(0)
 	// Connect now: the first connection switches the file to WAL mode, which
 	// the readers' query_only connections cannot do.
-	if err := s.writer.PingContext(ctx); err != nil {
+	if err := writer.PingContext(ctx); err != nil {
 		return fmt.Errorf("connect writer: %w", err)
 	}
-	if s.reader, err = sql.Open(sqliteDriver, sqliteDSN(s.path, roleReader, busy)); err != nil {
+	reader, err := sql.Open(sqliteDriver, sqliteDSN(s.location, roleReader, busy))
+	if err != nil {
 		return err
 	}
-	s.reader.SetMaxOpenConns(defaultReaders)
-	s.reader.SetMaxIdleConns(defaultReaders)
-	if err := s.reader.PingContext(ctx); err != nil {
+	s.reader = &handle{db: reader, d: s.dialect}
+	reader.SetMaxOpenConns(defaultReaders)
+	reader.SetMaxIdleConns(defaultReaders)
+	if err := reader.PingContext(ctx); err != nil {
 		return fmt.Errorf("connect reader: %w", err)
 	}
 	return nil
 }
 
-// Path is the absolute path of the database file.
-func (s *Store) Path() string { return s.path }
+// Location is where the store lives: the absolute path of the SQLite file,
+// or the Postgres DSN with its password hidden.
+func (s *Store) Location() string { return s.location }
 
-// Check runs a full integrity check (PRAGMA integrity_check and
-// foreign_key_check), for instance after a crash or from an operator
-// command. It reads only.
+// Dialect is "sqlite" or "postgres".
+func (s *Store) Dialect() string { return s.dialect.name() }
+
+// Check runs a full integrity check, for instance after a crash or from an
+// operator command: PRAGMA integrity_check and foreign_key_check on SQLite,
+// a search for rows whose references dangle on Postgres. It reads only.
 func (s *Store) Check(ctx context.Context) error {
-	if err := integrityCheck(ctx, s.reader, true); err != nil {
-		if isDamaged(err) || errors.Is(err, errIntegrity) {
-			return fmt.Errorf("check store %s: %w: %v", s.path, ErrNotDatabase, err)
+	if err := s.dialect.integrityCheck(ctx, s.reader, true); err != nil {
+		if s.dialect.isDamaged(err) || errors.Is(err, errIntegrity) {
+			return fmt.Errorf("check store %s: %w: %v", s.location, ErrNotDatabase, err)
 		}
-		return fmt.Errorf("check store %s: %w", s.path, err)
+		return fmt.Errorf("check store %s: %w", s.location, err)
 	}
 	return nil
 }
 
-// Close closes the store. The writer closes last, so SQLite checkpoints the
-// WAL into the database file and removes it.
+// Close closes the store. The SQLite writer closes last, so SQLite
+// checkpoints the WAL into the database file and removes it.
 func (s *Store) Close() error {
 	var errs []error
-	if s.reader != nil {
-		errs = append(errs, s.reader.Close())
+	if s.reader != nil && s.reader != s.writer {
+		errs = append(errs, s.reader.db.Close())
 	}
 	if s.writer != nil {
-		errs = append(errs, s.writer.Close())
+		errs = append(errs, s.writer.db.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("close store %s: %w", s.path, err)
+		return fmt.Errorf("close store %s: %w", s.location, err)
 	}
 	return nil
 }
 
-// writeTx runs fn in a write transaction (BEGIN IMMEDIATE on the single
-// writer connection) and commits when fn returns nil.
-func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.writer.BeginTx(ctx, nil)
+// maxTxAttempts bounds how often writeTx runs a transaction that lost a
+// race or its connection (Postgres) before giving up.
+const maxTxAttempts = 5
+
+// writeTx runs fn in a write transaction and commits when fn returns nil.
+// On SQLite that is BEGIN IMMEDIATE on the single writer connection; on
+// Postgres a READ COMMITTED transaction whose rows fn locks itself. A
+// transaction that lost a race (deadlock, serialization failure) or its
+// connection before COMMIT was sent (a pooled connection the server cut
+// when it restarted) is rolled back by the server and run again, so fn must
+// start from scratch each time (reset what it collects). A failed COMMIT is
+// never run again: it may have committed.
+func (s *Store) writeTx(ctx context.Context, fn func(tx *txn) error) error {
+	for attempt := 1; ; attempt++ {
+		committing, err := s.writeTxOnce(ctx, fn)
+		if err == nil || committing || attempt == maxTxAttempts || ctx.Err() != nil || !s.dialect.isRetryable(err) {
+			return err
+		}
+		s.log.Debug("write transaction lost a race or its connection; running it again",
+			zap.Int("attempt", attempt), zap.Error(err))
+		// A short random pause keeps the contenders from meeting again.
+		time.Sleep(time.Duration(rand.IntN(attempt*5)+1) * time.Millisecond)
+	}
+}
+
+// writeTxOnce runs fn in one transaction; committing reports that err came
+// from COMMIT itself.
+func (s *Store) writeTxOnce(ctx context.Context, fn func(tx *txn) error) (committing bool, err error) {
+	tx, err := s.writer.begin(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin write: %w", err)
+		return false, fmt.Errorf("begin write: %w", err)
 	}
 	if err := fn(tx); err != nil {
-		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+		if rbErr := tx.tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+			return false, errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 		}
-		return err
+		return false, err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	if err := tx.tx.Commit(); err != nil {
+		return true, fmt.Errorf("commit: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 // readTx runs fn in a read-only transaction: one consistent snapshot.
-func (s *Store) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+func (s *Store) readTx(ctx context.Context, fn func(tx *txn) error) error {
+	tx, err := s.reader.begin(ctx, s.dialect.readTxOptions())
 	if err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}
-	defer tx.Rollback() //nolint:errcheck // read-only: nothing to undo
+	defer tx.tx.Rollback() //nolint:errcheck // read-only: nothing to undo
 	return fn(tx)
 }
 

@@ -27,18 +27,18 @@ func TestOpenCreatesPrivateFileAtLatestSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := latestMigration(); v != want || want < 1 {
+	if want := latestMigration(s.dialect); v != want || want < 1 {
 		t.Errorf("schema version %d, want %d (>= 1)", v, want)
 	}
 	var mode string
-	if err := s.reader.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+	if err := s.reader.QueryRowContext(context.Background(), "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
 		t.Errorf("journal_mode = %q (%v), want wal", mode, err)
 	}
 	var sync, fk int
-	if err := s.writer.QueryRow("PRAGMA synchronous").Scan(&sync); err != nil || sync != 2 {
+	if err := s.writer.QueryRowContext(context.Background(), "PRAGMA synchronous").Scan(&sync); err != nil || sync != 2 {
 		t.Errorf("writer synchronous = %d (%v), want 2 (FULL)", sync, err)
 	}
-	if err := s.writer.QueryRow("PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
+	if err := s.writer.QueryRowContext(context.Background(), "PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
 		t.Errorf("writer foreign_keys = %d (%v), want 1", fk, err)
 	}
 }
@@ -60,87 +60,109 @@ func TestOpenCreatesPrivateFileDespitePermissiveUmask(t *testing.T) {
 }
 
 func TestReopenKeepsDataAndAppliesNoMigrationTwice(t *testing.T) {
-	ctx := context.Background()
-	path := newTestPath(t)
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := s.CreateSandbox(ctx, NewSandbox{Name: "a", Driver: "process"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		path := be.newLocation(t)
+		s, err := Open(ctx, path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb, err := s.CreateSandbox(ctx, NewSandbox{Name: "a", Driver: "process"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 
-	s = openAt(t, path, Options{ThoroughCheck: true})
-	openAt(t, path, Options{}) // a second open of an open store is fine too
-	if got, err := s.GetSandbox(ctx, sb.ID); err != nil || got.Name != "a" {
-		t.Fatalf("GetSandbox after reopen = %+v, %v", got, err)
-	}
-	rows := queryInt(t, s.reader, "SELECT count(*) FROM schema_migrations")
-	if rows != latestMigration() {
-		t.Errorf("schema_migrations has %d rows, want one per migration (%d)", rows, latestMigration())
-	}
+		s = openAt(t, path, Options{ThoroughCheck: true})
+		openAt(t, path, Options{}) // a second open of an open store is fine too
+		if got, err := s.GetSandbox(ctx, sb.ID); err != nil || got.Name != "a" {
+			t.Fatalf("GetSandbox after reopen = %+v, %v", got, err)
+		}
+		rows := queryInt(t, s.reader, "SELECT count(*) FROM schema_migrations")
+		if rows != latestMigration(s.dialect) {
+			t.Errorf("schema_migrations has %d rows, want one per migration (%d)", rows, latestMigration(s.dialect))
+		}
+	})
 }
 
 func TestMigrationsApplyOnlyNewerVersionsInOrder(t *testing.T) {
-	ctx := context.Background()
-	s := openAt(t, newTestPath(t), Options{})
-	base := embeddedMigrations()
-	extra := func(v int64, sql string) migration {
-		return migration{version: v, name: "test", sql: sql}
-	}
-	v1 := append(append([]migration{}, base...),
-		extra(int64(len(base)+1), "CREATE TABLE extra (n BIGINT NOT NULL)"))
-	if err := s.applyMigrations(ctx, v1); err != nil {
-		t.Fatal(err)
-	}
-	// Re-running the same list must not re-create the table (it would fail).
-	v2 := append(append([]migration{}, v1...),
-		extra(int64(len(v1)+1), "INSERT INTO extra (n) VALUES (7)"))
-	if err := s.applyMigrations(ctx, v2); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.applyMigrations(ctx, v2); err != nil {
-		t.Fatal(err)
-	}
-	if n := queryInt(t, s.reader, "SELECT count(*) FROM extra"); n != 1 {
-		t.Errorf("extra has %d rows, want 1: a migration ran twice", n)
-	}
-	if v, _ := s.SchemaVersion(ctx); v != int64(len(v2)) {
-		t.Errorf("schema version %d, want %d", v, len(v2))
-	}
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		s := openAt(t, be.newLocation(t), Options{})
+		base := embeddedMigrations(s.dialect)
+		extra := func(v int64, sql string) migration {
+			return migration{version: v, name: "test", sql: sql}
+		}
+		v1 := append(append([]migration{}, base...),
+			extra(int64(len(base)+1), "CREATE TABLE extra (n BIGINT NOT NULL)"))
+		if err := s.applyMigrations(ctx, v1); err != nil {
+			t.Fatal(err)
+		}
+		// Re-running the same list must not re-create the table (it would fail).
+		v2 := append(append([]migration{}, v1...),
+			extra(int64(len(v1)+1), "INSERT INTO extra (n) VALUES (7)"))
+		if err := s.applyMigrations(ctx, v2); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.applyMigrations(ctx, v2); err != nil {
+			t.Fatal(err)
+		}
+		if n := queryInt(t, s.reader, "SELECT count(*) FROM extra"); n != 1 {
+			t.Errorf("extra has %d rows, want 1: a migration ran twice", n)
+		}
+		if v, _ := s.SchemaVersion(ctx); v != int64(len(v2)) {
+			t.Errorf("schema version %d, want %d", v, len(v2))
+		}
+	})
 }
 
 func TestFailedMigrationLeavesSchemaAtPreviousVersion(t *testing.T) {
-	ctx := context.Background()
-	s := openAt(t, newTestPath(t), Options{})
-	base := embeddedMigrations()
-	broken := append(append([]migration{}, base...), migration{
-		version: int64(len(base) + 1), name: "broken",
-		sql: "CREATE TABLE half (n BIGINT); INSERT INTO nowhere VALUES (1)",
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		s := openAt(t, be.newLocation(t), Options{})
+		base := embeddedMigrations(s.dialect)
+		broken := append(append([]migration{}, base...), migration{
+			version: int64(len(base) + 1), name: "broken",
+			sql: "CREATE TABLE half (n BIGINT); INSERT INTO nowhere VALUES (1)",
+		})
+		if err := s.applyMigrations(ctx, broken); err == nil {
+			t.Fatal("broken migration applied without error")
+		}
+		if v, _ := s.SchemaVersion(ctx); v != int64(len(base)) {
+			t.Errorf("schema version %d after failed migration, want %d", v, len(base))
+		}
+		if tableExists(t, s, "half") {
+			t.Error("failed migration left its first statement applied")
+		}
 	})
-	if err := s.applyMigrations(ctx, broken); err == nil {
-		t.Fatal("broken migration applied without error")
-	}
-	if v, _ := s.SchemaVersion(ctx); v != int64(len(base)) {
-		t.Errorf("schema version %d after failed migration, want %d", v, len(base))
-	}
-	if n := queryInt(t, s.reader, "SELECT count(*) FROM sqlite_master WHERE name = 'half'"); n != 0 {
-		t.Error("failed migration left its first statement applied")
-	}
 }
 
 func TestEmbeddedMigrationsCountUpFromOne(t *testing.T) {
-	ms, err := loadMigrations(sqliteMigrations())
-	if err != nil {
-		t.Fatal(err)
+	for _, d := range []dialect{sqliteDialect{}, postgresDialect{}} {
+		ms, err := loadMigrations(d.migrations())
+		if err != nil {
+			t.Fatalf("%s: %v", d.name(), err)
+		}
+		for i, m := range ms {
+			if m.version != int64(i+1) || strings.TrimSpace(m.sql) == "" {
+				t.Errorf("%s migration %d: version %d, %d bytes", d.name(), i, m.version, len(m.sql))
+			}
+		}
 	}
-	for i, m := range ms {
-		if m.version != int64(i+1) || strings.TrimSpace(m.sql) == "" {
-			t.Errorf("migration %d: version %d, %d bytes", i, m.version, len(m.sql))
+}
+
+func TestDialectsHaveTheSameMigrations(t *testing.T) {
+	// One schema version means the same thing on both databases: the
+	// Postgres migrations mirror the SQLite ones, file for file.
+	lite, pg := embeddedMigrations(sqliteDialect{}), embeddedMigrations(postgresDialect{})
+	if len(lite) != len(pg) {
+		t.Fatalf("%d SQLite migrations, %d Postgres migrations", len(lite), len(pg))
+	}
+	for i := range lite {
+		if lite[i].name != pg[i].name {
+			t.Errorf("migration %d: %s on SQLite, %s on Postgres", i+1, lite[i].name, pg[i].name)
 		}
 	}
 }
@@ -161,30 +183,33 @@ func TestLoadMigrationsRejectsBadSets(t *testing.T) {
 }
 
 func TestOpenRefusesNewerSchemaWithoutTouchingIt(t *testing.T) {
-	ctx := context.Background()
-	path := newTestPath(t)
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, s.writer, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	before := fileHash(t, path)
-
-	_, err = Open(ctx, path, Options{})
-	if !errors.Is(err, ErrSchemaTooNew) {
-		t.Fatalf("Open = %v, want ErrSchemaTooNew", err)
-	}
-	for _, want := range []string{path, "999"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %q", err, want)
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		path := be.newLocation(t)
+		s, err := Open(ctx, path, Options{})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if fileHash(t, path) != before {
-		t.Error("refused database was modified")
-	}
+		mustExec(t, s.writer, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)")
+		location := s.Location()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		before := fingerprint(t, path)
+
+		_, err = Open(ctx, path, Options{})
+		if !errors.Is(err, ErrSchemaTooNew) {
+			t.Fatalf("Open = %v, want ErrSchemaTooNew", err)
+		}
+		for _, want := range []string{location, "999"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not mention %q", err, want)
+			}
+		}
+		if fingerprint(t, path) != before {
+			t.Error("refused database was modified")
+		}
+	})
 }
 
 func TestOpenRefusesInsecurePermissions(t *testing.T) {
@@ -383,69 +408,103 @@ func TestOpenAcceptsEmptyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := openAt(t, path, Options{})
-	if v, err := s.SchemaVersion(context.Background()); err != nil || v != latestMigration() {
+	if v, err := s.SchemaVersion(context.Background()); err != nil || v != latestMigration(s.dialect) {
 		t.Errorf("schema version %d, %v", v, err)
 	}
 }
 
 func TestCheckPassesOnHealthyStoreAndFailsOnDamage(t *testing.T) {
-	ctx := context.Background()
-	s := openTestStore(t)
-	sb := createTestSandbox(t, s, "a")
-	if _, err := s.NextGenerations(ctx, []string{sb.ID}, testMint(testEpoch)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Check(ctx); err != nil {
-		t.Fatalf("Check on a healthy store: %v", err)
-	}
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		s := openTestStore(t, be)
+		sb := createTestSandbox(t, s, "a")
+		if _, err := s.NextGenerations(ctx, []string{sb.ID}, testMint(testEpoch)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Check(ctx); err != nil {
+			t.Fatalf("Check on a healthy store: %v", err)
+		}
 
-	// A dangling reference (written with foreign keys off, as a bug or a
-	// manual edit would) is damage Check must report.
-	conn, err := s.writer.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, conn, "PRAGMA foreign_keys = OFF")
-	mustExec(t, conn, "DELETE FROM sandboxes WHERE id = ?", sb.ID)
-	mustExec(t, conn, "PRAGMA foreign_keys = ON")
-	conn.Close()
-	err = s.Check(ctx)
-	if !errors.Is(err, ErrNotDatabase) || !strings.Contains(err.Error(), "generations") {
-		t.Fatalf("Check = %v, want ErrNotDatabase naming generations", err)
-	}
+		// A dangling reference (written with foreign keys off, as a bug or a
+		// manual edit would) is damage Check must report.
+		deleteWithoutForeignKeys(t, s, sb.ID)
+		err := s.Check(ctx)
+		if !errors.Is(err, ErrNotDatabase) || !strings.Contains(err.Error(), "generations") {
+			t.Fatalf("Check = %v, want ErrNotDatabase naming generations", err)
+		}
+	})
 }
 
 func TestTwoStoresOnOneFileShareTheWriteLock(t *testing.T) {
-	// Two gateways (or a gateway and an operator tool) on one file: BEGIN
-	// IMMEDIATE and busy_timeout must serialise them, not fail or interleave.
-	ctx := context.Background()
-	path := newTestPath(t)
-	a := openAt(t, path, Options{})
-	b := openAt(t, path, Options{})
-	insertTestKey(t, a, testKID, KeyActive)
-	sb := createTestSandbox(t, a, "shared")
+	forEachBackend(t, func(t *testing.T, be backend) {
+		// Two gateways (or a gateway and an operator tool) on one file: BEGIN
+		// IMMEDIATE and busy_timeout must serialise them, not fail or interleave.
+		ctx := context.Background()
+		path := be.newLocation(t)
+		a := openAt(t, path, Options{})
+		b := openAt(t, path, Options{})
+		insertTestKey(t, a, testKID, KeyActive)
+		sb := createTestSandbox(t, a, "shared")
 
-	const rounds = 30
-	errs := make(chan error, 2)
-	for _, s := range []*Store{a, b} {
-		go func() {
-			mint := testMint(testEpoch)
-			for i := 0; i < rounds; i++ {
-				if _, err := s.NextGenerations(ctx, []string{sb.ID}, mint); err != nil {
-					errs <- err
-					return
+		const rounds = 30
+		errs := make(chan error, 2)
+		for _, s := range []*Store{a, b} {
+			go func() {
+				mint := testMint(testEpoch)
+				for i := 0; i < rounds; i++ {
+					if _, err := s.NextGenerations(ctx, []string{sb.ID}, mint); err != nil {
+						errs <- err
+						return
+					}
 				}
-			}
-			errs <- nil
-		}()
-	}
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+				errs <- nil
+			}()
 		}
-	}
-	latest, err := a.LatestGeneration(ctx, sb.ID)
-	if err != nil || latest.Gen != 2*rounds {
-		t.Fatalf("latest generation %d (%v), want %d", latest.Gen, err, 2*rounds)
-	}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		latest, err := a.LatestGeneration(ctx, sb.ID)
+		if err != nil || latest.Gen != 2*rounds {
+			t.Fatalf("latest generation %d (%v), want %d", latest.Gen, err, 2*rounds)
+		}
+	})
+}
+
+// A store of schema 1 holding a sandbox and its generations (a backup
+// taken before the generation floor existed) opens at the latest schema with a
+// floor of zero, and counts on from its own counter.
+func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		path := be.newLocation(t)
+		s := openAt(t, path, Options{})
+		insertTestKey(t, s, testKID, KeyActive)
+		sb := createTestSandbox(t, s, "old")
+		for range 2 {
+			if _, err := s.NextGenerations(ctx, []string{sb.ID}, testMint(testEpoch)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		// Take the store back to schema 1, as a sandkey before the floor left it.
+		rawExec(t, path, "DROP TABLE key_activations")
+		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN run_id")
+		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN gen_floor")
+		rawExec(t, path, "DELETE FROM schema_migrations WHERE version > 1")
+
+		s = openAt(t, path, Options{})
+		if v, _ := s.SchemaVersion(ctx); v != latestMigration(s.dialect) {
+			t.Fatalf("schema version %d, want %d", v, latestMigration(s.dialect))
+		}
+		got, err := s.GetSandbox(ctx, sb.ID)
+		if err != nil || got.LatestGen != 2 || got.GenFloor != 0 {
+			t.Fatalf("migrated sandbox: %+v, %v; want gen 2, floor 0", got, err)
+		}
+		gens, err := s.NextGenerations(ctx, []string{sb.ID}, testMint(testEpoch))
+		if err != nil || gens[0].Gen != 3 {
+			t.Fatalf("first generation after the migration: %+v, %v; want 3", gens, err)
+		}
+	})
 }

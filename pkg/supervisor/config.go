@@ -47,10 +47,15 @@ type Config struct {
 	GatewayCA    string // PEM bundle trusted for a tls:// gateway; system roots when empty
 	PollInterval time.Duration
 	Grace        time.Duration
-	UID, GID     *uint32
-	VMInit       string           // auto | on | off
-	Now          func() time.Time // the clock of token expiry (k8s-sa); time.Now when nil
-	Argv         []string
+	// User runs the workload and exec'd commands as that user, in any
+	// form of an image's USER (name, uid, uid:gid, name:group), resolved
+	// against the sandbox's /etc/passwd and /etc/group at start. Empty
+	// keeps the supervisor's own.
+	User   string
+	VMInit string // auto | on | off
+	// Now is the clock of token expiry (k8s-sa); time.Now when nil.
+	Now  func() time.Time
+	Argv []string
 }
 
 // ConfigError is a configuration the supervisor cannot serve; it exits

@@ -10,15 +10,28 @@
 //     directory, a gateway socket that is not there, or a mode it cannot
 //     serve ends the supervisor at once with a clear message and its own
 //     exit code, never a hang.
-//  3. Start the token source, then the workload, then the session (its
+//  3. Make the process's one inotify instance (pkg/dirwatch), shared by
+//     the token source and the session's watch of the gateway socket:
+//     instances are a per-user kernel limit (commonly 128) that every
+//     supervisor of the host user draws on. Without one, both poll at a
+//     short interval (the directory every second, the socket every 250 ms
+//     while reconnecting), which the log says once and the status file
+//     always (watch "poll", degraded).
+//  4. Start the token source, then the workload, then the session (its
 //     exec requests run through the workload's reaper, the one caller of
-//     wait in this process). In auth mode k8s-sa the token source is the
-//     exchange's (k8ssa.go): the pod's projected ServiceAccount token,
-//     watched like a token directory, is traded at the gateway for a
-//     sandkey token held in memory only, and traded again at once when
-//     the gateway refuses it or it expired.
-//  4. Keep a status file (no token in it) current for the workload and
-//     operators.
-//  5. When the workload ends, report its exit to the gateway (bounded
+//     wait in this process). With --user (SANDKEY_USER; the container
+//     drivers pass an image's USER), the workload and every exec run as
+//     that user, resolved in the sandbox's own /etc/passwd and
+//     /etc/group (workload.LookupUser) with its supplementary groups, and
+//     with its home as HOME unless HOME was set elsewhere than the
+//     supervisor's own home; the supervisor stays root. In auth mode
+//     k8s-sa the token source is the exchange's (k8ssa.go): the pod's
+//     projected ServiceAccount token, watched like a token directory, is
+//     traded at the gateway for a sandkey token held in memory only, and
+//     traded again at once when the gateway refuses it or it expired.
+//  5. Keep a status file (no token in it) current for the workload and
+//     operators: rewritten at every new token and every session coming
+//     up or going down.
+//  6. When the workload ends, report its exit to the gateway (bounded
 //     retries) and exit with its code: 128+signal when it was killed.
 package supervisor

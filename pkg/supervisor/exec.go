@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -20,6 +19,7 @@ import (
 type reaperExec struct {
 	reaper *workload.Reaper
 	env    []string
+	user   *workload.User // run as the workload's user; nil: the supervisor's
 }
 
 // Run implements session.ExecHandler.
@@ -34,11 +34,10 @@ func (r reaperExec) Run(ctx context.Context, c session.ExecCommand, stdout, stde
 	cmd := exec.Command(path, c.Argv[1:]...)
 	cmd.Args[0] = c.Argv[0]
 	cmd.Env = append(append([]string{}, r.env...), c.Env...)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if c.HasStdin {
-		cmd.Stdin = bytes.NewReader(c.Stdin)
+	c.Prepare(cmd, stdout, stderr)
+	if u := r.user; u != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	exits, err := r.reaper.Start(cmd)
 	if err != nil {
 		code := session.ExitCannotExecute

@@ -18,6 +18,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/source"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 	"github.com/sandkey/sandkey/pkg/session"
 )
 
@@ -60,7 +61,7 @@ type exchangeSource struct {
 	close  sync.Once
 }
 
-func newExchangeSource(ctx context.Context, cfg Config, dial []session.DialOption, log *zap.Logger) (*exchangeSource, error) {
+func newExchangeSource(ctx context.Context, cfg Config, dial []session.DialOption, watcher *dirwatch.Watcher, log *zap.Logger) (*exchangeSource, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -77,7 +78,7 @@ func newExchangeSource(ctx context.Context, cfg Config, dial []session.DialOptio
 	e := &exchangeSource{Source: src, dir: cfg.TokenDir, client: client, log: log.Named("exchange"),
 		now: cfg.Now, kick: make(chan struct{}, 1)}
 	ctx, e.cancel = context.WithCancel(ctx)
-	e.wg.Go(func() { source.WatchDir(ctx, e.dir, cfg.PollInterval, e.log, e.projectedChanged) })
+	e.wg.Go(func() { e.watchProjected(ctx, watcher, cfg.PollInterval) })
 	e.wg.Go(func() { e.loop(ctx) })
 	return e, nil
 }
@@ -150,6 +151,38 @@ func (e *exchangeSource) exchange(ctx context.Context) error {
 	e.log.Info("exchanged the projected ServiceAccount token", zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()),
 		zap.Time("projected_iat", iat), zap.Time("projected_exp", exp))
 	return nil
+}
+
+// watchProjected calls projectedChanged whenever the kubelet may have
+// renewed the projected token: on the shared inotify watch of its
+// directory (the kubelet's ..data swap), and on a poll, short while the
+// directory is not watched.
+func (e *exchangeSource) watchProjected(ctx context.Context, watcher *dirwatch.Watcher, interval time.Duration) {
+	if watcher == nil {
+		watcher = dirwatch.New(e.log)
+		defer watcher.Close()
+	}
+	if interval <= 0 {
+		interval = source.LocalPollInterval
+	}
+	w := watcher.Watch(e.dir, func(name string) bool { return name == "..data" || name == tokendir.TokenFile })
+	defer w.Close()
+	for {
+		next := interval
+		if !w.Active() {
+			next = min(interval, source.DefaultUnwatchedPollInterval)
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-w.C():
+		case <-t.C:
+		}
+		t.Stop()
+		e.projectedChanged()
+	}
 }
 
 // projectedChanged runs when the kubelet may have written a new projected

@@ -106,7 +106,7 @@ func TestK8sSAExchangesAtStartOnRefusalAndOnExpiryWithTheNewestProjectedToken(t 
 	}
 	renew(1)
 	src, err := newExchangeSource(ctx, Config{SandboxID: sb.ID, TokenDir: projected, Gateway: "tcp://" + l.Addr().String(),
-		PollInterval: time.Hour, Now: clk.Now}, nil, zap.NewNop())
+		PollInterval: time.Hour, Now: clk.Now}, nil, nil, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"os"
 	"strings"
@@ -9,12 +8,17 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/bearer"
 )
 
 // staticSource is the token source of auth mode static: one token, read
 // once, never refreshed. It cannot verify the token (it has no keys), so
-// it only presents it.
+// it only presents it. It has the whole interface of a token source, so
+// the supervisor runs the same way in every mode: its change feed never
+// sends, since its token never changes.
 type staticSource struct{ tok *auth.Token }
+
+var _ tokenSource = (*staticSource)(nil)
 
 func newStaticSource(cfg Config) (*staticSource, error) {
 	raw := cfg.StaticToken
@@ -44,13 +48,13 @@ func (s *staticSource) Offer(string, []byte, string) error {
 func (s *staticSource) MarkRejected() {}
 
 func (s *staticSource) PerRPCCredentials() credentials.PerRPCCredentials {
-	return staticBearer{s.tok.Raw()}
+	return bearer.Credentials{Token: bearer.Fixed(s.tok.Raw())}
 }
 
-type staticBearer struct{ raw string }
-
-func (b staticBearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.raw}, nil
+// Subscribe returns a feed that never sends: the token never changes.
+func (s *staticSource) Subscribe() (<-chan *auth.Token, func()) {
+	return make(chan *auth.Token), func() {}
 }
 
-func (staticBearer) RequireTransportSecurity() bool { return false }
+// Close does nothing: the source holds no watch and no goroutine.
+func (s *staticSource) Close() error { return nil }

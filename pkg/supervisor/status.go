@@ -4,10 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/sandkey/sandkey/pkg/atomicfile"
 	"github.com/sandkey/sandkey/pkg/auth"
+)
+
+// How the supervisor notices changes, as its status file says.
+const (
+	WatchInotify = "inotify" // change notifications, polls as a safety net
+	WatchPoll    = "poll"    // no inotify instance: short polls only
 )
 
 // Status is what the supervisor tells the workload and operators about
@@ -23,18 +29,39 @@ type Status struct {
 	UpdatedAt    time.Time `json:"updated_at"`
 	WorkloadPID  int       `json:"workload_pid,omitempty"`
 	TokenExpired bool      `json:"token_expired"`
+	// Watch says how changes are noticed: WatchInotify, or WatchPoll when
+	// the supervisor could not get an inotify instance.
+	Watch string `json:"watch,omitempty"`
+	// Degraded says why, when the supervisor works in a degraded mode.
+	Degraded string `json:"degraded,omitempty"`
 }
 
-func statusOf(sandboxID string, tok *auth.Token, connected bool, sessionID string, lastErr error, pid int, now time.Time) Status {
-	st := Status{SandboxID: sandboxID, Connected: connected, SessionID: sessionID, UpdatedAt: now.UTC(), WorkloadPID: pid}
+// setToken shows tok (nil: none) as it stands at now, the time of the
+// status.
+func (st *Status) setToken(tok *auth.Token, now time.Time) {
+	st.UpdatedAt = now.UTC()
+	st.Gen, st.JTI, st.ExpiresAt, st.TokenExpired = 0, "", time.Time{}, false
 	if tok != nil {
 		st.Gen, st.JTI, st.ExpiresAt = tok.Gen(), tok.JTI(), tok.ExpiresAt().UTC()
 		st.TokenExpired = !now.Before(tok.ExpiresAt())
 	}
+}
+
+// setSession shows the session's state, as session.Client.State gives it.
+func (st *Status) setSession(connected bool, sessionID string, lastErr error) {
+	st.Connected, st.SessionID, st.LastError = connected, sessionID, ""
 	if lastErr != nil {
 		st.LastError = lastErr.Error()
 	}
-	return st
+}
+
+// setWatch shows how changes are noticed: by inotify, or by polling when
+// degraded says why ("" when not degraded).
+func (st *Status) setWatch(degraded string) {
+	st.Watch, st.Degraded = WatchInotify, degraded
+	if degraded != "" {
+		st.Watch = WatchPoll
+	}
 }
 
 // writeStatus replaces the status file atomically (temp file + rename), so
@@ -44,24 +71,8 @@ func writeStatus(path string, st Status) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".status-*")
-	if err != nil {
-		return fmt.Errorf("write status %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write status %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write status %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write status %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write status %s: %w", path, err)
+	if err := atomicfile.Write(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("status: %w", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/source"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 	"github.com/sandkey/sandkey/pkg/supervisor/workload"
@@ -25,7 +27,8 @@ var Version = "dev"
 const reportExitTimeout = 3 * time.Second
 
 // statusRefresh is how often the status file is rewritten when nothing
-// else changed, so its session state and expiry flag stay current.
+// else changed, so its expiry flag stays current; token and session
+// changes are written at once.
 const statusRefresh = 5 * time.Second
 
 // tokenSource is what the supervisor needs of a token source: the
@@ -50,7 +53,18 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	if err != nil {
 		return fail(log, err)
 	}
-	src, err := newSource(ctx, cfg, dial, log)
+	user, err := lookupUser(cfg.User)
+	if err != nil {
+		return fail(log, err)
+	}
+	// One inotify instance for everything the supervisor watches: they are
+	// a per-user limit, shared with every other sandbox of the host user.
+	watcher := dirwatch.New(log.Named("watch"))
+	defer watcher.Close()
+	if degraded := degradedReason(watcher); degraded != "" {
+		log.Warn(degraded, zap.Error(watcher.Err()))
+	}
+	src, err := newSource(ctx, cfg, dial, watcher, log)
 	if err != nil {
 		return fail(log, err)
 	}
@@ -61,10 +75,17 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 		log.Warn("no valid token at start; waiting for the session to deliver one")
 	}
 
-	runner, err := workload.Start(context.Background(), workload.Config{
-		Argv: cfg.Argv, Env: workloadEnv(), UID: cfg.UID, GID: cfg.GID, Grace: cfg.Grace,
+	env := userEnv(workloadEnv(), user)
+	wcfg := workload.Config{
+		Argv: cfg.Argv, Env: env, Grace: cfg.Grace,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Logger: log.Named("workload"),
-	})
+	}
+	if user != nil {
+		wcfg.UID, wcfg.GID, wcfg.Groups = &user.UID, &user.GID, user.Groups
+		log.Info("workload runs as another user", zap.String("user", cfg.User),
+			zap.Uint32("uid", user.UID), zap.Uint32("gid", user.GID), zap.Uint32s("groups", user.Groups))
+	}
+	runner, err := workload.Start(context.Background(), wcfg)
 	if err != nil {
 		log.Error("start workload", zap.Strings("argv", cfg.Argv), zap.Error(err))
 		return 127
@@ -73,8 +94,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 
 	client, err := session.NewClient(session.ClientConfig{
 		Target: cfg.Gateway, SandboxID: cfg.SandboxID, InstanceID: cfg.InstanceID, Version: Version,
-		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: execEnv()}, Logger: log.Named("session"),
-		DialOptions: dial, Backoff: backoffFor(cfg.Mode),
+		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: env, user: user}, Logger: log.Named("session"),
+		Watcher: watcher, DialOptions: dial, Backoff: backoffFor(cfg.Mode),
 	})
 	if err != nil {
 		runner.Stop()
@@ -87,7 +108,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	var wg sync.WaitGroup
 	wg.Go(func() { client.Run(sessCtx) })
 	if cfg.StatusFile != "" {
-		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, runner.Pid(), log) })
+		wg.Go(func() { keepStatus(sessCtx, cfg, src, client, watcher, runner.Pid(), statusRefresh, log) })
 	}
 
 	// A cancelled ctx (the supervisor's own SIGTERM is forwarded by the
@@ -119,6 +140,17 @@ func fail(log *zap.Logger, err error) int {
 	return ExitSoftware
 }
 
+// degradedReason says, for the log and the status file, how the
+// supervisor works without an inotify instance; "" when it has one.
+func degradedReason(w *dirwatch.Watcher) string {
+	if w.Err() == nil {
+		return ""
+	}
+	return fmt.Sprintf("no inotify instance left for this user: polling the token directory every %s and, while reconnecting, "+
+		"the gateway socket every %s; raise fs.inotify.max_user_instances on the host",
+		source.DefaultUnwatchedPollInterval, session.DefaultSocketPollInterval)
+}
+
 // backoffFor is the session's reconnect policy in a mode.
 func backoffFor(mode string) session.Backoff {
 	if mode == ModeK8sSA {
@@ -127,44 +159,42 @@ func backoffFor(mode string) session.Backoff {
 	return session.Backoff{}
 }
 
-func newSource(ctx context.Context, cfg Config, dial []session.DialOption, log *zap.Logger) (tokenSource, error) {
+func newSource(ctx context.Context, cfg Config, dial []session.DialOption, watcher *dirwatch.Watcher, log *zap.Logger) (tokenSource, error) {
 	if cfg.Mode == ModeK8sSA {
-		return newExchangeSource(ctx, cfg, dial, log)
+		return newExchangeSource(ctx, cfg, dial, watcher, log)
 	}
 	if cfg.Mode == ModeStatic {
-		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires",
-			zap.String("sandbox", cfg.SandboxID))
-		s, err := newStaticSource(cfg)
-		if err != nil {
-			return nil, err
-		}
-		return staticTokens{s}, nil
+		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires")
+		return newStaticSource(cfg)
 	}
 	return source.New(ctx, source.Config{
 		SandboxID: cfg.SandboxID, Dir: cfg.TokenDir, Issuer: cfg.Issuer, Audience: cfg.Audience,
 		TrustDomain: cfg.TrustDomain, PollInterval: cfg.PollInterval, Logger: log.Named("source"),
+		Watcher: watcher,
 	})
 }
 
-// staticTokens gives the static source the change feed it never uses.
-type staticTokens struct{ *staticSource }
-
-func (staticTokens) Subscribe() (<-chan *auth.Token, func()) {
-	return make(chan *auth.Token), func() {}
+// sessionState is what the status file shows of the session: its state,
+// and a signal each time that state changes.
+type sessionState interface {
+	State() (connected bool, sessionID string, lastErr error)
+	Changes() <-chan struct{}
 }
-func (staticTokens) Close() error { return nil }
 
-// keepStatus rewrites the status file on every new token and every
-// statusRefresh.
-func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *session.Client, pid int, log *zap.Logger) {
+// keepStatus rewrites the status file at once on every new token and
+// every change of the session's state, and every refresh besides (for the
+// expiry flag).
+func keepStatus(ctx context.Context, cfg Config, src tokenSource, sess sessionState, watcher *dirwatch.Watcher, pid int, refresh time.Duration, log *zap.Logger) {
 	changes, cancel := src.Subscribe()
 	defer cancel()
-	t := time.NewTicker(statusRefresh)
+	t := time.NewTicker(refresh)
 	defer t.Stop()
 	var lastErr string
 	for {
-		connected, sessionID, err := client.State()
-		st := statusOf(cfg.SandboxID, src.Current(), connected, sessionID, err, pid, time.Now())
+		st := Status{SandboxID: cfg.SandboxID, WorkloadPID: pid}
+		st.setToken(src.Current(), time.Now())
+		st.setSession(sess.State())
+		st.setWatch(degradedReason(watcher))
 		if err := writeStatus(cfg.StatusFile, st); err != nil && err.Error() != lastErr {
 			lastErr = err.Error()
 			log.Warn("status file", zap.Error(err))
@@ -173,6 +203,7 @@ func keepStatus(ctx context.Context, cfg Config, src tokenSource, client *sessio
 		case <-ctx.Done():
 			return
 		case <-changes:
+		case <-sess.Changes():
 		case <-t.C:
 		}
 	}

@@ -7,12 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/unixsock"
 )
 
 // DefaultVirtiofsd is where Debian's QEMU package installs virtiofsd.
@@ -49,8 +49,8 @@ func (v Virtiofsd) Start() (int, error) {
 	if v.Dir == "" || !filepath.IsAbs(v.Dir) || v.Socket == "" {
 		return 0, fmt.Errorf("start virtiofsd: need an absolute shared directory and a socket path, got %q and %q", v.Dir, v.Socket)
 	}
-	if err := os.Remove(v.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("start virtiofsd: remove old socket: %w", err)
+	if err := removeStaleSocket(v.Socket); err != nil {
+		return 0, fmt.Errorf("start virtiofsd: %w", err)
 	}
 	cmd := exec.Command(bin, "--socket-path="+v.Socket, "-o", "source="+v.Dir, "-o", "cache=none")
 	cmd.Dir = "/"
@@ -128,27 +128,22 @@ func waitSocket(path string, pid int, timeout time.Duration) error {
 	}
 }
 
-// soAcceptCon is the flag /proc/net/unix shows for a listening socket
-// (__SO_ACCEPTCON).
-const soAcceptCon = 0x10000
+// removeStaleSocket removes the socket a virtiofsd that has ended left
+// at path, and refuses to remove a live one or anything not a socket. A
+// live one is told from /proc/net/unix, not by dialling: a probe
+// connection would be the one connection a live virtiofsd serves.
+func removeStaleSocket(path string) error {
+	err := unixsock.RemoveStale(path, unixsock.Listening)
+	if errors.Is(err, unixsock.ErrServing) {
+		return fmt.Errorf("a virtiofsd still serves on %s: stop the sandbox's VM first", path)
+	}
+	return err
+}
 
-// listening reports whether a unix socket bound to path listens, from
-// /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path".
+// listening reports whether a unix socket bound to path listens.
 func listening(path string) bool {
-	data, err := os.ReadFile("/proc/net/unix")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 || !strings.HasSuffix(line, " "+path) { // the path may hold spaces
-			continue
-		}
-		if flags, err := strconv.ParseUint(f[3], 16, 32); err == nil && flags&soAcceptCon != 0 {
-			return true
-		}
-	}
-	return false
+	ok, _ := unixsock.Listening(path)
+	return ok
 }
 
 func exitString(ws unix.WaitStatus) string {

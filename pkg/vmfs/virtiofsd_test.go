@@ -165,3 +165,20 @@ func TestVirtiofsdStartErrorsNameTheCause(t *testing.T) {
 		})
 	}
 }
+
+func TestRemoveStaleSocketKeepsALiveOneSayingWhatToDo(t *testing.T) {
+	// pkg/unixsock tests the rest; this pins the probe that never connects
+	// and the message.
+	live := filepath.Join(t.TempDir(), "vfs.sock")
+	l, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := removeStaleSocket(live); err == nil || !strings.Contains(err.Error(), "stop the sandbox's VM first") {
+		t.Errorf("live socket: err = %v, want a refusal saying what to do", err)
+	}
+	if _, err := os.Lstat(live); err != nil {
+		t.Errorf("live socket removed: %v", err)
+	}
+}

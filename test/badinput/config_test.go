@@ -137,7 +137,7 @@ func TestServeRefusesAStateDirectoryOthersCanReadAndWritesNothingInIt(t *testing
 	os.Chmod(state, 0o755) // whatever the umask
 	before := tree(t, state)
 	r := runGateway(t, nil, "serve", "--state-dir", state, "--http-addr", "", "--supervisor", binaries.Supervisor)
-	checkClearError(t, r, gatewaycmd.ExitFailure, "has mode 0755", "chmod 700 "+state)
+	checkClearError(t, r, gatewaycmd.ExitUsage, "has mode 0755", "chmod 700 "+state)
 	if after := tree(t, state); !slices.Equal(before, after) {
 		t.Errorf("the refused state directory changed:\nbefore %v\nafter  %v", before, after)
 	}

@@ -152,6 +152,9 @@ func (l *live) stop() {
 		logs, _ := os.ReadFile(filepath.Join(l.dir, "gateway.log"))
 		l.t.Logf("gateway log:\n%s", tail(string(logs), 40))
 	}
+	if err := binaries.UnmountUnder(l.dir); err != nil {
+		l.t.Error(err)
+	}
 	os.RemoveAll(l.dir)
 }
 
@@ -193,7 +196,7 @@ func (l *live) list() []listed {
 func (l *live) sandboxDir(name string) string {
 	return filepath.Join(l.state, "sandboxes", l.ids[name])
 }
-func (l *live) tokenDir(name string) string { return filepath.Join(l.sandboxDir(name), "auth") }
+func (l *live) tokenDir(name string) string { return binaries.TokenDir(l.state, l.ids[name]) }
 func (l *live) socket(name string) string {
 	return filepath.Join(l.sandboxDir(name), "gw", "gw.sock")
 }

@@ -4,13 +4,17 @@
 package binaries
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/sandkey/sandkey/pkg/testmain"
+	"golang.org/x/sys/unix"
 )
 
 // Paths of the binaries RunTests built.
@@ -35,19 +39,40 @@ func RunTests(m *testing.M, after ...func() error) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
-	for _, f := range after {
-		if err := f(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
+	testmain.Run(m, func() error {
+		var errs []error
+		for _, f := range after {
+			errs = append(errs, f())
+		}
+		os.RemoveAll(dir)
+		return errors.Join(errs...)
+	})
+}
+
+// TokenDir is a sandbox's token directory under the gateway's default
+// token root, <state>/tokens/<id>.
+func TokenDir(stateDir, id string) string { return filepath.Join(stateDir, "tokens", id) }
+
+// UnmountUnder unmounts every mount at or below dir, deepest first: the
+// tmpfs a gateway running as root mounts at its token root outlives it on
+// purpose, so a test that ran one unmounts it before removing its files.
+func UnmountUnder(dir string) error {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
 		}
 	}
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
+	sort.Sort(sort.Reverse(sort.StringSlice(points)))
+	var errs []error
+	for _, p := range points {
+		if err := unix.Unmount(p, 0); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
 		}
 	}
-	os.Exit(code)
+	return errors.Join(errs...)
 }

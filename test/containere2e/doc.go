@@ -11,6 +11,11 @@
 // /bin/busybox) with the applets the tests use as symlinks, so that
 // workloads and execs can run sleep, cat, sh -c.
 //
+// Three more images hold no sandkey layer at all: busybox FROM scratch
+// with a shell as its CMD, the same with an ENTRYPOINT and a CMD, and the
+// same with a passwd and group file and a USER. Their sandboxes run under
+// the supervisor the driver mounts from the host.
+//
 // What the tests pin, each per engine (DESIGN.md §2, §4, §6, §7):
 //
 //   - a sandbox stopped past its token's expiry resumes and registers on
@@ -24,7 +29,11 @@
 //   - rotations show through the read-only directory mount, which the
 //     sandbox cannot write;
 //   - a single-file bind mount goes stale after the host renames over it,
-//     and the driver never makes one.
+//     and the driver never makes one for the token directory;
+//   - an image without a sandkey layer registers, rotates, execs and sees
+//     its token directory and the mounted supervisor read-only; its
+//     ENTRYPOINT and CMD run when no command is given; its USER runs the
+//     workload and the execs while the supervisor stays root as PID 1.
 //
 // The benchmarks measure create-to-registered time and rotation-to-swap
 // latency (until the gateway records the supervisor's acknowledgement) per

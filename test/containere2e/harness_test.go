@@ -66,7 +66,7 @@ type harness struct {
 func newHarness(t testing.TB, e *engine, lifetime time.Duration) *harness {
 	t.Helper()
 	c := e.client(t)
-	drv, err := e.newDrv(container.Config{Host: "unix://" + e.socket(t)})
+	drv, err := e.newDrv(container.Config{Host: "unix://" + e.socket(t), Supervisor: supervisorBin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,10 +159,16 @@ func (h *harness) dumpLogs() {
 // and waits until its supervisor registers.
 func (h *harness) create(name string, command ...string) gateway.Sandbox {
 	h.t.Helper()
+	return h.createFrom(name, testImage, command...)
+}
+
+// createFrom is create with another image; no command runs the image's.
+func (h *harness) createFrom(name, image string, command ...string) gateway.Sandbox {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	sb, err := h.gw.Create(ctx, gateway.CreateRequest{Name: name, Driver: h.e.name, Start: true,
-		Spec: gateway.Spec{Image: testImage, Command: command}})
+		Spec: gateway.Spec{Image: image, Command: command}})
 	if err != nil {
 		h.t.Fatalf("create sandbox %s: %v", name, err)
 	}
@@ -218,7 +224,7 @@ func (h *harness) hostToken(id string) string {
 }
 
 func (h *harness) tokenDir(id string) string {
-	return filepath.Join(h.dir, "state", "sandboxes", id, "auth")
+	return filepath.Join(h.dir, "state", "tokens", id)
 }
 
 // containerName is the sandbox's container.

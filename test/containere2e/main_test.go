@@ -4,7 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"debug/elf"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,12 +16,12 @@ import (
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
-	"go.uber.org/goleak"
 
 	"github.com/sandkey/sandkey/pkg/driver/container"
 	"github.com/sandkey/sandkey/pkg/driver/docker"
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 const (
@@ -30,6 +30,15 @@ const (
 	baseImage = "sandkey-base:latest"
 	// testImage is the base image plus busybox.
 	testImage = "sandkey-e2e:test"
+	// stockImage is busybox alone, FROM scratch: no sandkey layer, a
+	// shell as its CMD, as images users bring have.
+	stockImage = "sandkey-e2e-stock:test"
+	// entrypointImage is stockImage with an ENTRYPOINT and a CMD: the
+	// entrypoint records what it was given and sleeps.
+	entrypointImage = "sandkey-e2e-entrypoint:test"
+	// userImage is stockImage with a passwd and group file, a USER and
+	// its home as the working directory.
+	userImage = "sandkey-e2e-user:test"
 	// baseContainerfile is the base image's Containerfile, from this
 	// package's directory (where go test runs).
 	baseContainerfile = "../../images/base/Containerfile"
@@ -40,7 +49,29 @@ const (
 )
 
 // busyboxApplets are linked to /bin/busybox in the test image.
-var busyboxApplets = []string{"sh", "cat", "sleep", "echo", "touch", "rm", "mkdir", "ln", "ls", "true", "false", "test"}
+var busyboxApplets = []string{"sh", "cat", "sleep", "echo", "touch", "rm", "mkdir", "ln", "ls", "true", "false", "test", "id"}
+
+// The Containerfiles of the images without a sandkey layer.
+const (
+	stockContainerfile = `FROM scratch
+COPY bin/ /bin/
+ENV PATH=/bin
+CMD ["sh"]
+`
+	entrypointContainerfile = `FROM ` + stockImage + `
+ENTRYPOINT ["sh", "-c", "echo \"$0 $*\" > /ran; exec sleep 600"]
+CMD ["from-cmd", "arg"]
+`
+	userContainerfile = `FROM ` + stockImage + `
+COPY etc/ /etc/
+COPY --chown=1000:1000 home/ /home/
+ENV FROM_IMAGE=yes
+USER app
+WORKDIR /home/app
+`
+	userPasswd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+	userGroup  = "root:x:0:\napp:x:1000:\nextra:x:2000:other,app\n"
+)
 
 // supervisorBin is the real supervisor, built by TestMain.
 var supervisorBin string
@@ -76,21 +107,16 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
-	for _, e := range engines {
-		if err := e.shared.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop %s: %v\n", e.name, err)
-			code = 1
+	testmain.Run(m, func() error {
+		defer os.RemoveAll(dir)
+		var errs []error
+		for _, e := range engines {
+			if err := e.shared.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("stop %s: %w", e.name, err))
+			}
 		}
-	}
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+		return errors.Join(errs...)
+	})
 }
 
 // forEachEngine runs test as a parallel subtest per engine: the engines
@@ -127,29 +153,13 @@ func (e *engine) socket(t testing.TB) string {
 // image.
 func requireBusybox(t testing.TB) {
 	t.Helper()
-	if err := checkStatic(busyboxPath); err != nil {
+	if err := container.CheckStatic(busyboxPath); err != nil {
 		msg := fmt.Sprintf("%v: install the Debian package busybox-static (scripts/test-deps.sh installs it)", err)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
 		t.Skip("skipping: " + msg)
 	}
-}
-
-// checkStatic fails unless path is an ELF executable without a program
-// interpreter, one that runs in an image holding nothing else.
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked", path)
-		}
-	}
-	return nil
 }
 
 // client returns a raw client of the engine, closed when t ends.
@@ -163,8 +173,9 @@ func (e *engine) client(t testing.TB) *client.Client {
 	return c
 }
 
-// buildImages builds the base image from images/base/Containerfile and the
-// test image from it, on the engine at sock.
+// buildImages builds the base image from images/base/Containerfile, the
+// test image from it, and the images without a sandkey layer, on the
+// engine at sock.
 func buildImages(sock string) error {
 	containerfile, err := os.ReadFile(baseContainerfile)
 	if err != nil {
@@ -192,7 +203,26 @@ func buildImages(sock string) error {
 	for _, applet := range busyboxApplets {
 		entries = append(entries, contextEntry{name: "bin/" + applet, link: "busybox"})
 	}
-	return buildImage(sock, testImage, entries)
+	if err := buildImage(sock, testImage, entries); err != nil {
+		return err
+	}
+	entries[0].data = []byte(stockContainerfile)
+	if err := buildImage(sock, stockImage, entries); err != nil {
+		return err
+	}
+	if err := buildImage(sock, entrypointImage, []contextEntry{
+		{name: "Containerfile", mode: 0o644, data: []byte(entrypointContainerfile)},
+	}); err != nil {
+		return err
+	}
+	return buildImage(sock, userImage, []contextEntry{
+		{name: "Containerfile", mode: 0o644, data: []byte(userContainerfile)},
+		{name: "etc/", mode: 0o755},
+		{name: "etc/passwd", mode: 0o644, data: []byte(userPasswd)},
+		{name: "etc/group", mode: 0o644, data: []byte(userGroup)},
+		{name: "home/", mode: 0o755},
+		{name: "home/app/", mode: 0o755},
+	})
 }
 
 // contextEntry is one entry of a build context: a directory (name ends

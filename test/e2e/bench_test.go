@@ -75,7 +75,7 @@ func newBenchHarness(b *testing.B) *harness {
 	return h
 }
 
-func supervisorPID(b *testing.B, h *harness, id string) int {
+func supervisorPID(b testing.TB, h *harness, id string) int {
 	data, err := os.ReadFile(filepath.Join(h.dir, "state", "sandboxes", id, "driver", "pid"))
 	if err != nil {
 		b.Fatal(err)

@@ -29,15 +29,18 @@ type gatewayProc struct {
 	log   *os.File
 }
 
-func startGatewayBinary(t *testing.T, state string) *gatewayProc {
+// startGatewayBinary starts `gateway serve` on state with 10 s tokens,
+// plus extra flags, and waits until its operator API answers.
+func startGatewayBinary(t *testing.T, state string, extra ...string) *gatewayProc {
 	t.Helper()
 	logf, err := os.OpenFile(filepath.Join(filepath.Dir(state), "gateway.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binaries.Gateway, "serve", "--state-dir", state, "--token-lifetime", "10s",
+	args := append([]string{"serve", "--state-dir", state, "--token-lifetime", "10s",
 		"--sweep-interval", "100ms", "--heartbeat-interval", "1s", "--http-addr", "",
-		"--supervisor", binaries.Supervisor, "--stop-grace", "1s")
+		"--supervisor", binaries.Supervisor, "--stop-grace", "1s"}, extra...)
+	cmd := exec.Command(binaries.Gateway, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -61,6 +64,13 @@ func startGatewayBinary(t *testing.T, state string) *gatewayProc {
 // its sandboxes are in sessions of their own and keep running.
 func (g *gatewayProc) kill() {
 	g.cmd.Process.Signal(syscall.SIGKILL)
+	g.cmd.Wait()
+	g.log.Close()
+}
+
+// stop ends the gateway with SIGTERM, as an operator would.
+func (g *gatewayProc) stop() {
+	g.cmd.Process.Signal(syscall.SIGTERM)
 	g.cmd.Wait()
 	g.log.Close()
 }
@@ -104,9 +114,22 @@ type genLedger map[string]map[uint64]string
 // seenSignatures holds the signature part of every token observed.
 var seenSignatures = map[string]bool{}
 
+// record notes that generation gen of sandbox id had jti, as seen in
+// where, and fails the test if it had another.
+func (l genLedger) record(t *testing.T, id string, gen uint64, jti, where string) {
+	t.Helper()
+	if l[id] == nil {
+		l[id] = map[uint64]string{}
+	}
+	if prev, ok := l[id][gen]; ok && prev != jti {
+		t.Fatalf("sandbox %s: generation %d issued twice (jti %s, and %s in %s)", id, gen, prev, jti, where)
+	}
+	l[id][gen] = jti
+}
+
 func (l genLedger) observe(t *testing.T, state string, ids []string) {
 	for _, id := range ids {
-		raw, err := tokendir.ReadToken(filepath.Join(state, "sandboxes", id, "auth"))
+		raw, err := tokendir.ReadToken(binaries.TokenDir(state, id))
 		if err != nil {
 			continue // a directory being replaced; the next look sees it
 		}
@@ -115,13 +138,7 @@ func (l genLedger) observe(t *testing.T, state string, ids []string) {
 			t.Fatalf("sandbox %s: unparseable token in its directory: %v", id, err)
 		}
 		seenSignatures[string(raw[strings.LastIndexByte(string(raw), '.')+1:])] = true
-		if l[id] == nil {
-			l[id] = map[uint64]string{}
-		}
-		if prev, ok := l[id][tok.Gen()]; ok && prev != tok.JTI() {
-			t.Fatalf("sandbox %s: generation %d issued twice (jti %s and %s)", id, tok.Gen(), prev, tok.JTI())
-		}
-		l[id][tok.Gen()] = tok.JTI()
+		l.record(t, id, tok.Gen(), tok.JTI(), "its token directory")
 	}
 }
 
@@ -152,6 +169,9 @@ func TestGatewayKilledMidSweepRecoversEverySandbox(t *testing.T) {
 			logs, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
 			os.WriteFile(filepath.Join(os.TempDir(), "sandkey-crash-test-gateway.log"), logs, 0o600)
 			t.Logf("gateway log kept at %s", filepath.Join(os.TempDir(), "sandkey-crash-test-gateway.log"))
+		}
+		if err := binaries.UnmountUnder(dir); err != nil {
+			t.Error(err)
 		}
 		os.RemoveAll(dir)
 	})
@@ -223,11 +243,11 @@ func TestGatewayKilledMidSweepRecoversEverySandbox(t *testing.T) {
 	t.Logf("%d tokens looked for in %d logs", len(seenSignatures), len(logs))
 	// Every token in the directories verifies now, against the gateway's keys.
 	for _, id := range ids {
-		raw, err := tokendir.ReadToken(filepath.Join(state, "sandboxes", id, "auth"))
+		raw, err := tokendir.ReadToken(binaries.TokenDir(state, id))
 		if err != nil {
 			t.Fatal(err)
 		}
-		jwksRaw, _ := tokendir.ReadFile(filepath.Join(state, "sandboxes", id, "auth"), tokendir.JWKSFile)
+		jwksRaw, _ := tokendir.ReadFile(binaries.TokenDir(state, id), tokendir.JWKSFile)
 		keys, err := auth.ParseJWKS(jwksRaw)
 		if err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 	"github.com/sandkey/sandkey/test/binaries"
 )
@@ -73,7 +74,8 @@ func TestSupervisorRefusesWhatItCannotServe(t *testing.T) {
 		{"gateway socket not a socket", append(base, "SANDKEY_AUTH_MODE=dir", "SANDKEY_GATEWAY=unix://"+aFile), []string{"--", "true"}, supervisor.ExitUnavailable, "not a socket"},
 		{"static without a token", append(base, "SANDKEY_AUTH_MODE=static"), []string{"--", "true"}, supervisor.ExitConfig, "exactly one of"},
 		{"static with garbage", append(base, "SANDKEY_AUTH_MODE=static", "SANDKEY_TOKEN=garbage"), []string{"--", "true"}, supervisor.ExitConfig, "static token"},
-		{"bad user", append(base, "SANDKEY_AUTH_MODE=dir"), []string{"--user", "root", "--", "true"}, supervisor.ExitUsage, "uid must be a number"},
+		{"unknown user", append(base, "SANDKEY_AUTH_MODE=dir"), []string{"--user", "sandkey-no-such-user", "--", "true"}, supervisor.ExitConfig, "no user sandkey-no-such-user"},
+		{"unknown group", append(base, "SANDKEY_AUTH_MODE=dir"), []string{"--user", "0:sandkey-no-such-group", "--", "true"}, supervisor.ExitConfig, "no group sandkey-no-such-group"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,5 +104,45 @@ func TestSupervisorPassesTheWorkloadsExitCode(t *testing.T) {
 		if code, stderr := runSupervisor(t, env, "--", "/bin/sh", "-c", tc.script); code != tc.code {
 			t.Errorf("workload %q: supervisor exited %d, want %d; stderr %s", tc.script, code, tc.code, stderr)
 		}
+	}
+}
+
+// TestSupervisorLogNamesTheSandboxOnce reads the real supervisor's JSON
+// log after a registration and a rotation: every line names the sandbox,
+// and no line names it twice (each part adding the key again once did).
+func TestSupervisorLogNamesTheSandboxOnce(t *testing.T) {
+	h := newHarness(t, 20*time.Second)
+	ctx := context.Background()
+	sb, err := h.gw.Create(ctx, gateway.CreateRequest{Name: "logs", Start: true,
+		Spec: gateway.Spec{Command: []string{"sleep", "600"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(10*time.Second, "supervisor registered", func() bool { return h.gw.Sessions().Connected(sb.ID) })
+	gen, err := h.gw.Rotate(ctx, sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(5*time.Second, "rotation acknowledged", func() bool {
+		got, _ := h.gw.Get(ctx, sb.ID)
+		return got.DeliveredGen == gen
+	})
+	data, err := os.ReadFile(filepath.Join(h.dir, "state", "sandboxes", sb.ID, "driver", "sandbox.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := `"sandbox":"` + sb.ID + `"`
+	lines := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue // the workload's own output
+		}
+		lines++
+		if n := strings.Count(line, `"sandbox":`); n != 1 || !strings.Contains(line, key) {
+			t.Errorf("log line names the sandbox %d times, want once as %s: %s", n, key, line)
+		}
+	}
+	if lines == 0 {
+		t.Fatalf("no JSON log line in the supervisor's log:\n%s", data)
 	}
 }

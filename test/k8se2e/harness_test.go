@@ -81,7 +81,13 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		// The gateway, as root, mounted a tmpfs at its token root.
+		if err := binaries.UnmountUnder(dir); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(dir)
+	})
 	e := &env{t: t, c: c, ns: "k8se2e-" + randomHex(4), dir: dir}
 	e.state = filepath.Join(e.dir, "state")
 	c.Namespace(t, e.ns)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // Kinds of chaos events.
@@ -286,7 +288,13 @@ func (s *soak) event(ctx context.Context, kind string) error {
 		s.stopResume(ctx)
 	case evKeys:
 		e := s.newEvent(evKeys, "gateway keys rotate")
-		if out, err := s.gw.cli(ctx, "keys", "rotate"); err != nil {
+		out, err := s.gw.cli(ctx, "keys", "rotate")
+		if err != nil && strings.Contains(err.Error(), "--now") {
+			// A published key still waits: activate it now instead.
+			e.detail = "gateway keys rotate --now"
+			out, err = s.gw.cli(ctx, "keys", "rotate", "--now")
+		}
+		if err != nil {
 			e.problem = err.Error()
 			s.problem("event #%d: %v", e.n, err)
 		} else {
@@ -647,6 +655,9 @@ func (s *soak) cleanup() {
 			os.WriteFile(keep, data, 0o600)
 			s.t.Logf("gateway log kept at %s", keep)
 		}
+	}
+	if err := binaries.UnmountUnder(s.dir); err != nil {
+		s.t.Error(err)
 	}
 	os.RemoveAll(s.dir)
 }

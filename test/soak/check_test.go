@@ -15,6 +15,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/supervisor"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // issued is one generation of a sandbox as the checker saw it issued.
@@ -169,7 +170,7 @@ func (c *checker) judge(id string) verdict {
 		return verdict{why: "no status file"}
 	}
 	at := time.Now()
-	c.ledger.observeDir(id, filepath.Join(dir, "auth"))
+	c.ledger.observeDir(id, binaries.TokenDir(c.gw.state, id))
 	if st.Gen == 0 {
 		return verdict{why: "holds no token"}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 	"github.com/sandkey/sandkey/pkg/store"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // Tokens of deleted sandboxes. The gateway binary serves sessions only on
@@ -42,7 +43,7 @@ type deletedToken struct {
 // tokensOf reads the current and previous generations in a sandbox's
 // token directory, before it is deleted.
 func tokensOf(name, id, stateDir string) []deletedToken {
-	dir := filepath.Join(stateDir, "sandboxes", id, "auth")
+	dir := binaries.TokenDir(stateDir, id)
 	socket := filepath.Join(stateDir, "sandboxes", id, "gw", "gw.sock")
 	seen := map[uint64]bool{}
 	var out []deletedToken

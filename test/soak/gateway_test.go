@@ -57,7 +57,10 @@ func (g *gatewayProc) start(ctx context.Context) error {
 	// a crash's timing.
 	cmd := exec.Command(binaries.Gateway, "serve", "--state-dir", g.state, "--token-lifetime", g.lifetime.String(),
 		"--sweep-interval", "100ms", "--heartbeat-interval", "1s", "--http-addr", "127.0.0.1:0",
-		"--supervisor", binaries.Supervisor, "--stop-grace", "1s")
+		"--supervisor", binaries.Supervisor, "--stop-grace", "1s",
+		// Keys published by `keys rotate` activate within the soak's
+		// timescale, so both halves of a rotation happen under chaos.
+		"--jwks-max-age", "1s", "--key-publish-delay", "2s")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a signal meant for the test never reaches it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

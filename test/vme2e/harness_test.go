@@ -167,7 +167,7 @@ func (e *env) driverDir(id string) string {
 }
 
 func (e *env) tokenDir(id string) string {
-	return filepath.Join(e.dir, "state", "sandboxes", id, "auth")
+	return filepath.Join(e.dir, "state", "tokens", id)
 }
 
 func (e *env) socketDir(id string) string {

@@ -26,8 +26,7 @@ import (
 	"runtime"
 	"testing"
 
-	"go.uber.org/goleak"
-
+	"github.com/sandkey/sandkey/pkg/testmain"
 	"github.com/sandkey/sandkey/pkg/vmfs"
 )
 
@@ -52,16 +51,11 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
-	closeShared()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testmain.Run(m, func() error {
+		closeShared()
+		os.RemoveAll(dir)
+		return nil
+	})
 }
 
 // missingRequirements says what the machine lacks to boot test guests.

@@ -633,7 +633,14 @@ func (x *RotateSandboxRequest) GetSandbox() string {
 type RotateSandboxResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// gen is the generation just minted.
-	Gen           uint64 `protobuf:"varint,1,opt,name=gen,proto3" json:"gen,omitempty"`
+	Gen uint64 `protobuf:"varint,1,opt,name=gen,proto3" json:"gen,omitempty"`
+	// written is true when the token directory holds gen.
+	Written bool `protobuf:"varint,2,opt,name=written,proto3" json:"written,omitempty"`
+	// delivered is true when the supervisor acknowledged gen over its
+	// session (the gateway waits briefly for it when the write failed).
+	Delivered bool `protobuf:"varint,3,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// write_error says why the directory write failed; empty when written.
+	WriteError    string `protobuf:"bytes,4,opt,name=write_error,json=writeError,proto3" json:"write_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +680,27 @@ func (x *RotateSandboxResponse) GetGen() uint64 {
 		return x.Gen
 	}
 	return 0
+}
+
+func (x *RotateSandboxResponse) GetWritten() bool {
+	if x != nil {
+		return x.Written
+	}
+	return false
+}
+
+func (x *RotateSandboxResponse) GetDelivered() bool {
+	if x != nil {
+		return x.Delivered
+	}
+	return false
+}
+
+func (x *RotateSandboxResponse) GetWriteError() string {
+	if x != nil {
+		return x.WriteError
+	}
+	return ""
 }
 
 type ExecSandboxRequest struct {
@@ -763,6 +791,331 @@ func (x *ExecSandboxRequest) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+// ExecInput is one message of the caller on Exec.
+type ExecInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ExecInput_Start
+	//	*ExecInput_Stdin
+	//	*ExecInput_Resize
+	Msg           isExecInput_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecInput) Reset() {
+	*x = ExecInput{}
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecInput) ProtoMessage() {}
+
+func (x *ExecInput) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecInput.ProtoReflect.Descriptor instead.
+func (*ExecInput) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ExecInput) GetMsg() isExecInput_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ExecInput) GetStart() *ExecStart {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecInput_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ExecInput) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecInput_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *ExecInput) GetResize() *WindowSize {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecInput_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+type isExecInput_Msg interface {
+	isExecInput_Msg()
+}
+
+type ExecInput_Start struct {
+	// start is the first message and only the first. Its stdin and
+	// has_stdin must be unset: stdin streams.
+	Start *ExecStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type ExecInput_Stdin struct {
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type ExecInput_Resize struct {
+	Resize *WindowSize `protobuf:"bytes,3,opt,name=resize,proto3,oneof"`
+}
+
+func (*ExecInput_Start) isExecInput_Msg() {}
+
+func (*ExecInput_Stdin) isExecInput_Msg() {}
+
+func (*ExecInput_Resize) isExecInput_Msg() {}
+
+// ExecStart starts an interactive exec.
+type ExecStart struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Request *ExecSandboxRequest    `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// stdin: the command reads what the caller streams (until it
+	// half-closes); otherwise it reads /dev/null.
+	Stdin bool `protobuf:"varint,2,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// tty runs the command on a pseudo-terminal in the sandbox; all its
+	// output then comes back as stdout.
+	Tty bool `protobuf:"varint,3,opt,name=tty,proto3" json:"tty,omitempty"`
+	// window is the terminal's initial size (tty only).
+	Window        *WindowSize `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStart) Reset() {
+	*x = ExecStart{}
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStart) ProtoMessage() {}
+
+func (x *ExecStart) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
+func (*ExecStart) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ExecStart) GetRequest() *ExecSandboxRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ExecStart) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *ExecStart) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ExecStart) GetWindow() *WindowSize {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowSize) Reset() {
+	*x = WindowSize{}
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowSize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowSize) ProtoMessage() {}
+
+func (x *WindowSize) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowSize.ProtoReflect.Descriptor instead.
+func (*WindowSize) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WindowSize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *WindowSize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+type SandboxLogsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Sandbox string                 `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	// follow keeps the call open and streams new output as it comes.
+	Follow        bool `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxLogsRequest) Reset() {
+	*x = SandboxLogsRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxLogsRequest) ProtoMessage() {}
+
+func (x *SandboxLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxLogsRequest.ProtoReflect.Descriptor instead.
+func (*SandboxLogsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SandboxLogsRequest) GetSandbox() string {
+	if x != nil {
+		return x.Sandbox
+	}
+	return ""
+}
+
+func (x *SandboxLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type SandboxLogsChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxLogsChunk) Reset() {
+	*x = SandboxLogsChunk{}
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxLogsChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxLogsChunk) ProtoMessage() {}
+
+func (x *SandboxLogsChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxLogsChunk.ProtoReflect.Descriptor instead.
+func (*SandboxLogsChunk) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SandboxLogsChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // ExecSandboxResponse is one piece of an exec's output. Exactly one field
 // is set; exit is the last message.
 type ExecSandboxResponse struct {
@@ -779,7 +1132,7 @@ type ExecSandboxResponse struct {
 
 func (x *ExecSandboxResponse) Reset() {
 	*x = ExecSandboxResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1144,7 @@ func (x *ExecSandboxResponse) String() string {
 func (*ExecSandboxResponse) ProtoMessage() {}
 
 func (x *ExecSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1157,7 @@ func (x *ExecSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecSandboxResponse.ProtoReflect.Descriptor instead.
 func (*ExecSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExecSandboxResponse) GetData() isExecSandboxResponse_Data {
@@ -879,7 +1232,7 @@ type ExecExit struct {
 
 func (x *ExecExit) Reset() {
 	*x = ExecExit{}
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1244,7 @@ func (x *ExecExit) String() string {
 func (*ExecExit) ProtoMessage() {}
 
 func (x *ExecExit) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1257,7 @@ func (x *ExecExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecExit.ProtoReflect.Descriptor instead.
 func (*ExecExit) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExecExit) GetCode() int32 {
@@ -933,21 +1286,23 @@ func (x *ExecExit) GetError() string {
 type SigningKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kid   string                 `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
-	// state is active (signs new tokens), verify (still verifies live
-	// tokens) or retired.
+	// state is next (published in the JWKS, not signing yet), active (signs
+	// new tokens), verify (still verifies live tokens) or retired.
 	State     string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// retired_at is unset unless the key is retired.
 	RetiredAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=retired_at,json=retiredAt,proto3" json:"retired_at,omitempty"`
 	// public_key is the raw 32-byte Ed25519 public key.
-	PublicKey     []byte `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	PublicKey []byte `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// activates_at is when a next key becomes active; unset otherwise.
+	ActivatesAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=activates_at,json=activatesAt,proto3" json:"activates_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1314,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1327,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SigningKey) GetKid() string {
@@ -1010,6 +1365,13 @@ func (x *SigningKey) GetPublicKey() []byte {
 	return nil
 }
 
+func (x *SigningKey) GetActivatesAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivatesAt
+	}
+	return nil
+}
+
 type ListKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1018,7 +1380,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1392,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1405,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type ListKeysResponse struct {
@@ -1055,7 +1417,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1429,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1442,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListKeysResponse) GetKeys() []*SigningKey {
@@ -1091,14 +1453,18 @@ func (x *ListKeysResponse) GetKeys() []*SigningKey {
 }
 
 type RotateKeysRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// now activates the key at once (the pending next key if there is one),
+	// without waiting for verifiers that cache the JWKS to fetch it: they
+	// refuse new tokens until they do.
+	Now           bool `protobuf:"varint,1,opt,name=now,proto3" json:"now,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RotateKeysRequest) Reset() {
 	*x = RotateKeysRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1476,7 @@ func (x *RotateKeysRequest) String() string {
 func (*RotateKeysRequest) ProtoMessage() {}
 
 func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,20 +1489,31 @@ func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeysRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeysRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RotateKeysRequest) GetNow() bool {
+	if x != nil {
+		return x.Now
+	}
+	return false
 }
 
 type RotateKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// kid is the new active key's id.
-	Kid           string `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	// kid is the new key's id.
+	Kid string `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	// active is true when the key signs from now on (now was set).
+	Active bool `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
+	// activates_at is when a published key becomes active; unset if active.
+	ActivatesAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=activates_at,json=activatesAt,proto3" json:"activates_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RotateKeysResponse) Reset() {
 	*x = RotateKeysResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1525,7 @@ func (x *RotateKeysResponse) String() string {
 func (*RotateKeysResponse) ProtoMessage() {}
 
 func (x *RotateKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1538,7 @@ func (x *RotateKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeysResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeysResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RotateKeysResponse) GetKid() string {
@@ -1169,6 +1546,20 @@ func (x *RotateKeysResponse) GetKid() string {
 		return x.Kid
 	}
 	return ""
+}
+
+func (x *RotateKeysResponse) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *RotateKeysResponse) GetActivatesAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivatesAt
+	}
+	return nil
 }
 
 var File_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1225,16 +1616,39 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\asandbox\x18\x01 \x01(\tR\asandbox\"\x17\n" +
 	"\x15DeleteSandboxResponse\"0\n" +
 	"\x14RotateSandboxRequest\x12\x18\n" +
-	"\asandbox\x18\x01 \x01(\tR\asandbox\")\n" +
+	"\asandbox\x18\x01 \x01(\tR\asandbox\"\x82\x01\n" +
 	"\x15RotateSandboxResponse\x12\x10\n" +
-	"\x03gen\x18\x01 \x01(\x04R\x03gen\"\xbc\x01\n" +
+	"\x03gen\x18\x01 \x01(\x04R\x03gen\x12\x18\n" +
+	"\awritten\x18\x02 \x01(\bR\awritten\x12\x1c\n" +
+	"\tdelivered\x18\x03 \x01(\bR\tdelivered\x12\x1f\n" +
+	"\vwrite_error\x18\x04 \x01(\tR\n" +
+	"writeError\"\xbc\x01\n" +
 	"\x12ExecSandboxRequest\x12\x18\n" +
 	"\asandbox\x18\x01 \x01(\tR\asandbox\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\tR\x04argv\x12\x10\n" +
 	"\x03env\x18\x03 \x03(\tR\x03env\x12\x14\n" +
 	"\x05stdin\x18\x04 \x01(\fR\x05stdin\x12\x1b\n" +
 	"\thas_stdin\x18\x05 \x01(\bR\bhasStdin\x123\n" +
-	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x83\x01\n" +
+	"\atimeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x97\x01\n" +
+	"\tExecInput\x123\n" +
+	"\x05start\x18\x01 \x01(\v2\x1b.sandkey.admin.v1.ExecStartH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x126\n" +
+	"\x06resize\x18\x03 \x01(\v2\x1c.sandkey.admin.v1.WindowSizeH\x00R\x06resizeB\x05\n" +
+	"\x03msg\"\xa9\x01\n" +
+	"\tExecStart\x12>\n" +
+	"\arequest\x18\x01 \x01(\v2$.sandkey.admin.v1.ExecSandboxRequestR\arequest\x12\x14\n" +
+	"\x05stdin\x18\x02 \x01(\bR\x05stdin\x12\x10\n" +
+	"\x03tty\x18\x03 \x01(\bR\x03tty\x124\n" +
+	"\x06window\x18\x04 \x01(\v2\x1c.sandkey.admin.v1.WindowSizeR\x06window\"4\n" +
+	"\n" +
+	"WindowSize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"F\n" +
+	"\x12SandboxLogsRequest\x12\x18\n" +
+	"\asandbox\x18\x01 \x01(\tR\asandbox\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\"&\n" +
+	"\x10SandboxLogsChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x83\x01\n" +
 	"\x13ExecSandboxResponse\x12\x18\n" +
 	"\x06stdout\x18\x01 \x01(\fH\x00R\x06stdout\x12\x18\n" +
 	"\x06stderr\x18\x02 \x01(\fH\x00R\x06stderr\x120\n" +
@@ -1243,7 +1657,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\bExecExit\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xc9\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x88\x02\n" +
 	"\n" +
 	"SigningKey\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x14\n" +
@@ -1253,13 +1667,17 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"retired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tretiredAt\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x05 \x01(\fR\tpublicKey\"\x11\n" +
+	"public_key\x18\x05 \x01(\fR\tpublicKey\x12=\n" +
+	"\factivates_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vactivatesAt\"\x11\n" +
 	"\x0fListKeysRequest\"D\n" +
 	"\x10ListKeysResponse\x120\n" +
-	"\x04keys\x18\x01 \x03(\v2\x1c.sandkey.admin.v1.SigningKeyR\x04keys\"\x13\n" +
-	"\x11RotateKeysRequest\"&\n" +
+	"\x04keys\x18\x01 \x03(\v2\x1c.sandkey.admin.v1.SigningKeyR\x04keys\"%\n" +
+	"\x11RotateKeysRequest\x12\x10\n" +
+	"\x03now\x18\x01 \x01(\bR\x03now\"}\n" +
 	"\x12RotateKeysResponse\x12\x10\n" +
-	"\x03kid\x18\x01 \x01(\tR\x03kid2\xfb\x06\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x16\n" +
+	"\x06active\x18\x02 \x01(\bR\x06active\x12=\n" +
+	"\factivates_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vactivatesAt2\xa6\b\n" +
 	"\x05Admin\x12R\n" +
 	"\rCreateSandbox\x12&.sandkey.admin.v1.CreateSandboxRequest\x1a\x19.sandkey.admin.v1.Sandbox\x12`\n" +
 	"\rListSandboxes\x12&.sandkey.admin.v1.ListSandboxesRequest\x1a'.sandkey.admin.v1.ListSandboxesResponse\x12L\n" +
@@ -1269,7 +1687,9 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\vStopSandbox\x12$.sandkey.admin.v1.StopSandboxRequest\x1a\x19.sandkey.admin.v1.Sandbox\x12`\n" +
 	"\rDeleteSandbox\x12&.sandkey.admin.v1.DeleteSandboxRequest\x1a'.sandkey.admin.v1.DeleteSandboxResponse\x12`\n" +
 	"\rRotateSandbox\x12&.sandkey.admin.v1.RotateSandboxRequest\x1a'.sandkey.admin.v1.RotateSandboxResponse\x12\\\n" +
-	"\vExecSandbox\x12$.sandkey.admin.v1.ExecSandboxRequest\x1a%.sandkey.admin.v1.ExecSandboxResponse0\x01\x12Q\n" +
+	"\vExecSandbox\x12$.sandkey.admin.v1.ExecSandboxRequest\x1a%.sandkey.admin.v1.ExecSandboxResponse0\x01\x12N\n" +
+	"\x04Exec\x12\x1b.sandkey.admin.v1.ExecInput\x1a%.sandkey.admin.v1.ExecSandboxResponse(\x010\x01\x12Y\n" +
+	"\vSandboxLogs\x12$.sandkey.admin.v1.SandboxLogsRequest\x1a\".sandkey.admin.v1.SandboxLogsChunk0\x01\x12Q\n" +
 	"\bListKeys\x12!.sandkey.admin.v1.ListKeysRequest\x1a\".sandkey.admin.v1.ListKeysResponse\x12W\n" +
 	"\n" +
 	"RotateKeys\x12#.sandkey.admin.v1.RotateKeysRequest\x1a$.sandkey.admin.v1.RotateKeysResponseB.Z,github.com/sandkey/sandkey/pkg/admin/adminpbb\x06proto3"
@@ -1286,7 +1706,7 @@ func file_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_admin_v1_admin_proto_rawDescData
 }
 
-var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_admin_v1_admin_proto_goTypes = []any{
 	(*Sandbox)(nil),               // 0: sandkey.admin.v1.Sandbox
 	(*CreateSandboxRequest)(nil),  // 1: sandkey.admin.v1.CreateSandboxRequest
@@ -1300,55 +1720,70 @@ var file_admin_v1_admin_proto_goTypes = []any{
 	(*RotateSandboxRequest)(nil),  // 9: sandkey.admin.v1.RotateSandboxRequest
 	(*RotateSandboxResponse)(nil), // 10: sandkey.admin.v1.RotateSandboxResponse
 	(*ExecSandboxRequest)(nil),    // 11: sandkey.admin.v1.ExecSandboxRequest
-	(*ExecSandboxResponse)(nil),   // 12: sandkey.admin.v1.ExecSandboxResponse
-	(*ExecExit)(nil),              // 13: sandkey.admin.v1.ExecExit
-	(*SigningKey)(nil),            // 14: sandkey.admin.v1.SigningKey
-	(*ListKeysRequest)(nil),       // 15: sandkey.admin.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 16: sandkey.admin.v1.ListKeysResponse
-	(*RotateKeysRequest)(nil),     // 17: sandkey.admin.v1.RotateKeysRequest
-	(*RotateKeysResponse)(nil),    // 18: sandkey.admin.v1.RotateKeysResponse
-	nil,                           // 19: sandkey.admin.v1.Sandbox.EnvEntry
-	nil,                           // 20: sandkey.admin.v1.CreateSandboxRequest.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 22: google.protobuf.Duration
+	(*ExecInput)(nil),             // 12: sandkey.admin.v1.ExecInput
+	(*ExecStart)(nil),             // 13: sandkey.admin.v1.ExecStart
+	(*WindowSize)(nil),            // 14: sandkey.admin.v1.WindowSize
+	(*SandboxLogsRequest)(nil),    // 15: sandkey.admin.v1.SandboxLogsRequest
+	(*SandboxLogsChunk)(nil),      // 16: sandkey.admin.v1.SandboxLogsChunk
+	(*ExecSandboxResponse)(nil),   // 17: sandkey.admin.v1.ExecSandboxResponse
+	(*ExecExit)(nil),              // 18: sandkey.admin.v1.ExecExit
+	(*SigningKey)(nil),            // 19: sandkey.admin.v1.SigningKey
+	(*ListKeysRequest)(nil),       // 20: sandkey.admin.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 21: sandkey.admin.v1.ListKeysResponse
+	(*RotateKeysRequest)(nil),     // 22: sandkey.admin.v1.RotateKeysRequest
+	(*RotateKeysResponse)(nil),    // 23: sandkey.admin.v1.RotateKeysResponse
+	nil,                           // 24: sandkey.admin.v1.Sandbox.EnvEntry
+	nil,                           // 25: sandkey.admin.v1.CreateSandboxRequest.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
 }
 var file_admin_v1_admin_proto_depIdxs = []int32{
-	21, // 0: sandkey.admin.v1.Sandbox.rotate_at:type_name -> google.protobuf.Timestamp
-	21, // 1: sandkey.admin.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
-	21, // 2: sandkey.admin.v1.Sandbox.updated_at:type_name -> google.protobuf.Timestamp
-	19, // 3: sandkey.admin.v1.Sandbox.env:type_name -> sandkey.admin.v1.Sandbox.EnvEntry
-	20, // 4: sandkey.admin.v1.CreateSandboxRequest.env:type_name -> sandkey.admin.v1.CreateSandboxRequest.EnvEntry
+	26, // 0: sandkey.admin.v1.Sandbox.rotate_at:type_name -> google.protobuf.Timestamp
+	26, // 1: sandkey.admin.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
+	26, // 2: sandkey.admin.v1.Sandbox.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 3: sandkey.admin.v1.Sandbox.env:type_name -> sandkey.admin.v1.Sandbox.EnvEntry
+	25, // 4: sandkey.admin.v1.CreateSandboxRequest.env:type_name -> sandkey.admin.v1.CreateSandboxRequest.EnvEntry
 	0,  // 5: sandkey.admin.v1.ListSandboxesResponse.sandboxes:type_name -> sandkey.admin.v1.Sandbox
-	22, // 6: sandkey.admin.v1.ExecSandboxRequest.timeout:type_name -> google.protobuf.Duration
-	13, // 7: sandkey.admin.v1.ExecSandboxResponse.exit:type_name -> sandkey.admin.v1.ExecExit
-	21, // 8: sandkey.admin.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
-	21, // 9: sandkey.admin.v1.SigningKey.retired_at:type_name -> google.protobuf.Timestamp
-	14, // 10: sandkey.admin.v1.ListKeysResponse.keys:type_name -> sandkey.admin.v1.SigningKey
-	1,  // 11: sandkey.admin.v1.Admin.CreateSandbox:input_type -> sandkey.admin.v1.CreateSandboxRequest
-	2,  // 12: sandkey.admin.v1.Admin.ListSandboxes:input_type -> sandkey.admin.v1.ListSandboxesRequest
-	4,  // 13: sandkey.admin.v1.Admin.GetSandbox:input_type -> sandkey.admin.v1.GetSandboxRequest
-	5,  // 14: sandkey.admin.v1.Admin.StartSandbox:input_type -> sandkey.admin.v1.StartSandboxRequest
-	6,  // 15: sandkey.admin.v1.Admin.StopSandbox:input_type -> sandkey.admin.v1.StopSandboxRequest
-	7,  // 16: sandkey.admin.v1.Admin.DeleteSandbox:input_type -> sandkey.admin.v1.DeleteSandboxRequest
-	9,  // 17: sandkey.admin.v1.Admin.RotateSandbox:input_type -> sandkey.admin.v1.RotateSandboxRequest
-	11, // 18: sandkey.admin.v1.Admin.ExecSandbox:input_type -> sandkey.admin.v1.ExecSandboxRequest
-	15, // 19: sandkey.admin.v1.Admin.ListKeys:input_type -> sandkey.admin.v1.ListKeysRequest
-	17, // 20: sandkey.admin.v1.Admin.RotateKeys:input_type -> sandkey.admin.v1.RotateKeysRequest
-	0,  // 21: sandkey.admin.v1.Admin.CreateSandbox:output_type -> sandkey.admin.v1.Sandbox
-	3,  // 22: sandkey.admin.v1.Admin.ListSandboxes:output_type -> sandkey.admin.v1.ListSandboxesResponse
-	0,  // 23: sandkey.admin.v1.Admin.GetSandbox:output_type -> sandkey.admin.v1.Sandbox
-	0,  // 24: sandkey.admin.v1.Admin.StartSandbox:output_type -> sandkey.admin.v1.Sandbox
-	0,  // 25: sandkey.admin.v1.Admin.StopSandbox:output_type -> sandkey.admin.v1.Sandbox
-	8,  // 26: sandkey.admin.v1.Admin.DeleteSandbox:output_type -> sandkey.admin.v1.DeleteSandboxResponse
-	10, // 27: sandkey.admin.v1.Admin.RotateSandbox:output_type -> sandkey.admin.v1.RotateSandboxResponse
-	12, // 28: sandkey.admin.v1.Admin.ExecSandbox:output_type -> sandkey.admin.v1.ExecSandboxResponse
-	16, // 29: sandkey.admin.v1.Admin.ListKeys:output_type -> sandkey.admin.v1.ListKeysResponse
-	18, // 30: sandkey.admin.v1.Admin.RotateKeys:output_type -> sandkey.admin.v1.RotateKeysResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	27, // 6: sandkey.admin.v1.ExecSandboxRequest.timeout:type_name -> google.protobuf.Duration
+	13, // 7: sandkey.admin.v1.ExecInput.start:type_name -> sandkey.admin.v1.ExecStart
+	14, // 8: sandkey.admin.v1.ExecInput.resize:type_name -> sandkey.admin.v1.WindowSize
+	11, // 9: sandkey.admin.v1.ExecStart.request:type_name -> sandkey.admin.v1.ExecSandboxRequest
+	14, // 10: sandkey.admin.v1.ExecStart.window:type_name -> sandkey.admin.v1.WindowSize
+	18, // 11: sandkey.admin.v1.ExecSandboxResponse.exit:type_name -> sandkey.admin.v1.ExecExit
+	26, // 12: sandkey.admin.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
+	26, // 13: sandkey.admin.v1.SigningKey.retired_at:type_name -> google.protobuf.Timestamp
+	26, // 14: sandkey.admin.v1.SigningKey.activates_at:type_name -> google.protobuf.Timestamp
+	19, // 15: sandkey.admin.v1.ListKeysResponse.keys:type_name -> sandkey.admin.v1.SigningKey
+	26, // 16: sandkey.admin.v1.RotateKeysResponse.activates_at:type_name -> google.protobuf.Timestamp
+	1,  // 17: sandkey.admin.v1.Admin.CreateSandbox:input_type -> sandkey.admin.v1.CreateSandboxRequest
+	2,  // 18: sandkey.admin.v1.Admin.ListSandboxes:input_type -> sandkey.admin.v1.ListSandboxesRequest
+	4,  // 19: sandkey.admin.v1.Admin.GetSandbox:input_type -> sandkey.admin.v1.GetSandboxRequest
+	5,  // 20: sandkey.admin.v1.Admin.StartSandbox:input_type -> sandkey.admin.v1.StartSandboxRequest
+	6,  // 21: sandkey.admin.v1.Admin.StopSandbox:input_type -> sandkey.admin.v1.StopSandboxRequest
+	7,  // 22: sandkey.admin.v1.Admin.DeleteSandbox:input_type -> sandkey.admin.v1.DeleteSandboxRequest
+	9,  // 23: sandkey.admin.v1.Admin.RotateSandbox:input_type -> sandkey.admin.v1.RotateSandboxRequest
+	11, // 24: sandkey.admin.v1.Admin.ExecSandbox:input_type -> sandkey.admin.v1.ExecSandboxRequest
+	12, // 25: sandkey.admin.v1.Admin.Exec:input_type -> sandkey.admin.v1.ExecInput
+	15, // 26: sandkey.admin.v1.Admin.SandboxLogs:input_type -> sandkey.admin.v1.SandboxLogsRequest
+	20, // 27: sandkey.admin.v1.Admin.ListKeys:input_type -> sandkey.admin.v1.ListKeysRequest
+	22, // 28: sandkey.admin.v1.Admin.RotateKeys:input_type -> sandkey.admin.v1.RotateKeysRequest
+	0,  // 29: sandkey.admin.v1.Admin.CreateSandbox:output_type -> sandkey.admin.v1.Sandbox
+	3,  // 30: sandkey.admin.v1.Admin.ListSandboxes:output_type -> sandkey.admin.v1.ListSandboxesResponse
+	0,  // 31: sandkey.admin.v1.Admin.GetSandbox:output_type -> sandkey.admin.v1.Sandbox
+	0,  // 32: sandkey.admin.v1.Admin.StartSandbox:output_type -> sandkey.admin.v1.Sandbox
+	0,  // 33: sandkey.admin.v1.Admin.StopSandbox:output_type -> sandkey.admin.v1.Sandbox
+	8,  // 34: sandkey.admin.v1.Admin.DeleteSandbox:output_type -> sandkey.admin.v1.DeleteSandboxResponse
+	10, // 35: sandkey.admin.v1.Admin.RotateSandbox:output_type -> sandkey.admin.v1.RotateSandboxResponse
+	17, // 36: sandkey.admin.v1.Admin.ExecSandbox:output_type -> sandkey.admin.v1.ExecSandboxResponse
+	17, // 37: sandkey.admin.v1.Admin.Exec:output_type -> sandkey.admin.v1.ExecSandboxResponse
+	16, // 38: sandkey.admin.v1.Admin.SandboxLogs:output_type -> sandkey.admin.v1.SandboxLogsChunk
+	21, // 39: sandkey.admin.v1.Admin.ListKeys:output_type -> sandkey.admin.v1.ListKeysResponse
+	23, // 40: sandkey.admin.v1.Admin.RotateKeys:output_type -> sandkey.admin.v1.RotateKeysResponse
+	29, // [29:41] is the sub-list for method output_type
+	17, // [17:29] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_admin_v1_admin_proto_init() }
@@ -1357,6 +1792,11 @@ func file_admin_v1_admin_proto_init() {
 		return
 	}
 	file_admin_v1_admin_proto_msgTypes[12].OneofWrappers = []any{
+		(*ExecInput_Start)(nil),
+		(*ExecInput_Stdin)(nil),
+		(*ExecInput_Resize)(nil),
+	}
+	file_admin_v1_admin_proto_msgTypes[17].OneofWrappers = []any{
 		(*ExecSandboxResponse_Stdout)(nil),
 		(*ExecSandboxResponse_Stderr)(nil),
 		(*ExecSandboxResponse_Exit)(nil),
@@ -1367,7 +1807,7 @@ func file_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_v1_admin_proto_rawDesc), len(file_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,8 @@ const (
 	Admin_DeleteSandbox_FullMethodName = "/sandkey.admin.v1.Admin/DeleteSandbox"
 	Admin_RotateSandbox_FullMethodName = "/sandkey.admin.v1.Admin/RotateSandbox"
 	Admin_ExecSandbox_FullMethodName   = "/sandkey.admin.v1.Admin/ExecSandbox"
+	Admin_Exec_FullMethodName          = "/sandkey.admin.v1.Admin/Exec"
+	Admin_SandboxLogs_FullMethodName   = "/sandkey.admin.v1.Admin/SandboxLogs"
 	Admin_ListKeys_FullMethodName      = "/sandkey.admin.v1.Admin/ListKeys"
 	Admin_RotateKeys_FullMethodName    = "/sandkey.admin.v1.Admin/RotateKeys"
 )
@@ -62,9 +64,20 @@ type AdminClient interface {
 	// supervisor and streams its stdout and stderr; the last message is the
 	// exit.
 	ExecSandbox(ctx context.Context, in *ExecSandboxRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecSandboxResponse], error)
+	// Exec runs a command interactively: the first message is the request
+	// (start), then the caller streams stdin and terminal size changes, and
+	// half-closes its side to end the command's stdin. Output and the exit
+	// come back as with ExecSandbox. The caller going away kills the
+	// command's process group in the sandbox.
+	Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecInput, ExecSandboxResponse], error)
+	// SandboxLogs streams a sandbox's workload output as its driver keeps it
+	// (a process's log file, a container engine's log, a VM's console);
+	// with follow, it keeps streaming what comes until the caller ends it.
+	SandboxLogs(ctx context.Context, in *SandboxLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SandboxLogsChunk], error)
 	// ListKeys lists the gateway's signing keys (public information only).
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
-	// RotateKeys makes a new signing key active.
+	// RotateKeys publishes a new signing key, which becomes active once
+	// verifiers caching the JWKS have it (or at once, with now).
 	RotateKeys(ctx context.Context, in *RotateKeysRequest, opts ...grpc.CallOption) (*RotateKeysResponse, error)
 }
 
@@ -165,6 +178,38 @@ func (c *adminClient) ExecSandbox(ctx context.Context, in *ExecSandboxRequest, o
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_ExecSandboxClient = grpc.ServerStreamingClient[ExecSandboxResponse]
 
+func (c *adminClient) Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecInput, ExecSandboxResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[1], Admin_Exec_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExecInput, ExecSandboxResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_ExecClient = grpc.BidiStreamingClient[ExecInput, ExecSandboxResponse]
+
+func (c *adminClient) SandboxLogs(ctx context.Context, in *SandboxLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SandboxLogsChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[2], Admin_SandboxLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SandboxLogsRequest, SandboxLogsChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SandboxLogsClient = grpc.ServerStreamingClient[SandboxLogsChunk]
+
 func (c *adminClient) ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListKeysResponse)
@@ -206,9 +251,20 @@ type AdminServer interface {
 	// supervisor and streams its stdout and stderr; the last message is the
 	// exit.
 	ExecSandbox(*ExecSandboxRequest, grpc.ServerStreamingServer[ExecSandboxResponse]) error
+	// Exec runs a command interactively: the first message is the request
+	// (start), then the caller streams stdin and terminal size changes, and
+	// half-closes its side to end the command's stdin. Output and the exit
+	// come back as with ExecSandbox. The caller going away kills the
+	// command's process group in the sandbox.
+	Exec(grpc.BidiStreamingServer[ExecInput, ExecSandboxResponse]) error
+	// SandboxLogs streams a sandbox's workload output as its driver keeps it
+	// (a process's log file, a container engine's log, a VM's console);
+	// with follow, it keeps streaming what comes until the caller ends it.
+	SandboxLogs(*SandboxLogsRequest, grpc.ServerStreamingServer[SandboxLogsChunk]) error
 	// ListKeys lists the gateway's signing keys (public information only).
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
-	// RotateKeys makes a new signing key active.
+	// RotateKeys publishes a new signing key, which becomes active once
+	// verifiers caching the JWKS have it (or at once, with now).
 	RotateKeys(context.Context, *RotateKeysRequest) (*RotateKeysResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
@@ -243,6 +299,12 @@ func (UnimplementedAdminServer) RotateSandbox(context.Context, *RotateSandboxReq
 }
 func (UnimplementedAdminServer) ExecSandbox(*ExecSandboxRequest, grpc.ServerStreamingServer[ExecSandboxResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method ExecSandbox not implemented")
+}
+func (UnimplementedAdminServer) Exec(grpc.BidiStreamingServer[ExecInput, ExecSandboxResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedAdminServer) SandboxLogs(*SandboxLogsRequest, grpc.ServerStreamingServer[SandboxLogsChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method SandboxLogs not implemented")
 }
 func (UnimplementedAdminServer) ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListKeys not implemented")
@@ -408,6 +470,24 @@ func _Admin_ExecSandbox_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_ExecSandboxServer = grpc.ServerStreamingServer[ExecSandboxResponse]
 
+func _Admin_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AdminServer).Exec(&grpc.GenericServerStream[ExecInput, ExecSandboxResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_ExecServer = grpc.BidiStreamingServer[ExecInput, ExecSandboxResponse]
+
+func _Admin_SandboxLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SandboxLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).SandboxLogs(m, &grpc.GenericServerStream[SandboxLogsRequest, SandboxLogsChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SandboxLogsServer = grpc.ServerStreamingServer[SandboxLogsChunk]
+
 func _Admin_ListKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListKeysRequest)
 	if err := dec(in); err != nil {
@@ -492,6 +572,17 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ExecSandbox",
 			Handler:       _Admin_ExecSandbox_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Exec",
+			Handler:       _Admin_Exec_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "SandboxLogs",
+			Handler:       _Admin_SandboxLogs_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -40,11 +40,18 @@
 // through [Source.Subscribe]: a channel of size one that always holds the
 // newest token.
 //
+// The directory is watched through the process's one shared inotify
+// instance (Config.Watcher, see pkg/dirwatch): inotify instances are a
+// per-user kernel limit that every supervisor of the host user draws on.
 // The poll interval is 1 s where the directory is FUSE (virtio-fs in a
 // Linux guest reports FUSE's magic) or Docker Desktop's virtio-fs share
 // (magic 0x6a656a63), where notifications never arrive, and 30 s elsewhere,
-// where fsnotify does the work and the poll is a safety net.
+// where fsnotify does the work and the poll is a safety net. While the
+// directory is not watched (no inotify instance was left for this user, or
+// the directory is missing) it is polled every UnwatchedPollInterval (1 s),
+// so a token written while the gateway recovers is still seen at once.
 //
-// The Source owns one goroutine (watch and poll); [Source.Close], or the
-// end of the context given to New, stops it.
+// The Source owns one goroutine (watch and poll), and the watcher it made
+// when Config.Watcher was nil; [Source.Close], or the end of the context
+// given to New, stops both.
 package source

@@ -20,6 +20,8 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/bearer"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 )
 
 // OriginDir labels candidates read from the token directory. Session
@@ -52,9 +54,17 @@ type Config struct {
 	// PollInterval is how often Dir is re-read regardless of fsnotify.
 	// 0 detects it: 1 s on FUSE or virtio-fs, 30 s elsewhere.
 	PollInterval time.Duration
+	// UnwatchedPollInterval is how often Dir is re-read while it is not
+	// watched (no inotify instance, or the directory missing), when that
+	// is shorter than PollInterval; DefaultUnwatchedPollInterval when 0.
+	UnwatchedPollInterval time.Duration
+	// Watcher is the process's shared inotify instance (see dirwatch).
+	// When nil, the Source makes one of its own and closes it.
+	Watcher *dirwatch.Watcher
 	// Now is the clock for expiry checks (default time.Now).
 	Now func() time.Time
-	// Logger receives acceptances and rejections (default: discard).
+	// Logger receives acceptances and rejections (default: discard). The
+	// source adds no sandbox field: give it a logger that names the sandbox.
 	Logger *zap.Logger
 	// Registerer, when set, gets the source's metrics.
 	Registerer prometheus.Registerer
@@ -99,13 +109,16 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.UnwatchedPollInterval <= 0 {
+		cfg.UnwatchedPollInterval = DefaultUnwatchedPollInterval
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("new token source for %s: %w", cfg.SandboxID, err)
 	}
 	s := &Source{
 		cfg:     cfg,
-		log:     cfg.Logger.With(zap.String("sandbox", cfg.SandboxID)),
+		log:     cfg.Logger, // names the sandbox already (the supervisor's root logger)
 		metrics: m,
 		subs:    map[*subscriber]struct{}{},
 		done:    make(chan struct{}),
@@ -117,14 +130,11 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	// Watch first: a write landing between the first read and the watch
 	// would otherwise wait for the next poll.
-	dw := startDirWatch(cfg.Dir, s.log, cfg.noWatch)
+	w := s.startWatching()
 	s.readDir()
 	interval := s.pollInterval()
 	ctx, s.cancel = context.WithCancel(ctx)
-	go func() {
-		defer close(s.done)
-		dw.run(ctx, interval, s.readDir)
-	}()
+	go s.watch(ctx, w, interval)
 	return s, nil
 }
 
@@ -344,20 +354,14 @@ func (s *Source) Subscribe() (<-chan *auth.Token, func()) {
 // require transport security: the session runs over a per-sandbox unix
 // socket or vsock, or TLS chosen by the operator.
 func (s *Source) PerRPCCredentials() credentials.PerRPCCredentials {
-	return bearer{s}
+	return bearer.Credentials{Token: func() (string, error) {
+		tok := s.Current()
+		if tok == nil {
+			return "", status.Errorf(codes.Unauthenticated, "sandbox %s has no token yet", s.cfg.SandboxID)
+		}
+		return tok.Raw(), nil
+	}}
 }
-
-type bearer struct{ s *Source }
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	tok := b.s.Current()
-	if tok == nil {
-		return nil, status.Errorf(codes.Unauthenticated, "sandbox %s has no token yet", b.s.cfg.SandboxID)
-	}
-	return map[string]string{"authorization": "Bearer " + tok.Raw()}, nil
-}
-
-func (bearer) RequireTransportSecurity() bool { return false }
 
 // Close stops watching and polling, waits for that to end, and closes the
 // subscribers' channels. Current keeps answering. Close is idempotent.

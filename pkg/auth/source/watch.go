@@ -3,17 +3,21 @@ package source
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/dirwatch"
 )
 
 const (
+	// DefaultUnwatchedPollInterval is the poll interval while the
+	// directory is not watched (no inotify instance left for this user,
+	// or the directory missing): a read a second is cheap, and a token
+	// written while the gateway recovers is seen within it.
+	DefaultUnwatchedPollInterval = time.Second
 	// SharedFSPollInterval is the poll interval on FUSE and virtio-fs,
 	// where no change notification ever arrives: the poll is the channel.
 	SharedFSPollInterval = time.Second
@@ -60,117 +64,97 @@ func pollIntervalFor(magic int64) (time.Duration, string) {
 	return LocalPollInterval, fmt.Sprintf("%#x", magic)
 }
 
-// dirWatch watches a token directory with fsnotify (on the directory,
-// never a file) and a poll, for the Source and for WatchDir.
-type dirWatch struct {
-	dir string
-	log *zap.Logger
-	w   *fsnotify.Watcher // nil: polling only
+// watching is the directory watch of a Source and the watcher it came
+// from, which the Source closes when it made it.
+type watching struct {
+	watch *dirwatch.Watch
+	owned *dirwatch.Watcher
 }
 
-// startDirWatch starts an fsnotify watch on dir. Without one (inotify
-// exhausted, directory missing) the poll carries on, and each poll tick
-// tries to add the watch again.
-func startDirWatch(dir string, log *zap.Logger, noWatch bool) *dirWatch {
-	dw := &dirWatch{dir: dir, log: log}
-	if noWatch {
-		return dw
+// startWatching watches the directory, never a file, through the shared
+// watcher (or one of its own). Without inotify, or while the directory is
+// missing, the watch is inactive and the poll runs at the short interval.
+func (s *Source) startWatching() watching {
+	if s.cfg.noWatch {
+		return watching{}
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		log.Warn("cannot watch the token directory; polling only", zap.String("dir", dir), zap.Error(err))
-		return dw
+	var w watching
+	dw := s.cfg.Watcher
+	if dw == nil {
+		dw = dirwatch.New(s.log)
+		w.owned = dw
+		if err := dw.Err(); err != nil {
+			s.log.Warn("cannot watch the token directory; polling it", zap.String("dir", s.cfg.Dir),
+				zap.Duration("interval", s.cfg.UnwatchedPollInterval), zap.Error(err))
+		}
 	}
-	dw.w = w
-	dw.ensureWatch()
-	return dw
+	w.watch = dw.Watch(s.cfg.Dir, concernsToken)
+	return w
 }
 
-// ensureWatch adds the directory to the watcher if it is not watched: at
-// start, and after the directory was removed (which ends an inotify watch).
-func (dw *dirWatch) ensureWatch() {
-	if dw.w == nil || len(dw.w.WatchList()) > 0 {
-		return
+func (w watching) close() {
+	if w.watch != nil {
+		w.watch.Close()
 	}
-	if err := dw.w.Add(dw.dir); err != nil {
-		dw.log.Debug("cannot watch the token directory yet; polling", zap.String("dir", dw.dir), zap.Error(err))
-		return
+	if w.owned != nil {
+		w.owned.Close()
 	}
-	dw.log.Debug("watching the token directory", zap.String("dir", dw.dir))
 }
 
-// run calls read on every poll tick and on every change notification that
-// concerns the token, until ctx ends; then it closes the watcher.
-func (dw *dirWatch) run(ctx context.Context, interval time.Duration, read func()) {
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	if dw.w != nil {
-		defer dw.w.Close()
-		events, errs = dw.w.Events, dw.w.Errors
+// nextPoll is the delay to the next poll: interval while the directory is
+// watched, the short unwatched interval while it is not.
+func (s *Source) nextPoll(w watching, interval time.Duration, wasWatched *bool) time.Duration {
+	watched := w.watch != nil && w.watch.Active()
+	if !watched && s.cfg.noWatch {
+		return interval // tests of the poll path: exactly what they asked
 	}
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
+	if watched != *wasWatched {
+		*wasWatched = watched
+		if watched {
+			s.log.Debug("watching the token directory", zap.String("dir", s.cfg.Dir), zap.Duration("poll", interval))
+		} else {
+			s.log.Debug("token directory not watched; polling it", zap.String("dir", s.cfg.Dir),
+				zap.Duration("interval", min(interval, s.cfg.UnwatchedPollInterval)))
+		}
+	}
+	if watched {
+		return interval
+	}
+	return min(interval, s.cfg.UnwatchedPollInterval)
+}
+
+// watch is the Source's goroutine: it re-reads the directory on every poll
+// and whenever the watch signals a change of the token's names.
+func (s *Source) watch(ctx context.Context, w watching, interval time.Duration) {
+	defer close(s.done)
+	defer w.close()
+	var changes <-chan struct{}
+	if w.watch != nil {
+		changes = w.watch.C()
+	}
+	wasWatched := true // so that starting unwatched is logged
+	timer := time.NewTimer(s.nextPoll(w, interval, &wasWatched))
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
-			dw.ensureWatch()
-			read()
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if !concernsToken(ev) {
-				continue
-			}
-			// One write makes several events: read once for all of them.
-			drain(events)
-			read()
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			dw.log.Warn("watching the token directory failed; polling continues", zap.String("dir", dw.dir), zap.Error(err))
+		case <-timer.C:
+			s.readDir()
+			timer.Reset(s.nextPoll(w, interval, &wasWatched))
+		case <-changes:
+			// One write makes several events; the watch coalesced them.
+			s.readDir()
 		}
 	}
 }
 
-// WatchDir calls read whenever the token in dir may have changed (an
-// fsnotify event on the directory, or a poll tick every interval; 0
-// detects it as Config.PollInterval does), until ctx ends. It is the
-// Source's own watch, for directories whose token is not a sandkey token:
-// the kubelet's projected ServiceAccount token, written with the same
-// ..data swap.
-func WatchDir(ctx context.Context, dir string, interval time.Duration, log *zap.Logger, read func()) {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	dw := startDirWatch(dir, log, false)
-	if interval <= 0 {
-		interval, _ = detectPollInterval(dir)
-	}
-	dw.run(ctx, interval, read)
-}
-
-// concernsToken tells the events that can change what a read returns: the
-// ..data swap, and the visible names being replaced.
-func concernsToken(ev fsnotify.Event) bool {
-	switch filepath.Base(ev.Name) {
+// concernsToken tells the names whose change can change what a read
+// returns: the ..data swap, and the visible names being replaced.
+func concernsToken(name string) bool {
+	switch name {
 	case "..data", tokendir.TokenFile, tokendir.JWKSFile:
 		return true
 	}
 	return false
-}
-
-func drain(events <-chan fsnotify.Event) {
-	for {
-		select {
-		case <-events:
-		default:
-			return
-		}
-	}
 }

@@ -20,28 +20,47 @@
 // # Writing
 //
 // [Writer.Write] publishes a new set of files in these steps, each one a
-// function of writer.go:
+// function of writer.go. Every step works on the directory's descriptor
+// with the *at system calls and never follows a symlink (beneath.go), so
+// whatever is planted in the directory, a Write never reads, changes or
+// removes anything outside it:
 //
-//  1. lock: take the Writer's mutex, then flock(LOCK_EX) on the directory,
-//     so that two goroutines or two processes never interleave their steps;
-//  2. readLayout: list the existing generations, the target of ..data and
-//     the visible symlinks;
-//  3. createGeneration: make a new directory named after the injected clock,
+//  1. lock: take the Writer's mutex, open the directory (O_NOFOLLOW) and
+//     flock(LOCK_EX) it, so that two goroutines or two processes never
+//     interleave their steps;
+//  2. readLayout: list the directory and sort each entry: the ..data
+//     symlink, generation directories, the symlinks of the names this
+//     Write publishes, and strays: everything else (a real file or
+//     directory at ..data or at a published name, a temporary link left by
+//     a crash, any other name);
+//  3. removeStrays: remove every stray, a directory with all it holds
+//     (made writable first), so that nothing stands in the way of the
+//     renames below: any state of the directory is repaired by the next
+//     Write;
+//  4. createGeneration: make a new directory named after the injected clock,
 //     in UTC with nanoseconds; the name is bumped past every existing
 //     generation, so names are unique and sort in write order even for two
 //     writes in the same nanosecond or a clock that steps back;
-//  4. fillGeneration: write every file 0400, then close the directory to
-//     0500;
-//  5. swapData: point the temporary symlink ..data_tmp at the new generation
+//  5. fillGeneration: write every file 0400, then close the directory
+//     to mode 0500. A file whose content is the one this Writer wrote
+//     into the current generation (the JWKS, which changes only with the
+//     keys) is hard-linked from there instead of written, and the link is
+//     kept only if it is the very inode the Writer left (same inode, size,
+//     modification time and mode): a file changed or replaced since is
+//     written afresh. (The second write of unchanged content writes and
+//     stamps it; the links start from the third.)
+//  6. swapData: point the temporary symlink ..data_tmp at the new generation
 //     and rename it over ..data. This rename is the one atomic step: a reader
 //     resolving token -> ..data/token sees either the whole old generation or
 //     the whole new one, never a mix and never a partial file;
-//  6. linkFiles: make sure every visible name (token, jwks.json) is a symlink
+//  7. linkFiles: make sure every visible name (token, jwks.json) is a symlink
 //     to ..data/<name>, creating missing ones through a temporary link and a
-//     rename so they never disappear, and removing those of names no longer
-//     written;
-//  7. removeOldGenerations: remove every generation except the new one and
+//     rename so they never disappear;
+//  8. removeOldGenerations: remove every generation except the new one and
 //     the previous one, which a reader may still be in the middle of.
+//
+// The directory itself is the caller's: a Write refuses a directory that
+// was replaced by a symlink or a file, or removed, rather than recreate it.
 //
 // A reader slower than two whole writes can still find its generation gone:
 // it gets ENOENT and [ReadFile] retries from the top.

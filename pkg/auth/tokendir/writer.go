@@ -1,6 +1,7 @@
 package tokendir
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,10 +50,36 @@ type Writer struct {
 	now   func() time.Time
 	owner *owner
 
+	// umaskHidesFileMode is set when the process umask, read at
+	// NewWriter, takes bits of fileMode away, so each file needs a chmod.
+	umaskHidesFileMode bool
+
 	mu sync.Mutex
+	// last is what this Writer published last, so that a file whose
+	// content did not change (the JWKS, between key rotations) is linked
+	// into the next generation instead of written again.
+	last published
 }
 
 type owner struct{ uid, gid int }
+
+// published is one generation this Writer wrote, and the inode of each of
+// its files as the Writer left it.
+type published struct {
+	generation string
+	files      map[string]fileStamp
+}
+
+// fileStamp identifies a file's content as written: a file changed in
+// place since (a different size or modification time) or replaced (a
+// different inode) is never linked again.
+type fileStamp struct {
+	data    []byte
+	stamped bool // ino, size and mtime are set
+	ino     uint64
+	size    int64
+	mtime   unix.Timespec
+}
 
 // Option configures a Writer.
 type Option func(*Writer)
@@ -74,7 +102,7 @@ func NewWriter(dir string, opts ...Option) (*Writer, error) {
 	if dir == "" {
 		return nil, errors.New("token dir: empty path")
 	}
-	w := &Writer{dir: filepath.Clean(dir), now: time.Now}
+	w := &Writer{dir: filepath.Clean(dir), now: time.Now, umaskHidesFileMode: processUmask()&fileMode != 0}
 	for _, opt := range opts {
 		opt(w)
 	}
@@ -106,6 +134,28 @@ func (w *Writer) ensureDir() error {
 	return nil
 }
 
+// processUmask is the process umask, read once: a gateway sets it, if at
+// all, before it writes. A Writer that meets a file whose mode the umask
+// changed after all chmods that file (see fillFile).
+var processUmask = sync.OnceValue(readUmask)
+
+// readUmask reads the process umask without changing it (umask(2) can
+// only set it); where /proc says nothing it assumes the worst, 0777.
+func readUmask() fs.FileMode {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o777
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return fs.FileMode(m)
+			}
+		}
+	}
+	return 0o777
+}
+
 // checkDir fails unless dir is a real directory (not a symlink to one).
 func checkDir(dir string) error {
 	fi, err := os.Lstat(dir)
@@ -122,8 +172,10 @@ func checkDir(dir string) error {
 
 // Write publishes files (name -> content) as the directory's new generation;
 // see the package doc for the steps. Names are plain file names that do not
-// start with a dot; contents are at most MaxFileSize bytes. Visible names
-// that a previous Write had and files lacks are removed.
+// start with a dot; contents are at most MaxFileSize bytes. Every entry of
+// the directory that is not part of the layout of this write (a name a
+// previous Write had and files lacks, a leftover of a crash, anything
+// planted) is removed.
 func (w *Writer) Write(files map[string][]byte) error {
 	if err := validatePayload(files); err != nil {
 		return fmt.Errorf("write token dir %s: %w", w.dir, err)
@@ -131,55 +183,55 @@ func (w *Writer) Write(files map[string][]byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 
-	root, unlock, err := w.lock()
+	fd, err := w.lock()
 	if err != nil {
 		return fmt.Errorf("write token dir %s: %w", w.dir, err)
 	}
-	defer unlock()
-	if err := w.write(root, files); err != nil {
+	defer unix.Close(fd) // closing the descriptor releases the flock
+	if err := w.write(fd, files); err != nil {
+		w.last = published{}
 		return fmt.Errorf("write token dir %s: %w", w.dir, err)
 	}
 	return nil
 }
 
-func (w *Writer) write(root *os.Root, files map[string][]byte) error {
-	before, err := readLayout(root)
+func (w *Writer) write(fd int, files map[string][]byte) error {
+	before, err := readLayout(fd, files)
 	if err != nil {
 		return err
 	}
-	gen, err := createGeneration(root, w.now(), before.generations)
+	if err := removeStrays(fd, before.strays); err != nil {
+		return err
+	}
+	gen, err := createGeneration(fd, w.now(), before.generations)
 	if err != nil {
 		return err
 	}
-	if err := w.fillGeneration(root, gen, files); err != nil {
-		return errors.Join(err, removeGeneration(root, gen))
+	stamps, err := w.fillGeneration(fd, gen, before.current, files)
+	if err != nil {
+		return errors.Join(err, removeEntry(fd, gen, files))
 	}
-	if err := swapData(root, gen); err != nil {
-		return errors.Join(err, removeGeneration(root, gen))
+	if err := swapData(fd, gen); err != nil {
+		return errors.Join(err, removeEntry(fd, gen, files))
 	}
+	w.last = published{generation: gen, files: stamps}
 	// The new generation is published; what follows tidies up around it.
-	if err := linkFiles(root, files, before.links); err != nil {
+	if err := linkFiles(fd, files, before.links); err != nil {
 		return err
 	}
-	return removeOldGenerations(root, before.generations, before.current)
+	return removeOldGenerations(fd, before.generations, before.current, files)
 }
 
-// lock opens the directory, checks it is still a real directory, and takes
-// an exclusive flock on it. unlock releases both.
-func (w *Writer) lock() (root *os.Root, unlock func(), err error) {
-	if err := checkDir(w.dir); err != nil {
-		return nil, nil, err
-	}
-	root, err = os.OpenRoot(w.dir)
+// lock opens the directory, refusing a symlink or anything but a directory,
+// and takes an exclusive flock on it. Closing the descriptor unlocks.
+func (w *Writer) lock() (int, error) {
+	fd, err := unix.Open(w.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, nil, err
+		if cerr := checkDir(w.dir); cerr != nil {
+			return -1, cerr
+		}
+		return -1, fmt.Errorf("open: %w", err)
 	}
-	self, err := root.Open(".")
-	if err != nil {
-		root.Close()
-		return nil, nil, err
-	}
-	fd := int(self.Fd())
 	for {
 		err = unix.Flock(fd, unix.LOCK_EX)
 		if err != unix.EINTR {
@@ -187,61 +239,81 @@ func (w *Writer) lock() (root *os.Root, unlock func(), err error) {
 		}
 	}
 	if err != nil {
-		self.Close()
-		root.Close()
-		return nil, nil, fmt.Errorf("lock: %w", err)
+		unix.Close(fd)
+		return -1, fmt.Errorf("lock: %w", err)
 	}
-	return root, func() {
-		// Closing the descriptor releases the flock.
-		self.Close()
-		root.Close()
-	}, nil
+	return fd, nil
 }
 
 // layout is what a Write finds in the directory before it writes.
 type layout struct {
-	current     string            // target of ..data, "" if none
+	current     string            // target of the ..data symlink, "" if none
 	generations []string          // timestamped directories
-	links       map[string]string // visible symlinks: name -> target
+	links       map[string]string // visible symlinks of payload names: name -> target
+	strays      []string          // everything else: removed before the write
 }
 
-func readLayout(root *os.Root) (layout, error) {
+// readLayout lists the directory and sorts its entries into the layout,
+// given the names this write publishes. What it cannot place is a stray:
+// a ..data or a payload name that is not a symlink, a temporary link, a
+// dot name that is not a generation directory, a name not in the payload.
+func readLayout(fd int, files map[string][]byte) (layout, error) {
 	l := layout{links: map[string]string{}}
-	self, err := root.Open(".")
-	if err != nil {
-		return l, err
-	}
-	entries, err := self.ReadDir(-1)
-	self.Close()
+	entries, err := readDir(fd)
 	if err != nil {
 		return l, fmt.Errorf("list: %w", err)
 	}
 	for _, e := range entries {
-		name := e.Name()
 		switch {
-		case name == dataLink:
-			if l.current, err = root.Readlink(name); err != nil {
+		case e.name == dataLink && e.typ == unix.DT_LNK:
+			if l.current, err = readlink(fd, e.name); err != nil {
 				return l, err
 			}
-		case strings.HasPrefix(name, generationPrefix):
-			if e.IsDir() {
-				l.generations = append(l.generations, name)
-			}
-		case e.Type()&fs.ModeSymlink != 0:
-			if l.links[name], err = root.Readlink(name); err != nil {
+		case isGenerationName(e.name) && e.typ == unix.DT_DIR:
+			l.generations = append(l.generations, e.name)
+		case isPayloadName(files, e.name) && e.typ == unix.DT_LNK:
+			if l.links[e.name], err = readlink(fd, e.name); err != nil {
 				return l, err
 			}
+		default:
+			l.strays = append(l.strays, e.name)
 		}
 	}
 	return l, nil
 }
 
+func isPayloadName(files map[string][]byte, name string) bool {
+	_, ok := files[name]
+	return ok
+}
+
+func isGenerationName(name string) bool {
+	rest, ok := strings.CutPrefix(name, generationPrefix)
+	if !ok || len(rest) != len(generationLayout) {
+		return false
+	}
+	_, err := time.Parse(generationLayout, rest)
+	return err == nil
+}
+
+// removeStrays removes what is not part of the layout, first of all what
+// would stand in the way of a rename: a real directory at ..data or at a
+// payload name.
+func removeStrays(fd int, strays []string) error {
+	for _, name := range strays {
+		if err := removeEntry(fd, name, nil); err != nil {
+			return fmt.Errorf("remove stray entry: %w", err)
+		}
+	}
+	return nil
+}
+
 // createGeneration makes the new generation's directory, named after now
 // but later than every existing generation.
-func createGeneration(root *os.Root, now time.Time, existing []string) (string, error) {
+func createGeneration(fd int, now time.Time, existing []string) (string, error) {
 	name := nextGenerationName(now, existing)
-	if err := root.Mkdir(name, dirMode); err != nil {
-		return "", fmt.Errorf("create generation: %w", err)
+	if err := unix.Mkdirat(fd, name, uint32(dirMode)); err != nil {
+		return "", fmt.Errorf("create generation %s: %w", name, err)
 	}
 	return name, nil
 }
@@ -257,76 +329,140 @@ func nextGenerationName(now time.Time, existing []string) string {
 	return generationPrefix + t.Format(generationLayout)
 }
 
-func (w *Writer) fillGeneration(root *os.Root, gen string, files map[string][]byte) error {
-	for name, data := range files {
-		if err := w.writeFile(root, gen+"/"+name, data); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
+// fillGeneration writes every file of gen 0400 (or links it from the
+// current generation when this Writer wrote the same content there and
+// nobody changed it since), then closes gen to 0500. It returns the stamp
+// of each file.
+func (w *Writer) fillGeneration(fd int, gen, current string, files map[string][]byte) (map[string]fileStamp, error) {
+	genfd, err := openDirBeneath(fd, gen)
+	if err != nil {
+		return nil, fmt.Errorf("open generation %s: %w", gen, err)
+	}
+	defer unix.Close(genfd)
+	stamps := make(map[string]fileStamp, len(files))
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		data := files[name]
+		prev, seen := w.last.files[name]
+		unchanged := seen && bytes.Equal(prev.data, data)
+		if unchanged && prev.stamped && current != "" && current == w.last.generation &&
+			linkUnchanged(fd, current, genfd, name, prev) {
+			stamps[name] = prev
+			continue
 		}
+		// A file written again with the content it had is stamped, so
+		// the next write can link it; one that changes (a token) is not.
+		st, err := w.writeFile(genfd, name, data, unchanged)
+		if err != nil {
+			return nil, fmt.Errorf("write %s: %w", name, err)
+		}
+		stamps[name] = st
 	}
 	if w.owner != nil {
-		if err := root.Chown(gen, w.owner.uid, w.owner.gid); err != nil {
-			return fmt.Errorf("chown generation: %w", err)
+		if err := unix.Fchown(genfd, w.owner.uid, w.owner.gid); err != nil {
+			return nil, fmt.Errorf("chown generation: %w", err)
 		}
 	}
-	if err := root.Chmod(gen, generationMode); err != nil {
-		return fmt.Errorf("chmod generation: %w", err)
+	if err := unix.Fchmod(genfd, uint32(generationMode)); err != nil {
+		return nil, fmt.Errorf("chmod generation: %w", err)
 	}
-	return nil
+	return stamps, nil
 }
 
-func (w *Writer) writeFile(root *os.Root, name string, data []byte) error {
-	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+// linkUnchanged hard-links name from the generation current into the one
+// open at to, and keeps the link only if it is the very file of stamp st.
+// The link names its source through current, which a sandbox could have
+// replaced since the listing; the check after the link is what makes that
+// harmless: nothing but the Writer's own file passes it.
+func linkUnchanged(fd int, current string, to int, name string, st fileStamp) bool {
+	if unix.Linkat(fd, current+"/"+name, to, name, 0) != nil {
+		return false
+	}
+	var s unix.Stat_t
+	err := unix.Fstatat(to, name, &s, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && s.Mode == unix.S_IFREG|uint32(fileMode) && s.Ino == st.ino && s.Size == st.size && s.Mtim == st.mtime {
+		return true
+	}
+	_ = unix.Unlinkat(to, name, 0)
+	return false
+}
+
+func (w *Writer) writeFile(dirfd int, name string, data []byte, stamp bool) (fileStamp, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(fileMode))
 	if err != nil {
-		return err
+		return fileStamp{}, err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(fileMode) // the create mode went through the umask
+	st, err := w.fillFile(fd, data, stamp)
+	return st, errors.Join(err, unix.Close(fd))
+}
+
+// fillFile writes data to the new file open at fd, sets its owner and
+// mode, and stamps it if asked.
+func (w *Writer) fillFile(fd int, data []byte, stamp bool) (fileStamp, error) {
+	for rest := data; len(rest) > 0; {
+		n, err := unix.Write(fd, rest)
+		if err != nil && err != unix.EINTR {
+			return fileStamp{}, err
+		}
+		rest = rest[max(n, 0):]
 	}
-	if err == nil && w.owner != nil {
-		err = f.Chown(w.owner.uid, w.owner.gid)
+	if w.owner != nil {
+		if err := unix.Fchown(fd, w.owner.uid, w.owner.gid); err != nil {
+			return fileStamp{}, err
+		}
 	}
-	return errors.Join(err, f.Close())
+	if w.umaskHidesFileMode {
+		if err := unix.Fchmod(fd, uint32(fileMode)); err != nil {
+			return fileStamp{}, err
+		}
+	}
+	st := fileStamp{data: data}
+	if !stamp {
+		return st, nil
+	}
+	var s unix.Stat_t
+	if err := unix.Fstat(fd, &s); err != nil {
+		return fileStamp{}, err
+	}
+	if s.Mode&0o777 != uint32(fileMode) { // the umask changed since NewWriter
+		if err := unix.Fchmod(fd, uint32(fileMode)); err != nil {
+			return fileStamp{}, err
+		}
+		return st, nil // unstamped: the next write writes it again
+	}
+	st.stamped, st.ino, st.size, st.mtime = true, s.Ino, s.Size, s.Mtim
+	return st, nil
 }
 
 // swapData publishes gen: the rename over ..data is atomic.
-func swapData(root *os.Root, gen string) error {
-	if err := replaceSymlink(root, gen, dataTmpLink, dataLink); err != nil {
+func swapData(fd int, gen string) error {
+	if err := replaceSymlink(fd, gen, dataTmpLink, dataLink); err != nil {
 		return fmt.Errorf("swap %s: %w", dataLink, err)
 	}
 	return nil
 }
 
 // replaceSymlink makes name a symlink to target through tmp and a rename,
-// so name is never missing.
-func replaceSymlink(root *os.Root, target, tmp, name string) error {
-	if err := root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+// so name is never missing. tmp is known absent: readLayout counted it a
+// stray and removeStrays removed it.
+func replaceSymlink(fd int, target, tmp, name string) error {
+	if err := unix.Symlinkat(target, fd, tmp); err != nil {
 		return err
 	}
-	if err := root.Symlink(target, tmp); err != nil {
-		return err
+	if err := unix.Renameat(fd, tmp, fd, name); err != nil {
+		return errors.Join(err, unix.Unlinkat(fd, tmp, 0))
 	}
-	return root.Rename(tmp, name)
+	return nil
 }
 
-// linkFiles makes each name of files a symlink to ..data/<name> and removes
-// the links to ..data of names no longer written.
-func linkFiles(root *os.Root, files map[string][]byte, links map[string]string) error {
+// linkFiles makes each name of files a symlink to ..data/<name>.
+func linkFiles(fd int, files map[string][]byte, links map[string]string) error {
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		target := dataLink + "/" + name
 		if links[name] == target {
 			continue
 		}
-		if err := replaceSymlink(root, target, linkTmp, name); err != nil {
+		if err := replaceSymlink(fd, target, linkTmp, name); err != nil {
 			return fmt.Errorf("link %s: %w", name, err)
-		}
-	}
-	for name, target := range links {
-		if _, ok := files[name]; ok || target != dataLink+"/"+name {
-			continue
-		}
-		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("unlink %s: %w", name, err)
 		}
 	}
 	return nil
@@ -334,11 +470,11 @@ func linkFiles(root *os.Root, files map[string][]byte, links map[string]string) 
 
 // removeOldGenerations removes the generations that existed before this
 // Write, except previous, the one ..data pointed at until now.
-func removeOldGenerations(root *os.Root, generations []string, previous string) error {
+func removeOldGenerations(fd int, generations []string, previous string, files map[string][]byte) error {
 	var errs []error
 	for _, gen := range generations {
 		if gen != previous {
-			errs = append(errs, removeGeneration(root, gen))
+			errs = append(errs, removeGenerationDir(fd, gen, files))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -347,40 +483,34 @@ func removeOldGenerations(root *os.Root, generations []string, previous string) 
 	return nil
 }
 
-// removeGeneration removes one generation directory, first making it
-// writable: a gateway without CAP_DAC_OVERRIDE cannot empty a 0500 directory.
-func removeGeneration(root *os.Root, gen string) error {
-	if err := root.Chmod(gen, dirMode); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return root.RemoveAll(gen)
-}
-
 // Remove deletes the whole directory, as when its sandbox is deleted. It
 // waits for a concurrent Write to finish. Removing a missing directory is
 // not an error; writing after Remove is.
 func (w *Writer) Remove() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.last = published{}
+	return RemoveDir(w.dir)
+}
 
-	root, unlock, err := w.lock()
+// RemoveDir deletes the token directory dir and all it holds, read-only
+// generations included, under its flock, so it waits for a Write of
+// another Writer to finish. It never follows a symlink planted inside. A
+// missing directory is not an error.
+func RemoveDir(dir string) error {
+	w := &Writer{dir: filepath.Clean(dir)}
+	fd, err := w.lock()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("remove token dir %s: %w", w.dir, err)
 	}
-	defer unlock()
-	l, err := readLayout(root)
-	if err != nil {
+	defer unix.Close(fd)
+	if err := removeContents(fd, 0); err != nil {
 		return fmt.Errorf("remove token dir %s: %w", w.dir, err)
 	}
-	for _, gen := range l.generations {
-		if err := root.Chmod(gen, dirMode); err != nil {
-			return fmt.Errorf("remove token dir %s: %w", w.dir, err)
-		}
-	}
-	if err := os.RemoveAll(w.dir); err != nil {
+	if err := os.Remove(w.dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove token dir %s: %w", w.dir, err)
 	}
 	return nil

@@ -14,10 +14,8 @@
 //     Create and Start with ErrImageNotFound ("image X not found locally;
 //     build it with `make images` or load it"), and creating from an ID
 //     leaves the engine no name to resolve against a registry.
-//   - the image's ENTRYPOINT, which in a sandkey image must be
-//     ["/supervisor", "--"]: the spec's Command is the container's Cmd, so
-//     the supervisor runs as PID 1 as `/supervisor -- <command...>`. An
-//     empty Command leaves the image's own CMD.
+//   - the supervisor as PID 1, running what `docker run IMAGE [COMMAND]`
+//     would run (see "Any image" below).
 //   - two bind mounts, both of directories and both read-only: the token
 //     directory (spec.TokenDir) at /run/sandkey/auth, and the directory of
 //     the sandbox's attested gateway socket (spec.SocketDir) at
@@ -43,14 +41,53 @@
 //     archive API or an exec reads it. A read-only root file system, or a
 //     supervisor that is not root, only costs the status file: the
 //     supervisor warns that it cannot write it and runs on.
-//   - the image's user. The token directory is 0700 on the host, so a
-//     supervisor that does not run as root needs the gateway's writer to
-//     own the directory for it (tokendir.WithOwner).
+//   - the image's user for a baked image; for any other image, root for
+//     the supervisor, which runs the workload as the image's user (below).
+//     The token directory is 0700 on the host, so a supervisor that does
+//     not run as root needs the gateway's writer to own the directory for
+//     it (tokendir.WithOwner).
 //   - stop signal SIGTERM and no restart policy: the gateway decides when a
 //     sandbox runs.
 //   - labels io.sandkey.managed=true, io.sandkey.sandbox-id,
 //     io.sandkey.instance-id, io.sandkey.name, io.sandkey.image (the name
 //     the spec gave) and io.sandkey.spec-hash (below).
+//
+// # Any image
+//
+// The driver reads the image's ENTRYPOINT, CMD and USER with ImageInspect
+// and tells two kinds of image apart:
+//
+//   - A baked image, built FROM sandkey-base: its entrypoint starts with
+//     /supervisor (BakedSupervisor), as ["/supervisor", "--"]. The
+//     container keeps the image's entrypoint and user; the spec's Command,
+//     when given, is its Cmd, so it runs `/supervisor -- <command...>`,
+//     and an empty Command leaves the image's CMD.
+//   - Any other image (python:3.12, a team's agent image, busybox): the
+//     driver bind-mounts Config.Supervisor, the gateway host's static
+//     supervisor binary, read-only at /run/sandkey/bin/supervisor
+//     (SupervisorTarget) and makes it the entrypoint, running as root
+//     ("0:0"), followed by `--user <the image's USER>` when the image has
+//     one, then "--", then what `docker run IMAGE [COMMAND]` would run:
+//     the image's ENTRYPOINT followed by the spec's Command, or by the
+//     image's CMD when no Command is given. The engine keeps the image's
+//     working directory and environment, as nothing overrides them. The
+//     supervisor stays PID 1 with the privileges to read the token
+//     directory, and starts the workload, and every `sandbox exec`, as the
+//     image's user (names resolved in the image's own /etc/passwd and
+//     /etc/group, with its supplementary groups and HOME), as `docker run`
+//     and `docker exec` would have.
+//
+// An image with nothing to run (no entrypoint past the supervisor, no CMD,
+// no Command) is refused at Create, naming the image, and so is an image
+// without a supervisor when Config.Supervisor is empty. New refuses a
+// Config.Supervisor that is not a static ELF executable: it must run in
+// images with any libc or none.
+//
+// The supervisor binary is the one single-file bind mount, a deliberate
+// exception to the rule above: it is read once, when PID 1 starts, and
+// the engine resolves a bind mount's source at every container start, so
+// a binary upgraded by a rename over it is the one the sandbox's next
+// start runs.
 //
 // # State lives in the engine
 //

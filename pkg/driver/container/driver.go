@@ -54,17 +54,23 @@ type Config struct {
 	// Network is the network mode of every sandbox; DefaultNetwork ("none")
 	// when empty.
 	Network string
+	// Supervisor is the host path of a static supervisor binary, which the
+	// driver mounts read-only into every image that does not start one of
+	// its own (see the package doc). New refuses a missing or dynamically
+	// linked one. Empty: only images FROM sandkey-base can run.
+	Supervisor string
 	// Logger defaults to zap.NewNop().
 	Logger *zap.Logger
 }
 
 // Driver runs each sandbox as a container of one engine.
 type Driver struct {
-	engine  Engine
-	network string
-	client  *client.Client
-	log     *zap.Logger
-	locks   sandboxlock.Set
+	engine     Engine
+	network    string
+	supervisor string
+	client     *client.Client
+	log        *zap.Logger
+	locks      sandboxlock.Set
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -76,6 +82,11 @@ func New(engine Engine, cfg Config) (*Driver, error) {
 	if engine.Name == "" {
 		return nil, errors.New("container driver: engine has no name")
 	}
+	if cfg.Supervisor != "" {
+		if err := CheckStatic(cfg.Supervisor); err != nil {
+			return nil, fmt.Errorf("%s driver: supervisor binary: %w", engine.Name, err)
+		}
+	}
 	host := cfg.Host
 	if host == "" {
 		host = engine.DefaultHost
@@ -84,7 +95,7 @@ func New(engine Engine, cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s driver: engine address %q: %w", engine.Name, host, err)
 	}
-	d := &Driver{engine: engine, network: cfg.Network, client: c, log: cfg.Logger}
+	d := &Driver{engine: engine, network: cfg.Network, supervisor: cfg.Supervisor, client: c, log: cfg.Logger}
 	if d.network == "" {
 		d.network = DefaultNetwork
 	}
@@ -108,8 +119,8 @@ func (d *Driver) TokenDelivery() driver.TokenDelivery { return driver.DeliveryDi
 // not is made anew, and a running one is left running (Start will refuse
 // it). Before the sandbox's first start its token and socket directories
 // may not exist yet (the gateway makes them when it mints the first token
-// and opens the socket): Create then checks the spec and the image only,
-// and Start makes the container.
+// and opens the socket): Create then checks the spec and the image (it
+// exists, and has something to run) only, and Start makes the container.
 func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := checkSandboxID(spec.SandboxID); err != nil {
 		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
@@ -117,7 +128,11 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	defer d.locks.Lock(spec.SandboxID)()
 	req, err := d.prepare(ctx, spec)
 	if errors.Is(err, errDirMissing) {
-		if _, err := d.imageID(ctx, spec.Image); err != nil {
+		img, err := d.image(ctx, spec.Image)
+		if err == nil {
+			_, err = newEntrypoint(spec, img, d.supervisor)
+		}
+		if err != nil {
 			return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
 		}
 		d.log.Debug("sandbox directories not there yet; the container is made at start",
@@ -299,7 +314,7 @@ func (d *Driver) List(ctx context.Context) ([]Sandbox, error) {
 }
 
 // prepare looks the spec's image up in the engine, never pulling it, and
-// builds the container request from the image's ID.
+// builds the container request from the image's ID and configuration.
 func (d *Driver) prepare(ctx context.Context, spec driver.Spec) (request, error) {
 	// Check the spec before the engine is asked anything.
 	if spec.Image == "" {
@@ -308,23 +323,27 @@ func (d *Driver) prepare(ctx context.Context, spec driver.Spec) (request, error)
 	if _, err := mounts(spec); err != nil {
 		return request{}, err
 	}
-	id, err := d.imageID(ctx, spec.Image)
+	img, err := d.image(ctx, spec.Image)
 	if err != nil {
 		return request{}, err
 	}
-	return newRequest(spec, id, d.network)
+	return newRequest(spec, img, d.network, d.supervisor)
 }
 
-// imageID looks image up in the engine, never pulling it.
-func (d *Driver) imageID(ctx context.Context, image string) (string, error) {
-	img, err := d.client.ImageInspect(ctx, image)
+// image looks name up in the engine, never pulling it.
+func (d *Driver) image(ctx context.Context, name string) (image, error) {
+	info, err := d.client.ImageInspect(ctx, name)
 	if cerrdefs.IsNotFound(err) {
-		return "", imageNotFoundError{engine: d.engine.Name, image: image}
+		return image{}, imageNotFoundError{engine: d.engine.Name, image: name}
 	}
 	if err != nil {
-		return "", fmt.Errorf("inspect image %q: %w", image, err)
+		return image{}, fmt.Errorf("inspect image %q: %w", name, err)
 	}
-	return img.ID, nil
+	img := image{id: info.ID}
+	if c := info.Config; c != nil {
+		img.entrypoint, img.cmd, img.user = c.Entrypoint, c.Cmd, c.User
+	}
+	return img, nil
 }
 
 // imageNotFoundError says which image is missing and what to do.

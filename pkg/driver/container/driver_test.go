@@ -187,6 +187,9 @@ func TestNewDriverFindsRunningSandboxByItsLabels(t *testing.T) {
 		if listed[i].State != driver.StateRunning || listed[i].InstanceID != spec.InstanceID {
 			t.Errorf("List entry = %+v, want running instance %s", listed[i], spec.InstanceID)
 		}
+		// The stand-in handles SIGTERM once it has reported; before, Go's
+		// runtime ends it with code 2.
+		waitLog(t, e.client(t), container.ContainerPrefix+spec.SandboxID, "standin report")
 		if err := after.Stop(ctxT(t), spec.SandboxID, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -270,8 +273,8 @@ func TestMissingImageFailsClearlyAndIsNeverPulled(t *testing.T) {
 // TestCreateBeforeTheDirectoriesExistDefersTheContainerToStart pins the
 // gateway's order: Create comes before the first token is written and the
 // socket opened, so the token and socket directories may not exist yet.
-// Create then checks the image (never pulling) and makes no container;
-// Start, once the directories are there, makes it.
+// Create then checks the image (never pulling; something to run) and makes
+// no container; Start, once the directories are there, makes it.
 func TestCreateBeforeTheDirectoriesExistDefersTheContainerToStart(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e *engine) {
 		d := e.driver(t)
@@ -286,6 +289,13 @@ func TestCreateBeforeTheDirectoriesExistDefersTheContainerToStart(t *testing.T) 
 		missing.Image = "sandkey/missing:v1"
 		if err := d.Create(ctxT(t), missing); !errors.Is(err, container.ErrImageNotFound) {
 			t.Fatalf("Create with a missing image and no directories = %v, want container.ErrImageNotFound", err)
+		}
+		// The stand-in image has no CMD: without a command it has nothing
+		// to run, which Create says at once.
+		idle := spec
+		idle.Command = nil
+		if err := d.Create(ctxT(t), idle); err == nil || !strings.Contains(err.Error(), `image "`+standInImage+`" has no ENTRYPOINT or CMD`) {
+			t.Fatalf("Create with nothing to run and no directories = %v, want an error naming the image", err)
 		}
 		if err := d.Create(ctxT(t), spec); err != nil {
 			t.Fatalf("Create before the directories exist: %v", err)

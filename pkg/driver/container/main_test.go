@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -17,7 +18,6 @@ import (
 	ctr "github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
-	"go.uber.org/goleak"
 
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/driver"
@@ -25,6 +25,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/docker"
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // engine is one engine the tests run against: started once for the
@@ -48,20 +49,15 @@ var engines = []*engine{
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	for _, e := range engines {
-		if err := e.shared.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop %s: %v\n", e.name, err)
-			code = 1
+	testmain.Run(m, func() error {
+		var errs []error
+		for _, e := range engines {
+			if err := e.shared.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("stop %s: %w", e.name, err))
+			}
 		}
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+		return errors.Join(errs...)
+	})
 }
 
 // forEachEngine runs test as a subtest per engine.

@@ -29,7 +29,20 @@ const (
 	// a host directory the sandbox could fill. Operators and tests read it
 	// with the engine's archive API or an exec; it holds no secret.
 	StatusFileTarget = "/run/sandkey/status.json"
+	// SupervisorTarget is where the driver mounts the gateway host's
+	// supervisor binary, read-only, into an image that does not bring its
+	// own, and what it makes the container's entrypoint.
+	SupervisorTarget = "/run/sandkey/bin/supervisor"
+	// BakedSupervisor is the supervisor of an image built FROM
+	// sandkey-base: an image whose entrypoint starts with it runs as it
+	// always did, with nothing mounted.
+	BakedSupervisor = "/supervisor"
 )
+
+// rootUser is the container's user when the driver mounts the supervisor:
+// PID 1 must be root to read the token directory and to drop to the
+// image's user for the workload. Numeric, so no /etc/passwd is needed.
+const rootUser = "0:0"
 
 // The labels every container of the driver carries.
 const (
@@ -71,10 +84,20 @@ type request struct {
 	host   *ctr.HostConfig
 }
 
-// newRequest builds the container for spec from the image whose ID the
-// engine reported. It checks the spec's host directories: each must be a
-// directory, never a single file (see the package doc).
-func newRequest(spec driver.Spec, imageID, network string) (request, error) {
+// image is what the driver needs of an image's configuration, as the
+// engine reports it.
+type image struct {
+	id         string
+	entrypoint []string
+	cmd        []string
+	user       string
+}
+
+// newRequest builds the container for spec from img. It checks the spec's
+// host directories: each must be a directory, never a single file (see the
+// package doc). supervisor is the host's supervisor binary, mounted into
+// an image that has no supervisor of its own; empty refuses such images.
+func newRequest(spec driver.Spec, img image, network, supervisor string) (request, error) {
 	if err := checkSandboxID(spec.SandboxID); err != nil {
 		return request{}, err
 	}
@@ -85,9 +108,16 @@ func newRequest(spec driver.Spec, imageID, network string) (request, error) {
 	if err != nil {
 		return request{}, err
 	}
+	run, err := newEntrypoint(spec, img, supervisor)
+	if err != nil {
+		return request{}, err
+	}
+	ms = append(ms, run.mounts...)
 	cfg := &ctr.Config{
-		Image:      imageID,
-		Cmd:        spec.Command, // after the image's ENTRYPOINT, ["/supervisor", "--"]
+		Image:      img.id,
+		Entrypoint: run.entrypoint,
+		Cmd:        run.cmd,
+		User:       run.user,
 		Env:        environ(spec),
 		StopSignal: stopSignal,
 		Labels: map[string]string{
@@ -110,6 +140,64 @@ func newRequest(spec driver.Spec, imageID, network string) (request, error) {
 	}
 	cfg.Labels[LabelSpecHash] = hash
 	return request{name: containerName(spec.SandboxID), config: cfg, host: host}, nil
+}
+
+// entrypoint is how a container starts its supervisor and workload.
+type entrypoint struct {
+	entrypoint []string // nil keeps the image's
+	cmd        []string // nil keeps the image's when entrypoint is nil
+	user       string   // empty keeps the image's
+	mounts     []mount.Mount
+}
+
+// newEntrypoint runs what `docker run IMAGE [COMMAND]` would run, under the
+// supervisor as PID 1:
+//
+//   - an image FROM sandkey-base (its entrypoint starts with
+//     BakedSupervisor) keeps its entrypoint, user and CMD; the spec's
+//     command, when given, replaces the CMD;
+//   - any other image gets the host's supervisor mounted read-only at
+//     SupervisorTarget as its entrypoint, running as root, followed by the
+//     image's user (--user), "--", the image's ENTRYPOINT and the spec's
+//     command or else the image's CMD.
+//
+// An image with nothing to run (no entrypoint past the supervisor, no
+// CMD, no command) is refused, naming the image.
+func newEntrypoint(spec driver.Spec, img image, supervisor string) (entrypoint, error) {
+	cmd := spec.Command
+	if len(cmd) == 0 {
+		cmd = img.cmd
+	}
+	if len(img.entrypoint) > 0 && img.entrypoint[0] == BakedSupervisor {
+		if last := img.entrypoint[len(img.entrypoint)-1]; len(cmd) == 0 && (len(img.entrypoint) == 1 || last == "--") {
+			return entrypoint{}, noWorkloadError(spec.Image)
+		}
+		return entrypoint{cmd: spec.Command}, nil
+	}
+	if len(img.entrypoint) == 0 && len(cmd) == 0 {
+		return entrypoint{}, noWorkloadError(spec.Image)
+	}
+	if supervisor == "" {
+		return entrypoint{}, fmt.Errorf("image %q does not start the sandkey supervisor (its entrypoint is not %s) and the driver has no supervisor binary to mount into it: give the gateway one (--supervisor) or build the image FROM sandkey-base",
+			spec.Image, BakedSupervisor)
+	}
+	ep := []string{SupervisorTarget}
+	if img.user != "" {
+		ep = append(ep, "--user", img.user)
+	}
+	// With an entrypoint given, neither engine adds the image's CMD to an
+	// empty one.
+	ep = append(append(ep, "--"), img.entrypoint...)
+	return entrypoint{
+		entrypoint: ep,
+		cmd:        cmd,
+		user:       rootUser,
+		mounts:     []mount.Mount{{Type: mount.TypeBind, Source: supervisor, Target: SupervisorTarget, ReadOnly: true}},
+	}, nil
+}
+
+func noWorkloadError(image string) error {
+	return fmt.Errorf("image %q has no ENTRYPOINT or CMD to run and the sandbox gives no command: give one (gateway sandbox create NAME --image %s -- CMD ARGS...)", image, image)
 }
 
 // mounts binds the token directory read-only at TokenDirTarget and the

@@ -37,6 +37,12 @@ func unitSpec(t *testing.T) driver.Spec {
 	}
 }
 
+// bakedImage is an image FROM sandkey-base: the supervisor is its
+// entrypoint.
+func bakedImage(id string) image {
+	return image{id: id, entrypoint: []string{BakedSupervisor, "--"}}
+}
+
 // TestNoMountSourceIsEverARegularFile is the regression guard for the one
 // rule of the token directory: a bind mount of a single file goes stale
 // after the first rename over it, so every mount the driver asks for must
@@ -44,7 +50,7 @@ func unitSpec(t *testing.T) driver.Spec {
 // symlink) is refused.
 func TestNoMountSourceIsEverARegularFile(t *testing.T) {
 	spec := unitSpec(t)
-	req, err := newRequest(spec, "sha256:abc", DefaultNetwork)
+	req, err := newRequest(spec, bakedImage("sha256:abc"), DefaultNetwork, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +89,7 @@ func TestNoMountSourceIsEverARegularFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := unitSpec(t)
 			tc.edit(&s)
-			if _, err := newRequest(s, "sha256:abc", DefaultNetwork); err == nil || !strings.Contains(err.Error(), "not a directory") {
+			if _, err := newRequest(s, bakedImage("sha256:abc"), DefaultNetwork, ""); err == nil || !strings.Contains(err.Error(), "not a directory") {
 				t.Errorf("newRequest = %v, want a refusal saying the source is not a directory", err)
 			}
 		})
@@ -92,7 +98,7 @@ func TestNoMountSourceIsEverARegularFile(t *testing.T) {
 
 func TestRequestMountsBothDirectoriesReadOnlyAtTheirContractPaths(t *testing.T) {
 	spec := unitSpec(t)
-	req, err := newRequest(spec, "sha256:abc", DefaultNetwork)
+	req, err := newRequest(spec, bakedImage("sha256:abc"), DefaultNetwork, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +121,7 @@ func TestRequestCarriesContract(t *testing.T) {
 	spec.Env[driver.EnvSandboxID] = "someone-else"
 	spec.SandboxEnv[driver.EnvTokenDir] = "/host/path"                // the driver's value wins
 	spec.SandboxEnv[driver.EnvStatusFile] = "/host/state/status.json" // and here
-	req, err := newRequest(spec, "sha256:abc", DefaultNetwork)
+	req, err := newRequest(spec, bakedImage("sha256:abc"), DefaultNetwork, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +165,7 @@ func TestSpecHashTellsWhenTheContainerMustBeMadeAnew(t *testing.T) {
 	base := unitSpec(t)
 	hash := func(spec driver.Spec, imageID string) string {
 		t.Helper()
-		req, err := newRequest(spec, imageID, DefaultNetwork)
+		req, err := newRequest(spec, bakedImage(imageID), DefaultNetwork, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +211,7 @@ func TestRequestRefusesInvalidSpec(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := unitSpec(t)
 			tc.edit(&s)
-			if _, err := newRequest(s, "sha256:abc", DefaultNetwork); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := newRequest(s, bakedImage("sha256:abc"), DefaultNetwork, ""); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("newRequest = %v, want an error saying %q", err, tc.want)
 			}
 		})
@@ -263,5 +269,92 @@ func TestStatusOfInspectedContainer(t *testing.T) {
 				t.Errorf("statusOf = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestStockImageRunsWhatDockerRunWouldUnderTheMountedSupervisor pins the
+// container a sandbox gets from each kind of image: what `docker run
+// IMAGE [COMMAND]` would run, with the supervisor in front as PID 1.
+func TestStockImageRunsWhatDockerRunWouldUnderTheMountedSupervisor(t *testing.T) {
+	const sup = "/usr/local/bin/supervisor"
+	supMount := []mount.Mount{{Type: mount.TypeBind, Source: sup, Target: SupervisorTarget, ReadOnly: true}}
+	for _, tc := range []struct {
+		name    string
+		img     image
+		command []string
+		want    entrypoint
+	}{
+		{"baked image, command given", image{entrypoint: []string{"/supervisor", "--"}, cmd: []string{"serve"}}, []string{"sh"},
+			entrypoint{cmd: []string{"sh"}}},
+		{"baked image, its CMD", image{entrypoint: []string{"/supervisor", "--"}, cmd: []string{"serve"}}, nil,
+			entrypoint{}},
+		{"baked image with its workload in the entrypoint", image{entrypoint: []string{"/supervisor", "--", "app"}}, nil,
+			entrypoint{}},
+		{"shell only image, command given", image{cmd: []string{"sh"}}, []string{"sleep", "9"},
+			entrypoint{entrypoint: []string{SupervisorTarget, "--"}, cmd: []string{"sleep", "9"}, user: "0:0", mounts: supMount}},
+		{"shell only image, its CMD", image{cmd: []string{"sh"}}, nil,
+			entrypoint{entrypoint: []string{SupervisorTarget, "--"}, cmd: []string{"sh"}, user: "0:0", mounts: supMount}},
+		{"ENTRYPOINT and CMD, no command", image{entrypoint: []string{"/app", "-v"}, cmd: []string{"--port", "80"}}, nil,
+			entrypoint{entrypoint: []string{SupervisorTarget, "--", "/app", "-v"}, cmd: []string{"--port", "80"}, user: "0:0", mounts: supMount}},
+		{"ENTRYPOINT and CMD, command replaces the CMD", image{entrypoint: []string{"/app"}, cmd: []string{"--port", "80"}}, []string{"--port", "81"},
+			entrypoint{entrypoint: []string{SupervisorTarget, "--", "/app"}, cmd: []string{"--port", "81"}, user: "0:0", mounts: supMount}},
+		{"ENTRYPOINT only", image{entrypoint: []string{"/app"}}, nil,
+			entrypoint{entrypoint: []string{SupervisorTarget, "--", "/app"}, user: "0:0", mounts: supMount}},
+		{"USER passed to the supervisor, which stays root", image{cmd: []string{"sh"}, user: "app:staff"}, nil,
+			entrypoint{entrypoint: []string{SupervisorTarget, "--user", "app:staff", "--"}, cmd: []string{"sh"}, user: "0:0", mounts: supMount}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := unitSpec(t)
+			spec.Command = tc.command
+			got, err := newEntrypoint(spec, tc.img, sup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got.entrypoint, tc.want.entrypoint) || !slices.Equal(got.cmd, tc.want.cmd) ||
+				got.user != tc.want.user || !slices.Equal(got.mounts, tc.want.mounts) {
+				t.Errorf("entrypoint = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestImageWithNothingToRunIsRefusedNamingTheImage(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		img        image
+		supervisor string
+		want       string
+	}{
+		{"stock image without ENTRYPOINT or CMD", image{}, "/sup", "has no ENTRYPOINT or CMD"},
+		{"baked image without CMD", image{entrypoint: []string{"/supervisor", "--"}}, "/sup", "has no ENTRYPOINT or CMD"},
+		{"stock image and no supervisor to mount", image{cmd: []string{"sh"}}, "", "no supervisor binary to mount"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := unitSpec(t)
+			spec.Command = nil
+			_, err := newRequest(spec, tc.img, DefaultNetwork, tc.supervisor)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"`+spec.Image+`"`) {
+				t.Errorf("newRequest = %v; want an error naming image %q and saying %q", err, spec.Image, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckStaticRefusesWhatCannotRunInAnyImage(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "script")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"relative/supervisor", "not an absolute path"},
+		{filepath.Join(dir, "missing"), "no such file"},
+		{dir, "not an executable file"},
+		{script, "not an ELF executable"},
+		{"/bin/sh", "dynamically linked"}, // Debian's dash
+	} {
+		if err := CheckStatic(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckStatic(%s) = %v, want an error saying %q", tc.path, err, tc.want)
+		}
 	}
 }

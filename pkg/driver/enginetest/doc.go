@@ -47,6 +47,6 @@
 // (the build context, with its Dockerfile), with the classic builder and
 // no pull. StandInImage builds the stand-in supervisor (package standin)
 // as a static binary and wraps it in a FROM scratch image whose
-// entrypoint is ["/supervisor", "--"], the entrypoint contract of sandkey
+// entrypoint is ["/supervisor", "--"], the entrypoint of baked sandkey
 // images.
 package enginetest

@@ -21,4 +21,9 @@
 //  4. KillSession sends SIGKILL to every live member of the session again
 //     and again until none is left or its timeout passes: a member can
 //     fork while /proc is listed, and a killed one shows until it ends.
+//
+// A Reaper collects the exits of a driver's own children: on every
+// SIGCHLD it calls wait4(pid, WNOHANG) for each registered child, never
+// wait4(-1), which would steal other code's children, and hands the
+// status to the callback the child was registered with.
 package hostproc

@@ -561,6 +561,20 @@ func (c *Cluster) Namespace(t testing.TB, name string) {
 	})
 }
 
+// NewNamespace creates a namespace named prefix plus a random suffix, as
+// Namespace does, and returns its name: tests sharing a cluster, or run
+// again with -count, never meet in it.
+func (c *Cluster) NewNamespace(t testing.TB, prefix string) string {
+	t.Helper()
+	suffix, err := randomToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := prefix + "-" + suffix[:8]
+	c.Namespace(t, name)
+	return name
+}
+
 // ServiceAccount creates the ServiceAccount ns/name (there is no
 // controller-manager; see the package doc).
 func (c *Cluster) ServiceAccount(t testing.TB, ns, name string) {

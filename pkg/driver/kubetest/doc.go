@@ -11,12 +11,12 @@
 // # Using it
 //
 //	c := kubetest.Start(t, kubetest.Options{Kubelet: true}) // or a Shared one
-//	c.Namespace(t, "ns")                   // and its "default" ServiceAccount
-//	c.ServiceAccount(t, "ns", "workload")  // no controller-manager makes them
+//	ns := c.NewNamespace(t, "driver")      // driver-<random>, and its "default" ServiceAccount
+//	c.ServiceAccount(t, ns, "workload")    // no controller-manager makes them
 //	c.ImportImage(t, "sandkey.local/x:1", layerDir, []string{"/x"}) // no registry
 //	l, _ := net.Listen("tcp", c.HostIP()+":0") // pods reach the host here
-//	c.Client().CoreV1().Pods("ns").Create(ctx, pod, ...) // see below
-//	c.WaitPodReady(t, "ns", pod.Name)
+//	c.Client().CoreV1().Pods(ns).Create(ctx, pod, ...) // see below
+//	c.WaitPodReady(t, ns, pod.Name)
 //
 // The cluster has no kube-scheduler and no kube-controller-manager (no
 // module here builds them). What a pod needs of them, the harness does:
@@ -177,6 +177,8 @@
 // # Sharing
 //
 // A cluster takes seconds to start; a package's tests share one through a
-// Shared value whose Stop the package's TestMain calls after m.Run. Start
-// starts one for a single test.
+// Shared value whose Stop the package's TestMain calls after m.Run, each
+// test in a namespace of its own (NewNamespace, a fresh name even under
+// -count). Start starts one for a single test: the form for a test that
+// stops the API server while others would use it.
 package kubetest

@@ -37,8 +37,7 @@ func TestControlPlaneServesTokenRequestAndTokenReview(t *testing.T) {
 		t.Fatalf("admin kubeconfig: %v", err)
 	}
 
-	const ns = "tokens"
-	c.Namespace(t, ns)
+	ns := c.NewNamespace(t, "tokens")
 	c.ServiceAccount(t, ns, "workload")
 	tr, err := admin.CoreV1().ServiceAccounts(ns).CreateToken(ctxT(t), "workload", &authnv1.TokenRequest{
 		Spec: authnv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr(int64(600))},

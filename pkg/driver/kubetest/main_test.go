@@ -2,10 +2,9 @@ package kubetest
 
 import (
 	"fmt"
-	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // controlPlane is a cluster without a node, shared the way a package of
@@ -13,16 +12,10 @@ import (
 var controlPlane = NewShared(Options{})
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := controlPlane.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "stop the shared control plane: %v\n", err)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
+	testmain.Run(m, func() error {
+		if err := controlPlane.Stop(); err != nil {
+			return fmt.Errorf("stop the shared control plane: %w", err)
 		}
-	}
-	os.Exit(code)
+		return nil
+	})
 }

@@ -19,7 +19,8 @@ import (
 //	}
 //
 // Tests sharing a cluster keep out of each other's way by working in a
-// namespace of their own (Cluster.Namespace).
+// namespace of their own (Cluster.NewNamespace: a fresh name even when a
+// test runs again with -count).
 type Shared struct {
 	opts Options
 

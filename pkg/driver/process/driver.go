@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -19,7 +19,6 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 	"github.com/sandkey/sandkey/pkg/driver/statedir"
-	"github.com/sandkey/sandkey/pkg/sandboxlock"
 )
 
 // Name is the name the driver registers under.
@@ -69,25 +68,21 @@ type Config struct {
 // Driver runs each sandbox as a child process of the gateway.
 type Driver struct {
 	supervisor  string
-	index       *statedir.Index // sandbox ID -> state directory
+	sandboxes   *statedir.Sandboxes
 	deleteGrace time.Duration
 	log         *zap.Logger
 	now         func() time.Time
 
-	locks sandboxlock.Set
-
-	mu       sync.Mutex
-	children map[int]*child // by pid
-
-	sigchld   chan os.Signal
-	wake      chan struct{}
-	ctx       context.Context // ends at Close; owns the reaper
+	reaper    *hostproc.Reaper
+	ctx       context.Context // ends at Close
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
-var _ driver.Driver = (*Driver)(nil)
+var (
+	_ driver.Driver = (*Driver)(nil)
+	_ driver.Logger = (*Driver)(nil)
+)
 
 // New checks cfg, creates the state root's index and starts the driver's
 // reaper. Close stops the reaper and leaves the sandboxes running.
@@ -103,19 +98,16 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process driver: state root %s: %w", cfg.StateRoot, err)
 	}
-	index, err := statedir.OpenIndex(root)
+	sandboxes, err := statedir.OpenSandboxes(root)
 	if err != nil {
 		return nil, fmt.Errorf("process driver: state root: %w", err)
 	}
 	d := &Driver{
 		supervisor:  supervisor,
-		index:       index,
+		sandboxes:   sandboxes,
 		deleteGrace: cfg.DeleteGrace,
 		log:         cfg.Logger,
 		now:         cfg.Now,
-		children:    make(map[int]*child),
-		sigchld:     make(chan os.Signal, 1),
-		wake:        make(chan struct{}, 1),
 	}
 	if d.deleteGrace <= 0 {
 		d.deleteGrace = defaultDeleteGrace
@@ -127,8 +119,7 @@ func New(cfg Config) (*Driver, error) {
 		d.now = time.Now
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	signal.Notify(d.sigchld, unix.SIGCHLD)
-	d.wg.Go(func() { d.runReaper(d.ctx) })
+	d.reaper = hostproc.NewReaper()
 	return d, nil
 }
 
@@ -159,9 +150,8 @@ func checkSupervisor(path string) (string, error) {
 // on the same state root finds them. Close is idempotent.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() {
-		signal.Stop(d.sigchld)
 		d.cancel()
-		d.wg.Wait()
+		d.reaper.Close()
 	})
 	return nil
 }
@@ -178,28 +168,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.index.Normalize(spec)
-	if err != nil {
-		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
-	}
-	if len(spec.Command) == 0 {
-		return fmt.Errorf("create sandbox %s: no command", spec.SandboxID)
-	}
-	defer d.locks.Lock(spec.SandboxID)()
-	return d.create(spec)
-}
-
-func (d *Driver) create(spec driver.Spec) error {
-	if err := statedir.MakePrivate(spec.StateDir); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	if err := statedir.WriteJSON(filepath.Join(spec.StateDir, specFile), newSpecRecord(spec)); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	if err := d.index.Link(spec.SandboxID, spec.StateDir); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	return nil
+	return d.sandboxes.Create(spec)
 }
 
 // Start runs `<supervisor> -- <command...>` for the sandbox, creating the
@@ -211,26 +180,11 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.index.Normalize(spec)
+	spec, unlock, err := d.sandboxes.BeginStart(spec)
 	if err != nil {
-		return fmt.Errorf("start sandbox %q: %w", spec.SandboxID, err)
-	}
-	defer d.locks.Lock(spec.SandboxID)()
-
-	if len(spec.Command) == 0 {
-		if rec, err := readSpecRecord(spec.StateDir); err == nil {
-			spec.Command = rec.Command
-			if spec.Env == nil {
-				spec.Env = rec.Env
-			}
-		}
-	}
-	if len(spec.Command) == 0 {
-		return fmt.Errorf("start sandbox %s: no command given, and none recorded by Create", spec.SandboxID)
-	}
-	if err := d.create(spec); err != nil {
 		return err
 	}
+	defer unlock()
 	switch rec, err := readPIDRecord(spec.StateDir); {
 	case err == nil && d.running(spec.SandboxID, spec.StateDir, rec):
 		return fmt.Errorf("start sandbox %s: %w (supervisor pid %d, instance %s)",
@@ -277,11 +231,11 @@ func (d *Driver) launch(spec driver.Spec) error {
 		unix.Wait4(pid, &ws, 0, nil)
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
-	rec := pidRecord{PID: pid, StartTicks: st.StartTicks, InstanceID: spec.InstanceID, StartedAt: d.now()}
+	rec := pidRecord{startRecord: startRecord{PID: pid, StartTicks: st.StartTicks, InstanceID: spec.InstanceID}, StartedAt: d.now()}
 	werr := statedir.WriteJSON(filepath.Join(dir, pidFile), rec)
 	// Adopt after the pid record is written, so that an exit record never
 	// precedes the pid record it belongs to.
-	d.adopt(&child{sandboxID: id, stateDir: dir, proc: rec.process(), instanceID: spec.InstanceID, done: make(chan struct{})})
+	d.adopt(id, dir, rec)
 	if werr != nil {
 		// Untracked by any file, it could never be stopped: end it now.
 		rec.process().KillSession(killWait)
@@ -300,14 +254,8 @@ func (d *Driver) Stop(ctx context.Context, sandboxID string, grace time.Duration
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return fmt.Errorf("stop sandbox %q: %w", sandboxID, err)
-	}
-	defer d.locks.Lock(sandboxID)()
-	dir, err := d.index.Lookup(sandboxID)
-	if errors.Is(err, statedir.ErrNoState) {
-		return fmt.Errorf("stop sandbox %s: %w", sandboxID, driver.ErrNotFound)
-	}
+	defer d.sandboxes.Lock(sandboxID)()
+	dir, err := d.sandboxes.Dir("stop sandbox", sandboxID)
 	if err != nil {
 		return err
 	}
@@ -355,37 +303,10 @@ func (d *Driver) stop(ctx context.Context, id, dir string, grace time.Duration) 
 	return nil
 }
 
-// waitEnded waits up to timeout for the supervisor of rec to end. It
-// waits for the reaper when the supervisor is this process's registered
-// child, and polls /proc otherwise.
+// waitEnded waits up to timeout for the supervisor of rec to end (see
+// hostproc.Reaper.WaitEnded).
 func (d *Driver) waitEnded(ctx context.Context, id, dir string, rec pidRecord, timeout time.Duration) (bool, error) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	if c := d.ownChild(rec.process()); c != nil {
-		select {
-		case <-c.done:
-			return true, nil
-		case <-timer.C:
-			return !d.running(id, dir, rec), nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-d.ctx.Done(): // the reaper stopped: poll below
-		}
-	}
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		if !d.running(id, dir, rec) {
-			return true, nil
-		}
-		select {
-		case <-tick.C:
-		case <-timer.C:
-			return !d.running(id, dir, rec), nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
-	}
+	return d.reaper.WaitEnded(ctx, rec.process(), timeout, pollInterval, func() bool { return d.running(id, dir, rec) })
 }
 
 // running reports whether the supervisor of rec still runs. It collects
@@ -395,17 +316,13 @@ func (d *Driver) waitEnded(ctx context.Context, id, dir string, rec pidRecord, t
 // process was closed).
 func (d *Driver) running(id, dir string, rec pidRecord) bool {
 	p := rec.process()
-	d.mu.Lock()
-	if c, ok := d.children[p.PID]; ok && c.proc == p {
-		ended := d.reapLocked(c)
-		d.mu.Unlock()
-		return !ended
+	if running, ok := d.reaper.Running(p); ok {
+		return running
 	}
-	d.mu.Unlock()
 	switch state, ppid := p.Observe(); state {
 	case hostproc.Alive:
 		if ppid == os.Getpid() && d.ctx.Err() == nil {
-			d.adopt(&child{sandboxID: id, stateDir: dir, proc: p, instanceID: rec.InstanceID, done: make(chan struct{})})
+			d.adopt(id, dir, rec)
 		}
 		return true
 	case hostproc.Zombie:
@@ -420,25 +337,11 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return fmt.Errorf("delete sandbox %q: %w", sandboxID, err)
-	}
-	defer d.locks.Lock(sandboxID)()
-	dir, err := d.index.Lookup(sandboxID)
-	switch {
-	case errors.Is(err, statedir.ErrNoState):
-	case err != nil:
-		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-	default:
-		if err := d.stop(ctx, sandboxID, dir, d.deleteGrace); err != nil {
-			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-		}
-	}
-	if err := d.index.Unlink(sandboxID); err != nil {
-		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
+	err := d.sandboxes.Delete(sandboxID, func(dir string) error {
+		return d.stop(ctx, sandboxID, dir, d.deleteGrace)
+	})
+	if err != nil {
+		return err
 	}
 	d.log.Info("sandbox deleted", zap.String("sandbox_id", sandboxID))
 	return nil
@@ -452,11 +355,8 @@ func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, e
 	if err := d.checkOpen(); err != nil {
 		return driver.Status{}, err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return driver.Status{}, fmt.Errorf("status of sandbox %q: %w", sandboxID, err)
-	}
-	dir, err := d.index.Lookup(sandboxID)
-	if errors.Is(err, statedir.ErrNoState) {
+	dir, err := d.sandboxes.Dir("status of sandbox", sandboxID)
+	if errors.Is(err, driver.ErrNotFound) {
 		return driver.Status{State: driver.StateMissing}, nil
 	}
 	if err != nil {
@@ -492,4 +392,13 @@ func (d *Driver) checkOpen() error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// Logs implements driver.Logger: the supervisor's and the workload's
+// output, appended to <StateDir>/sandbox.log over every start.
+func (d *Driver) Logs(ctx context.Context, sandboxID string, follow bool) (io.ReadCloser, error) {
+	if err := d.checkOpen(); err != nil {
+		return nil, err
+	}
+	return d.sandboxes.Logs(ctx, sandboxID, logFile, follow)
 }

@@ -337,7 +337,7 @@ func TestRecycledPIDReadsAsStoppedAndIsNotSignalled(t *testing.T) {
 	if err := d.Create(ctxT(t), spec); err != nil {
 		t.Fatal(err)
 	}
-	recycled := pidRecord{PID: os.Getpid(), StartTicks: startTicks(t, os.Getpid()) + 1, InstanceID: "old"}
+	recycled := pidRecord{startRecord: startRecord{PID: os.Getpid(), StartTicks: startTicks(t, os.Getpid()) + 1, InstanceID: "old"}}
 	if err := statedir.WriteJSON(filepath.Join(spec.StateDir, pidFile), recycled); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestStateFilesArePrivateAndRecordTheStart(t *testing.T) {
 	if strings.Contains(string(raw), "SANDKEY_") || strings.Contains(string(raw), "raw-token") {
 		t.Errorf("spec record holds SANDKEY_ variables: %s", raw)
 	}
-	if target, err := os.Readlink(d.index.Path(spec.SandboxID)); err != nil || target != spec.StateDir {
+	if target, err := os.Readlink(d.sandboxes.Path(spec.SandboxID)); err != nil || target != spec.StateDir {
 		t.Errorf("index entry -> %q (%v), want %s", target, err, spec.StateDir)
 	}
 }
@@ -473,7 +473,7 @@ func TestDeleteStopsSandboxAndRemovesItsState(t *testing.T) {
 	if !processEnded(r.PID, ticks) {
 		t.Errorf("supervisor pid %d still runs after Delete", r.PID)
 	}
-	for _, p := range []string{spec.StateDir, d.index.Path(spec.SandboxID)} {
+	for _, p := range []string{spec.StateDir, d.sandboxes.Path(spec.SandboxID)} {
 		if !absent(p) {
 			t.Errorf("%s still exists after Delete", p)
 		}
@@ -501,8 +501,8 @@ func TestStateDirMissingBehindDriversBackReadsAsMissing(t *testing.T) {
 	if err := d.Stop(ctxT(t), spec.SandboxID, time.Second); !errors.Is(err, driver.ErrNotFound) {
 		t.Errorf("Stop = %v, want driver.ErrNotFound", err)
 	}
-	if err := d.Delete(ctxT(t), spec.SandboxID); err != nil || !absent(d.index.Path(spec.SandboxID)) {
-		t.Errorf("Delete = %v, index entry absent: %v; want the stale entry removed", err, absent(d.index.Path(spec.SandboxID)))
+	if err := d.Delete(ctxT(t), spec.SandboxID); err != nil || !absent(d.sandboxes.Path(spec.SandboxID)) {
+		t.Errorf("Delete = %v, index entry absent: %v; want the stale entry removed", err, absent(d.sandboxes.Path(spec.SandboxID)))
 	}
 }
 

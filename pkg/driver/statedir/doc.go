@@ -16,6 +16,11 @@
 // behind it. Link replaces an entry by renaming a new symlink over it, so
 // a concurrent Lookup sees the old target or the new one.
 //
+// Sandboxes is the part of the process and vm drivers that does not
+// depend on what they run: the index, a lock per sandbox, the spec record
+// Create writes, and the steps of Create, Start, Stop, Delete, Status and
+// Logs around each driver's own launch and stop.
+//
 // Sandbox IDs name files in the index, so CheckID accepts only IDs that
 // can: non-empty, no '/', no NUL, no leading '.', at most 200 bytes.
 package statedir

@@ -2,10 +2,11 @@ package statedir
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/sandkey/sandkey/pkg/atomicfile"
 )
 
 // WriteJSON writes v as JSON to path, mode 0600, through a temporary file
@@ -15,21 +16,7 @@ func WriteJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, werr := tmp.Write(data)
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // ReadJSON decodes the JSON file at path into v; a missing file yields an
@@ -43,6 +30,13 @@ func ReadJSON(path string, v any) error {
 		return fmt.Errorf("decode %s: %w", path, err)
 	}
 	return nil
+}
+
+// ReadRecord decodes the JSON record file in dir (see ReadJSON).
+func ReadRecord[T any](dir, file string) (T, error) {
+	var r T
+	err := ReadJSON(filepath.Join(dir, file), &r)
+	return r, err
 }
 
 // MakePrivate creates dir and its missing parents and makes dir 0700,

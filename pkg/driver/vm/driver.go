@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -16,7 +17,6 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 	"github.com/sandkey/sandkey/pkg/driver/statedir"
-	"github.com/sandkey/sandkey/pkg/sandboxlock"
 	"github.com/sandkey/sandkey/pkg/vmfs"
 	"github.com/sandkey/sandkey/pkg/vmfs/krun"
 )
@@ -98,18 +98,20 @@ type Config struct {
 
 // Driver runs each sandbox as a microVM.
 type Driver struct {
-	cfg    Config
-	index  *statedir.Index // sandbox ID -> state directory
-	accel  string          // QEMU: resolved once, at New
-	log    *zap.Logger
-	now    func() time.Time
-	locks  sandboxlock.Set
-	reaper *reaper
-	ctx    context.Context // ends at Close
-	cancel context.CancelFunc
+	cfg       Config
+	sandboxes *statedir.Sandboxes
+	accel     string // QEMU: resolved once, at New
+	log       *zap.Logger
+	now       func() time.Time
+	reaper    *hostproc.Reaper
+	ctx       context.Context // ends at Close
+	cancel    context.CancelFunc
 }
 
-var _ driver.Driver = (*Driver)(nil)
+var (
+	_ driver.Driver = (*Driver)(nil)
+	_ driver.Logger = (*Driver)(nil)
+)
 
 // New checks cfg, resolves the backend's programs, and starts the
 // driver's reaper. Close stops the reaper and leaves the VMs running.
@@ -154,11 +156,11 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vm driver: %w", err)
 	}
-	if d.index, err = statedir.OpenIndex(root); err != nil {
+	if d.sandboxes, err = statedir.OpenSandboxes(root); err != nil {
 		return nil, fmt.Errorf("vm driver: state root: %w", err)
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.reaper = newReaper()
+	d.reaper = hostproc.NewReaper()
 	return d, nil
 }
 
@@ -217,7 +219,7 @@ func lookProgram(configured, def, pkg string) (string, error) {
 func (d *Driver) Close() error {
 	if d.ctx.Err() == nil {
 		d.cancel()
-		d.reaper.close()
+		d.reaper.Close()
 	}
 	return nil
 }
@@ -234,28 +236,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.index.Normalize(spec)
-	if err != nil {
-		return fmt.Errorf("create sandbox %q: %w", spec.SandboxID, err)
-	}
-	if len(spec.Command) == 0 {
-		return fmt.Errorf("create sandbox %s: no command", spec.SandboxID)
-	}
-	defer d.locks.Lock(spec.SandboxID)()
-	return d.create(spec)
-}
-
-func (d *Driver) create(spec driver.Spec) error {
-	if err := statedir.MakePrivate(spec.StateDir); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	if err := statedir.WriteJSON(filepath.Join(spec.StateDir, specFile), newSpecRecord(spec)); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	if err := d.index.Link(spec.SandboxID, spec.StateDir); err != nil {
-		return fmt.Errorf("create sandbox %s: %w", spec.SandboxID, err)
-	}
-	return nil
+	return d.sandboxes.Create(spec)
 }
 
 // Start boots the sandbox's VM, creating the sandbox first if needed. A
@@ -265,28 +246,11 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	spec, err := d.index.Normalize(spec)
+	spec, unlock, err := d.sandboxes.BeginStart(spec)
 	if err != nil {
-		return fmt.Errorf("start sandbox %q: %w", spec.SandboxID, err)
-	}
-	defer d.locks.Lock(spec.SandboxID)()
-	if len(spec.Command) == 0 {
-		if rec, err := readSpecRecord(spec.StateDir); err == nil {
-			spec.Command = rec.Command
-			if spec.Env == nil {
-				spec.Env = rec.Env
-			}
-			if spec.Image == "" {
-				spec.Image = rec.Image
-			}
-		}
-	}
-	if len(spec.Command) == 0 {
-		return fmt.Errorf("start sandbox %s: no command given, and none recorded by Create", spec.SandboxID)
-	}
-	if err := d.create(spec); err != nil {
 		return err
 	}
+	defer unlock()
 	switch rec, err := readVMRecord(spec.StateDir); {
 	case err == nil && d.vmmRunning(rec):
 		return fmt.Errorf("start sandbox %s: %w (VMM pid %d, instance %s)", spec.SandboxID, ErrAlreadyRunning, rec.VMM.PID, rec.InstanceID)
@@ -314,14 +278,8 @@ func (d *Driver) Stop(ctx context.Context, sandboxID string, grace time.Duration
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return fmt.Errorf("stop sandbox %q: %w", sandboxID, err)
-	}
-	defer d.locks.Lock(sandboxID)()
-	dir, err := d.index.Lookup(sandboxID)
-	if errors.Is(err, statedir.ErrNoState) {
-		return fmt.Errorf("stop sandbox %s: %w", sandboxID, driver.ErrNotFound)
-	}
+	defer d.sandboxes.Lock(sandboxID)()
+	dir, err := d.sandboxes.Dir("stop sandbox", sandboxID)
 	if err != nil {
 		return err
 	}
@@ -393,35 +351,10 @@ func (d *Driver) endVirtiofsd(rec vmRecord) {
 	}
 }
 
-// waitEnded waits up to timeout for p to end: through the reaper when p
-// is this process's child, by polling /proc otherwise.
+// waitEnded waits up to timeout for p to end (see
+// hostproc.Reaper.WaitEnded).
 func (d *Driver) waitEnded(ctx context.Context, p hostproc.Process, timeout time.Duration) (bool, error) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	if done := d.reaper.done(p); done != nil {
-		select {
-		case <-done:
-			return true, nil
-		case <-timer.C:
-			return !d.running(p), nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
-	}
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		if !d.running(p) {
-			return true, nil
-		}
-		select {
-		case <-tick.C:
-		case <-timer.C:
-			return !d.running(p), nil
-		case <-ctx.Done():
-			return false, ctx.Err()
-		}
-	}
+	return d.reaper.WaitEnded(ctx, p, timeout, pollInterval, func() bool { return d.running(p) })
 }
 
 // running reports whether p runs. A child of this process is registered
@@ -431,16 +364,10 @@ func (d *Driver) waitEnded(ctx context.Context, p hostproc.Process, timeout time
 // returns.
 func (d *Driver) running(p hostproc.Process) bool {
 	if st, err := hostproc.ReadStat(p.PID); err == nil && st.StartTicks == p.StartTicks && st.PPID == os.Getpid() {
-		d.reaper.add(p, nil)
+		d.reaper.Add(p, nil)
 	}
-	if done := d.reaper.done(p); done != nil {
-		d.reaper.reapNow()
-		select {
-		case <-done:
-			return false
-		default:
-			return true
-		}
+	if running, ok := d.reaper.Running(p); ok {
+		return running
 	}
 	return p.Alive()
 }
@@ -454,25 +381,11 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 	if err := d.checkOpen(); err != nil {
 		return err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return fmt.Errorf("delete sandbox %q: %w", sandboxID, err)
-	}
-	defer d.locks.Lock(sandboxID)()
-	dir, err := d.index.Lookup(sandboxID)
-	switch {
-	case errors.Is(err, statedir.ErrNoState):
-	case err != nil:
-		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-	default:
-		if err := d.stop(ctx, sandboxID, dir, d.cfg.DeleteGrace); err != nil {
-			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
-		}
-	}
-	if err := d.index.Unlink(sandboxID); err != nil {
-		return fmt.Errorf("delete sandbox %s: %w", sandboxID, err)
+	err := d.sandboxes.Delete(sandboxID, func(dir string) error {
+		return d.stop(ctx, sandboxID, dir, d.cfg.DeleteGrace)
+	})
+	if err != nil {
+		return err
 	}
 	d.log.Info("sandbox deleted", zap.String("sandbox_id", sandboxID))
 	return nil
@@ -485,11 +398,8 @@ func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, e
 	if err := d.checkOpen(); err != nil {
 		return driver.Status{}, err
 	}
-	if err := statedir.CheckID(sandboxID); err != nil {
-		return driver.Status{}, fmt.Errorf("status of sandbox %q: %w", sandboxID, err)
-	}
-	dir, err := d.index.Lookup(sandboxID)
-	if errors.Is(err, statedir.ErrNoState) {
+	dir, err := d.sandboxes.Dir("status of sandbox", sandboxID)
+	if errors.Is(err, driver.ErrNotFound) {
 		return driver.Status{State: driver.StateMissing}, nil
 	}
 	if err != nil {
@@ -534,6 +444,16 @@ func (d *Driver) checkOpen() error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// Logs implements driver.Logger: the guest's console
+// (<StateDir>/console.log): the kernel's, the init's and the workload's
+// output of the current start.
+func (d *Driver) Logs(ctx context.Context, sandboxID string, follow bool) (io.ReadCloser, error) {
+	if err := d.checkOpen(); err != nil {
+		return nil, err
+	}
+	return d.sandboxes.Logs(ctx, sandboxID, consoleLog, follow)
 }
 
 // image is the guest image directory a spec boots.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sandkey/sandkey/pkg/atomicfile"
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 	"github.com/sandkey/sandkey/pkg/vmfs/initramfs"
@@ -89,26 +90,19 @@ func writeInitrd(path, base string, boot vminit.Boot) error {
 		return fmt.Errorf("guest image: %w", err)
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	n, err := io.Copy(tmp, in)
-	if err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: copy %s: %w", path, base, err)
-	}
-	w := initramfs.NewWriter(tmp)
-	_, perr := tmp.Write(initramfs.Padding(n))
-	dir := strings.TrimPrefix(filepath.Dir(vminit.BootFile), "/")
-	w.Dir(filepath.Dir(dir), 0o755)
-	w.Dir(dir, 0o755)
-	w.File(vminit.BootFile, 0o600, data)
-	if err := errors.Join(perr, w.Close(), tmp.Close()); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFrom(path, 0o600, func(out io.Writer) error {
+		n, err := io.Copy(out, in)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", base, err)
+		}
+		w := initramfs.NewWriter(out)
+		_, perr := out.Write(initramfs.Padding(n))
+		dir := strings.TrimPrefix(filepath.Dir(vminit.BootFile), "/")
+		w.Dir(filepath.Dir(dir), 0o755)
+		w.Dir(dir, 0o755)
+		w.File(vminit.BootFile, 0o600, data)
+		return errors.Join(perr, w.Close())
+	})
 }
 
 // consoleTail bounds how much of the console log's end is searched for the

@@ -67,7 +67,11 @@ func (d *Driver) startKrun(spec driver.Spec) error {
 	werr := statedir.WriteJSON(filepath.Join(dir, vmFile), rec)
 	// Registered after the VM record is written, so that an exit record
 	// never precedes the start it belongs to.
-	d.reaper.add(vmm, func(ws unix.WaitStatus) { d.recordExit(id, dir, vmm, ws) })
+	d.reaper.Add(vmm, func(ws unix.WaitStatus, err error) {
+		if err == nil { // else its status is lost
+			d.recordExit(id, dir, vmm, ws)
+		}
+	})
 	if werr != nil {
 		vmm.KillSession(killWait)
 		return fmt.Errorf("start sandbox %s: %w", id, werr)

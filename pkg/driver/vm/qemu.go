@@ -89,7 +89,7 @@ func (d *Driver) startQEMU(spec driver.Spec) error {
 		killChild(fsPID)
 		return fmt.Errorf("start sandbox %s: virtiofsd: %w", id, err)
 	}
-	d.reaper.add(fsProc, nil)
+	d.reaper.Add(fsProc, nil)
 
 	vmm, err := d.launchQEMU(spec, img, string(extra), gwSock)
 	if err != nil {
@@ -136,7 +136,7 @@ func (d *Driver) launchQEMU(spec driver.Spec, img, extraCmdline, gwSock string) 
 		killChild(pid)
 		return hostproc.Process{}, fmt.Errorf("qemu: %w", err)
 	}
-	done := d.reaper.add(p, nil)
+	done := d.reaper.Add(p, nil)
 	if err := waitQEMUReady(ctl, done); err != nil {
 		p.KillSession(killWait)
 		return hostproc.Process{}, fmt.Errorf("qemu (pid %d): %w; its output is in %s", pid, err, out.Name())

@@ -1,51 +1,28 @@
 package vm
 
 import (
-	"path/filepath"
 	"time"
 
-	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 	"github.com/sandkey/sandkey/pkg/driver/statedir"
 )
 
 // The files of a sandbox's state directory (see the package doc).
 const (
-	specFile       = "spec.json"     // specRecord, written by Create
-	vmFile         = "vm.json"       // vmRecord of the current or last start
-	exitFile       = "exit.json"     // exitRecord of the last start's VMM, once reaped here
-	consoleLog     = "console.log"   // the guest's console, this start
-	consoleLogPrev = "console.log.1" // the guest's console, the start before
-	vmmLog         = "vmm.log"       // QEMU's or the libkrun runner's own output, appended
-	virtiofsdLog   = "virtiofsd.log" // virtiofsd's output, appended
-	socatLog       = "socat.log"     // the session bridges' errors, appended
-	initrdFile     = "initrd.img"    // the image's initramfs plus this start's boot archive
-	fsSocket       = "vfs.sock"      // virtiofsd's vhost-user socket
-	ctlSocket      = "ctl.sock"      // QEMU's end of the guest's stop port
-	krunFile       = "krun.json"     // the libkrun runner's VM description
-	rootfsDir      = "rootfs"        // libkrun: this sandbox's copy of the image's root
+	specFile       = statedir.SpecFile // the spec record, written by Create
+	vmFile         = "vm.json"         // vmRecord of the current or last start
+	exitFile       = "exit.json"       // exitRecord of the last start's VMM, once reaped here
+	consoleLog     = "console.log"     // the guest's console, this start
+	consoleLogPrev = "console.log.1"   // the guest's console, the start before
+	vmmLog         = "vmm.log"         // QEMU's or the libkrun runner's own output, appended
+	virtiofsdLog   = "virtiofsd.log"   // virtiofsd's output, appended
+	socatLog       = "socat.log"       // the session bridges' errors, appended
+	initrdFile     = "initrd.img"      // the image's initramfs plus this start's boot archive
+	fsSocket       = "vfs.sock"        // virtiofsd's vhost-user socket
+	ctlSocket      = "ctl.sock"        // QEMU's end of the guest's stop port
+	krunFile       = "krun.json"       // the libkrun runner's VM description
+	rootfsDir      = "rootfs"          // libkrun: this sandbox's copy of the image's root
 )
-
-// specRecord is what Create keeps of a spec, so that a Start after a
-// gateway restart knows the command. SandboxEnv is left out: the gateway
-// builds it anew for every start.
-type specRecord struct {
-	SandboxID string            `json:"sandbox_id"`
-	Name      string            `json:"name,omitempty"`
-	Image     string            `json:"image,omitempty"`
-	Command   []string          `json:"command"`
-	Env       map[string]string `json:"env,omitempty"`
-	TokenDir  string            `json:"token_dir"`
-	SocketDir string            `json:"socket_dir"`
-	StateDir  string            `json:"state_dir"`
-}
-
-func newSpecRecord(spec driver.Spec) specRecord {
-	return specRecord{
-		SandboxID: spec.SandboxID, Name: spec.Name, Image: spec.Image, Command: spec.Command,
-		Env: driver.StripReserved(spec.Env), TokenDir: spec.TokenDir, SocketDir: spec.SocketDir, StateDir: spec.StateDir,
-	}
-}
 
 // vmRecord names the processes of one start: the VMM (QEMU, or the
 // libkrun runner) and, for QEMU, its virtiofsd.
@@ -66,20 +43,8 @@ type exitRecord struct {
 	ExitedAt time.Time        `json:"exited_at"`
 }
 
-func readVMRecord(dir string) (vmRecord, error) {
-	var r vmRecord
-	err := statedir.ReadJSON(filepath.Join(dir, vmFile), &r)
-	return r, err
-}
-
-func readSpecRecord(dir string) (specRecord, error) {
-	var r specRecord
-	err := statedir.ReadJSON(filepath.Join(dir, specFile), &r)
-	return r, err
-}
+func readVMRecord(dir string) (vmRecord, error) { return statedir.ReadRecord[vmRecord](dir, vmFile) }
 
 func readExitRecord(dir string) (exitRecord, error) {
-	var r exitRecord
-	err := statedir.ReadJSON(filepath.Join(dir, exitFile), &r)
-	return r, err
+	return statedir.ReadRecord[exitRecord](dir, exitFile)
 }

@@ -725,7 +725,19 @@ type ExecRequest struct {
 	Env   []string `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
 	Stdin []byte   `protobuf:"bytes,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	// has_stdin distinguishes empty stdin from none (stdin is /dev/null).
-	HasStdin      bool `protobuf:"varint,5,opt,name=has_stdin,json=hasStdin,proto3" json:"has_stdin,omitempty"`
+	HasStdin bool `protobuf:"varint,5,opt,name=has_stdin,json=hasStdin,proto3" json:"has_stdin,omitempty"`
+	// stream asks for an ExecStream call rather than ExecOutput: stdin (when
+	// stream_stdin) and terminal sizes arrive on it as the operator types.
+	Stream bool `protobuf:"varint,6,opt,name=stream,proto3" json:"stream,omitempty"`
+	// stream_stdin: the command's stdin is what ExecInput.stdin carries,
+	// until ExecInput.close_stdin; otherwise it reads /dev/null.
+	StreamStdin bool `protobuf:"varint,7,opt,name=stream_stdin,json=streamStdin,proto3" json:"stream_stdin,omitempty"`
+	// tty runs the command on a pseudo-terminal the supervisor allocates: it
+	// is its stdin, stdout, stderr and controlling terminal, and all output
+	// comes back as stdout. Only with stream.
+	Tty bool `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	// window is the terminal's initial size (tty only).
+	Window        *WindowSize `protobuf:"bytes,9,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -795,6 +807,226 @@ func (x *ExecRequest) GetHasStdin() bool {
 	return false
 }
 
+func (x *ExecRequest) GetStream() bool {
+	if x != nil {
+		return x.Stream
+	}
+	return false
+}
+
+func (x *ExecRequest) GetStreamStdin() bool {
+	if x != nil {
+		return x.StreamStdin
+	}
+	return false
+}
+
+func (x *ExecRequest) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+func (x *ExecRequest) GetWindow() *WindowSize {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// WindowSize is a terminal's size in characters.
+type WindowSize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowSize) Reset() {
+	*x = WindowSize{}
+	mi := &file_session_v1_session_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowSize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowSize) ProtoMessage() {}
+
+func (x *WindowSize) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowSize.ProtoReflect.Descriptor instead.
+func (*WindowSize) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WindowSize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *WindowSize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+// ExecInput is one message from the gateway on an ExecStream call.
+type ExecInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ExecInput_Stdin
+	//	*ExecInput_CloseStdin
+	//	*ExecInput_Resize
+	Msg           isExecInput_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecInput) Reset() {
+	*x = ExecInput{}
+	mi := &file_session_v1_session_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecInput) ProtoMessage() {}
+
+func (x *ExecInput) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecInput.ProtoReflect.Descriptor instead.
+func (*ExecInput) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ExecInput) GetMsg() isExecInput_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ExecInput) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecInput_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *ExecInput) GetCloseStdin() *CloseStdin {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecInput_CloseStdin); ok {
+			return x.CloseStdin
+		}
+	}
+	return nil
+}
+
+func (x *ExecInput) GetResize() *WindowSize {
+	if x != nil {
+		if x, ok := x.Msg.(*ExecInput_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+type isExecInput_Msg interface {
+	isExecInput_Msg()
+}
+
+type ExecInput_Stdin struct {
+	// stdin is the next piece of the command's standard input.
+	Stdin []byte `protobuf:"bytes,1,opt,name=stdin,proto3,oneof"`
+}
+
+type ExecInput_CloseStdin struct {
+	// close_stdin ends the command's standard input.
+	CloseStdin *CloseStdin `protobuf:"bytes,2,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
+}
+
+type ExecInput_Resize struct {
+	// resize changes the terminal's size (tty only).
+	Resize *WindowSize `protobuf:"bytes,3,opt,name=resize,proto3,oneof"`
+}
+
+func (*ExecInput_Stdin) isExecInput_Msg() {}
+
+func (*ExecInput_CloseStdin) isExecInput_Msg() {}
+
+func (*ExecInput_Resize) isExecInput_Msg() {}
+
+// CloseStdin ends an exec's standard input.
+type CloseStdin struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseStdin) Reset() {
+	*x = CloseStdin{}
+	mi := &file_session_v1_session_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseStdin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseStdin) ProtoMessage() {}
+
+func (x *CloseStdin) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseStdin.ProtoReflect.Descriptor instead.
+func (*CloseStdin) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{11}
+}
+
 // ExecCancel asks the supervisor to kill a running exec; its ExecOutput
 // call still ends with an exit chunk.
 type ExecCancel struct {
@@ -806,7 +1038,7 @@ type ExecCancel struct {
 
 func (x *ExecCancel) Reset() {
 	*x = ExecCancel{}
-	mi := &file_session_v1_session_proto_msgTypes[9]
+	mi := &file_session_v1_session_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1050,7 @@ func (x *ExecCancel) String() string {
 func (*ExecCancel) ProtoMessage() {}
 
 func (x *ExecCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[9]
+	mi := &file_session_v1_session_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1063,7 @@ func (x *ExecCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecCancel.ProtoReflect.Descriptor instead.
 func (*ExecCancel) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{9}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecCancel) GetExecId() string {
@@ -842,7 +1074,8 @@ func (x *ExecCancel) GetExecId() string {
 }
 
 // ExecChunk is one piece of an exec's output. Exactly one of stdout,
-// stderr and exit is set; exit is the last chunk.
+// stderr and exit is set; exit is the last chunk. On ExecStream, the first
+// chunk has none set: it names the exec the call serves.
 type ExecChunk struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	ExecId string                 `protobuf:"bytes,1,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
@@ -858,7 +1091,7 @@ type ExecChunk struct {
 
 func (x *ExecChunk) Reset() {
 	*x = ExecChunk{}
-	mi := &file_session_v1_session_proto_msgTypes[10]
+	mi := &file_session_v1_session_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1103,7 @@ func (x *ExecChunk) String() string {
 func (*ExecChunk) ProtoMessage() {}
 
 func (x *ExecChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[10]
+	mi := &file_session_v1_session_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1116,7 @@ func (x *ExecChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecChunk.ProtoReflect.Descriptor instead.
 func (*ExecChunk) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{10}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExecChunk) GetExecId() string {
@@ -966,7 +1199,7 @@ type ExecExit struct {
 
 func (x *ExecExit) Reset() {
 	*x = ExecExit{}
-	mi := &file_session_v1_session_proto_msgTypes[11]
+	mi := &file_session_v1_session_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1211,7 @@ func (x *ExecExit) String() string {
 func (*ExecExit) ProtoMessage() {}
 
 func (x *ExecExit) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[11]
+	mi := &file_session_v1_session_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1224,7 @@ func (x *ExecExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecExit.ProtoReflect.Descriptor instead.
 func (*ExecExit) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{11}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExecExit) GetCode() int32 {
@@ -1023,7 +1256,7 @@ type ExecOutputResponse struct {
 
 func (x *ExecOutputResponse) Reset() {
 	*x = ExecOutputResponse{}
-	mi := &file_session_v1_session_proto_msgTypes[12]
+	mi := &file_session_v1_session_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1268,7 @@ func (x *ExecOutputResponse) String() string {
 func (*ExecOutputResponse) ProtoMessage() {}
 
 func (x *ExecOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[12]
+	mi := &file_session_v1_session_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1281,7 @@ func (x *ExecOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecOutputResponse.ProtoReflect.Descriptor instead.
 func (*ExecOutputResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{12}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{15}
 }
 
 type ReportExitRequest struct {
@@ -1063,7 +1296,7 @@ type ReportExitRequest struct {
 
 func (x *ReportExitRequest) Reset() {
 	*x = ReportExitRequest{}
-	mi := &file_session_v1_session_proto_msgTypes[13]
+	mi := &file_session_v1_session_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1308,7 @@ func (x *ReportExitRequest) String() string {
 func (*ReportExitRequest) ProtoMessage() {}
 
 func (x *ReportExitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[13]
+	mi := &file_session_v1_session_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1321,7 @@ func (x *ReportExitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportExitRequest.ProtoReflect.Descriptor instead.
 func (*ReportExitRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{13}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReportExitRequest) GetSandboxId() string {
@@ -1127,7 +1360,7 @@ type ReportExitResponse struct {
 
 func (x *ReportExitResponse) Reset() {
 	*x = ReportExitResponse{}
-	mi := &file_session_v1_session_proto_msgTypes[14]
+	mi := &file_session_v1_session_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1372,7 @@ func (x *ReportExitResponse) String() string {
 func (*ReportExitResponse) ProtoMessage() {}
 
 func (x *ReportExitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[14]
+	mi := &file_session_v1_session_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1385,7 @@ func (x *ReportExitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportExitResponse.ProtoReflect.Descriptor instead.
 func (*ReportExitResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{14}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{17}
 }
 
 // ExchangeRequest carries a pod's projected ServiceAccount token.
@@ -1166,7 +1399,7 @@ type ExchangeRequest struct {
 
 func (x *ExchangeRequest) Reset() {
 	*x = ExchangeRequest{}
-	mi := &file_session_v1_session_proto_msgTypes[15]
+	mi := &file_session_v1_session_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1411,7 @@ func (x *ExchangeRequest) String() string {
 func (*ExchangeRequest) ProtoMessage() {}
 
 func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[15]
+	mi := &file_session_v1_session_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1424,7 @@ func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeRequest.ProtoReflect.Descriptor instead.
 func (*ExchangeRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{15}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExchangeRequest) GetSandboxId() string {
@@ -1220,7 +1453,7 @@ type ExchangeResponse struct {
 
 func (x *ExchangeResponse) Reset() {
 	*x = ExchangeResponse{}
-	mi := &file_session_v1_session_proto_msgTypes[16]
+	mi := &file_session_v1_session_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1465,7 @@ func (x *ExchangeResponse) String() string {
 func (*ExchangeResponse) ProtoMessage() {}
 
 func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[16]
+	mi := &file_session_v1_session_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1478,7 @@ func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExchangeResponse.ProtoReflect.Descriptor instead.
 func (*ExchangeResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{16}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExchangeResponse) GetToken() string {
@@ -1313,13 +1546,29 @@ const file_session_v1_session_proto_rawDesc = "" +
 	"\vTokenUpdate\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03gen\x18\x02 \x01(\x04R\x03gen\x12\x12\n" +
-	"\x04jwks\x18\x03 \x01(\fR\x04jwks\"\x7f\n" +
+	"\x04jwks\x18\x03 \x01(\fR\x04jwks\"\x84\x02\n" +
 	"\vExecRequest\x12\x17\n" +
 	"\aexec_id\x18\x01 \x01(\tR\x06execId\x12\x12\n" +
 	"\x04argv\x18\x02 \x03(\tR\x04argv\x12\x10\n" +
 	"\x03env\x18\x03 \x03(\tR\x03env\x12\x14\n" +
 	"\x05stdin\x18\x04 \x01(\fR\x05stdin\x12\x1b\n" +
-	"\thas_stdin\x18\x05 \x01(\bR\bhasStdin\"%\n" +
+	"\thas_stdin\x18\x05 \x01(\bR\bhasStdin\x12\x16\n" +
+	"\x06stream\x18\x06 \x01(\bR\x06stream\x12!\n" +
+	"\fstream_stdin\x18\a \x01(\bR\vstreamStdin\x12\x10\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\x126\n" +
+	"\x06window\x18\t \x01(\v2\x1e.sandkey.session.v1.WindowSizeR\x06window\"4\n" +
+	"\n" +
+	"WindowSize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"\xa7\x01\n" +
+	"\tExecInput\x12\x16\n" +
+	"\x05stdin\x18\x01 \x01(\fH\x00R\x05stdin\x12A\n" +
+	"\vclose_stdin\x18\x02 \x01(\v2\x1e.sandkey.session.v1.CloseStdinH\x00R\n" +
+	"closeStdin\x128\n" +
+	"\x06resize\x18\x03 \x01(\v2\x1e.sandkey.session.v1.WindowSizeH\x00R\x06resizeB\x05\n" +
+	"\x03msg\"\f\n" +
+	"\n" +
+	"CloseStdin\"%\n" +
 	"\n" +
 	"ExecCancel\x12\x17\n" +
 	"\aexec_id\x18\x01 \x01(\tR\x06execId\"\x94\x01\n" +
@@ -1359,13 +1608,15 @@ const file_session_v1_session_proto_rawDesc = "" +
 	"\x19REJECT_CODE_INVALID_HELLO\x10\x04\x12 \n" +
 	"\x1cREJECT_CODE_SESSION_REPLACED\x10\x05\x12!\n" +
 	"\x1dREJECT_CODE_HEARTBEAT_TIMEOUT\x10\x06\x12\x1c\n" +
-	"\x18REJECT_CODE_DISCONNECTED\x10\a2\x8b\x03\n" +
+	"\x18REJECT_CODE_DISCONNECTED\x10\a2\xdb\x03\n" +
 	"\x11SupervisorSession\x12X\n" +
 	"\aConnect\x12%.sandkey.session.v1.SupervisorMessage\x1a\".sandkey.session.v1.GatewayMessage(\x010\x01\x12[\n" +
 	"\n" +
 	"ReportExit\x12%.sandkey.session.v1.ReportExitRequest\x1a&.sandkey.session.v1.ReportExitResponse\x12U\n" +
 	"\n" +
-	"ExecOutput\x12\x1d.sandkey.session.v1.ExecChunk\x1a&.sandkey.session.v1.ExecOutputResponse(\x01\x12h\n" +
+	"ExecOutput\x12\x1d.sandkey.session.v1.ExecChunk\x1a&.sandkey.session.v1.ExecOutputResponse(\x01\x12N\n" +
+	"\n" +
+	"ExecStream\x12\x1d.sandkey.session.v1.ExecChunk\x1a\x1d.sandkey.session.v1.ExecInput(\x010\x01\x12h\n" +
 	"\x1bExchangeServiceAccountToken\x12#.sandkey.session.v1.ExchangeRequest\x1a$.sandkey.session.v1.ExchangeResponseB2Z0github.com/sandkey/sandkey/pkg/session/sessionpbb\x06proto3"
 
 var (
@@ -1381,7 +1632,7 @@ func file_session_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_session_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_session_v1_session_proto_goTypes = []any{
 	(RejectCode)(0),             // 0: sandkey.session.v1.RejectCode
 	(*SupervisorMessage)(nil),   // 1: sandkey.session.v1.SupervisorMessage
@@ -1393,15 +1644,18 @@ var file_session_v1_session_proto_goTypes = []any{
 	(*Rejected)(nil),            // 7: sandkey.session.v1.Rejected
 	(*TokenUpdate)(nil),         // 8: sandkey.session.v1.TokenUpdate
 	(*ExecRequest)(nil),         // 9: sandkey.session.v1.ExecRequest
-	(*ExecCancel)(nil),          // 10: sandkey.session.v1.ExecCancel
-	(*ExecChunk)(nil),           // 11: sandkey.session.v1.ExecChunk
-	(*ExecExit)(nil),            // 12: sandkey.session.v1.ExecExit
-	(*ExecOutputResponse)(nil),  // 13: sandkey.session.v1.ExecOutputResponse
-	(*ReportExitRequest)(nil),   // 14: sandkey.session.v1.ReportExitRequest
-	(*ReportExitResponse)(nil),  // 15: sandkey.session.v1.ReportExitResponse
-	(*ExchangeRequest)(nil),     // 16: sandkey.session.v1.ExchangeRequest
-	(*ExchangeResponse)(nil),    // 17: sandkey.session.v1.ExchangeResponse
-	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(*WindowSize)(nil),          // 10: sandkey.session.v1.WindowSize
+	(*ExecInput)(nil),           // 11: sandkey.session.v1.ExecInput
+	(*CloseStdin)(nil),          // 12: sandkey.session.v1.CloseStdin
+	(*ExecCancel)(nil),          // 13: sandkey.session.v1.ExecCancel
+	(*ExecChunk)(nil),           // 14: sandkey.session.v1.ExecChunk
+	(*ExecExit)(nil),            // 15: sandkey.session.v1.ExecExit
+	(*ExecOutputResponse)(nil),  // 16: sandkey.session.v1.ExecOutputResponse
+	(*ReportExitRequest)(nil),   // 17: sandkey.session.v1.ReportExitRequest
+	(*ReportExitResponse)(nil),  // 18: sandkey.session.v1.ReportExitResponse
+	(*ExchangeRequest)(nil),     // 19: sandkey.session.v1.ExchangeRequest
+	(*ExchangeResponse)(nil),    // 20: sandkey.session.v1.ExchangeResponse
+	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
 }
 var file_session_v1_session_proto_depIdxs = []int32{
 	2,  // 0: sandkey.session.v1.SupervisorMessage.hello:type_name -> sandkey.session.v1.Hello
@@ -1412,23 +1666,28 @@ var file_session_v1_session_proto_depIdxs = []int32{
 	3,  // 5: sandkey.session.v1.GatewayMessage.heartbeat:type_name -> sandkey.session.v1.Heartbeat
 	8,  // 6: sandkey.session.v1.GatewayMessage.token_update:type_name -> sandkey.session.v1.TokenUpdate
 	9,  // 7: sandkey.session.v1.GatewayMessage.exec_request:type_name -> sandkey.session.v1.ExecRequest
-	10, // 8: sandkey.session.v1.GatewayMessage.exec_cancel:type_name -> sandkey.session.v1.ExecCancel
-	18, // 9: sandkey.session.v1.Accepted.heartbeat_interval:type_name -> google.protobuf.Duration
+	13, // 8: sandkey.session.v1.GatewayMessage.exec_cancel:type_name -> sandkey.session.v1.ExecCancel
+	21, // 9: sandkey.session.v1.Accepted.heartbeat_interval:type_name -> google.protobuf.Duration
 	0,  // 10: sandkey.session.v1.Rejected.code:type_name -> sandkey.session.v1.RejectCode
-	12, // 11: sandkey.session.v1.ExecChunk.exit:type_name -> sandkey.session.v1.ExecExit
-	1,  // 12: sandkey.session.v1.SupervisorSession.Connect:input_type -> sandkey.session.v1.SupervisorMessage
-	14, // 13: sandkey.session.v1.SupervisorSession.ReportExit:input_type -> sandkey.session.v1.ReportExitRequest
-	11, // 14: sandkey.session.v1.SupervisorSession.ExecOutput:input_type -> sandkey.session.v1.ExecChunk
-	16, // 15: sandkey.session.v1.SupervisorSession.ExchangeServiceAccountToken:input_type -> sandkey.session.v1.ExchangeRequest
-	5,  // 16: sandkey.session.v1.SupervisorSession.Connect:output_type -> sandkey.session.v1.GatewayMessage
-	15, // 17: sandkey.session.v1.SupervisorSession.ReportExit:output_type -> sandkey.session.v1.ReportExitResponse
-	13, // 18: sandkey.session.v1.SupervisorSession.ExecOutput:output_type -> sandkey.session.v1.ExecOutputResponse
-	17, // 19: sandkey.session.v1.SupervisorSession.ExchangeServiceAccountToken:output_type -> sandkey.session.v1.ExchangeResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	10, // 11: sandkey.session.v1.ExecRequest.window:type_name -> sandkey.session.v1.WindowSize
+	12, // 12: sandkey.session.v1.ExecInput.close_stdin:type_name -> sandkey.session.v1.CloseStdin
+	10, // 13: sandkey.session.v1.ExecInput.resize:type_name -> sandkey.session.v1.WindowSize
+	15, // 14: sandkey.session.v1.ExecChunk.exit:type_name -> sandkey.session.v1.ExecExit
+	1,  // 15: sandkey.session.v1.SupervisorSession.Connect:input_type -> sandkey.session.v1.SupervisorMessage
+	17, // 16: sandkey.session.v1.SupervisorSession.ReportExit:input_type -> sandkey.session.v1.ReportExitRequest
+	14, // 17: sandkey.session.v1.SupervisorSession.ExecOutput:input_type -> sandkey.session.v1.ExecChunk
+	14, // 18: sandkey.session.v1.SupervisorSession.ExecStream:input_type -> sandkey.session.v1.ExecChunk
+	19, // 19: sandkey.session.v1.SupervisorSession.ExchangeServiceAccountToken:input_type -> sandkey.session.v1.ExchangeRequest
+	5,  // 20: sandkey.session.v1.SupervisorSession.Connect:output_type -> sandkey.session.v1.GatewayMessage
+	18, // 21: sandkey.session.v1.SupervisorSession.ReportExit:output_type -> sandkey.session.v1.ReportExitResponse
+	16, // 22: sandkey.session.v1.SupervisorSession.ExecOutput:output_type -> sandkey.session.v1.ExecOutputResponse
+	11, // 23: sandkey.session.v1.SupervisorSession.ExecStream:output_type -> sandkey.session.v1.ExecInput
+	20, // 24: sandkey.session.v1.SupervisorSession.ExchangeServiceAccountToken:output_type -> sandkey.session.v1.ExchangeResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_session_v1_session_proto_init() }
@@ -1451,6 +1710,11 @@ func file_session_v1_session_proto_init() {
 	}
 	file_session_v1_session_proto_msgTypes[5].OneofWrappers = []any{}
 	file_session_v1_session_proto_msgTypes[10].OneofWrappers = []any{
+		(*ExecInput_Stdin)(nil),
+		(*ExecInput_CloseStdin)(nil),
+		(*ExecInput_Resize)(nil),
+	}
+	file_session_v1_session_proto_msgTypes[13].OneofWrappers = []any{
 		(*ExecChunk_Stdout)(nil),
 		(*ExecChunk_Stderr)(nil),
 		(*ExecChunk_Exit)(nil),
@@ -1461,7 +1725,7 @@ func file_session_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_session_v1_session_proto_rawDesc), len(file_session_v1_session_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	SupervisorSession_Connect_FullMethodName                     = "/sandkey.session.v1.SupervisorSession/Connect"
 	SupervisorSession_ReportExit_FullMethodName                  = "/sandkey.session.v1.SupervisorSession/ReportExit"
 	SupervisorSession_ExecOutput_FullMethodName                  = "/sandkey.session.v1.SupervisorSession/ExecOutput"
+	SupervisorSession_ExecStream_FullMethodName                  = "/sandkey.session.v1.SupervisorSession/ExecStream"
 	SupervisorSession_ExchangeServiceAccountToken_FullMethodName = "/sandkey.session.v1.SupervisorSession/ExchangeServiceAccountToken"
 )
 
@@ -49,6 +50,13 @@ type SupervisorSessionClient interface {
 	// with the exec_id of the ExecRequest it answers. It is a call of its own
 	// so that large output never delays heartbeats or token pushes.
 	ExecOutput(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ExecChunk, ExecOutputResponse], error)
+	// ExecStream serves one streaming exec (ExecRequest.stream): the
+	// supervisor opens it per exec, its first chunk carries only the exec_id,
+	// then output goes up and the operator's stdin, terminal size changes and
+	// the end of stdin come down. Each exec has a stream of its own, so gRPC's
+	// per-stream flow control holds back a large or slow stream without ever
+	// delaying the Connect stream's heartbeats and token pushes.
+	ExecStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecChunk, ExecInput], error)
 	// ExchangeServiceAccountToken trades a Kubernetes pod's projected
 	// ServiceAccount token for a sandkey token (auth mode k8s-sa). Served on
 	// the shared listener only; it needs no bearer: the projected token is
@@ -100,6 +108,19 @@ func (c *supervisorSessionClient) ExecOutput(ctx context.Context, opts ...grpc.C
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SupervisorSession_ExecOutputClient = grpc.ClientStreamingClient[ExecChunk, ExecOutputResponse]
 
+func (c *supervisorSessionClient) ExecStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecChunk, ExecInput], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SupervisorSession_ServiceDesc.Streams[2], SupervisorSession_ExecStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExecChunk, ExecInput]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SupervisorSession_ExecStreamClient = grpc.BidiStreamingClient[ExecChunk, ExecInput]
+
 func (c *supervisorSessionClient) ExchangeServiceAccountToken(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ExchangeResponse)
@@ -124,6 +145,13 @@ type SupervisorSessionServer interface {
 	// with the exec_id of the ExecRequest it answers. It is a call of its own
 	// so that large output never delays heartbeats or token pushes.
 	ExecOutput(grpc.ClientStreamingServer[ExecChunk, ExecOutputResponse]) error
+	// ExecStream serves one streaming exec (ExecRequest.stream): the
+	// supervisor opens it per exec, its first chunk carries only the exec_id,
+	// then output goes up and the operator's stdin, terminal size changes and
+	// the end of stdin come down. Each exec has a stream of its own, so gRPC's
+	// per-stream flow control holds back a large or slow stream without ever
+	// delaying the Connect stream's heartbeats and token pushes.
+	ExecStream(grpc.BidiStreamingServer[ExecChunk, ExecInput]) error
 	// ExchangeServiceAccountToken trades a Kubernetes pod's projected
 	// ServiceAccount token for a sandkey token (auth mode k8s-sa). Served on
 	// the shared listener only; it needs no bearer: the projected token is
@@ -147,6 +175,9 @@ func (UnimplementedSupervisorSessionServer) ReportExit(context.Context, *ReportE
 }
 func (UnimplementedSupervisorSessionServer) ExecOutput(grpc.ClientStreamingServer[ExecChunk, ExecOutputResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method ExecOutput not implemented")
+}
+func (UnimplementedSupervisorSessionServer) ExecStream(grpc.BidiStreamingServer[ExecChunk, ExecInput]) error {
+	return status.Errorf(codes.Unimplemented, "method ExecStream not implemented")
 }
 func (UnimplementedSupervisorSessionServer) ExchangeServiceAccountToken(context.Context, *ExchangeRequest) (*ExchangeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ExchangeServiceAccountToken not implemented")
@@ -204,6 +235,13 @@ func _SupervisorSession_ExecOutput_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SupervisorSession_ExecOutputServer = grpc.ClientStreamingServer[ExecChunk, ExecOutputResponse]
 
+func _SupervisorSession_ExecStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SupervisorSessionServer).ExecStream(&grpc.GenericServerStream[ExecChunk, ExecInput]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SupervisorSession_ExecStreamServer = grpc.BidiStreamingServer[ExecChunk, ExecInput]
+
 func _SupervisorSession_ExchangeServiceAccountToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ExchangeRequest)
 	if err := dec(in); err != nil {
@@ -248,6 +286,12 @@ var SupervisorSession_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ExecOutput",
 			Handler:       _SupervisorSession_ExecOutput_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ExecStream",
+			Handler:       _SupervisorSession_ExecStream_Handler,
+			ServerStreams: true,
 			ClientStreams: true,
 		},
 	},

@@ -6,7 +6,7 @@
 // error that names the step and its input:
 //
 //  1. Mount the kernel file systems: /proc (proc), /sys (sysfs), /dev
-//     (devtmpfs) and /run (tmpfs). Each mount point is created if missing.
+//     (devtmpfs), /dev/pts (devpts, for exec terminals) and /run (tmpfs). Each mount point is created if missing.
 //  2. Load the kernel modules, in the order given, with finit_module. A
 //     module that is already loaded (EEXIST) is not an error. The order is
 //     the caller's: a guest kernel package ships no modules.dep, so the

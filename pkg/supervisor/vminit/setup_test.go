@@ -158,7 +158,7 @@ func helperSetup() int {
 		check("mountinfo", err)
 		return 1
 	}
-	for target, fstype := range map[string]string{"/proc": "proc", "/sys": "sysfs", "/dev": "devtmpfs", "/run": "tmpfs"} {
+	for target, fstype := range map[string]string{"/proc": "proc", "/sys": "sysfs", "/dev": "devtmpfs", "/dev/pts": "devpts", "/run": "tmpfs"} {
 		got := mounts[target]
 		check("mount "+target, expect(len(got) == 1 && got[0] == fstype, fmt.Sprintf("mounts on %s: %v, want [%s]", target, got, fstype)))
 	}
@@ -184,7 +184,7 @@ func helperSetup() int {
 		check("setup again", err)
 	} else {
 		var twice []string
-		for _, target := range []string{"/proc", "/sys", "/dev", "/run"} {
+		for _, target := range []string{"/proc", "/sys", "/dev", "/dev/pts", "/run"} {
 			if len(again[target]) != 1 {
 				twice = append(twice, fmt.Sprintf("%s: %v", target, again[target]))
 			}

@@ -67,4 +67,13 @@
 // so a recycled pid is never signalled. An Exit's Code is the workload's
 // exit status, or 128 plus the signal number when a signal killed it, as
 // shells report it.
+//
+// # Users
+//
+// Config.UID, GID and Groups set the workload's credentials; the
+// supervisor, root, stays as it is. LookupUser turns an image's USER
+// (name, uid, uid:gid, name:group) into them the way container engines
+// do, from the passwd and group files of the root it is given (the
+// sandbox's own, since the supervisor runs in the image's root file
+// system): a name must have an entry, a numeric id needs none.
 package workload

@@ -177,8 +177,10 @@ func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
 	return exit, nil
 }
 
+// leadsGroup reports whether the child leads a process group of its own;
+// a child in a new session (Setsid) does too.
 func leadsGroup(attr *syscall.SysProcAttr) bool {
-	return attr != nil && attr.Pgid == 0 && (attr.Setpgid || attr.Foreground)
+	return attr != nil && (attr.Setsid || attr.Pgid == 0 && (attr.Setpgid || attr.Foreground))
 }
 
 // Kill sends sig to the child pid started by Start: to its whole process

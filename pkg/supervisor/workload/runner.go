@@ -35,9 +35,11 @@ type Config struct {
 	// Dir is the working directory; empty inherits the supervisor's.
 	Dir string
 	// UID and GID, when set, run the workload as that user and group, with
-	// no supplementary groups. One left nil keeps the supervisor's own
-	// (as `docker run --user 1000` keeps group 0).
+	// Groups as its supplementary groups (none when empty). One left nil
+	// keeps the supervisor's own (as `docker run --user 1000` keeps group
+	// 0). LookupUser resolves an image's USER into all three.
 	UID, GID *uint32
+	Groups   []uint32
 	// Grace is the time between SIGTERM and SIGKILL (default DefaultGrace).
 	Grace time.Duration
 	// OutputDrain bounds the wait for output after an exit (default
@@ -136,6 +138,7 @@ func procAttr(cfg Config) *syscall.SysProcAttr {
 		if cfg.GID != nil {
 			cred.Gid = *cfg.GID
 		}
+		cred.Groups = cfg.Groups
 		attr.Credential = cred
 	}
 	return attr

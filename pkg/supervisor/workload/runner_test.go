@@ -233,7 +233,7 @@ func TestOrphanedGrandchildIsReapedAndWorkloadStatusKept(t *testing.T) {
 	}
 }
 
-func TestRunsAsConfiguredUserInDirWithEnv(t *testing.T) {
+func TestRunsAsConfiguredUserWithGroupsInDirWithEnv(t *testing.T) {
 	uid, gid := uint32(65534), uint32(65533)
 	if os.Geteuid() != 0 {
 		t.Skip("changing user needs root")
@@ -241,17 +241,18 @@ func TestRunsAsConfiguredUserInDirWithEnv(t *testing.T) {
 	out := newLines()
 	r := startRunner(t, Config{
 		Argv: []string{"/bin/sh", "-c", `pwd; echo "FOO=$FOO"
-while read -r k a rest; do case $k in Uid:|Gid:|Groups:) echo "$k $a";; esac; done </proc/self/status`},
+while read -r k a rest; do case $k in Uid:|Gid:) echo "$k $a";; Groups:) echo "$k $a $rest";; esac; done </proc/self/status`},
 		Env:    []string{"FOO=bar"},
 		Dir:    "/",
 		UID:    &uid,
 		GID:    &gid,
+		Groups: []uint32{gid, 29},
 		Stdout: out,
 	})
 	if got := waitExit(t, r); got != (Exit{}) {
 		t.Fatalf("exit = %v", got)
 	}
-	want := []string{"/", "FOO=bar", "Uid: 65534", "Gid: 65533", "Groups: "}
+	want := []string{"/", "FOO=bar", "Uid: 65534", "Gid: 65533", "Groups: 29 65533"}
 	if got := out.Lines(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("output = %q, want %q", got, want)
 	}

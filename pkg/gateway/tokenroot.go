@@ -1,0 +1,206 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"golang.org/x/sys/unix"
+)
+
+// Token directories live on a memory-backed file system, as the kubelet
+// keeps secrets and projected tokens: no token byte reaches a disk, a
+// backup or a disk image. Each sandbox's directory is <token root>/<id>.
+//
+// PrepareTokenRoot, run by `gateway serve` before Open, makes the token
+// root memory-backed where it can:
+//
+//  1. a root that is already tmpfs or ramfs is used as it is: a gateway
+//     restarted after a stop finds the tmpfs it mounted before, still
+//     seen by its running sandboxes' bind mounts and shares, and never
+//     stacks a second one over it;
+//  2. otherwise it empties the directory (tokens a previous run left on
+//     disk) and mounts a tmpfs there, mode 0700, nosuid, nodev, noexec,
+//     with a size limit. The mount outlives the gateway on purpose:
+//     unmounting it would leave running containers and VMs with the old
+//     one while the next gateway writes into a new one. A host reboot
+//     empties it, and reconcile re-mints every running sandbox's token;
+//  3. where mounting is not permitted (an unprivileged gateway) and the
+//     root is the default one, a directory under $XDG_RUNTIME_DIR (a
+//     per-user tmpfs) is used instead;
+//  4. where none of this works the gateway still runs, on disk: it warns
+//     at start, says so on /readyz and in the metric
+//     sandkey_token_dir_memory_backed.
+
+// TokenRootDir is the default token root's name under the state directory.
+const TokenRootDir = "tokens"
+
+// DefaultTokenRootSize is the default size limit of the tmpfs mounted at
+// the token root: a sandbox takes about 12 KiB there (two generations of a
+// token and one JWKS, a page each), so this holds some 20,000.
+const DefaultTokenRootSize = "256m"
+
+// TokenRoot says where token directories live and whether they stay in
+// memory.
+type TokenRoot struct {
+	Path         string // the root; each sandbox's directory is Path/<id>
+	FSType       string // the file system's name (tmpfs, ramfs, ext4, ...)
+	MemoryBacked bool   // tmpfs or ramfs: no token reaches a disk
+	Mounted      bool   // this call mounted the tmpfs
+}
+
+// DefaultTokenRoot is the token root of a state directory: <state>/tokens.
+func DefaultTokenRoot(stateDir string) string { return filepath.Join(stateDir, TokenRootDir) }
+
+var tmpfsSize = regexp.MustCompile(`^[1-9][0-9]*[kmg%]?$`)
+
+// CheckTokenRootSize validates a tmpfs size= value (bytes, or with a k, m,
+// g or % suffix).
+func CheckTokenRootSize(size string) error {
+	if !tmpfsSize.MatchString(size) {
+		return fmt.Errorf("token root size %q: want a number of bytes with an optional k, m, g or %% suffix, such as %s", size, DefaultTokenRootSize)
+	}
+	return nil
+}
+
+// PrepareTokenRoot makes the token root for the state directory stateDir
+// memory-backed where it can (see the steps above). dir is the root the
+// operator chose, "" for the default. size limits a tmpfs it mounts.
+func PrepareTokenRoot(stateDir, dir, size string) (TokenRoot, error) {
+	if err := CheckTokenRootSize(size); err != nil {
+		return TokenRoot{}, err
+	}
+	chosen := dir != ""
+	if !chosen {
+		dir = DefaultTokenRoot(stateDir)
+	}
+	root, err := InspectTokenRoot(dir)
+	if err != nil || root.MemoryBacked {
+		return root, err
+	}
+	err = mountTmpfs(dir, size)
+	if err == nil {
+		root, err = InspectTokenRoot(dir)
+		root.Mounted = true
+		return root, err
+	}
+	if !errors.Is(err, unix.EPERM) || chosen {
+		return root, nil // on disk; the caller warns
+	}
+	if alt, ok := runtimeDirTokenRoot(stateDir); ok {
+		return InspectTokenRoot(alt)
+	}
+	return root, nil
+}
+
+// InspectTokenRoot creates dir 0700 if it is missing and reports its file
+// system. It mounts nothing.
+func InspectTokenRoot(dir string) (TokenRoot, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return TokenRoot{}, fmt.Errorf("token root %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return TokenRoot{}, fmt.Errorf("create token root %s: %w", abs, err)
+	}
+	if err := os.Chmod(abs, 0o700); err != nil {
+		return TokenRoot{}, fmt.Errorf("token root %s: %w", abs, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(abs, &st); err != nil {
+		return TokenRoot{}, fmt.Errorf("token root %s: statfs: %w", abs, err)
+	}
+	root := TokenRoot{Path: abs, FSType: fsTypeName(st.Type)}
+	root.MemoryBacked = st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC
+	return root, nil
+}
+
+// UnmountTokenRoot unmounts a tmpfs PrepareTokenRoot mounted, for a
+// gateway that failed to start before anything used it.
+func UnmountTokenRoot(dir string) error {
+	if err := unix.Unmount(dir, 0); err != nil {
+		return fmt.Errorf("unmount token root %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mountTmpfs empties dir, so that no token a previous run wrote stays on
+// the disk beneath the mount, and mounts a private tmpfs there.
+func mountTmpfs(dir, size string) error {
+	if !mayMount() {
+		// Checked first: emptying a directory of live tokens that then
+		// stays on disk would break the running sandboxes' views of it.
+		return unix.EPERM
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("empty token root %s before mounting a tmpfs: %w", dir, err)
+		}
+	}
+	return unix.Mount("sandkey-tokens", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
+		"mode=0700,size="+size)
+}
+
+// runtimeDirTokenRoot returns a token root under $XDG_RUNTIME_DIR, one per
+// state directory, when that is a memory-backed directory of this user.
+func runtimeDirTokenRoot(stateDir string) (string, bool) {
+	run := os.Getenv("XDG_RUNTIME_DIR")
+	if run == "" || !filepath.IsAbs(run) {
+		return "", false
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(run, &st) != nil || (st.Type != unix.TMPFS_MAGIC && st.Type != unix.RAMFS_MAGIC) {
+		return "", false
+	}
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join(run, "sandkey", "tokens-"+hex.EncodeToString(sum[:6])), true
+}
+
+func fsTypeName(magic int64) string {
+	switch magic {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.RAMFS_MAGIC:
+		return "ramfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	case unix.OVERLAYFS_SUPER_MAGIC:
+		return "overlay"
+	}
+	return fmt.Sprintf("0x%x", magic)
+}
+
+// tokenDirPublished reports whether a sandbox's token directory holds a
+// published generation: after a host reboot the tmpfs is empty, and
+// reconcile re-mints what it lacks.
+func (g *Gateway) tokenDirPublished(id string) bool {
+	_, err := os.Lstat(filepath.Join(g.tokenDir(id), "..data"))
+	return err == nil
+}
+
+// mayMount reports whether this process has CAP_SYS_ADMIN, which mount
+// requires.
+func mayMount() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_SYS_ADMIN) != 0
+}

@@ -1,0 +1,96 @@
+package supervisor
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// gatewaySocket returns a path where a unix socket listens until t ends.
+func gatewaySocket(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sk") // short: a unix socket lives in it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "gw.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return path
+}
+
+func TestConfigCheckRefusesWhatItCannotServeWithItsExitCode(t *testing.T) {
+	tokenDir := t.TempDir()
+	notDir := filepath.Join(tokenDir, "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gw := "unix://" + gatewaySocket(t)
+	argv := []string{"true"}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		code int
+		want string // in the error
+	}{
+		{"no command", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: gw}, ExitUsage, "no workload"},
+		{"no sandbox id", Config{Mode: ModeDir, TokenDir: tokenDir, Gateway: gw, Argv: argv}, ExitConfig, "SANDKEY_SANDBOX_ID"},
+		{"no mode", Config{SandboxID: "sb", Argv: argv}, ExitConfig, "no auth mode"},
+		{"unknown mode", Config{Mode: "kerberos", SandboxID: "sb", Argv: argv}, ExitConfig, `"kerberos"`},
+		{"dir: no token directory", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: filepath.Join(tokenDir, "missing"), Gateway: gw, Argv: argv},
+			ExitConfig, "does not exist"},
+		{"dir: token directory is a file", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: notDir, Gateway: gw, Argv: argv},
+			ExitConfig, "not a directory"},
+		{"dir: no gateway socket", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: "unix://" + filepath.Join(tokenDir, "gw.sock"), Argv: argv},
+			ExitUnavailable, "gateway socket"},
+		{"dir: gateway socket is a file", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: "unix://" + notDir, Argv: argv},
+			ExitUnavailable, "not a socket"},
+		{"static: neither token nor file", Config{Mode: ModeStatic, SandboxID: "sb", Gateway: gw, Argv: argv},
+			ExitConfig, "exactly one of"},
+		{"static: both token and file", Config{Mode: ModeStatic, SandboxID: "sb", StaticToken: "t", TokenFile: notDir, Gateway: gw, Argv: argv},
+			ExitConfig, "exactly one of"},
+		{"static: no gateway socket", Config{Mode: ModeStatic, SandboxID: "sb", StaticToken: "t", Gateway: "unix://" + filepath.Join(tokenDir, "gw.sock"), Argv: argv},
+			ExitUnavailable, "gateway socket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Check()
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("Check = %v, want a *ConfigError", err)
+			}
+			if ce.Code != tc.code {
+				t.Errorf("exit code = %d, want %d (%v)", ce.Code, tc.code, err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigCheckAcceptsEachModeConfiguredWhole(t *testing.T) {
+	gw := "unix://" + gatewaySocket(t)
+	argv := []string{"true"}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"dir", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: gw, Argv: argv}},
+		{"dir over TCP", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: "dns:///gateway:7443", Argv: argv}},
+		{"static token", Config{Mode: ModeStatic, SandboxID: "sb", StaticToken: "t", Gateway: gw, Argv: argv}},
+		{"static token file", Config{Mode: ModeStatic, SandboxID: "sb", TokenFile: "/run/token", Gateway: gw, Argv: argv}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.cfg.Check(); err != nil {
+				t.Errorf("Check = %v, want nil", err)
+			}
+		})
+	}
+}
