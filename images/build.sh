@@ -5,6 +5,7 @@
 #   images/build.sh                 # docker if its engine answers, else podman
 #   SANDKEY_ENGINE=podman images/build.sh
 #   SANDKEY_BASE_TAG=registry.example/sandkey-base:1.2 images/build.sh
+#   images/build.sh gateway         # sandkey-gateway:latest (SANDKEY_GATEWAY_TAG)
 #
 # It compiles the supervisor as a static binary (CGO_ENABLED=0, so it runs
 # in a FROM scratch image) into a temporary build context beside
@@ -15,7 +16,15 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-tag="${SANDKEY_BASE_TAG:-sandkey-base:latest}"
+image="${1:-base}"
+case "$image" in
+  base) tag="${SANDKEY_BASE_TAG:-sandkey-base:latest}" binary=supervisor ;;
+  gateway) tag="${SANDKEY_GATEWAY_TAG:-sandkey-gateway:latest}" binary=gateway ;;
+  *)
+    echo "images: unknown image $image: want base or gateway" >&2
+    exit 1
+    ;;
+esac
 engine="${SANDKEY_ENGINE:-}"
 go="${GO:-go}"
 
@@ -40,8 +49,8 @@ esac
 
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
-(cd "$root" && CGO_ENABLED=0 GOOS=linux GOFLAGS= "$go" build -trimpath -o "$ctx/supervisor" ./cmd/supervisor)
-cp "$here/base/Containerfile" "$ctx/Containerfile"
+(cd "$root" && CGO_ENABLED=0 GOOS=linux GOFLAGS= "$go" build -trimpath -o "$ctx/$binary" "./cmd/$binary")
+cp "$here/$image/Containerfile" "$ctx/Containerfile"
 
 echo "images: building $tag with $engine" >&2
 case "$engine" in

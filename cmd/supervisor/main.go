@@ -53,7 +53,7 @@ func run(args []string) int {
 	var cfg supervisor.Config
 	var logLevel, logFormat string
 	fs := pflag.NewFlagSet("supervisor", pflag.ContinueOnError)
-	fs.StringVar(&cfg.Mode, "auth-mode", env(driver.EnvAuthMode, ""), "auth mode: dir or static (env "+driver.EnvAuthMode+")")
+	fs.StringVar(&cfg.Mode, "auth-mode", env(driver.EnvAuthMode, ""), "auth mode: dir, static or k8s-sa (env "+driver.EnvAuthMode+")")
 	fs.StringVar(&cfg.SandboxID, "sandbox-id", env(driver.EnvSandboxID, ""), "this sandbox's id (env "+driver.EnvSandboxID+")")
 	fs.StringVar(&cfg.InstanceID, "instance-id", env(driver.EnvInstanceID, ""), "this start's instance id (env "+driver.EnvInstanceID+")")
 	fs.StringVar(&cfg.TokenDir, "token-dir", env(driver.EnvTokenDir, driver.DefaultTokenDir), "token directory (env "+driver.EnvTokenDir+")")
@@ -78,6 +78,7 @@ func run(args []string) int {
 	}
 	cfg.Argv = fs.Args()
 	cfg.StaticToken = os.Getenv(driver.EnvToken)
+	cfg.GatewayCA = os.Getenv(driver.EnvGatewayCA)
 	switch cfg.VMInit {
 	case "auto", "on", "off":
 	default:

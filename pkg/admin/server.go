@@ -275,6 +275,7 @@ func SandboxProto(sb gateway.Sandbox) *adminpb.Sandbox {
 		Driver:       sb.Driver,
 		State:        string(sb.State),
 		InstanceId:   sb.InstanceID,
+		RunId:        sb.RunID,
 		LatestGen:    sb.LatestGen,
 		WrittenGen:   sb.WrittenGen,
 		DeliveredGen: sb.DeliveredGen,

@@ -100,3 +100,35 @@ type Logger interface {
 
 // ErrNotFound is returned by drivers for a sandbox they do not know.
 var ErrNotFound = errors.New("sandbox not found by driver")
+
+// RunStarter is implemented by drivers whose backend names each run itself
+// (Kubernetes: the pod's UID). The gateway calls StartRun instead of Start
+// and records the name as the sandbox's current run.
+type RunStarter interface {
+	StartRun(ctx context.Context, spec Spec) (runID string, err error)
+}
+
+// CredentialVerifier is implemented by drivers of DeliveryK8sSA: their
+// sandboxes prove who they are with a credential of the backend (a pod's
+// projected ServiceAccount token), which the gateway exchanges for a
+// sandbox token. VerifyCredential checks it with the backend and returns
+// the run it is bound to; the gateway accepts it only for the sandbox's
+// recorded run. Refusals are *session.ExchangeRefusal; an unreachable
+// backend wraps session.ErrExchangeUnavailable.
+type CredentialVerifier interface {
+	VerifyCredential(ctx context.Context, sandboxID, credential string) (runID string, err error)
+}
+
+// Run is one run a driver found on its backend.
+type Run struct {
+	SandboxID string
+	RunID     string // the backend's name of the run (a pod's UID)
+	Name      string // what an operator looks for (a pod's name)
+}
+
+// RunLister is implemented by drivers that find their runs on a shared
+// backend by label, so that the gateway reports the runs it does not
+// know (left behind by a deleted store, or made by hand).
+type RunLister interface {
+	ListRuns(ctx context.Context) ([]Run, error)
+}

@@ -19,10 +19,18 @@ const (
 	EnvStatusFile  = "SANDKEY_STATUS_FILE"  // where the supervisor writes its status
 	EnvToken       = "SANDKEY_TOKEN"        // static mode only
 	EnvTokenFile   = "SANDKEY_TOKEN_FILE"   // static mode only
+	// EnvGatewayCA is the PEM bundle a supervisor trusts for a tls://
+	// gateway (the system's roots when empty).
+	EnvGatewayCA = "SANDKEY_GATEWAY_CA"
 
 	DefaultTokenDir = "/run/sandkey/auth"
-	DefaultGateway  = "unix:///run/sandkey/gw/gw.sock"
-	SocketName      = "gw.sock"
+	// ServiceAccountTokenDir is where the kubernetes driver mounts the
+	// pod's projected ServiceAccount token (file ServiceAccountTokenFile),
+	// the token directory of auth mode k8s-sa.
+	ServiceAccountTokenDir  = "/run/sandkey/k8s-sa"
+	ServiceAccountTokenFile = "token"
+	DefaultGateway          = "unix:///run/sandkey/gw/gw.sock"
+	SocketName              = "gw.sock"
 )
 
 // StripReserved returns env without any SANDKEY_* variable: only the

@@ -68,6 +68,9 @@ type Gateway struct {
 	writers sync.Map
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
 	lastPrune atomic.Int64
+	// noDir and anyNoDir: sandboxes whose driver writes no token directory.
+	noDir    noDirectory
+	anyNoDir bool
 }
 
 // Open opens the store (cfg.Store, or the file under cfg.StateDir), loads (or creates) the signing
@@ -83,7 +86,8 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token),
-		ready: newReadiness(adminpb.Admin_ServiceDesc.ServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName)}
+		ready:    newReadiness(adminpb.Admin_ServiceDesc.ServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName),
+		anyNoDir: hasNoDirDriver(cfg.Drivers)}
 	tokens, err := InspectTokenRoot(cfg.TokenRoot)
 	if err != nil {
 		return nil, err
@@ -123,6 +127,7 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 		Logger:            cfg.Logger.Named("session"),
 		Registerer:        cfg.Registerer,
 		OnExit:            g.onExit,
+		Exchanger:         g,
 	})
 	var shared credentials.TransportCredentials
 	if cfg.SessionTLS != nil {
@@ -139,6 +144,9 @@ func Open(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := g.checkInotify(ctx); err != nil {
 		g.Close()
 		return nil, err
+	}
+	if err := g.reportUnknownRuns(ctx); err != nil {
+		g.log.Warn("look for unknown runs", zap.Error(err))
 	}
 	return g, nil
 }

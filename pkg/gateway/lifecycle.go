@@ -172,7 +172,7 @@ func (g *Gateway) Start(ctx context.Context, idOrName string) (Sandbox, error) {
 		return Sandbox{}, fmt.Errorf("sandbox %s: stored spec: %w", sb.ID, err)
 	}
 	instance := newInstanceID()
-	if err := d.Start(ctx, g.driverSpec(sb, spec, instance)); err != nil {
+	if err := g.startRun(ctx, d, sb, g.driverSpec(sb, spec, instance)); err != nil {
 		return Sandbox{}, fmt.Errorf("driver %s start sandbox %s: %w", sb.Driver, sb.Name, err)
 	}
 	if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxRunning, instance); err != nil {
@@ -182,6 +182,21 @@ func (g *Gateway) Start(ctx context.Context, idOrName string) (Sandbox, error) {
 	g.log.Info("sandbox started", zap.String("sandbox", sb.ID), zap.String("name", sb.Name),
 		zap.String("instance", instance), zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()))
 	return g.Get(ctx, sb.ID)
+}
+
+// startRun asks the driver to start the sandbox; a driver that names its
+// runs (a pod's UID) has the name recorded before the sandbox is marked
+// running, so an exchange never sees a running sandbox without its run.
+func (g *Gateway) startRun(ctx context.Context, d driver.Driver, sb store.Sandbox, spec driver.Spec) error {
+	rs, ok := d.(driver.RunStarter)
+	if !ok {
+		return d.Start(ctx, spec)
+	}
+	run, err := rs.StartRun(ctx, spec)
+	if err != nil {
+		return err
+	}
+	return g.store.RecordRun(ctx, sb.ID, run)
 }
 
 // Stop stops a sandbox, keeping it for a later Start.

@@ -198,7 +198,10 @@ func (g *Gateway) commit(ctx context.Context, ids []string, signed map[string]pr
 // was written, and pushes them to connected supervisors.
 func (g *Gateway) deliver(ctx context.Context, tokens minted, reason string) {
 	start := g.now()
-	written := g.writeAll(tokens)
+	toWrite, written := g.splitByDelivery(ctx, tokens)
+	for id, gen := range g.writeAll(toWrite) {
+		written[id] = gen
+	}
 	if err := g.store.RecordWrittenBatch(ctx, written); err != nil {
 		g.log.Warn("record written generations", zap.Error(err))
 	}
@@ -330,4 +333,5 @@ func (g *Gateway) forget(id string) {
 	delete(g.latest, id)
 	g.latestMu.Unlock()
 	g.writers.Delete(id)
+	g.noDir.m.Delete(id)
 }

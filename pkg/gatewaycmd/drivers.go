@@ -11,6 +11,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/docker"
+	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/driver/vm"
@@ -41,6 +42,7 @@ type driverOptions struct {
 	network     string
 	supervisorF string
 	vm          vmOptions
+	kubernetes  kubernetesOptions
 }
 
 var driverRegistry = []driverEntry{
@@ -89,6 +91,13 @@ var driverRegistry = []driverEntry{
 		name:  vm.Name,
 		flags: func(fs *pflag.FlagSet, o *driverOptions) { addVMFlags(fs, &o.vm) },
 		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) { return buildVMDriver(env, &o.vm) },
+	},
+	{
+		name:  kubernetes.Name,
+		flags: func(fs *pflag.FlagSet, o *driverOptions) { addKubernetesFlags(fs, &o.kubernetes) },
+		build: func(env driverEnv, o *driverOptions) (driver.Driver, error) {
+			return buildKubernetesDriver(env, &o.kubernetes)
+		},
 	},
 }
 

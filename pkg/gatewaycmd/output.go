@@ -36,6 +36,7 @@ type sandboxJSON struct {
 	Driver       string            `json:"driver"`
 	State        string            `json:"state"`
 	InstanceID   string            `json:"instance_id"`
+	RunID        string            `json:"run_id,omitempty"`
 	Image        string            `json:"image"`
 	Command      []string          `json:"command"`
 	Env          map[string]string `json:"env"`
@@ -51,7 +52,7 @@ type sandboxJSON struct {
 func sandboxToJSON(sb *adminpb.Sandbox) sandboxJSON {
 	v := sandboxJSON{
 		ID: sb.GetId(), Name: sb.GetName(), Driver: sb.GetDriver(), State: sb.GetState(),
-		InstanceID: sb.GetInstanceId(), Image: sb.GetImage(),
+		InstanceID: sb.GetInstanceId(), RunID: sb.GetRunId(), Image: sb.GetImage(),
 		Command: sb.GetCommand(), Env: sb.GetEnv(),
 		LatestGen: sb.GetLatestGen(), WrittenGen: sb.GetWrittenGen(), DeliveredGen: sb.GetDeliveredGen(),
 		Connected: sb.GetConnected(),

@@ -69,6 +69,11 @@
 //     away) makes the supervisor kill the command's process group; a
 //     session that ends ends its execs, and Exec says so.
 //  9. ReportExit reports the workload's end to ServerConfig.OnExit.
+//  10. ExchangeServiceAccountToken (exchange.go) trades a backend's own
+//     credential (a pod's projected ServiceAccount token) for the
+//     sandbox's token: shared listeners only, nothing over
+//     MaxExchangeCredential, the decision is ServerConfig.Exchanger's, and
+//     every outcome is counted in sandkey_exchange_total{result}.
 //  10. A supervisor that half-closes its stream (a client sending Hello and
 //     closing, as grpcurl does) ends the session, but what the gateway
 //     queued for it (the Accepted at least) is flushed before the handler

@@ -16,6 +16,7 @@ type serverMetrics struct {
 	acks       prometheus.Counter
 	resends    prometheus.Counter
 	rejections *prometheus.CounterVec
+	exchanges  *prometheus.CounterVec // sandkey_exchange_total, by result
 }
 
 func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
@@ -44,9 +45,10 @@ func newServerMetrics(reg prometheus.Registerer) *serverMetrics {
 			Namespace: "sandkey", Subsystem: "session", Name: "rejections_total",
 			Help: "Sessions refused or ended by the gateway, by code.",
 		}, []string{"code"}),
+		exchanges: newExchangeMetric(),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.accepted, m.pushes, m.acks, m.resends, m.rejections)
+		reg.MustRegister(m.sessions, m.accepted, m.pushes, m.acks, m.resends, m.rejections, m.exchanges)
 	}
 	return m
 }

@@ -50,6 +50,8 @@ type ServerConfig struct {
 	Registerer        prometheus.Registerer
 	// OnExit is called, in the RPC's goroutine, for each ReportExit.
 	OnExit func(ExitReport)
+	// Exchanger serves ExchangeServiceAccountToken; nil refuses it.
+	Exchanger Exchanger
 }
 
 // ExitReport is a workload's end, as reported by its supervisor.

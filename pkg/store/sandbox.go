@@ -44,6 +44,7 @@ type Sandbox struct {
 	State      SandboxState
 	Spec       json.RawMessage // opaque to the store; valid JSON
 	InstanceID string          // the driver's id of the current instance
+	RunID      string          // the backend's name of the current run ("" when it has none)
 
 	LatestGen    uint64    // newest generation minted; 0 = none yet
 	GenFloor     uint64    // newest generation seen signed that the store may not have issued (RaiseGenerationFloor)
@@ -62,7 +63,7 @@ type NewSandbox struct {
 	Spec   json.RawMessage // "{}" when empty
 }
 
-const sandboxColumns = `id, name, driver, state, spec, instance_id,
+const sandboxColumns = `id, name, driver, state, spec, instance_id, run_id,
 	latest_gen, written_gen, delivered_gen, rotate_at, created_at, updated_at, gen_floor`
 
 type rowScanner interface {
@@ -73,7 +74,7 @@ func scanSandbox(r rowScanner) (Sandbox, error) {
 	var sb Sandbox
 	var spec string
 	var latest, written, delivered, rotateAt, createdAt, updatedAt, floor int64
-	err := r.Scan(&sb.ID, &sb.Name, &sb.Driver, &sb.State, &spec, &sb.InstanceID,
+	err := r.Scan(&sb.ID, &sb.Name, &sb.Driver, &sb.State, &spec, &sb.InstanceID, &sb.RunID,
 		&latest, &written, &delivered, &rotateAt, &createdAt, &updatedAt, &floor)
 	if err != nil {
 		return Sandbox{}, err
@@ -210,6 +211,19 @@ func (s *Store) UpdateSandboxState(ctx context.Context, id string, state Sandbox
 	})
 	if err != nil {
 		return fmt.Errorf("update sandbox %s to %s: %w", id, state, err)
+	}
+	return nil
+}
+
+// RecordRun records the backend's name of the sandbox's current run (a
+// pod's UID), once its driver started it.
+func (s *Store) RecordRun(ctx context.Context, id, runID string) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
+		return mustAffect(tx.ExecContext(ctx, "UPDATE sandboxes SET run_id = ?, updated_at = ? WHERE id = ?",
+			runID, dbTime(s.now()), id))
+	})
+	if err != nil {
+		return fmt.Errorf("record run %s of sandbox %s: %w", runID, id, err)
 	}
 	return nil
 }

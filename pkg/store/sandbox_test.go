@@ -218,3 +218,26 @@ func TestMarkInstanceStoppedIgnoresOtherInstances(t *testing.T) {
 		}
 	})
 }
+
+func TestRecordRunKeepsTheBackendsNameOfTheCurrentRun(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		s := openAt(t, be.newLocation(t), Options{})
+		sb := createTestSandbox(t, s, "pod")
+		if sb.RunID != "" {
+			t.Fatalf("a new sandbox has run %q", sb.RunID)
+		}
+		for _, run := range []string{"uid-1", "uid-2"} {
+			if err := s.RecordRun(ctx, sb.ID, run); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.GetSandbox(ctx, sb.ID)
+			if err != nil || got.RunID != run {
+				t.Fatalf("run %q (%v), want %q", got.RunID, err, run)
+			}
+		}
+		if err := s.RecordRun(ctx, "nope", "uid-3"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("run of an unknown sandbox: %v, want ErrNotFound", err)
+		}
+	})
+}

@@ -490,6 +490,7 @@ func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
 		s.Close()
 		// Take the store back to schema 1, as a sandkey before the floor left it.
 		rawExec(t, path, "DROP TABLE key_activations")
+		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN run_id")
 		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN gen_floor")
 		rawExec(t, path, "DELETE FROM schema_migrations WHERE version > 1")
 

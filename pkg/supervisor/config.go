@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/session"
 )
 
 // Exit codes of the supervisor's own failures. A workload's own code is
@@ -41,6 +44,7 @@ type Config struct {
 	StatusFile   string
 	StaticToken  string // static mode: the token itself
 	TokenFile    string // static mode: a file holding it
+	GatewayCA    string // PEM bundle trusted for a tls:// gateway; system roots when empty
 	PollInterval time.Duration
 	Grace        time.Duration
 	// User runs the workload and exec'd commands as that user, in any
@@ -49,7 +53,9 @@ type Config struct {
 	// keeps the supervisor's own.
 	User   string
 	VMInit string // auto | on | off
-	Argv   []string
+	// Now is the clock of token expiry (k8s-sa); time.Now when nil.
+	Now  func() time.Time
+	Argv []string
 }
 
 // ConfigError is a configuration the supervisor cannot serve; it exits
@@ -87,12 +93,34 @@ func (c *Config) Check() error {
 		}
 		return checkGateway(c.Gateway)
 	case ModeK8sSA:
-		return configErr(ExitConfig, "auth mode %q is not supported yet; use %q", ModeK8sSA, ModeDir)
+		if err := checkTokenDir(c.TokenDir); err != nil {
+			return err
+		}
+		if !strings.HasPrefix(c.Gateway, "tls://") && !strings.HasPrefix(c.Gateway, "tcp://") {
+			return configErr(ExitConfig, "auth mode %s needs the gateway's shared listener: want a tls:// gateway address, not %q", ModeK8sSA, c.Gateway)
+		}
+		return nil
 	case "":
-		return configErr(ExitConfig, "no auth mode: the driver sets %s (dir, static)", driver.EnvAuthMode)
+		return configErr(ExitConfig, "no auth mode: the driver sets %s (dir, static, k8s-sa)", driver.EnvAuthMode)
 	default:
-		return configErr(ExitConfig, "auth mode %q is unknown; want dir or static", c.Mode)
+		return configErr(ExitConfig, "auth mode %q is unknown; want dir, static or k8s-sa", c.Mode)
 	}
+}
+
+// dialOptions are the session's and the exchange's dial options: the
+// gateway's CA bundle, when the driver gave one, for a tls:// gateway.
+func (c *Config) dialOptions() ([]session.DialOption, error) {
+	if c.GatewayCA == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(c.Gateway, "tls://") {
+		return nil, configErr(ExitConfig, "%s is set but the gateway %q is not tls://", driver.EnvGatewayCA, c.Gateway)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(c.GatewayCA)) {
+		return nil, configErr(ExitConfig, "%s holds no PEM certificate", driver.EnvGatewayCA)
+	}
+	return []session.DialOption{session.WithTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})}, nil
 }
 
 func checkTokenDir(dir string) error {

@@ -24,7 +24,11 @@
 //     that user, resolved in the sandbox's own /etc/passwd and
 //     /etc/group (workload.LookupUser) with its supplementary groups, and
 //     with its home as HOME unless HOME was set elsewhere than the
-//     supervisor's own home; the supervisor stays root.
+//     supervisor's own home; the supervisor stays root. In auth mode
+//     k8s-sa the token source is the exchange's (k8ssa.go): the pod's
+//     projected ServiceAccount token, watched like a token directory, is
+//     traded at the gateway for a sandkey token held in memory only, and
+//     traded again at once when the gateway refuses it or it expired.
 //  5. Keep a status file (no token in it) current for the workload and
 //     operators: rewritten at every new token and every session coming
 //     up or going down.

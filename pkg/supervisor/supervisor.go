@@ -49,6 +49,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	if err := cfg.Check(); err != nil {
 		return fail(log, err)
 	}
+	dial, err := cfg.dialOptions()
+	if err != nil {
+		return fail(log, err)
+	}
 	user, err := lookupUser(cfg.User)
 	if err != nil {
 		return fail(log, err)
@@ -60,14 +64,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	if degraded := degradedReason(watcher); degraded != "" {
 		log.Warn(degraded, zap.Error(watcher.Err()))
 	}
-	src, err := newSource(ctx, cfg, watcher, log)
+	src, err := newSource(ctx, cfg, dial, watcher, log)
 	if err != nil {
 		return fail(log, err)
 	}
 	defer src.Close()
 	if tok := src.Current(); tok != nil {
 		log.Info("holding token", zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()), zap.Time("exp", tok.ExpiresAt()))
-	} else {
+	} else if cfg.Mode != ModeK8sSA {
 		log.Warn("no valid token at start; waiting for the session to deliver one")
 	}
 
@@ -91,7 +95,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	client, err := session.NewClient(session.ClientConfig{
 		Target: cfg.Gateway, SandboxID: cfg.SandboxID, InstanceID: cfg.InstanceID, Version: Version,
 		Source: src, Exec: reaperExec{reaper: runner.Reaper(), env: env, user: user}, Logger: log.Named("session"),
-		Watcher: watcher,
+		Watcher: watcher, DialOptions: dial, Backoff: backoffFor(cfg.Mode),
 	})
 	if err != nil {
 		runner.Stop()
@@ -147,7 +151,18 @@ func degradedReason(w *dirwatch.Watcher) string {
 		source.DefaultUnwatchedPollInterval, session.DefaultSocketPollInterval)
 }
 
-func newSource(ctx context.Context, cfg Config, watcher *dirwatch.Watcher, log *zap.Logger) (tokenSource, error) {
+// backoffFor is the session's reconnect policy in a mode.
+func backoffFor(mode string) session.Backoff {
+	if mode == ModeK8sSA {
+		return session.Backoff{Max: k8sReconnectMax}
+	}
+	return session.Backoff{}
+}
+
+func newSource(ctx context.Context, cfg Config, dial []session.DialOption, watcher *dirwatch.Watcher, log *zap.Logger) (tokenSource, error) {
+	if cfg.Mode == ModeK8sSA {
+		return newExchangeSource(ctx, cfg, dial, watcher, log)
+	}
 	if cfg.Mode == ModeStatic {
 		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires")
 		return newStaticSource(cfg)

@@ -22,8 +22,9 @@ var Gateway, Supervisor string
 
 // RunTests builds both binaries into a temporary directory, runs the
 // package's tests, removes the directory, checks for leaked goroutines and
-// exits: call it as a package's TestMain.
-func RunTests(m *testing.M) {
+// exits: call it as a package's TestMain. Each of after runs once the
+// tests have ended (a shared cluster's Stop); its error fails the run.
+func RunTests(m *testing.M, after ...func() error) {
 	dir, err := os.MkdirTemp("", "sk-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -39,8 +40,12 @@ func RunTests(m *testing.M) {
 		os.Exit(1)
 	}
 	testmain.Run(m, func() error {
+		var errs []error
+		for _, f := range after {
+			errs = append(errs, f())
+		}
 		os.RemoveAll(dir)
-		return nil
+		return errors.Join(errs...)
 	})
 }
 

@@ -63,8 +63,10 @@ func TestSupervisorRefusesWhatItCannotServe(t *testing.T) {
 	}{
 		{"no command", append(base, "SANDKEY_AUTH_MODE=dir"), nil, supervisor.ExitUsage, "no workload"},
 		{"no mode", base, []string{"--", "true"}, supervisor.ExitConfig, "no auth mode"},
-		{"unknown mode", append(base, "SANDKEY_AUTH_MODE=magic"), []string{"--", "true"}, supervisor.ExitConfig, "is unknown; want dir or static"},
-		{"k8s-sa not yet", append(base, "SANDKEY_AUTH_MODE=k8s-sa"), []string{"--", "true"}, supervisor.ExitConfig, "not supported yet"},
+		{"unknown mode", append(base, "SANDKEY_AUTH_MODE=magic"), []string{"--", "true"}, supervisor.ExitConfig, "is unknown; want dir, static or k8s-sa"},
+		{"k8s-sa on a unix socket", append(base, "SANDKEY_AUTH_MODE=k8s-sa"), []string{"--", "true"}, supervisor.ExitConfig, "want a tls:// gateway address"},
+		{"k8s-sa without its token directory", append(base, "SANDKEY_AUTH_MODE=k8s-sa", "SANDKEY_GATEWAY=tls://127.0.0.1:1", "SANDKEY_TOKEN_DIR="+filepath.Join(dir, "nope")), []string{"--", "true"}, supervisor.ExitConfig, "does not exist"},
+		{"gateway CA that is no PEM", append(base, "SANDKEY_AUTH_MODE=k8s-sa", "SANDKEY_GATEWAY=tls://127.0.0.1:1", "SANDKEY_GATEWAY_CA=junk"), []string{"--", "true"}, supervisor.ExitConfig, "no PEM certificate"},
 		{"no sandbox id", []string{"SANDKEY_AUTH_MODE=dir", "SANDKEY_TOKEN_DIR=" + tokenDir}, []string{"--", "true"}, supervisor.ExitConfig, "no sandbox id"},
 		{"missing token dir", append(base, "SANDKEY_AUTH_MODE=dir", "SANDKEY_TOKEN_DIR="+filepath.Join(dir, "nope")), []string{"--", "true"}, supervisor.ExitConfig, "does not exist"},
 		{"token dir is a file", append(base, "SANDKEY_AUTH_MODE=dir", "SANDKEY_TOKEN_DIR="+aFile), []string{"--", "true"}, supervisor.ExitConfig, "not a directory"},

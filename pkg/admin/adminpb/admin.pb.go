@@ -54,10 +54,12 @@ type Sandbox struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// connected says whether the sandbox's supervisor holds a session now.
-	Connected     bool              `protobuf:"varint,12,opt,name=connected,proto3" json:"connected,omitempty"`
-	Image         string            `protobuf:"bytes,13,opt,name=image,proto3" json:"image,omitempty"`
-	Command       []string          `protobuf:"bytes,14,rep,name=command,proto3" json:"command,omitempty"`
-	Env           map[string]string `protobuf:"bytes,15,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Connected bool              `protobuf:"varint,12,opt,name=connected,proto3" json:"connected,omitempty"`
+	Image     string            `protobuf:"bytes,13,opt,name=image,proto3" json:"image,omitempty"`
+	Command   []string          `protobuf:"bytes,14,rep,name=command,proto3" json:"command,omitempty"`
+	Env       map[string]string `protobuf:"bytes,15,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// run_id is the backend's name of the current run (kubernetes: the pod's UID).
+	RunId         string `protobuf:"bytes,16,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,6 +197,13 @@ func (x *Sandbox) GetEnv() map[string]string {
 		return x.Env
 	}
 	return nil
+}
+
+func (x *Sandbox) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
 }
 
 type CreateSandboxRequest struct {
@@ -1557,7 +1566,7 @@ var File_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14admin/v1/admin.proto\x12\x10sandkey.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x04\n" +
+	"\x14admin/v1/admin.proto\x12\x10sandkey.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x04\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1579,7 +1588,8 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\tconnected\x18\f \x01(\bR\tconnected\x12\x14\n" +
 	"\x05image\x18\r \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x0e \x03(\tR\acommand\x124\n" +
-	"\x03env\x18\x0f \x03(\v2\".sandkey.admin.v1.Sandbox.EnvEntryR\x03env\x1a6\n" +
+	"\x03env\x18\x0f \x03(\v2\".sandkey.admin.v1.Sandbox.EnvEntryR\x03env\x12\x15\n" +
+	"\x06run_id\x18\x10 \x01(\tR\x05runId\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x02\n" +

@@ -1388,6 +1388,120 @@ func (*ReportExitResponse) Descriptor() ([]byte, []int) {
 	return file_session_v1_session_proto_rawDescGZIP(), []int{17}
 }
 
+// ExchangeRequest carries a pod's projected ServiceAccount token.
+type ExchangeRequest struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId           string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	ServiceAccountToken string                 `protobuf:"bytes,2,opt,name=service_account_token,json=serviceAccountToken,proto3" json:"service_account_token,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ExchangeRequest) Reset() {
+	*x = ExchangeRequest{}
+	mi := &file_session_v1_session_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeRequest) ProtoMessage() {}
+
+func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeRequest.ProtoReflect.Descriptor instead.
+func (*ExchangeRequest) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ExchangeRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ExchangeRequest) GetServiceAccountToken() string {
+	if x != nil {
+		return x.ServiceAccountToken
+	}
+	return ""
+}
+
+// ExchangeResponse is the sandbox's current sandkey token.
+type ExchangeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Gen           uint64                 `protobuf:"varint,2,opt,name=gen,proto3" json:"gen,omitempty"`
+	Jwks          []byte                 `protobuf:"bytes,3,opt,name=jwks,proto3" json:"jwks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeResponse) Reset() {
+	*x = ExchangeResponse{}
+	mi := &file_session_v1_session_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeResponse) ProtoMessage() {}
+
+func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeResponse.ProtoReflect.Descriptor instead.
+func (*ExchangeResponse) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExchangeResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *ExchangeResponse) GetGen() uint64 {
+	if x != nil {
+		return x.Gen
+	}
+	return 0
+}
+
+func (x *ExchangeResponse) GetJwks() []byte {
+	if x != nil {
+		return x.Jwks
+	}
+	return nil
+}
+
 var File_session_v1_session_proto protoreflect.FileDescriptor
 
 const file_session_v1_session_proto_rawDesc = "" +
@@ -1476,7 +1590,15 @@ const file_session_v1_session_proto_rawDesc = "" +
 	"instanceId\x12\x1b\n" +
 	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x04 \x01(\x05R\x06signal\"\x14\n" +
-	"\x12ReportExitResponse*\x89\x02\n" +
+	"\x12ReportExitResponse\"d\n" +
+	"\x0fExchangeRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x122\n" +
+	"\x15service_account_token\x18\x02 \x01(\tR\x13serviceAccountToken\"N\n" +
+	"\x10ExchangeResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
+	"\x03gen\x18\x02 \x01(\x04R\x03gen\x12\x12\n" +
+	"\x04jwks\x18\x03 \x01(\fR\x04jwks*\x89\x02\n" +
 	"\n" +
 	"RejectCode\x12\x1b\n" +
 	"\x17REJECT_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
@@ -1486,7 +1608,7 @@ const file_session_v1_session_proto_rawDesc = "" +
 	"\x19REJECT_CODE_INVALID_HELLO\x10\x04\x12 \n" +
 	"\x1cREJECT_CODE_SESSION_REPLACED\x10\x05\x12!\n" +
 	"\x1dREJECT_CODE_HEARTBEAT_TIMEOUT\x10\x06\x12\x1c\n" +
-	"\x18REJECT_CODE_DISCONNECTED\x10\a2\xf1\x02\n" +
+	"\x18REJECT_CODE_DISCONNECTED\x10\a2\xdb\x03\n" +
 	"\x11SupervisorSession\x12X\n" +
 	"\aConnect\x12%.sandkey.session.v1.SupervisorMessage\x1a\".sandkey.session.v1.GatewayMessage(\x010\x01\x12[\n" +
 	"\n" +
@@ -1494,7 +1616,8 @@ const file_session_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"ExecOutput\x12\x1d.sandkey.session.v1.ExecChunk\x1a&.sandkey.session.v1.ExecOutputResponse(\x01\x12N\n" +
 	"\n" +
-	"ExecStream\x12\x1d.sandkey.session.v1.ExecChunk\x1a\x1d.sandkey.session.v1.ExecInput(\x010\x01B2Z0github.com/sandkey/sandkey/pkg/session/sessionpbb\x06proto3"
+	"ExecStream\x12\x1d.sandkey.session.v1.ExecChunk\x1a\x1d.sandkey.session.v1.ExecInput(\x010\x01\x12h\n" +
+	"\x1bExchangeServiceAccountToken\x12#.sandkey.session.v1.ExchangeRequest\x1a$.sandkey.session.v1.ExchangeResponseB2Z0github.com/sandkey/sandkey/pkg/session/sessionpbb\x06proto3"
 
 var (
 	file_session_v1_session_proto_rawDescOnce sync.Once
@@ -1509,7 +1632,7 @@ func file_session_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_session_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_session_v1_session_proto_goTypes = []any{
 	(RejectCode)(0),             // 0: sandkey.session.v1.RejectCode
 	(*SupervisorMessage)(nil),   // 1: sandkey.session.v1.SupervisorMessage
@@ -1530,7 +1653,9 @@ var file_session_v1_session_proto_goTypes = []any{
 	(*ExecOutputResponse)(nil),  // 16: sandkey.session.v1.ExecOutputResponse
 	(*ReportExitRequest)(nil),   // 17: sandkey.session.v1.ReportExitRequest
 	(*ReportExitResponse)(nil),  // 18: sandkey.session.v1.ReportExitResponse
-	(*durationpb.Duration)(nil), // 19: google.protobuf.Duration
+	(*ExchangeRequest)(nil),     // 19: sandkey.session.v1.ExchangeRequest
+	(*ExchangeResponse)(nil),    // 20: sandkey.session.v1.ExchangeResponse
+	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
 }
 var file_session_v1_session_proto_depIdxs = []int32{
 	2,  // 0: sandkey.session.v1.SupervisorMessage.hello:type_name -> sandkey.session.v1.Hello
@@ -1542,7 +1667,7 @@ var file_session_v1_session_proto_depIdxs = []int32{
 	8,  // 6: sandkey.session.v1.GatewayMessage.token_update:type_name -> sandkey.session.v1.TokenUpdate
 	9,  // 7: sandkey.session.v1.GatewayMessage.exec_request:type_name -> sandkey.session.v1.ExecRequest
 	13, // 8: sandkey.session.v1.GatewayMessage.exec_cancel:type_name -> sandkey.session.v1.ExecCancel
-	19, // 9: sandkey.session.v1.Accepted.heartbeat_interval:type_name -> google.protobuf.Duration
+	21, // 9: sandkey.session.v1.Accepted.heartbeat_interval:type_name -> google.protobuf.Duration
 	0,  // 10: sandkey.session.v1.Rejected.code:type_name -> sandkey.session.v1.RejectCode
 	10, // 11: sandkey.session.v1.ExecRequest.window:type_name -> sandkey.session.v1.WindowSize
 	12, // 12: sandkey.session.v1.ExecInput.close_stdin:type_name -> sandkey.session.v1.CloseStdin
@@ -1552,12 +1677,14 @@ var file_session_v1_session_proto_depIdxs = []int32{
 	17, // 16: sandkey.session.v1.SupervisorSession.ReportExit:input_type -> sandkey.session.v1.ReportExitRequest
 	14, // 17: sandkey.session.v1.SupervisorSession.ExecOutput:input_type -> sandkey.session.v1.ExecChunk
 	14, // 18: sandkey.session.v1.SupervisorSession.ExecStream:input_type -> sandkey.session.v1.ExecChunk
-	5,  // 19: sandkey.session.v1.SupervisorSession.Connect:output_type -> sandkey.session.v1.GatewayMessage
-	18, // 20: sandkey.session.v1.SupervisorSession.ReportExit:output_type -> sandkey.session.v1.ReportExitResponse
-	16, // 21: sandkey.session.v1.SupervisorSession.ExecOutput:output_type -> sandkey.session.v1.ExecOutputResponse
-	11, // 22: sandkey.session.v1.SupervisorSession.ExecStream:output_type -> sandkey.session.v1.ExecInput
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
+	19, // 19: sandkey.session.v1.SupervisorSession.ExchangeServiceAccountToken:input_type -> sandkey.session.v1.ExchangeRequest
+	5,  // 20: sandkey.session.v1.SupervisorSession.Connect:output_type -> sandkey.session.v1.GatewayMessage
+	18, // 21: sandkey.session.v1.SupervisorSession.ReportExit:output_type -> sandkey.session.v1.ReportExitResponse
+	16, // 22: sandkey.session.v1.SupervisorSession.ExecOutput:output_type -> sandkey.session.v1.ExecOutputResponse
+	11, // 23: sandkey.session.v1.SupervisorSession.ExecStream:output_type -> sandkey.session.v1.ExecInput
+	20, // 24: sandkey.session.v1.SupervisorSession.ExchangeServiceAccountToken:output_type -> sandkey.session.v1.ExchangeResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1598,7 +1725,7 @@ func file_session_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_session_v1_session_proto_rawDesc), len(file_session_v1_session_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,10 +29,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SupervisorSession_Connect_FullMethodName    = "/sandkey.session.v1.SupervisorSession/Connect"
-	SupervisorSession_ReportExit_FullMethodName = "/sandkey.session.v1.SupervisorSession/ReportExit"
-	SupervisorSession_ExecOutput_FullMethodName = "/sandkey.session.v1.SupervisorSession/ExecOutput"
-	SupervisorSession_ExecStream_FullMethodName = "/sandkey.session.v1.SupervisorSession/ExecStream"
+	SupervisorSession_Connect_FullMethodName                     = "/sandkey.session.v1.SupervisorSession/Connect"
+	SupervisorSession_ReportExit_FullMethodName                  = "/sandkey.session.v1.SupervisorSession/ReportExit"
+	SupervisorSession_ExecOutput_FullMethodName                  = "/sandkey.session.v1.SupervisorSession/ExecOutput"
+	SupervisorSession_ExecStream_FullMethodName                  = "/sandkey.session.v1.SupervisorSession/ExecStream"
+	SupervisorSession_ExchangeServiceAccountToken_FullMethodName = "/sandkey.session.v1.SupervisorSession/ExchangeServiceAccountToken"
 )
 
 // SupervisorSessionClient is the client API for SupervisorSession service.
@@ -56,6 +57,11 @@ type SupervisorSessionClient interface {
 	// per-stream flow control holds back a large or slow stream without ever
 	// delaying the Connect stream's heartbeats and token pushes.
 	ExecStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecChunk, ExecInput], error)
+	// ExchangeServiceAccountToken trades a Kubernetes pod's projected
+	// ServiceAccount token for a sandkey token (auth mode k8s-sa). Served on
+	// the shared listener only; it needs no bearer: the projected token is
+	// the credential.
+	ExchangeServiceAccountToken(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error)
 }
 
 type supervisorSessionClient struct {
@@ -115,6 +121,16 @@ func (c *supervisorSessionClient) ExecStream(ctx context.Context, opts ...grpc.C
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SupervisorSession_ExecStreamClient = grpc.BidiStreamingClient[ExecChunk, ExecInput]
 
+func (c *supervisorSessionClient) ExchangeServiceAccountToken(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExchangeResponse)
+	err := c.cc.Invoke(ctx, SupervisorSession_ExchangeServiceAccountToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SupervisorSessionServer is the server API for SupervisorSession service.
 // All implementations must embed UnimplementedSupervisorSessionServer
 // for forward compatibility.
@@ -136,6 +152,11 @@ type SupervisorSessionServer interface {
 	// per-stream flow control holds back a large or slow stream without ever
 	// delaying the Connect stream's heartbeats and token pushes.
 	ExecStream(grpc.BidiStreamingServer[ExecChunk, ExecInput]) error
+	// ExchangeServiceAccountToken trades a Kubernetes pod's projected
+	// ServiceAccount token for a sandkey token (auth mode k8s-sa). Served on
+	// the shared listener only; it needs no bearer: the projected token is
+	// the credential.
+	ExchangeServiceAccountToken(context.Context, *ExchangeRequest) (*ExchangeResponse, error)
 	mustEmbedUnimplementedSupervisorSessionServer()
 }
 
@@ -157,6 +178,9 @@ func (UnimplementedSupervisorSessionServer) ExecOutput(grpc.ClientStreamingServe
 }
 func (UnimplementedSupervisorSessionServer) ExecStream(grpc.BidiStreamingServer[ExecChunk, ExecInput]) error {
 	return status.Errorf(codes.Unimplemented, "method ExecStream not implemented")
+}
+func (UnimplementedSupervisorSessionServer) ExchangeServiceAccountToken(context.Context, *ExchangeRequest) (*ExchangeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ExchangeServiceAccountToken not implemented")
 }
 func (UnimplementedSupervisorSessionServer) mustEmbedUnimplementedSupervisorSessionServer() {}
 func (UnimplementedSupervisorSessionServer) testEmbeddedByValue()                           {}
@@ -218,6 +242,24 @@ func _SupervisorSession_ExecStream_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SupervisorSession_ExecStreamServer = grpc.BidiStreamingServer[ExecChunk, ExecInput]
 
+func _SupervisorSession_ExchangeServiceAccountToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExchangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SupervisorSessionServer).ExchangeServiceAccountToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SupervisorSession_ExchangeServiceAccountToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SupervisorSessionServer).ExchangeServiceAccountToken(ctx, req.(*ExchangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SupervisorSession_ServiceDesc is the grpc.ServiceDesc for SupervisorSession service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -228,6 +270,10 @@ var SupervisorSession_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportExit",
 			Handler:    _SupervisorSession_ReportExit_Handler,
+		},
+		{
+			MethodName: "ExchangeServiceAccountToken",
+			Handler:    _SupervisorSession_ExchangeServiceAccountToken_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,84 @@
+package kubernetes
+
+import (
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sandkey/sandkey/pkg/driver"
+)
+
+// PodName is the pod of one run of a sandbox: a new name per run, so a
+// start never waits for the previous run's pod to finish terminating.
+func PodName(sandboxID, instanceID string) string { return "sb-" + sandboxID + "-" + instanceID }
+
+// podFor is the pod of one run.
+func (d *Driver) podFor(spec driver.Spec) *corev1.Pod {
+	expiry := d.cfg.ExpirationSeconds
+	mode := int32(0o400)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      PodName(spec.SandboxID, spec.InstanceID),
+			Namespace: d.cfg.Namespace,
+			Labels: map[string]string{
+				LabelManagedBy:  ManagedBy,
+				LabelSandboxID:  spec.SandboxID,
+				LabelInstanceID: spec.InstanceID,
+			},
+		},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: d.cfg.ServiceAccount,
+			// The sandboxes' ServiceAccount has no API access, and the
+			// API token would be one more credential inside the sandbox.
+			AutomountServiceAccountToken: new(false),
+			EnableServiceLinks:           new(false),
+			RestartPolicy:                corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name:            ContainerName,
+				Image:           spec.Image,
+				ImagePullPolicy: d.cfg.PullPolicy,
+				// The image's entrypoint is `/supervisor --`.
+				Args: spec.Command,
+				Env:  d.envFor(spec),
+				VolumeMounts: []corev1.VolumeMount{{
+					Name: tokenVolume, MountPath: driver.ServiceAccountTokenDir, ReadOnly: true,
+				}},
+			}},
+			Volumes: []corev1.Volume{{
+				Name: tokenVolume,
+				VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+					DefaultMode: &mode,
+					Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+						Audience: d.cfg.Audience, ExpirationSeconds: &expiry, Path: driver.ServiceAccountTokenFile,
+					}}},
+				}},
+			}},
+		},
+	}
+}
+
+// envFor is the container's environment: the user's, less SANDKEY_*, and
+// the gateway's SANDKEY_* variables with this driver's auth mode,
+// token directory and gateway address.
+func (d *Driver) envFor(spec driver.Spec) []corev1.EnvVar {
+	sandbox := make(map[string]string, len(spec.SandboxEnv)+4)
+	for k, v := range spec.SandboxEnv {
+		sandbox[k] = v
+	}
+	sandbox[driver.EnvAuthMode] = "k8s-sa"
+	sandbox[driver.EnvTokenDir] = driver.ServiceAccountTokenDir
+	sandbox[driver.EnvGateway] = d.cfg.Gateway
+	if len(d.cfg.GatewayCA) > 0 {
+		sandbox[driver.EnvGatewayCA] = string(d.cfg.GatewayCA)
+	}
+	kv := driver.Environ(spec.Env, sandbox)
+	sort.Strings(kv)
+	env := make([]corev1.EnvVar, 0, len(kv))
+	for _, e := range kv {
+		k, v, _ := strings.Cut(e, "=")
+		env = append(env, corev1.EnvVar{Name: k, Value: v})
+	}
+	return env
+}

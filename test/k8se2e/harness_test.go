@@ -1,0 +1,436 @@
+package k8se2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8s "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
+	"github.com/sandkey/sandkey/pkg/driver/kubetest"
+	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/test/binaries"
+)
+
+const (
+	// imageRef is the sandbox image: the supervisor as entrypoint, as
+	// sandkey-base has it, and busybox as the workload's tools.
+	imageRef = "sandkey.local/k8se2e-sandbox:1"
+	// sandboxSA is the sandboxes' ServiceAccount, without any RBAC.
+	sandboxSA = "sandbox"
+	// gatewayUser is the gateway's identity in the cluster.
+	gatewayUser = "sandkey-gateway"
+	// lifetime is the sandkey token lifetime, the shortest allowed.
+	lifetime = 10 * time.Second
+	// bound is the generous limit of waits for pods and sessions on a
+	// loaded 2-core machine.
+	bound = 90 * time.Second
+)
+
+var imageOnce sync.Once
+
+// env is one test's world: a namespace, TLS material, a gateway.
+type env struct {
+	t           testing.TB
+	c           *kubetest.Cluster
+	ns          string
+	dir         string
+	state       string
+	kubeconfig  string
+	caFile      string
+	certFile    string
+	keyFile     string
+	caPool      *x509.CertPool
+	sessionAddr string
+	httpAddr    string
+	gw          *gatewayProc
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	c := cluster.Cluster(t)
+	// Short: the state directory's sandbox sockets must fit a unix path.
+	dir, err := os.MkdirTemp("", "k8s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The gateway, as root, mounted a tmpfs at its token root.
+		if err := binaries.UnmountUnder(dir); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(dir)
+	})
+	e := &env{t: t, c: c, ns: "k8se2e-" + randomHex(4), dir: dir}
+	e.state = filepath.Join(e.dir, "state")
+	c.Namespace(t, e.ns)
+	c.ServiceAccount(t, e.ns, sandboxSA)
+	e.grantGateway()
+	e.kubeconfig = c.KubeconfigFor(t, gatewayUser)
+	e.writeTLS()
+	imageOnce.Do(func() { importImage(t, c) })
+	var port int
+	port, err = freePort(c.HostIP())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sessionAddr = net.JoinHostPort(c.HostIP(), strconv.Itoa(port))
+	hport, err := freePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.httpAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(hport))
+	t.Cleanup(func() {
+		if e.gw != nil {
+			e.gw.stop()
+		}
+		if t.Failed() {
+			e.dumpLogs()
+		}
+	})
+	e.startGateway()
+	return e
+}
+
+// grantGateway gives the gateway's user what deploy/kubernetes gives the
+// gateway's ServiceAccount: TokenReview (system:auth-delegator) and pods
+// in the sandboxes' namespace. Nothing else.
+func (e *env) grantGateway() {
+	ctx := context.Background()
+	rbac := e.c.Client().RbacV1()
+	user := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: gatewayUser}}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: gatewayUser + "-auth-delegator"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"},
+		Subjects: user}
+	if _, err := rbac.ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !strings.Contains(err.Error(), "already exists") {
+		e.t.Fatal(err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "sandkey-gateway"}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{""}, Resources: []string{"pods"},
+		Verbs: []string{"get", "list", "watch", "create", "delete"},
+	}}}
+	if _, err := rbac.Roles(e.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "sandkey-gateway"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "sandkey-gateway"},
+		Subjects: user}
+	if _, err := rbac.RoleBindings(e.ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// writeTLS makes a CA and a serving certificate for the bridge's host
+// address, where pods reach the gateway.
+func (e *env) writeTLS() {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "k8se2e CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sandkey gateway"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP(e.c.HostIP())}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	e.caFile, e.certFile, e.keyFile = filepath.Join(e.dir, "ca.pem"), filepath.Join(e.dir, "tls.crt"), filepath.Join(e.dir, "tls.key")
+	for path, block := range map[string]*pem.Block{
+		e.caFile: {Type: "CERTIFICATE", Bytes: caDER}, e.certFile: {Type: "CERTIFICATE", Bytes: der},
+		e.keyFile: {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	e.caPool = x509.NewCertPool()
+	e.caPool.AddCert(caCert)
+}
+
+// importImage puts the real supervisor binary and a static busybox into
+// the node's image store.
+func importImage(t testing.TB, c *kubetest.Cluster) {
+	layer := t.TempDir()
+	for src, dst := range map[string]string{binaries.Supervisor: "supervisor", "/bin/busybox": "busybox"} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatalf("image file %s: %v (busybox comes from Debian's busybox-static)", src, err)
+		}
+		if err := os.WriteFile(filepath.Join(layer, dst), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.ImportImage(t, imageRef, layer, []string{"/supervisor", "--"})
+}
+
+// gatewayProc is the real gateway binary running serve.
+type gatewayProc struct {
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{} // closed when the process ended
+}
+
+func (e *env) startGateway() {
+	e.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(e.dir, "gateway.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := exec.Command(binaries.Gateway, "serve", "--state-dir", e.state,
+		"--drivers", "kubernetes", "--driver", "kubernetes",
+		"--kubernetes-kubeconfig", e.kubeconfig, "--kubernetes-namespace", e.ns,
+		"--kubernetes-service-account", sandboxSA, "--kubernetes-gateway", "tls://"+e.sessionAddr,
+		"--kubernetes-ca-file", e.caFile, "--kubernetes-image-pull-policy", "Never",
+		"--session-addr", e.sessionAddr, "--session-tls-cert", e.certFile, "--session-tls-key", e.keyFile,
+		"--token-lifetime", lifetime.String(), "--sweep-interval", "100ms", "--heartbeat-interval", "1s",
+		"--http-addr", e.httpAddr, "--stop-grace", "2s", "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.gw = &gatewayProc{cmd: cmd, log: logf, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(e.gw.done) }()
+	deadline := time.Now().Add(bound)
+	for {
+		if resp, err := http.Get("http://" + e.httpAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("gateway not ready within %s", bound)
+		}
+		select {
+		case <-e.gw.done:
+			e.t.Fatalf("gateway exited: %v", cmd.ProcessState)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop ends the gateway as an operator would (SIGTERM); its pods keep running.
+func (g *gatewayProc) stop() {
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.done:
+	case <-time.After(30 * time.Second):
+		g.cmd.Process.Kill()
+		<-g.done
+	}
+	g.log.Close()
+}
+
+func (e *env) stopGateway() {
+	e.gw.stop()
+	e.gw = nil
+}
+
+func (e *env) cli(args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.Command(binaries.Gateway, append([]string{"--state-dir", e.state}, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("gateway %v: %v: %s", args, err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func (e *env) mustCLI(args ...string) string {
+	e.t.Helper()
+	out, err := e.cli(args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+type sandboxView struct {
+	ID           string `json:"id"`
+	State        string `json:"state"`
+	InstanceID   string `json:"instance_id"`
+	RunID        string `json:"run_id"`
+	LatestGen    uint64 `json:"latest_gen"`
+	DeliveredGen uint64 `json:"delivered_gen"`
+	Connected    bool   `json:"connected"`
+}
+
+func (e *env) get(name string) sandboxView {
+	e.t.Helper()
+	var v sandboxView
+	if err := json.Unmarshal([]byte(e.mustCLI("sandbox", "get", name, "-o", "json")), &v); err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+// create creates and starts a sandbox running sleep.
+func (e *env) create(name string) sandboxView {
+	e.t.Helper()
+	e.mustCLI("sandbox", "create", name, "--driver", "kubernetes", "--image", imageRef, "--start", "--", "/busybox", "sleep", "3600")
+	return e.get(name)
+}
+
+func (e *env) eventually(what string, limit time.Duration, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("not within %s: %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *env) awaitConnected(name string) {
+	e.t.Helper()
+	e.eventually("sandbox "+name+" connected", bound, func() bool { return e.get(name).Connected })
+}
+
+// projectedToken reads the pod's projected token through sandbox exec.
+func (e *env) projectedToken(name string) string {
+	e.t.Helper()
+	out := e.mustCLI("sandbox", "exec", name, "--", "/busybox", "cat", "/run/sandkey/k8s-sa/token")
+	return strings.TrimSpace(out)
+}
+
+// exchangeClient is a raw client of the exchange, as anything on the
+// network could be.
+func (e *env) exchangeClient(sandboxID string) *session.ExchangeClient {
+	e.t.Helper()
+	c, err := session.NewExchangeClient("tls://"+e.sessionAddr, sandboxID,
+		session.WithTLSConfig(&tls.Config{RootCAs: e.caPool, MinVersion: tls.VersionTLS12}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) exchange(sandboxID, credential string) (string, error) {
+	c := e.exchangeClient(sandboxID)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, _, err := c.Exchange(ctx, credential)
+	return tok, err
+}
+
+// metric returns the value of a sample of the gateway's /metrics.
+func (e *env) metric(name, labels string) float64 {
+	e.t.Helper()
+	resp, err := http.Get("http://" + e.httpAddr + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	prefix := name + labels + " "
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+func (e *env) exchanges(result string) float64 {
+	return e.metric("sandkey_exchange_total", `{result="`+result+`"}`)
+}
+
+func (e *env) pod(name string) *corev1.Pod {
+	e.t.Helper()
+	sb := e.get(name)
+	p, err := e.c.Client().CoreV1().Pods(e.ns).Get(context.Background(), kubernetes.PodName(sb.ID, sb.InstanceID), metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// dumpLogs shows the gateway's log and every pod's, after a failure.
+func (e *env) dumpLogs() {
+	if data, err := os.ReadFile(filepath.Join(e.dir, "gateway.log")); err == nil {
+		e.t.Logf("gateway log:\n%s", tail(data, 60))
+	}
+	ctx := context.Background()
+	list, err := e.c.Client().CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	for _, p := range list.Items {
+		data, err := e.c.Client().CoreV1().Pods(e.ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		e.t.Logf("pod %s (%s) log (%v):\n%s", p.Name, p.Status.Phase, err, tail(data, 30))
+	}
+}
+
+func tail(data []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func kubernetesClient(t testing.TB, cfg *rest.Config) k8s.Interface {
+	t.Helper()
+	c, err := k8s.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
