@@ -24,6 +24,8 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/session"
+
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // The test binary doubles as the supervisor the process driver starts;
@@ -88,7 +90,10 @@ func startTestGateway(t *testing.T) *testGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(state) })
+	t.Cleanup(func() {
+		binaries.UnmountUnder(state) // serve, as root, mounted a tmpfs at its token root
+		os.RemoveAll(state)
+	})
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

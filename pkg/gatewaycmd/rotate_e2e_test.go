@@ -10,7 +10,7 @@ import (
 )
 
 // TestRotateSucceedsWhenOnlyTheSessionDeliveredTheToken mounts a full
-// tmpfs over a running sandbox's token directory: the generation is
+// tmpfs (no inode left) over a running sandbox's token directory: the generation is
 // committed, the write fails with ENOSPC, the supervisor acknowledges the
 // token over its session, and `sandbox rotate` says so and exits 0. Once
 // the sandbox is stopped (no session), the same failure exits 1.
@@ -20,9 +20,8 @@ func TestRotateSucceedsWhenOnlyTheSessionDeliveredTheToken(t *testing.T) {
 	tg.ok(t, "sandbox", "create", "web", "--start", "-e", roleEnv+"="+roleSupervisor, "-e", "GORACE="+noExitSleep, "--", "sleep", "3600")
 	sb := tg.waitFor(t, "web", "supervisor connected", func(sb sandboxJSON) bool { return sb.Connected && sb.DeliveredGen == 1 })
 
-	authDir := filepath.Join(tg.state, "sandboxes", sb.ID, "auth")
-	fullfs.Mount(t, authDir, 64<<10)
-	fullfs.Fill(t, filepath.Join(authDir, "filler"))
+	authDir := filepath.Join(tg.state, "tokens", sb.ID)
+	fullfs.MountFull(t, authDir)
 
 	code, stdout, stderr := tg.cli(t, "-o", "json", "sandbox", "rotate", "web")
 	if code != ExitOK {

@@ -17,7 +17,22 @@ import (
 // whose cleanup still needs dir's contents: cleanups run last-in first-out.
 func Mount(t testing.TB, dir string, size int) {
 	t.Helper()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "mode=0700,size="+strconv.Itoa(size)); err != nil {
+	mount(t, dir, "mode=0700,size="+strconv.Itoa(size))
+}
+
+// MountFull mounts over dir (which must exist) a tmpfs that is full from
+// the start: it has no inode left, so creating anything in it fails with
+// ENOSPC, and no cleanup of what is in it (nothing is) makes room, as
+// deleting a Fill file would for a writer that repairs its directory.
+// It is unmounted when the test ends.
+func MountFull(t testing.TB, dir string) {
+	t.Helper()
+	mount(t, dir, "mode=0700,size=64k,nr_inodes=1")
+}
+
+func mount(t testing.TB, dir, options string) {
+	t.Helper()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, options); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("mount a tmpfs over %s (needs root): %v", dir, err)
 		}
