@@ -120,8 +120,8 @@ func newEnv(t testing.TB) *env {
 }
 
 // grantGateway gives the gateway's user what deploy/kubernetes gives the
-// gateway's ServiceAccount: TokenReview (system:auth-delegator) and pods
-// in the sandboxes' namespace. Nothing else.
+// gateway's ServiceAccount: TokenReview (system:auth-delegator), pods and
+// their logs in the sandboxes' namespace. Nothing else.
 func (e *env) grantGateway() {
 	ctx := context.Background()
 	rbac := e.c.Client().RbacV1()
@@ -135,6 +135,8 @@ func (e *env) grantGateway() {
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "sandkey-gateway"}, Rules: []rbacv1.PolicyRule{{
 		APIGroups: []string{""}, Resources: []string{"pods"},
 		Verbs: []string{"get", "list", "watch", "create", "delete"},
+	}, {
+		APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"},
 	}}}
 	if _, err := rbac.Roles(e.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
