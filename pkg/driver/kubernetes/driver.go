@@ -72,7 +72,13 @@ type Config struct {
 	Gateway    string
 	GatewayCA  []byte
 	PullPolicy corev1.PullPolicy // IfNotPresent when empty
-	Logger     *zap.Logger
+	// SupervisorImage, when set, makes any image a sandbox: an init
+	// container from it (an image holding /supervisor) copies the
+	// supervisor into an emptyDir the sandbox container runs it from
+	// (supervisorPath), read-only. Empty: the sandbox image carries the
+	// supervisor as its entrypoint (FROM sandkey-base).
+	SupervisorImage string
+	Logger          *zap.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -184,8 +190,15 @@ func (d *Driver) TokenDelivery() driver.TokenDelivery { return driver.DeliveryK8
 // Create implements driver.Driver. A sandbox has no Kubernetes object
 // before it runs: Create only checks what Start will need.
 func (d *Driver) Create(_ context.Context, spec driver.Spec) error {
-	if spec.Image == "" {
+	switch {
+	case spec.Image == "" && d.cfg.SupervisorImage == "":
 		return fmt.Errorf("sandbox %s: the kubernetes driver needs an image (FROM sandkey-base)", spec.SandboxID)
+	case spec.Image == "":
+		return fmt.Errorf("sandbox %s: the kubernetes driver needs an image", spec.SandboxID)
+	case d.cfg.SupervisorImage != "" && len(spec.Command) == 0:
+		return fmt.Errorf("sandbox %s: give the workload's command (gateway sandbox create NAME --image %s -- COMMAND ARGS...): "+
+			"with --kubernetes-supervisor-image the supervisor is the container's command, and the gateway cannot read image %s's entrypoint on Kubernetes",
+			spec.SandboxID, spec.Image, spec.Image)
 	}
 	return nil
 }
