@@ -2,6 +2,7 @@
 // keeps the sandbox's token fresh, and keeps its session with the gateway.
 //
 //	supervisor [flags] -- command args...
+//	supervisor --copy-to DEST
 //
 // Every flag has a SANDKEY_* environment variable, which the sandbox's
 // driver sets; flags win.
@@ -51,7 +52,7 @@ func env(name, def string) string {
 
 func run(args []string) int {
 	var cfg supervisor.Config
-	var logLevel, logFormat string
+	var logLevel, logFormat, copyTo string
 	fs := pflag.NewFlagSet("supervisor", pflag.ContinueOnError)
 	fs.StringVar(&cfg.Mode, "auth-mode", env(driver.EnvAuthMode, ""), "auth mode: dir, static or k8s-sa (env "+driver.EnvAuthMode+")")
 	fs.StringVar(&cfg.SandboxID, "sandbox-id", env(driver.EnvSandboxID, ""), "this sandbox's id (env "+driver.EnvSandboxID+")")
@@ -69,12 +70,21 @@ func run(args []string) int {
 	fs.StringVar(&cfg.VMInit, "vm-init", env("SANDKEY_VM_INIT", "auto"), "microVM init duties: auto (when PID 1 without /proc), on, off (env SANDKEY_VM_INIT)")
 	fs.StringVar(&logLevel, "log-level", env("SANDKEY_LOG_LEVEL", "info"), "log level (env SANDKEY_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", env("SANDKEY_LOG_FORMAT", "json"), "log format: json or console (env SANDKEY_LOG_FORMAT)")
+	// No environment variable: none may turn a sandbox's PID 1 into a copier.
+	fs.StringVar(&copyTo, "copy-to", "", "copy this binary to the given path (mode 0555) and exit, running nothing: the init container of a Kubernetes pod from an image without a supervisor (default: run the workload)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: supervisor [flags] -- command args...")
+		fmt.Fprintln(os.Stderr, "usage: supervisor [flags] -- command args...\n       supervisor --copy-to DEST")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return supervisor.ExitUsage
+	}
+	if copyTo != "" {
+		if err := supervisor.CopySelf(copyTo); err != nil {
+			fmt.Fprintf(os.Stderr, "supervisor: --copy-to: %v\n", err)
+			return supervisor.ExitSoftware
+		}
+		return 0
 	}
 	cfg.Argv = fs.Args()
 	cfg.StaticToken = os.Getenv(driver.EnvToken)

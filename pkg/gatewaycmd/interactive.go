@@ -156,7 +156,8 @@ func newSandboxLogsCommand(g *globals) *cobra.Command {
 		Use:   "logs ID|NAME [-f]",
 		Short: "Print a sandbox's workload output, as its driver keeps it",
 		Long: `Print a sandbox's workload output as its driver keeps it: the process
-driver's log file, the container engine's log, or the microVM's console. With
+driver's log file, the container engine's log, the microVM's console, or the
+log of the sandbox's current pod on Kubernetes. With
 -f, keep printing new output as it comes until interrupted.`,
 		Example: `  gateway sandbox logs web
   gateway sandbox logs -f web`,

@@ -26,6 +26,7 @@ type kubernetesOptions struct {
 	gateway        string
 	caFile         string
 	pullPolicy     string
+	supervisorImg  string
 }
 
 // The exchange asks the API server twice per call; client-go's default
@@ -44,6 +45,7 @@ func addKubernetesFlags(fs *pflag.FlagSet, o *kubernetesOptions) {
 	fs.StringVar(&o.gateway, "kubernetes-gateway", "", "address the pods' supervisors dial: tls://host:port of this gateway's --session-addr as pods reach it (required with the kubernetes driver)")
 	fs.StringVar(&o.caFile, "kubernetes-ca-file", "", "PEM bundle the supervisors trust for --kubernetes-gateway, passed in their environment (default: the image's system roots)")
 	fs.StringVar(&o.pullPolicy, "kubernetes-image-pull-policy", string(corev1.PullIfNotPresent), "image pull policy of the sandboxes' pods: Always, IfNotPresent or Never")
+	fs.StringVar(&o.supervisorImg, "kubernetes-supervisor-image", "", "image holding /supervisor (FROM scratch is enough): when set, any image is a sandbox, an init container copying the supervisor in, and every sandbox needs a command (default: none, sandbox images carry the supervisor, FROM sandkey-base)")
 }
 
 func buildKubernetesDriver(env driverEnv, o *kubernetesOptions) (driver.Driver, error) {
@@ -72,7 +74,7 @@ func buildKubernetesDriver(env driverEnv, o *kubernetesOptions) (driver.Driver, 
 	return kubernetes.New(context.Background(), kubernetes.Config{
 		Client: client, Namespace: o.namespace, ServiceAccount: o.serviceAccount, Audience: o.audience,
 		ExpirationSeconds: o.expiration, Gateway: o.gateway, GatewayCA: ca,
-		PullPolicy: corev1.PullPolicy(o.pullPolicy), Logger: env.log.Named(kubernetes.Name),
+		PullPolicy: corev1.PullPolicy(o.pullPolicy), SupervisorImage: o.supervisorImg, Logger: env.log.Named(kubernetes.Name),
 	})
 }
 

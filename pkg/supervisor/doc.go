@@ -34,4 +34,9 @@
 //     up or going down.
 //  6. When the workload ends, report its exit to the gateway (bounded
 //     retries) and exit with its code: 128+signal when it was killed.
+//
+// CopySelf (`supervisor --copy-to DEST`) runs none of that: it copies the
+// binary into a volume and exits, for the init container of a Kubernetes
+// pod whose image has no supervisor (the kubernetes driver's
+// --kubernetes-supervisor-image).
 package supervisor

@@ -71,9 +71,17 @@ type env struct {
 	sessionAddr string
 	httpAddr    string
 	gw          *gatewayProc
+	// gatewayFlags are added to every `gateway serve` of the env.
+	gatewayFlags []string
 }
 
 func newEnv(t testing.TB) *env {
+	t.Helper()
+	return newEnvWith(t)
+}
+
+// newEnvWith is newEnv with more flags for the gateway's serve.
+func newEnvWith(t testing.TB, gatewayFlags ...string) *env {
 	t.Helper()
 	c := cluster.Cluster(t)
 	// Short: the state directory's sandbox sockets must fit a unix path.
@@ -88,7 +96,7 @@ func newEnv(t testing.TB) *env {
 		}
 		os.RemoveAll(dir)
 	})
-	e := &env{t: t, c: c, ns: "k8se2e-" + randomHex(4), dir: dir}
+	e := &env{t: t, c: c, ns: "k8se2e-" + randomHex(4), dir: dir, gatewayFlags: gatewayFlags}
 	e.state = filepath.Join(e.dir, "state")
 	c.Namespace(t, e.ns)
 	c.ServiceAccount(t, e.ns, sandboxSA)
@@ -120,8 +128,8 @@ func newEnv(t testing.TB) *env {
 }
 
 // grantGateway gives the gateway's user what deploy/kubernetes gives the
-// gateway's ServiceAccount: TokenReview (system:auth-delegator) and pods
-// in the sandboxes' namespace. Nothing else.
+// gateway's ServiceAccount: TokenReview (system:auth-delegator), pods and
+// their logs in the sandboxes' namespace. Nothing else.
 func (e *env) grantGateway() {
 	ctx := context.Background()
 	rbac := e.c.Client().RbacV1()
@@ -135,6 +143,8 @@ func (e *env) grantGateway() {
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "sandkey-gateway"}, Rules: []rbacv1.PolicyRule{{
 		APIGroups: []string{""}, Resources: []string{"pods"},
 		Verbs: []string{"get", "list", "watch", "create", "delete"},
+	}, {
+		APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"},
 	}}}
 	if _, err := rbac.Roles(e.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
@@ -219,6 +229,7 @@ func (e *env) startGateway() {
 		"--session-addr", e.sessionAddr, "--session-tls-cert", e.certFile, "--session-tls-key", e.keyFile,
 		"--token-lifetime", lifetime.String(), "--sweep-interval", "100ms", "--heartbeat-interval", "1s",
 		"--http-addr", e.httpAddr, "--stop-grace", "2s", "--log-level", "debug")
+	cmd.Args = append(cmd.Args, e.gatewayFlags...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -4,7 +4,11 @@
 // A run is a Pod named sb-<sandbox id>-<instance id> in the driver's
 // namespace, labelled with the sandbox and instance ids. The supervisor is
 // its entrypoint (an image FROM sandkey-base); the sandbox's command is the
-// container's args. The Pod runs as the sandboxes' ServiceAccount, which
+// container's args. With Config.SupervisorImage any image is a sandbox:
+// an init container from that image copies the supervisor (supervisor
+// --copy-to) into an emptyDir the sandbox container mounts read-only at
+// /run/sandkey/bin and runs as `supervisor -- <command>`; the command is
+// then required, as the driver reads no image configuration. The Pod runs as the sandboxes' ServiceAccount, which
 // has no RBAC at all, never mounts the API token
 // (automountServiceAccountToken: false), and gets one projected volume at
 // /run/sandkey/k8s-sa: a ServiceAccount token for the gateway's audience,
@@ -25,5 +29,6 @@
 // State comes from an informer on the driver's labelled pods; a sandbox
 // without a pod is stopped (a pod deleted behind the gateway's back
 // included), since the driver creates nothing before Start. Stop deletes
-// the pod with the operator's grace and waits for it to go.
+// the pod with the operator's grace and waits for it to go. Logs streams
+// the pod log API's log of the newest pod's sandbox container.
 package kubernetes

@@ -72,7 +72,13 @@ type Config struct {
 	Gateway    string
 	GatewayCA  []byte
 	PullPolicy corev1.PullPolicy // IfNotPresent when empty
-	Logger     *zap.Logger
+	// SupervisorImage, when set, makes any image a sandbox: an init
+	// container from it (an image holding /supervisor) copies the
+	// supervisor into an emptyDir the sandbox container runs it from
+	// (supervisorPath), read-only. Empty: the sandbox image carries the
+	// supervisor as its entrypoint (FROM sandkey-base).
+	SupervisorImage string
+	Logger          *zap.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -184,8 +190,15 @@ func (d *Driver) TokenDelivery() driver.TokenDelivery { return driver.DeliveryK8
 // Create implements driver.Driver. A sandbox has no Kubernetes object
 // before it runs: Create only checks what Start will need.
 func (d *Driver) Create(_ context.Context, spec driver.Spec) error {
-	if spec.Image == "" {
+	switch {
+	case spec.Image == "" && d.cfg.SupervisorImage == "":
 		return fmt.Errorf("sandbox %s: the kubernetes driver needs an image (FROM sandkey-base)", spec.SandboxID)
+	case spec.Image == "":
+		return fmt.Errorf("sandbox %s: the kubernetes driver needs an image", spec.SandboxID)
+	case d.cfg.SupervisorImage != "" && len(spec.Command) == 0:
+		return fmt.Errorf("sandbox %s: give the workload's command (gateway sandbox create NAME --image %s -- COMMAND ARGS...): "+
+			"with --kubernetes-supervisor-image the supervisor is the container's command, and the gateway cannot read image %s's entrypoint on Kubernetes",
+			spec.SandboxID, spec.Image, spec.Image)
 	}
 	return nil
 }
@@ -239,22 +252,10 @@ func (d *Driver) Delete(ctx context.Context, sandboxID string) error {
 // pod is stopped: the driver makes nothing before Start, and a pod deleted
 // behind the gateway's back ended the sandbox.
 func (d *Driver) Status(ctx context.Context, sandboxID string) (driver.Status, error) {
-	pods, err := d.podsOf(sandboxID)
-	if err != nil {
-		return driver.Status{}, err
-	}
-	if len(pods) == 0 {
-		// The informer may not have seen a pod created a moment ago: ask
-		// the API before saying stopped (a start must not start twice).
-		// An API that cannot answer leaves the informer's word.
-		list, err := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelSandboxID + "=" + sandboxID})
-		if err != nil || len(list.Items) == 0 {
-			return driver.Status{State: driver.StateStopped, Detail: "no pod"}, nil
-		}
-		for i := range list.Items {
-			pods = append(pods, &list.Items[i])
-		}
-		sortPods(pods)
+	// An API that cannot answer leaves the informer's word.
+	pods, err := d.currentPods(ctx, sandboxID)
+	if err != nil || len(pods) == 0 {
+		return driver.Status{State: driver.StateStopped, Detail: "no pod"}, nil
 	}
 	return statusOf(pods[len(pods)-1]), nil
 }
@@ -290,6 +291,26 @@ func (d *Driver) ListRuns(context.Context) ([]driver.Run, error) {
 		runs = append(runs, driver.Run{SandboxID: p.Labels[LabelSandboxID], RunID: string(p.UID), Name: p.Name})
 	}
 	return runs, nil
+}
+
+// currentPods returns the sandbox's pods, oldest first, from the informer
+// or, when it has none, from the API: the informer may not have seen a
+// pod created a moment ago (a start must not start twice, nor logs say
+// there is no pod).
+func (d *Driver) currentPods(ctx context.Context, sandboxID string) ([]*corev1.Pod, error) {
+	pods, err := d.podsOf(sandboxID)
+	if err != nil || len(pods) > 0 {
+		return pods, err
+	}
+	list, err := d.cfg.Client.CoreV1().Pods(d.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelSandboxID + "=" + sandboxID})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of sandbox %s: %w", sandboxID, err)
+	}
+	for i := range list.Items {
+		pods = append(pods, &list.Items[i])
+	}
+	sortPods(pods)
+	return pods, nil
 }
 
 // podsOf returns the informer's pods of a sandbox, oldest first.

@@ -14,8 +14,52 @@ import (
 // start never waits for the previous run's pod to finish terminating.
 func PodName(sandboxID, instanceID string) string { return "sb-" + sandboxID + "-" + instanceID }
 
+// Where a pod of an image without a supervisor gets one
+// (Config.SupervisorImage).
+const (
+	// binVolume is the emptyDir the init container copies the supervisor
+	// into; the sandbox container mounts it read-only at binDir.
+	binVolume = "sandkey-bin"
+	binDir    = "/run/sandkey/bin"
+	// supervisorPath is the supervisor in the sandbox container.
+	supervisorPath = binDir + "/supervisor"
+	// InstallContainerName is the init container that copies it there.
+	InstallContainerName = "sandkey-install"
+)
+
 // podFor is the pod of one run.
 func (d *Driver) podFor(spec driver.Spec) *corev1.Pod {
+	pod := d.basePod(spec)
+	if d.cfg.SupervisorImage != "" {
+		d.addSupervisor(pod, spec)
+	}
+	return pod
+}
+
+// addSupervisor gives the pod of an image without a supervisor one: an
+// init container from the supervisor image copies it into an emptyDir
+// (`supervisor --copy-to`: that image has no shell), which the sandbox
+// container mounts read-only and runs as `supervisor -- <command>`.
+func (d *Driver) addSupervisor(pod *corev1.Pod, spec driver.Spec) {
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
+		Name: binVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+	})
+	pod.Spec.InitContainers = []corev1.Container{{
+		Name:            InstallContainerName,
+		Image:           d.cfg.SupervisorImage,
+		ImagePullPolicy: d.cfg.PullPolicy,
+		Command:         []string{"/supervisor", "--copy-to", supervisorPath},
+		VolumeMounts:    []corev1.VolumeMount{{Name: binVolume, MountPath: binDir}},
+	}}
+	c := &pod.Spec.Containers[0]
+	c.Command = append([]string{supervisorPath, "--"}, spec.Command...)
+	c.Args = nil
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: binVolume, MountPath: binDir, ReadOnly: true})
+}
+
+// basePod is the pod of one run of an image with the supervisor as its
+// entrypoint.
+func (d *Driver) basePod(spec driver.Spec) *corev1.Pod {
 	expiry := d.cfg.ExpirationSeconds
 	mode := int32(0o400)
 	return &corev1.Pod{

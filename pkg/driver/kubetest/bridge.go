@@ -107,10 +107,18 @@ func (b *bridgeNet) clearCrashedRun() error {
 // cgroupRootOf is the cgroup holding the pods of the node on bridge name.
 func cgroupRootOf(bridge string) string { return "/sandkey-kubetest-" + bridge }
 
-// create makes the bridge, gives it the gateway address and brings it up.
+// bridgeMAC is the fixed, locally administered address of the bridge of
+// slot: without one a Linux bridge takes the lowest address of its ports,
+// so it changes when the pod whose veth had it goes, and the other pods'
+// ARP entries for the gateway point at an address nobody answers for
+// until they expire (about a minute).
+func bridgeMAC(slot int) string { return fmt.Sprintf("02:73:6b:6b:00:%02x", slot) }
+
+// create makes the bridge with its fixed address (bridgeMAC), gives it
+// the gateway address and brings it up.
 func (b *bridgeNet) create() error {
 	for _, args := range [][]string{
-		{"link", "add", b.name, "type", "bridge"},
+		{"link", "add", "name", b.name, "address", bridgeMAC(b.slot), "type", "bridge"},
 		{"addr", "add", b.gateway + "/24", "dev", b.name},
 		{"link", "set", b.name, "up"},
 	} {

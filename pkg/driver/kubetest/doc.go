@@ -85,7 +85,10 @@
 //     that the clusters of two test packages running at once never meet)
 //     whose subnet no other interface routes. The harness makes the Linux
 //     bridge skk<i> itself, with address 10.88.<i>.1/24: that address is
-//     HostIP, the host as pods see it.
+//     HostIP, the host as pods see it. The bridge has a fixed MAC address
+//     (02:73:6b:6b:00:<i>): one without takes the lowest of its ports',
+//     which changes when a pod goes, and the other pods could not reach
+//     HostIP until their ARP entries expired, about a minute.
 //  2. Its cgroup root, /sandkey-kubetest-skk<i> in every hierarchy (the
 //     kubelet's cgroupRoot, with cgroupsPerQOS): a kubelet treats every
 //     pod cgroup under its root it does not know as an orphan to remove,
@@ -129,7 +132,8 @@
 // CNI's result cache in /var/lib/cni/results, and six kernel settings
 // every kubelet sets at start (vm.overcommit_memory, kernel.panic, ...;
 // see kubeletSysctls). The first node of the machine records those
-// settings (/run/sandkey-kubetest-nodes.json; every node holds a shared
+// settings (/run/sandkey-kubetest-nodes.json, written through a rename,
+// read in this and the harness's first format; every node holds a shared
 // lock on /run/sandkey-kubetest-nodes.lock), with which of those paths
 // were already there, and the last one restores the settings and removes
 // the socket and the directories it leaves empty, except those that were

@@ -128,7 +128,39 @@ func recordHost() error {
 	if err != nil {
 		return err
 	}
-	return writeFile(hostStatePath(), data)
+	return writeFileAtomic(hostStatePath(), data)
+}
+
+// writeFileAtomic writes path as writeFile does, through a temporary file
+// renamed over it: a node of another run reading it meanwhile sees the
+// old content or the new, never a part.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	if err := writeFile(tmp, data); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// decodeHostState reads a record of hostState, or one of the harness's
+// first version (the sysctls alone, a flat object) that a run of an older
+// tree may have left or be writing.
+func decodeHostState(data []byte) (hostState, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return hostState{}, err
+	}
+	var st hostState
+	if _, ok := fields["sysctls"]; ok {
+		err := json.Unmarshal(data, &st)
+		return st, err
+	}
+	err := json.Unmarshal(data, &st.Sysctls)
+	return st, err
 }
 
 // restoreHost puts back the recorded kernel settings, removes the
@@ -143,9 +175,9 @@ func restoreHost() error {
 	if err != nil {
 		return fmt.Errorf("read the host settings to restore: %w", err)
 	}
-	var st hostState
-	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("read the host settings to restore from %s: %w", hostStatePath(), err)
+	st, err := decodeHostState(data)
+	if err != nil {
+		return fmt.Errorf("read the host settings to restore from %s: %w (put back the kernel settings it names by hand, then remove it)", hostStatePath(), err)
 	}
 	var errs []error
 	for name, v := range st.Sysctls {

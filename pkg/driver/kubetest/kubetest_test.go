@@ -170,3 +170,22 @@ func TestSweepRemovesOnlyTheTreesOfDeadRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestHostStateReadsBothRecordFormats pins that the last node restores
+// the kernel settings from the record of either version of the harness
+// (a run of an older tree may have written it), and names the file when
+// the record is neither.
+func TestHostStateReadsBothRecordFormats(t *testing.T) {
+	for _, data := range []string{
+		`{"sysctls":{"kernel/panic":"0"},"preexisting":["/var/lib/cni"]}`,
+		`{"kernel/panic":"0"}`,
+	} {
+		st, err := decodeHostState([]byte(data))
+		if err != nil || st.Sysctls["kernel/panic"] != "0" {
+			t.Errorf("decodeHostState(%s) = %+v, %v; want kernel/panic=0", data, st, err)
+		}
+	}
+	if _, err := decodeHostState([]byte(`{"sysctls":[1]}`)); err == nil {
+		t.Error("decodeHostState of a malformed record: no error")
+	}
+}

@@ -21,7 +21,7 @@ type ExecFunc func(ctx context.Context, req session.ExecRequest) (session.ExecRe
 // Terminal is an exec on a 24x80 terminal, its stdin streamed.
 type Terminal struct {
 	input chan session.ExecInput
-	out   lockedBuffer
+	out   Buffer
 	done  chan struct{} // closed once the exec has returned
 	res   session.ExecResult
 	err   error
@@ -64,19 +64,20 @@ func (t *Terminal) Wait(timeout time.Duration) (session.ExecResult, error) {
 	}
 }
 
-// lockedBuffer collects an exec's output while the test reads it.
-type lockedBuffer struct {
+// Buffer collects output (an exec's, a process's) while the test reads
+// it: writes and String may run at once.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
