@@ -112,9 +112,11 @@
 //     row, where DueForRotation finds it with one index range scan.
 //
 // Each step runs for up to 500 sandboxes per statement (one SELECT, one
-// multi-row INSERT, one UPDATE ... FROM (VALUES ...), which SQLite has had
-// since 3.33), so a batch of 10,000 costs some sixty statements instead of
-// forty thousand; RecordWrittenBatch likewise.
+// multi-row INSERT, one UPDATE ... WHERE id IN (...) whose values are read
+// from the generations just inserted), so a batch of 10,000 costs some
+// sixty statements instead of forty thousand; RecordWrittenBatch likewise.
+// UPDATE ... FROM (VALUES ...) was tried and rejected: SQLite's planner may
+// scan every generation for it.
 //
 // It returns the generations only after the commit, so a token never leaves
 // the gateway before its generation is durable, and a crash can never hand

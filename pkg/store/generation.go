@@ -204,10 +204,8 @@ func lockSandboxes(ctx context.Context, tx *txn, ids []string) (map[string]count
 	return out, nil
 }
 
-// placeholders is n rows of width "?" placeholders, for a VALUES list or
-// (width 1) an IN list: "(?, ?), (?, ?)" or "?, ?". Values in a VALUES list
-// are cast by the caller where their type matters (Postgres types an
-// uncast parameter there as text).
+// placeholders is n rows of width "?" placeholders, for the VALUES of an
+// INSERT or (width 1) an IN list: "(?, ?), (?, ?)" or "?, ?".
 func placeholders(n, width int) string {
 	if width == 1 {
 		return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
@@ -249,22 +247,38 @@ func insertGenerations(ctx context.Context, tx *txn, gens []Generation) error {
 	return nil
 }
 
-// advanceSandboxes moves each sandbox's counter to its new generation and
-// copies the generation's rotation point onto its row, in one statement.
+// advanceSandboxes moves the counter of each sandbox of gens to its
+// newest generation, just inserted, and copies that generation's rotation
+// point onto its row, in one statement.
 func advanceSandboxes(ctx context.Context, tx *txn, gens []Generation) error {
-	args := make([]any, 0, 3*len(gens))
-	values := make([]string, len(gens))
+	args := make([]any, len(gens))
 	for i, g := range gens {
-		args = append(args, g.SandboxID, int64(g.Gen), dbTime(g.RotateAt))
-		values[i] = "(?, CAST(? AS BIGINT), CAST(? AS BIGINT))"
+		args[i] = g.SandboxID
 	}
-	// VALUES names its columns column1, column2... on both databases.
-	_, err := tx.ExecContext(ctx, `UPDATE sandboxes SET latest_gen = v.column2, rotate_at = v.column3
-		FROM (VALUES `+strings.Join(values, ", ")+`) AS v WHERE sandboxes.id = v.column1`, args...)
-	if err != nil {
+	if _, err := tx.ExecContext(ctx, advanceQuery(len(gens)), args...); err != nil {
 		return fmt.Errorf("advance sandboxes %s to %s: %w", gens[0].SandboxID, gens[len(gens)-1].SandboxID, err)
 	}
 	return nil
+}
+
+// advanceQuery sets latest_gen and rotate_at of n sandboxes from their
+// newest generation. Each subquery is one descent of the generations
+// primary key (sandbox_id, gen); an UPDATE ... FROM (VALUES ...) would say
+// it more directly, but SQLite's planner may then scan every generation.
+func advanceQuery(n int) string {
+	return `UPDATE sandboxes SET
+		latest_gen = (SELECT MAX(g.gen) FROM generations g WHERE g.sandbox_id = sandboxes.id),
+		rotate_at = (SELECT g.rotate_at FROM generations g WHERE g.sandbox_id = sandboxes.id AND g.gen =
+			(SELECT MAX(h.gen) FROM generations h WHERE h.sandbox_id = sandboxes.id))
+		WHERE id IN (` + placeholders(n, 1) + `)`
+}
+
+// writtenGenQuery raises written_gen of n sandboxes to their newest
+// generation marked written; it never goes down.
+func writtenGenQuery(n int) string {
+	const newestWritten = `(SELECT MAX(g.gen) FROM generations g WHERE g.sandbox_id = sandboxes.id AND g.written = 1)`
+	return `UPDATE sandboxes SET written_gen = ` + newestWritten + `
+		WHERE id IN (` + placeholders(n, 1) + `) AND written_gen < ` + newestWritten
 }
 
 // RaiseGenerationFloor records that generation seen of the sandbox exists,
@@ -495,19 +509,21 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 		}
 		for start := 0; start < len(writes); start += rowBatch {
 			batch := writes[start:min(start+rowBatch, len(writes))]
-			args := make([]any, 0, 2*len(batch))
-			values := make([]string, len(batch))
+			pairs := make([]any, 0, 2*len(batch))
+			ids := make([]any, len(batch))
 			for i, w := range batch {
-				args = append(args, w.id, w.gen)
-				values[i] = "(?, CAST(? AS BIGINT))"
+				pairs = append(pairs, w.id, w.gen)
+				ids[i] = w.id
 			}
-			list := strings.Join(values, ", ")
-			if _, err := tx.ExecContext(quiet, `UPDATE generations SET written = 1 FROM (VALUES `+list+
-				`) AS v WHERE generations.sandbox_id = v.column1 AND generations.gen = v.column2`, args...); err != nil {
+			// (sandbox_id, gen) IN (VALUES ...) is a primary key lookup per
+			// pair on both databases.
+			// The cast: Postgres types a bare parameter in VALUES as text.
+			if _, err := tx.ExecContext(quiet, `UPDATE generations SET written = 1
+				WHERE (sandbox_id, gen) IN (VALUES `+strings.TrimSuffix(strings.Repeat("(?, CAST(? AS BIGINT)), ", len(batch)), ", ")+`)`,
+				pairs...); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(quiet, `UPDATE sandboxes SET written_gen = v.column2 FROM (VALUES `+list+
-				`) AS v WHERE sandboxes.id = v.column1 AND sandboxes.written_gen < v.column2`, args...); err != nil {
+			if _, err := tx.ExecContext(quiet, writtenGenQuery(len(batch)), ids...); err != nil {
 				return err
 			}
 		}
