@@ -45,6 +45,7 @@ func (g *Gateway) Authenticate(ctx context.Context, raw, sandboxID string, allow
 	}
 	switch verdict {
 	case store.VerdictAccepted:
+		g.adoptPresented(ctx, tok)
 		return tok, nil
 	case store.VerdictUnknownSandbox:
 		g.metrics.rejected.WithLabelValues(reasonUnknownSandbox).Inc()

@@ -128,6 +128,8 @@ func (benchDriver) Status(context.Context, string) (driver.Status, error) {
 	return driver.Status{State: driver.StateRunning}, nil
 }
 
+func (benchDriver) TokenDelivery() driver.TokenDelivery { return driver.DeliveryDirBind }
+
 // Where a benchmark's state directory lives.
 const (
 	// onDisk is the machine's temporary directory, a disk as in

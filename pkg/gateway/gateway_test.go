@@ -290,6 +290,60 @@ func TestRestartPastExpiryRemintsBeforeServing(t *testing.T) {
 	}
 }
 
+// The store keeps no token. After a restart, the gateway's latest token
+// of a sandbox is the one in its directory (the store's newest generation,
+// same jti), or the one its supervisor presents; with neither, a new
+// generation.
+func TestAfterARestartTheLatestTokenComesFromTheDirectoryTheSupervisorOrANewGeneration(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	sb := e.create("restarts")
+	first, err := e.dirToken(sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	e.restart(time.Second)
+	tok, err := e.g.Latest(ctx, sb.ID)
+	if err != nil || tok.Gen() != 1 || tok.JTI() != first.JTI() {
+		t.Fatalf("latest after a restart: %v, %v; want the directory's gen 1 (jti %s)", tok, err, first.JTI())
+	}
+
+	// The directory is gone (a tmpfs emptied under a running gateway): the
+	// supervisor's Hello brings the token back, and no generation is minted.
+	e.restart(time.Second)
+	if err := os.RemoveAll(e.g.tokenDir(sb.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.g.Authenticate(ctx, first.Raw(), sb.ID, false); err != nil {
+		t.Fatalf("the current generation presented after a restart: %v", err)
+	}
+	tok, err = e.g.Latest(ctx, sb.ID)
+	if err != nil || tok.Gen() != 1 || tok.JTI() != first.JTI() {
+		t.Fatalf("latest after the supervisor presented gen 1: %v, %v; want it", tok, err)
+	}
+
+	// Neither: a new generation, committed and written before it is
+	// handed out. (The first restart's reconcile found the directory
+	// empty, and wrote generation 2 into it.)
+	e.restart(time.Second)
+	e.restart(time.Second)
+	if err := os.RemoveAll(e.g.tokenDir(sb.ID)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err = e.g.Latest(ctx, sb.ID)
+	if err != nil || tok.Gen() != 3 {
+		t.Fatalf("latest with no token anywhere: %v, %v; want a new gen 3", tok, err)
+	}
+	if inDir, err := e.dirToken(sb.ID); err != nil || inDir.JTI() != tok.JTI() {
+		t.Fatalf("directory after the new generation: %v, %v; want %v", inDir, err, tok)
+	}
+	got, _ := e.g.Get(ctx, sb.ID)
+	if got.LatestGen != 3 || got.WrittenGen != 3 {
+		t.Fatalf("sandbox after the new generation: %+v", got.Sandbox)
+	}
+}
+
 func TestRestartMarksEndedSandboxesStopped(t *testing.T) {
 	e := newEnv(t)
 	sb := e.create("ends")

@@ -39,7 +39,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 	m := &metrics{
 		minted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sandkey_tokens_minted_total", Help: "Token generations minted, by reason (start, rotation, reconcile, manual, reissue).",
+			Name: "sandkey_tokens_minted_total", Help: "Token generations minted, by reason (start, rotation, reconcile, manual, reissue, recover).",
 		}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sandkey_token_rejections_total", Help: "Tokens refused when authenticating supervisors, by reason.",

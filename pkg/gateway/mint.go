@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"runtime"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
@@ -169,7 +172,7 @@ func (g *Gateway) commit(ctx context.Context, ids []string, signed map[string]pr
 		}
 		tokens[id] = tok
 		return store.Minted{
-			JTI: tok.JTI(), KID: tok.KID(), Token: tok.Raw(),
+			JTI: tok.JTI(), KID: tok.KID(),
 			IssuedAt: tok.IssuedAt(), ExpiresAt: tok.ExpiresAt(),
 			RotateAt: RotationPoint(tok.IssuedAt(), g.cfg.Lifetime, g.cfg.Jitter()),
 		}, nil
@@ -300,32 +303,96 @@ func (g *Gateway) openSockets(ids []string) error {
 	return first
 }
 
-// latestToken returns the newest token of a sandbox, from the cache or the
-// store.
+// latestToken returns the newest token of a sandbox. The store keeps no
+// token, only each generation's metadata; the gateway holds the newest
+// token of each sandbox in memory (g.latest). After a restart, it takes it
+// from the sandbox's token directory on the tmpfs, if the token there is
+// the store's newest generation (same gen and jti); otherwise (no
+// directory, as with Kubernetes delivery; a tmpfs a reboot emptied; an
+// older token) it mints a new generation.
 func (g *Gateway) latestToken(ctx context.Context, id string) (*auth.Token, error) {
-	g.latestMu.RLock()
-	tok := g.latest[id]
-	g.latestMu.RUnlock()
-	if tok != nil {
+	if tok := g.cachedToken(id); tok != nil {
 		return tok, nil
 	}
 	gen, err := g.store.LatestGeneration(ctx, id)
+	if errors.Is(err, store.ErrNoGeneration) {
+		return nil, fmt.Errorf("sandbox %s has no token yet", id)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if gen.Token == "" {
-		return nil, fmt.Errorf("sandbox %s has no token yet", id)
+	if tok, ok := g.tokenFromDir(id, gen); ok {
+		g.cacheToken(tok)
+		return tok, nil
 	}
-	tok, err = g.verify.VerifyIgnoringExpiry(gen.Token, id)
+	// The token of generation gen is nowhere the gateway may read it: a
+	// new generation replaces it (the supervisor that holds gen keeps
+	// authenticating with it until then). mint commits, writes and caches.
+	tokens, err := g.mint(ctx, []string{id}, "recover")
 	if err != nil {
-		return nil, fmt.Errorf("stored token of sandbox %s gen %d: %w", id, gen.Gen, err)
+		return nil, err
 	}
+	tok := tokens[id]
+	if tok == nil { // deleted meanwhile
+		return nil, fmt.Errorf("latest token of sandbox %s: %w", id, store.ErrNotFound)
+	}
+	return tok, nil
+}
+
+// tokenFromDir returns the token in the sandbox's directory when it is
+// the generation gen the store recorded, signed by the gateway's keys for
+// that sandbox.
+func (g *Gateway) tokenFromDir(id string, gen store.Generation) (*auth.Token, bool) {
+	raw, err := tokendir.ReadToken(g.tokenDir(id))
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			g.log.Warn("read the token directory for the latest token", zap.String("sandbox", id), zap.Error(err))
+		}
+		return nil, false
+	}
+	tok, err := g.verify.VerifyIgnoringExpiry(strings.TrimSpace(string(raw)), id)
+	if err != nil {
+		g.log.Warn("token directory holds a token that does not verify", zap.String("sandbox", id), zap.Error(err))
+		return nil, false
+	}
+	if tok.Gen() != gen.Gen || tok.JTI() != gen.JTI {
+		g.log.Info("token directory holds another generation than the store's newest",
+			zap.String("sandbox", id), zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()),
+			zap.Uint64("store_gen", gen.Gen), zap.String("store_jti", gen.JTI))
+		return nil, false
+	}
+	return tok, true
+}
+
+// adoptPresented caches a token a supervisor presented, when the gateway
+// holds no newer one and the store says it is the sandbox's newest
+// generation: after a restart, a supervisor's Hello brings back the token
+// the store does not keep.
+func (g *Gateway) adoptPresented(ctx context.Context, tok *auth.Token) {
+	if cur := g.cachedToken(tok.SandboxID()); cur != nil && cur.Gen() >= tok.Gen() {
+		return
+	}
+	gen, err := g.store.LatestGeneration(ctx, tok.SandboxID())
+	if err != nil || gen.Gen != tok.Gen() || gen.JTI != tok.JTI() {
+		return
+	}
+	g.cacheToken(tok)
+}
+
+func (g *Gateway) cachedToken(id string) *auth.Token {
+	g.latestMu.RLock()
+	defer g.latestMu.RUnlock()
+	return g.latest[id]
+}
+
+// cacheToken makes tok its sandbox's newest token, unless a newer one is
+// cached already.
+func (g *Gateway) cacheToken(tok *auth.Token) {
 	g.latestMu.Lock()
-	if cur := g.latest[id]; cur == nil || cur.Gen() < tok.Gen() {
-		g.latest[id] = tok
+	if cur := g.latest[tok.SandboxID()]; cur == nil || cur.Gen() < tok.Gen() {
+		g.latest[tok.SandboxID()] = tok
 	}
 	g.latestMu.Unlock()
-	return tok, nil
 }
 
 func (g *Gateway) forget(id string) {

@@ -102,14 +102,21 @@
 //  1. reads the sandbox's newest generation (sandboxes.latest_gen) and its
 //     floor (sandboxes.gen_floor, see below);
 //  2. calls the caller's mint function with the next one, above both
-//     (signing is pure
-//     CPU work, done serially inside the transaction);
-//  3. inserts the generation: jti (unique across the store), kid, iat, exp,
-//     the caller's rotation point, and the raw token;
-//  4. clears the raw token of every generation but the two newest, which
-//     keep only their metadata;
-//  5. advances latest_gen and copies the rotation point onto the sandbox
+//     (signing is pure CPU work, done serially inside the transaction);
+//  3. inserts the generation's metadata: jti (unique across the store),
+//     kid, iat, exp and the caller's rotation point. Never the token
+//     itself: the store keeps no token byte (schema 4 dropped the column
+//     that held the two newest), the gateway's memory and the sandbox's
+//     token directory on a tmpfs do;
+//  4. advances latest_gen and copies the rotation point onto the sandbox
 //     row, where DueForRotation finds it with one index range scan.
+//
+// Each step runs for up to 500 sandboxes per statement (one SELECT, one
+// multi-row INSERT, one UPDATE ... WHERE id IN (...) whose values are read
+// from the generations just inserted), so a batch of 10,000 costs some
+// sixty statements instead of forty thousand; RecordWrittenBatch likewise.
+// UPDATE ... FROM (VALUES ...) was tried and rejected: SQLite's planner may
+// scan every generation for it.
 //
 // It returns the generations only after the commit, so a token never leaves
 // the gateway before its generation is durable, and a crash can never hand

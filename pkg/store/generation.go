@@ -12,12 +12,13 @@ import (
 )
 
 // acceptedGenerations is how many of a sandbox's newest generations
-// authenticate, and keep their raw token in the store: the newest, and the
-// one before it, which a supervisor may still hold while the newest is on its
+// authenticate: the newest, and the one before it, which a supervisor may still hold while the newest is on its
 // way to it.
 const acceptedGenerations = 2
 
-// Generation is one minted token of a sandbox.
+// Generation is the metadata of one minted token of a sandbox. The store
+// never holds the token itself: it lives in the sandbox's token directory
+// (a tmpfs) and the supervisor's memory.
 type Generation struct {
 	SandboxID string
 	Gen       uint64 // 1, 2, 3... strictly increasing per sandbox
@@ -26,12 +27,11 @@ type Generation struct {
 	IssuedAt  time.Time
 	ExpiresAt time.Time
 	RotateAt  time.Time // when the gateway should mint the next one
-	// Token is the raw JWT; empty once two newer generations exist.
-	Token   string
-	Written bool // written into the sandbox's token directory
+	Written   bool      // written into the sandbox's token directory
 }
 
-// Minted is what a MintFunc returns: a signed token and its metadata.
+// Minted is what a MintFunc returns: the metadata of a signed token. The
+// token itself stays with the caller.
 type Minted struct {
 	JTI       string
 	KID       string
@@ -40,7 +40,6 @@ type Minted struct {
 	// RotateAt is the caller's rotation point (half the lifetime plus
 	// jitter); DueForRotation returns the sandbox once it has passed.
 	RotateAt time.Time
-	Token    string
 }
 
 // MintFunc signs the token of generation gen of a sandbox. It runs inside
@@ -54,8 +53,6 @@ func (m Minted) validate() error {
 		return errors.New("empty jti")
 	case m.KID == "":
 		return errors.New("empty kid")
-	case m.Token == "":
-		return errors.New("empty token")
 	case m.IssuedAt.IsZero():
 		return errors.New("zero issued-at")
 	case !m.ExpiresAt.After(m.IssuedAt):
@@ -72,8 +69,7 @@ func (m Minted) validate() error {
 // crash can never hand out one generation twice.
 //
 // For each sandbox it reads the newest generation, calls mint with the
-// next one, inserts it, and clears the raw token of every generation but
-// the two newest. Duplicate ids are minted once. Sandboxes that do not exist
+// next one, and inserts its metadata. Duplicate ids are minted once. Sandboxes that do not exist
 // (deleted since the caller listed them) are skipped: the generations of the
 // others are still committed and returned, together with a
 // *MissingSandboxesError naming the skipped ids. Any other failure, mint
@@ -89,31 +85,63 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 	var missing []string
 	err := s.writeTx(ctx, func(tx *txn) error {
 		out, missing = make([]Generation, 0, len(ids)), nil
-		if err := lockSandboxes(ctx, tx, ids); err != nil {
-			return err
-		}
-		st, err := prepareNextGeneration(ctx, tx)
+		// The statements run without ctx's cancellation: watching it costs
+		// the driver a goroutine per statement. Cancellation is checked
+		// once per sandbox instead.
+		quiet := context.WithoutCancel(ctx)
+		// The row locks (Postgres) hold every other writer of these
+		// sandboxes until commit: the counters read here are the ones
+		// advanced below.
+		counters, err := lockSandboxes(quiet, tx, ids)
 		if err != nil {
 			return err
 		}
-		defer st.close()
-		// The statements run without ctx's cancellation: watching it costs
-		// the driver a goroutine per statement, 40,000 for a sweep of
-		// 10,000. Cancellation is checked once per sandbox instead.
-		quiet := context.WithoutCancel(ctx)
+		byJTI := make(map[string]string, len(ids))
+		kids := make(map[string]bool)
 		for _, id := range ids {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			g, err := st.next(quiet, id, mint)
-			if errors.Is(err, ErrNotFound) {
+			c, ok := counters[id]
+			if !ok {
 				missing = append(missing, id)
 				continue
 			}
+			// Above the floor too: generations up to it were issued by a
+			// store this one does not remember (a backup restored over it).
+			gen := max(c.latest, c.floor) + 1
+			m, err := mint(id, uint64(gen))
 			if err != nil {
+				return fmt.Errorf("mint generation %d of sandbox %s: %w", gen, id, err)
+			}
+			if err := m.validate(); err != nil {
+				return fmt.Errorf("mint generation %d of sandbox %s: %w: %w", gen, id, ErrInvalid, err)
+			}
+			if other, dup := byJTI[m.JTI]; dup {
+				return fmt.Errorf("mint generation %d of sandbox %s: %w: jti %s also minted for sandbox %s",
+					gen, id, ErrInvalid, m.JTI, other)
+			}
+			byJTI[m.JTI] = id
+			if !kids[m.KID] {
+				if err := checkKID(quiet, tx, m.KID); err != nil {
+					return fmt.Errorf("mint generation %d of sandbox %s: %w", gen, id, err)
+				}
+				kids[m.KID] = true
+			}
+			out = append(out, Generation{
+				SandboxID: id, Gen: uint64(gen), JTI: m.JTI, KID: m.KID,
+				IssuedAt: goTime(dbTime(m.IssuedAt)), ExpiresAt: goTime(dbTime(m.ExpiresAt)),
+				RotateAt: goTime(dbTime(m.RotateAt)),
+			})
+		}
+		for start := 0; start < len(out); start += rowBatch {
+			batch := out[start:min(start+rowBatch, len(out))]
+			if err := insertGenerations(quiet, tx, batch); err != nil {
 				return err
 			}
-			out = append(out, g)
+			if err := advanceSandboxes(quiet, tx, batch); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -126,41 +154,131 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 	return out, nil
 }
 
-// lockBatch is how many sandbox rows one locking statement names.
-const lockBatch = 500
+// rowBatch is how many rows one statement reads, locks, inserts or
+// updates: one statement for many rows costs little more than one for a
+// single row. 500 rows of 7 values stay far below both databases' limits
+// on a statement's parameters (32,766 for SQLite, 65,535 for Postgres).
+const rowBatch = 500
 
-// lockSandboxes locks the rows of the given sandboxes until commit, in id
-// order whatever the caller's order, so two gateways rotating overlapping
-// sets of sandboxes (on Postgres) queue instead of deadlocking. SQLite's
-// write transaction holds the whole database already.
-func lockSandboxes(ctx context.Context, tx *txn, ids []string) error {
-	lock := tx.d.forUpdate()
-	if lock == "" {
-		return nil
-	}
+// counters are a sandbox's generation counters as a write read them.
+type counters struct {
+	latest, floor int64
+}
+
+// lockSandboxes reads the generation counters of the given sandboxes and
+// locks their rows until commit (Postgres), in id order whatever the
+// caller's order, so two gateways writing overlapping sets of sandboxes
+// queue instead of deadlocking. SQLite's write transaction holds the whole
+// database already. Sandboxes that do not exist are absent from the result.
+func lockSandboxes(ctx context.Context, tx *txn, ids []string) (map[string]counters, error) {
 	sorted := append([]string(nil), ids...)
 	sort.Strings(sorted)
-	for start := 0; start < len(sorted); start += lockBatch {
-		batch := sorted[start:min(start+lockBatch, len(sorted))]
+	out := make(map[string]counters, len(ids))
+	for start := 0; start < len(sorted); start += rowBatch {
+		batch := sorted[start:min(start+rowBatch, len(sorted))]
 		args := make([]any, len(batch))
 		for i, id := range batch {
 			args[i] = id
 		}
 		// Postgres locks the rows as the sort returns them: in id order.
-		rows, err := tx.QueryContext(ctx, "SELECT id FROM sandboxes WHERE id IN ("+
-			strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ")+") ORDER BY id"+lock, args...)
+		rows, err := tx.QueryContext(ctx, "SELECT id, latest_gen, gen_floor FROM sandboxes WHERE id IN ("+
+			placeholders(len(batch), 1)+") ORDER BY id"+tx.d.forUpdate(), args...)
 		if err != nil {
-			return fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+			return nil, fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
 		}
 		for rows.Next() {
+			var id string
+			var c counters
+			if err := rows.Scan(&id, &c.latest, &c.floor); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+			}
+			out[id] = c
 		}
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
+			return nil, fmt.Errorf("lock %d sandboxes: %w", len(batch), err)
 		}
 	}
+	return out, nil
+}
+
+// placeholders is n rows of width "?" placeholders, for the VALUES of an
+// INSERT or (width 1) an IN list: "(?, ?), (?, ?)" or "?, ?".
+func placeholders(n, width int) string {
+	if width == 1 {
+		return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+	}
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", width), ", ") + ")"
+	return strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+}
+
+// checkKID fails with ErrInvalid unless the key set holds kid, so that a
+// bad kid is reported with the sandbox it was minted for rather than as a
+// foreign key violation of a whole batch.
+func checkKID(ctx context.Context, tx *txn, kid string) error {
+	var n int64
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM signing_keys WHERE kid = ?", kid).Scan(&n); err != nil {
+		return fmt.Errorf("look up kid %s: %w", kid, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: unknown kid %s", ErrInvalid, kid)
+	}
 	return nil
+}
+
+// insertGenerations inserts the metadata of gens in one statement.
+func insertGenerations(ctx context.Context, tx *txn, gens []Generation) error {
+	args := make([]any, 0, 7*len(gens))
+	for _, g := range gens {
+		args = append(args, g.SandboxID, int64(g.Gen), g.JTI, g.KID,
+			dbTime(g.IssuedAt), dbTime(g.ExpiresAt), dbTime(g.RotateAt))
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO generations
+		(sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at) VALUES `+placeholders(len(gens), 7), args...)
+	if tx.d.isUniqueViolation(err) {
+		return fmt.Errorf("insert generations of sandboxes %s to %s: %w: a jti is already used",
+			gens[0].SandboxID, gens[len(gens)-1].SandboxID, ErrInvalid)
+	}
+	if err != nil {
+		return fmt.Errorf("insert generations of sandboxes %s to %s: %w", gens[0].SandboxID, gens[len(gens)-1].SandboxID, err)
+	}
+	return nil
+}
+
+// advanceSandboxes moves the counter of each sandbox of gens to its
+// newest generation, just inserted, and copies that generation's rotation
+// point onto its row, in one statement.
+func advanceSandboxes(ctx context.Context, tx *txn, gens []Generation) error {
+	args := make([]any, len(gens))
+	for i, g := range gens {
+		args[i] = g.SandboxID
+	}
+	if _, err := tx.ExecContext(ctx, advanceQuery(len(gens)), args...); err != nil {
+		return fmt.Errorf("advance sandboxes %s to %s: %w", gens[0].SandboxID, gens[len(gens)-1].SandboxID, err)
+	}
+	return nil
+}
+
+// advanceQuery sets latest_gen and rotate_at of n sandboxes from their
+// newest generation. Each subquery is one descent of the generations
+// primary key (sandbox_id, gen); an UPDATE ... FROM (VALUES ...) would say
+// it more directly, but SQLite's planner may then scan every generation.
+func advanceQuery(n int) string {
+	return `UPDATE sandboxes SET
+		latest_gen = (SELECT MAX(g.gen) FROM generations g WHERE g.sandbox_id = sandboxes.id),
+		rotate_at = (SELECT g.rotate_at FROM generations g WHERE g.sandbox_id = sandboxes.id AND g.gen =
+			(SELECT MAX(h.gen) FROM generations h WHERE h.sandbox_id = sandboxes.id))
+		WHERE id IN (` + placeholders(n, 1) + `)`
+}
+
+// writtenGenQuery raises written_gen of n sandboxes to their newest
+// generation marked written; it never goes down.
+func writtenGenQuery(n int) string {
+	const newestWritten = `(SELECT MAX(g.gen) FROM generations g WHERE g.sandbox_id = sandboxes.id AND g.written = 1)`
+	return `UPDATE sandboxes SET written_gen = ` + newestWritten + `
+		WHERE id IN (` + placeholders(n, 1) + `) AND written_gen < ` + newestWritten
 }
 
 // RaiseGenerationFloor records that generation seen of the sandbox exists,
@@ -208,91 +326,6 @@ func (s *Store) RaiseGenerationFloor(ctx context.Context, sandboxID string, seen
 	return raised, nil
 }
 
-// nextGenerationStmts are NextGenerations' statements, prepared once per
-// call so a sweep of 10,000 sandboxes parses each only once.
-type nextGenerationStmts struct {
-	d                                    dialect
-	latest, insert, clearTokens, advance *sql.Stmt
-}
-
-func prepareNextGeneration(ctx context.Context, tx *txn) (*nextGenerationStmts, error) {
-	st := &nextGenerationStmts{d: tx.d}
-	queries := []struct {
-		dst   **sql.Stmt
-		query string
-	}{
-		// The row lock (Postgres) holds every other writer of this sandbox
-		// until commit: the generation read here is the one advanced below.
-		{&st.latest, "SELECT latest_gen, gen_floor FROM sandboxes WHERE id = ?" + tx.d.forUpdate()},
-		{&st.insert, `INSERT INTO generations
-			(sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, token)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
-		// "token IS NOT NULL" lets the partial index generations_with_token
-		// serve this, whatever the length of the sandbox's history.
-		{&st.clearTokens, `UPDATE generations SET token = NULL
-			WHERE sandbox_id = ? AND gen <= ? AND token IS NOT NULL`},
-		{&st.advance, "UPDATE sandboxes SET latest_gen = ?, rotate_at = ? WHERE id = ?"},
-	}
-	for _, q := range queries {
-		stmt, err := tx.PrepareContext(ctx, q.query)
-		if err != nil {
-			st.close()
-			return nil, fmt.Errorf("prepare %q: %w", q.query, err)
-		}
-		*q.dst = stmt
-	}
-	return st, nil
-}
-
-func (st *nextGenerationStmts) close() {
-	for _, s := range []*sql.Stmt{st.latest, st.insert, st.clearTokens, st.advance} {
-		if s != nil {
-			s.Close()
-		}
-	}
-}
-
-func (st *nextGenerationStmts) next(ctx context.Context, id string, mint MintFunc) (Generation, error) {
-	var latest, floor int64
-	err := st.latest.QueryRowContext(ctx, id).Scan(&latest, &floor)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Generation{}, ErrNotFound
-	}
-	if err != nil {
-		return Generation{}, fmt.Errorf("read generation of sandbox %s: %w", id, err)
-	}
-	// Above the floor too: generations up to it were issued by a store
-	// this one does not remember (a backup restored over it).
-	gen := max(latest, floor) + 1
-	m, err := mint(id, uint64(gen))
-	if err != nil {
-		return Generation{}, fmt.Errorf("mint generation %d of sandbox %s: %w", gen, id, err)
-	}
-	if err := m.validate(); err != nil {
-		return Generation{}, fmt.Errorf("mint generation %d of sandbox %s: %w: %w", gen, id, ErrInvalid, err)
-	}
-	_, err = st.insert.ExecContext(ctx, id, gen, m.JTI, m.KID,
-		dbTime(m.IssuedAt), dbTime(m.ExpiresAt), dbTime(m.RotateAt), m.Token)
-	if st.d.isUniqueViolation(err) {
-		return Generation{}, fmt.Errorf("insert generation %d of sandbox %s: %w: jti %s already used",
-			gen, id, ErrInvalid, m.JTI)
-	}
-	if err != nil {
-		return Generation{}, fmt.Errorf("insert generation %d of sandbox %s (kid %s): %w", gen, id, m.KID, err)
-	}
-	if _, err := st.clearTokens.ExecContext(ctx, id, gen-acceptedGenerations); err != nil {
-		return Generation{}, fmt.Errorf("clear old tokens of sandbox %s: %w", id, err)
-	}
-	if _, err := st.advance.ExecContext(ctx, gen, dbTime(m.RotateAt), id); err != nil {
-		return Generation{}, fmt.Errorf("advance sandbox %s to generation %d: %w", id, gen, err)
-	}
-	return Generation{
-		SandboxID: id, Gen: uint64(gen), JTI: m.JTI, KID: m.KID,
-		IssuedAt: goTime(dbTime(m.IssuedAt)), ExpiresAt: goTime(dbTime(m.ExpiresAt)),
-		RotateAt: goTime(dbTime(m.RotateAt)), Token: m.Token,
-	}, nil
-}
-
 func uniqueIDs(ids []string) []string {
 	seen := make(map[string]struct{}, len(ids))
 	out := make([]string, 0, len(ids))
@@ -306,24 +339,22 @@ func uniqueIDs(ids []string) []string {
 	return out
 }
 
-const generationColumns = "sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, token, written"
+const generationColumns = "sandbox_id, gen, jti, kid, issued_at, expires_at, rotate_at, written"
 
 func scanGeneration(r rowScanner) (Generation, error) {
 	var g Generation
 	var gen, issued, expires, rotate int64
-	var token sql.NullString
 	var written int64
-	if err := r.Scan(&g.SandboxID, &gen, &g.JTI, &g.KID, &issued, &expires, &rotate, &token, &written); err != nil {
+	if err := r.Scan(&g.SandboxID, &gen, &g.JTI, &g.KID, &issued, &expires, &rotate, &written); err != nil {
 		return Generation{}, err
 	}
 	g.Gen = uint64(gen)
 	g.IssuedAt, g.ExpiresAt, g.RotateAt = goTime(issued), goTime(expires), goTime(rotate)
-	g.Token = token.String
 	g.Written = written != 0
 	return g, nil
 }
 
-// LatestGeneration returns the sandbox's newest generation, token included.
+// LatestGeneration returns the metadata of the sandbox's newest generation.
 // It fails with ErrNotFound for an unknown sandbox and ErrNoGeneration when
 // none was minted yet.
 func (s *Store) LatestGeneration(ctx context.Context, sandboxID string) (Generation, error) {
@@ -445,30 +476,54 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 	if len(written) == 0 {
 		return nil
 	}
-	// In id order, like NextGenerations, so their row locks never deadlock.
 	ids := make([]string, 0, len(written))
 	for id := range written {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	err := s.writeTx(ctx, func(tx *txn) error {
-		for _, sandboxID := range ids {
-			gen := written[sandboxID]
-			err := checkIssued(ctx, tx, sandboxID, gen)
-			if errors.Is(err, ErrNotFound) && len(written) > 1 {
-				continue
+		quiet := context.WithoutCancel(ctx)
+		// Row locks in id order, like NextGenerations, so theirs never
+		// deadlock with these.
+		counters, err := lockSandboxes(quiet, tx, ids)
+		if err != nil {
+			return err
+		}
+		type write struct {
+			id  string
+			gen int64
+		}
+		writes := make([]write, 0, len(ids))
+		for _, id := range ids {
+			gen := written[id]
+			c, ok := counters[id]
+			switch {
+			case !ok && len(written) > 1:
+				continue // deleted meanwhile
+			case !ok:
+				return fmt.Errorf("sandbox %s generation %d: %w", id, gen, ErrNotFound)
+			case gen == 0 || gen > uint64(c.latest):
+				return fmt.Errorf("sandbox %s generation %d: %w: newest generation is %d", id, gen, ErrUnknownGeneration, c.latest)
 			}
-			if err != nil {
-				return fmt.Errorf("sandbox %s generation %d: %w", sandboxID, gen, err)
+			writes = append(writes, write{id, int64(gen)})
+		}
+		for start := 0; start < len(writes); start += rowBatch {
+			batch := writes[start:min(start+rowBatch, len(writes))]
+			pairs := make([]any, 0, 2*len(batch))
+			ids := make([]any, len(batch))
+			for i, w := range batch {
+				pairs = append(pairs, w.id, w.gen)
+				ids[i] = w.id
 			}
-			if _, err := tx.ExecContext(ctx,
-				"UPDATE generations SET written = 1 WHERE sandbox_id = ? AND gen = ?",
-				sandboxID, int64(gen)); err != nil {
+			// (sandbox_id, gen) IN (VALUES ...) is a primary key lookup per
+			// pair on both databases.
+			// The cast: Postgres types a bare parameter in VALUES as text.
+			if _, err := tx.ExecContext(quiet, `UPDATE generations SET written = 1
+				WHERE (sandbox_id, gen) IN (VALUES `+strings.TrimSuffix(strings.Repeat("(?, CAST(? AS BIGINT)), ", len(batch)), ", ")+`)`,
+				pairs...); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx,
-				"UPDATE sandboxes SET written_gen = ? WHERE id = ? AND written_gen < ?",
-				int64(gen), sandboxID, int64(gen)); err != nil {
+			if _, err := tx.ExecContext(quiet, writtenGenQuery(len(batch)), ids...); err != nil {
 				return err
 			}
 		}

@@ -152,7 +152,6 @@ func testMint(issued time.Time) MintFunc {
 			IssuedAt:  issued,
 			ExpiresAt: issued.Add(testTokenLifetime),
 			RotateAt:  issued.Add(testTokenLifetime / 2),
-			Token:     fmt.Sprintf("token-of-%s-gen-%d", id, gen),
 		}, nil
 	}
 }

@@ -492,6 +492,8 @@ func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
 		rawExec(t, path, "DROP TABLE key_activations")
 		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN run_id")
 		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN gen_floor")
+		rawExec(t, path, "ALTER TABLE generations ADD COLUMN token TEXT")
+		rawExec(t, path, "CREATE INDEX generations_with_token ON generations (sandbox_id, gen) WHERE token IS NOT NULL")
 		rawExec(t, path, "DELETE FROM schema_migrations WHERE version > 1")
 
 		s = openAt(t, path, Options{})
