@@ -58,10 +58,10 @@ func TestNextGenerationsCountsUpFromOnePerSandbox(t *testing.T) {
 	})
 }
 
-// A store of schema 3 kept the raw token of each sandbox's two newest
+// A store of schema 4 or older kept the raw token of each sandbox's two newest
 // generations. Migrating it drops them, metadata intact; on SQLite no
 // byte of them is left in the file.
-func TestMigrationDropsTheRawTokensOfSchema3(t *testing.T) {
+func TestMigrationDropsTheRawTokensOfSchema4(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
 		ctx := context.Background()
 		path := be.newLocation(t)
@@ -74,12 +74,13 @@ func TestMigrationDropsTheRawTokensOfSchema3(t *testing.T) {
 			}
 		}
 		s.Close()
-		// Take the store back to schema 3, raw tokens in the two newest rows.
-		const raw = "eyJhbGciOiJFZERTQSJ9.raw-token-of-schema-3"
+		// Take the store back to schema 4 (the last that kept raw tokens),
+		// raw tokens in the two newest rows.
+		const raw = "eyJhbGciOiJFZERTQSJ9.raw-token-of-schema-4"
 		rawExec(t, path, "ALTER TABLE generations ADD COLUMN token TEXT")
 		rawExec(t, path, "CREATE INDEX generations_with_token ON generations (sandbox_id, gen) WHERE token IS NOT NULL")
 		rawExec(t, path, "UPDATE generations SET token = '"+raw+"-' || CAST(gen AS TEXT) WHERE gen >= 2")
-		rawExec(t, path, "DELETE FROM schema_migrations WHERE version > 3")
+		rawExec(t, path, "DELETE FROM schema_migrations WHERE version > 4")
 
 		s = openAt(t, path, Options{})
 		if v, _ := s.SchemaVersion(ctx); v != latestMigration(s.dialect) {
@@ -104,7 +105,7 @@ func TestMigrationDropsTheRawTokensOfSchema3(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if bytes.Contains(data, []byte("raw-token-of-schema-3")) {
+			if bytes.Contains(data, []byte("raw-token-of-schema-4")) {
 				t.Errorf("%s still holds a raw token after the migration", f)
 			}
 		}

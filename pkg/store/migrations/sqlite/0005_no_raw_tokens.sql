@@ -1,6 +1,6 @@
--- sandkey store, schema version 4: the store keeps no raw token.
+-- sandkey store, schema version 5: the store keeps no raw token.
 --
--- Up to schema 3, generations.token held the raw JWT of each sandbox's two
+-- Up to schema 4, generations.token held the raw JWT of each sandbox's two
 -- newest generations, for the gateway to answer a supervisor after a
 -- restart. The gateway now takes that token from the sandbox's token
 -- directory (a tmpfs) or mints a new generation, so no token byte reaches

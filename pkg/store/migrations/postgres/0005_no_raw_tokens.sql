@@ -1,7 +1,7 @@
--- sandkey store, schema version 4 (Postgres; mirrors migrations/sqlite):
+-- sandkey store, schema version 5 (Postgres; mirrors migrations/sqlite):
 -- the store keeps no raw token.
 --
--- Up to schema 3, generations.token held the raw JWT of each sandbox's two
+-- Up to schema 4, generations.token held the raw JWT of each sandbox's two
 -- newest generations, for the gateway to answer a supervisor after a
 -- restart. The gateway now takes that token from the sandbox's token
 -- directory (a tmpfs) or mints a new generation. Postgres drops the column
