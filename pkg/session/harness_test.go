@@ -57,6 +57,7 @@ type envConfig struct {
 	lifetime     time.Duration
 	onExit       func(ExitReport)
 	verbose      bool
+	clock        Clock // the server's heartbeat clock; the real one when nil
 }
 
 // TestAuthority is what this package's tests need of an authority: a
@@ -123,7 +124,7 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	e := &env{t: t, clock: clock, keys: keys, issuer: issuer, authority: NewTestAuthority(issuer, keys),
 		reg: prometheus.NewRegistry(), dir: dir}
 	e.srv = NewServer(ServerConfig{Authority: e.authority, HeartbeatInterval: cfg.heartbeat, HelloTimeout: cfg.helloTimeout,
-		Now: clock.Now, Logger: logger, Registerer: e.reg, OnExit: cfg.onExit})
+		Now: clock.Now, Clock: cfg.clock, Logger: logger, Registerer: e.reg, OnExit: cfg.onExit})
 	e.grpc = grpc.NewServer(ServerOptions(nil)...)
 	e.srv.Register(e.grpc)
 	e.listeners = NewListeners(e.grpc, logger)
