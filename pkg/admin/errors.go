@@ -12,7 +12,6 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/session"
-	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // codeOf classifies an error of the gateway by the sentinel it wraps, so
@@ -26,14 +25,14 @@ func codeOf(err error) codes.Code {
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, session.ErrUnknownSandbox), errors.Is(err, driver.ErrNotFound):
+	case errors.Is(err, gateway.ErrNotFound), errors.Is(err, session.ErrUnknownSandbox), errors.Is(err, driver.ErrNotFound):
 		return codes.NotFound
-	case errors.Is(err, store.ErrNameTaken):
+	case errors.Is(err, gateway.ErrExists):
 		return codes.AlreadyExists
-	case errors.Is(err, store.ErrInvalid):
+	case errors.Is(err, gateway.ErrInvalid):
 		return codes.InvalidArgument
-	case errors.Is(err, session.ErrNotConnected), errors.Is(err, store.ErrNoGeneration), errors.Is(err, gateway.ErrAlreadyRunning),
-		errors.Is(err, store.ErrKeyState), errors.Is(err, store.ErrNoActiveKey), errors.Is(err, gateway.ErrNoLogs),
+	case errors.Is(err, session.ErrNotConnected), errors.Is(err, gateway.ErrNoGeneration), errors.Is(err, gateway.ErrAlreadyRunning),
+		errors.Is(err, gateway.ErrKeyState), errors.Is(err, gateway.ErrNoLogs),
 		errors.Is(err, session.ErrExecUnsupported):
 		return codes.FailedPrecondition
 	case errors.Is(err, session.ErrSessionEnded):

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/session"
-	"github.com/sandkey/sandkey/pkg/store"
 )
 
 func TestToStatusMapsGatewayErrorsToCodesTheCallerCanActOn(t *testing.T) {
@@ -20,13 +20,13 @@ func TestToStatusMapsGatewayErrorsToCodesTheCallerCanActOn(t *testing.T) {
 		err  error
 		want codes.Code
 	}{
-		{"unknown sandbox", fmt.Errorf("sandbox %q: %w", "web", store.ErrNotFound), codes.NotFound},
+		{"unknown sandbox", fmt.Errorf("sandbox %q: %w", "web", gateway.ErrNotFound), codes.NotFound},
 		{"unknown to sessions", fmt.Errorf("sandbox web: %w", session.ErrUnknownSandbox), codes.NotFound},
-		{"name taken", fmt.Errorf("create sandbox web: %w", store.ErrNameTaken), codes.AlreadyExists},
-		{"invalid", fmt.Errorf("create sandbox web: %w: empty driver", store.ErrInvalid), codes.InvalidArgument},
+		{"name taken", fmt.Errorf("create sandbox web: %w", gateway.ErrExists), codes.AlreadyExists},
+		{"invalid", fmt.Errorf("create sandbox web: %w: empty driver", gateway.ErrInvalid), codes.InvalidArgument},
 		{"no session", fmt.Errorf("exec \"ls\" in web: %w", session.ErrNotConnected), codes.FailedPrecondition},
-		{"no generation", fmt.Errorf("sandbox web: %w", store.ErrNoGeneration), codes.FailedPrecondition},
-		{"key state", fmt.Errorf("sandbox web: %w", store.ErrKeyState), codes.FailedPrecondition},
+		{"no generation", fmt.Errorf("sandbox web: %w", gateway.ErrNoGeneration), codes.FailedPrecondition},
+		{"key state", fmt.Errorf("sandbox web: %w", gateway.ErrKeyState), codes.FailedPrecondition},
 		{"session ended", fmt.Errorf("exec in web: %w", session.ErrSessionEnded), codes.Aborted},
 		{"shutting down", fmt.Errorf("exec in web: %w", session.ErrServerClosed), codes.Unavailable},
 		{"caller went away", fmt.Errorf("start web: %w", context.Canceled), codes.Canceled},
@@ -47,7 +47,7 @@ func TestToStatusMapsGatewayErrorsToCodesTheCallerCanActOn(t *testing.T) {
 }
 
 func TestToStatusNamesTheSandboxWhenTheErrorDoesNot(t *testing.T) {
-	err := toStatus(fmt.Errorf("get sandbox 0123: %w", store.ErrNotFound), "web")
+	err := toStatus(fmt.Errorf("get sandbox 0123: %w", gateway.ErrNotFound), "web")
 	msg := status.Convert(err).Message()
 	if !strings.HasPrefix(msg, `sandbox "web": `) {
 		t.Errorf("message %q does not name the sandbox", msg)

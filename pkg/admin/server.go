@@ -20,7 +20,6 @@ import (
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/session"
-	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // Server serves the operator API from a gateway.
@@ -290,7 +289,7 @@ func SandboxProto(sb gateway.Sandbox) *adminpb.Sandbox {
 }
 
 // KeyProto is k as the operator API carries it: never its private half.
-func KeyProto(k store.SigningKey) *adminpb.SigningKey {
+func KeyProto(k gateway.SigningKey) *adminpb.SigningKey {
 	return &adminpb.SigningKey{
 		Kid:         k.KID,
 		State:       string(k.State),

@@ -13,7 +13,6 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/driver"
-	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // Defaults of the gateway core; cmd/gateway documents them as flag defaults.
@@ -198,7 +197,7 @@ func (c *Config) validateDrivers() error {
 }
 
 // CheckStateDir creates the state directory 0700, or refuses an existing
-// one that others can read or write (store.ErrInsecurePermissions): it
+// one that others can read or write (ErrInsecure): it
 // holds signing keys and tokens.
 // Open runs it; a command line runs it first, so that nothing (a driver's
 // own directories) is created in a directory that Open would refuse.
@@ -220,7 +219,7 @@ func CheckStateDir(dir string) error {
 		return fmt.Errorf("state directory %s is not a directory", abs)
 	case fi.Mode().Perm()&0o077 != 0:
 		return fmt.Errorf("%w: state directory %s has mode %04o: it holds signing keys and tokens, so it must be private; run: chmod 700 %s",
-			store.ErrInsecurePermissions, abs, fi.Mode().Perm(), abs)
+			ErrInsecure, abs, fi.Mode().Perm(), abs)
 	}
 	return nil
 }

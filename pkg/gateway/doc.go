@@ -42,5 +42,8 @@
 //     reconciled, and not while it cannot mint: from a failed sweep to the
 //     next that succeeds (readiness.go).
 //
-// The gateway never imports a concrete driver: cmd/gateway registers them.
+// The gateway never imports a concrete driver: pkg/gatewaycmd registers
+// them. Nor does anything above it import pkg/store: the gateway has its
+// own error values (errors.go; store errors are translated at its exported
+// methods) and its own Sandbox and SigningKey views.
 package gateway

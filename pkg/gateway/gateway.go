@@ -77,7 +77,8 @@ type Gateway struct {
 // keys, and reconciles every sandbox the store says is running with its
 // driver, re-minting tokens that expired while the gateway was down. It
 // serves nothing yet: call Serve.
-func Open(ctx context.Context, cfg Config) (*Gateway, error) {
+func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
+	defer outwardTo(&err)
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("gateway config: %w", err)
@@ -236,9 +237,6 @@ func (g *Gateway) ServeShared(name string, l net.Listener) error {
 
 // Sessions returns the session server.
 func (g *Gateway) Sessions() *session.Server { return g.sessions }
-
-// Store returns the gateway's store.
-func (g *Gateway) Store() *store.Store { return g.store }
 
 // JWKSMaxAge is the Cache-Control max-age to serve /jwks.json with; the
 // next signing key is published at least this long before it signs.

@@ -18,7 +18,6 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/session"
-	"github.com/sandkey/sandkey/pkg/store"
 )
 
 func TestMain(m *testing.M) {
@@ -181,8 +180,8 @@ func (e *env) dirToken(id string) (*auth.Token, error) {
 func TestStartWritesAFreshTokenBeforeTheDriverStarts(t *testing.T) {
 	e := newEnv(t)
 	sb := e.create("one")
-	if sb.State != store.SandboxRunning || sb.LatestGen != 1 || sb.WrittenGen != 1 {
-		t.Fatalf("after create+start: %+v", sb.Sandbox)
+	if sb.State != StateRunning || sb.LatestGen != 1 || sb.WrittenGen != 1 {
+		t.Fatalf("after create+start: %+v", sb)
 	}
 	if len(e.drv.starts) != 1 || e.drv.starts[0] != 1 {
 		t.Fatalf("gens seen by the driver at start = %v, want [1]", e.drv.starts)
@@ -285,8 +284,8 @@ func TestRestartPastExpiryRemintsBeforeServing(t *testing.T) {
 		t.Fatalf("after restart: %v, %v; want a valid gen 2", tok, err)
 	}
 	got, _ := e.g.Get(context.Background(), sb.ID)
-	if got.State != store.SandboxRunning || got.WrittenGen != 2 {
-		t.Fatalf("after restart: %+v", got.Sandbox)
+	if got.State != StateRunning || got.WrittenGen != 2 {
+		t.Fatalf("after restart: %+v", got)
 	}
 }
 
@@ -340,7 +339,7 @@ func TestAfterARestartTheLatestTokenComesFromTheDirectoryTheSupervisorOrANewGene
 	}
 	got, _ := e.g.Get(ctx, sb.ID)
 	if got.LatestGen != 3 || got.WrittenGen != 3 {
-		t.Fatalf("sandbox after the new generation: %+v", got.Sandbox)
+		t.Fatalf("sandbox after the new generation: %+v", got)
 	}
 }
 
@@ -352,7 +351,7 @@ func TestRestartMarksEndedSandboxesStopped(t *testing.T) {
 	}
 	e.restart(0)
 	got, _ := e.g.Get(context.Background(), sb.ID)
-	if got.State != store.SandboxStopped {
+	if got.State != StateStopped {
 		t.Fatalf("state after restart = %s, want stopped", got.State)
 	}
 }

@@ -113,11 +113,12 @@ type KeyRotation struct {
 
 // RotateKeys starts a key rotation: it publishes a new signing key, which
 // the sweep activates KeyPublishDelay later (see the top of this file). A
-// rotation already waiting is refused (store.ErrKeyState): only one key is
+// rotation already waiting is refused (ErrKeyState): only one key is
 // next at a time. With now, the key signs at once: the waiting next key if
 // there is one, else a new key; verifiers that cache the JWKS then refuse
 // new tokens until they refetch it.
-func (g *Gateway) RotateKeys(ctx context.Context, now bool) (KeyRotation, error) {
+func (g *Gateway) RotateKeys(ctx context.Context, now bool) (_ KeyRotation, err error) {
+	defer outwardTo(&err)
 	g.keyState.mu.Lock()
 	defer g.keyState.mu.Unlock()
 	if now {
@@ -125,7 +126,7 @@ func (g *Gateway) RotateKeys(ctx context.Context, now bool) (KeyRotation, error)
 	}
 	if g.keyState.next != "" {
 		return KeyRotation{}, fmt.Errorf("rotate signing key: %w: key %s is published and becomes active at %s; run `keys rotate --now` to activate it at once",
-			store.ErrKeyState, g.keyState.next, g.keyState.nextAt.UTC().Format(time.RFC3339))
+			ErrKeyState, g.keyState.next, g.keyState.nextAt.UTC().Format(time.RFC3339))
 	}
 	sk, err := auth.GenerateKey(rand.Reader, g.now())
 	if err != nil {
@@ -210,13 +211,40 @@ func (g *Gateway) activateKey(ctx context.Context, kid string) error {
 	return nil
 }
 
+// KeyState is where a signing key is in its life.
+type KeyState string
+
+// Signing key states.
+const (
+	KeyNext    = KeyState(store.KeyNext)    // published, signs from its ActivateAt
+	KeyActive  = KeyState(store.KeyActive)  // signs new tokens
+	KeyVerify  = KeyState(store.KeyVerify)  // only verifies
+	KeyRetired = KeyState(store.KeyRetired) // neither
+)
+
+// SigningKey is a signing key as operators see it: never its private half.
+type SigningKey struct {
+	KID        string
+	Public     ed25519.PublicKey
+	State      KeyState
+	CreatedAt  time.Time
+	RetiredAt  time.Time // zero unless retired
+	ActivateAt time.Time // when a next key becomes active; zero for the others
+}
+
 // ListKeys lists the signing keys the store holds, private halves omitted.
-func (g *Gateway) ListKeys(ctx context.Context) ([]store.SigningKey, error) {
-	keys, err := g.store.ListKeys(ctx)
-	for i := range keys {
-		keys[i].Seed = nil
+func (g *Gateway) ListKeys(ctx context.Context) (_ []SigningKey, err error) {
+	defer outwardTo(&err)
+	stored, err := g.store.ListKeys(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return keys, err
+	keys := make([]SigningKey, 0, len(stored))
+	for _, k := range stored {
+		keys = append(keys, SigningKey{KID: k.KID, Public: k.Public, State: KeyState(k.State),
+			CreatedAt: k.CreatedAt, RetiredAt: k.RetiredAt, ActivateAt: k.ActivateAt})
+	}
+	return keys, nil
 }
 
 // retireUnusedKeys drops verify-only keys from the JWKS once no unexpired

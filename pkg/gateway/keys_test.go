@@ -14,7 +14,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
-	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // cachingVerifier verifies sandkey tokens as a third-party library does:
@@ -102,7 +101,7 @@ func TestTokensMintedAfterKeyRotationVerifyWithACachedJWKS(t *testing.T) {
 	if !strings.Contains(string(e.g.JWKSJSON()), rotation.KID) {
 		t.Fatal("the next key is not in /jwks.json at once")
 	}
-	if _, err := e.g.RotateKeys(ctx, false); !errors.Is(err, store.ErrKeyState) || !strings.Contains(err.Error(), "--now") {
+	if _, err := e.g.RotateKeys(ctx, false); !errors.Is(err, ErrKeyState) || !strings.Contains(err.Error(), "--now") {
 		t.Errorf("second rotation while one waits: %v, want ErrKeyState pointing at --now", err)
 	}
 	// The next sweep refreshes every running sandbox: its directory's
@@ -118,12 +117,12 @@ func TestTokensMintedAfterKeyRotationVerifyWithACachedJWKS(t *testing.T) {
 	if kid := kidOf(t, e.dirTokenRaw(sb.ID)); kid != oldKID {
 		t.Fatalf("token minted before activation signed by %s, want the current key %s", kid, oldKID)
 	}
-	states := map[string]store.KeyState{}
+	states := map[string]KeyState{}
 	keys, _ := e.g.ListKeys(ctx)
 	for _, k := range keys {
 		states[k.KID] = k.State
 	}
-	if len(states) != 2 || states[oldKID] != store.KeyActive || states[rotation.KID] != store.KeyNext {
+	if len(states) != 2 || states[oldKID] != KeyActive || states[rotation.KID] != KeyNext {
 		t.Fatalf("key states after rotate: %v, want %s active and %s next", states, oldKID, rotation.KID)
 	}
 
@@ -203,7 +202,7 @@ func TestNextKeySurvivesARestartAndActivatesOnTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if k.KID == rotation.KID && k.State != store.KeyActive {
+		if k.KID == rotation.KID && k.State != KeyActive {
 			t.Errorf("key %s is %s after activation, want active", k.KID, k.State)
 		}
 	}

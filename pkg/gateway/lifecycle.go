@@ -33,9 +33,36 @@ type CreateRequest struct {
 	Start  bool // start it right away
 }
 
-// Sandbox is a sandbox as operators see it.
+// State is where a sandbox is in its life.
+type State string
+
+// Sandbox states.
+const (
+	StateCreated  = State(store.SandboxCreated)
+	StateRunning  = State(store.SandboxRunning)
+	StateStopped  = State(store.SandboxStopped)
+	StateVanished = State(store.SandboxVanished) // the driver no longer knows it
+)
+
+// Sandbox is a sandbox as operators see it: the store's row, its spec
+// decoded, and whether its supervisor is connected now.
 type Sandbox struct {
-	store.Sandbox
+	ID         string
+	Name       string
+	Driver     string
+	State      State
+	InstanceID string // the driver's id of the current instance
+	RunID      string // the backend's name of the current run ("" when it has none)
+
+	LatestGen    uint64    // newest generation minted; 0 = none yet
+	GenFloor     uint64    // newest generation seen signed that the store may not have issued
+	WrittenGen   uint64    // newest generation written to the token directory
+	DeliveredGen uint64    // newest generation the supervisor acknowledged
+	RotateAt     time.Time // when LatestGen is due for rotation; zero = now
+
+	CreatedAt time.Time
+	UpdatedAt time.Time // last change of state, instance or spec
+
 	Spec      Spec
 	Connected bool
 }
@@ -47,21 +74,22 @@ var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
 // Create records a new sandbox and prepares it with its driver, and starts
 // it when asked.
-func (g *Gateway) Create(ctx context.Context, req CreateRequest) (Sandbox, error) {
+func (g *Gateway) Create(ctx context.Context, req CreateRequest) (_ Sandbox, err error) {
+	defer outwardTo(&err)
 	if !validName.MatchString(req.Name) {
-		return Sandbox{}, fmt.Errorf("sandbox name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", req.Name, store.ErrInvalid)
+		return Sandbox{}, fmt.Errorf("sandbox name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", req.Name, ErrInvalid)
 	}
 	// With an image, an empty command runs the image's own (its CMD); the
 	// driver refuses an image with nothing to run.
 	if len(req.Spec.Command) == 0 && req.Spec.Image == "" {
-		return Sandbox{}, fmt.Errorf("sandbox %q: no command to run, and no image whose own command could: %w", req.Name, store.ErrInvalid)
+		return Sandbox{}, fmt.Errorf("sandbox %q: no command to run, and no image whose own command could: %w", req.Name, ErrInvalid)
 	}
 	if req.Driver == "" {
 		req.Driver = g.cfg.DefaultDriver
 	}
 	d, err := g.driverFor(req.Driver)
 	if err != nil {
-		return Sandbox{}, fmt.Errorf("sandbox %q: %w: %w", req.Name, err, store.ErrInvalid)
+		return Sandbox{}, fmt.Errorf("sandbox %q: %w: %w", req.Name, err, ErrInvalid)
 	}
 	req.Spec.Env = driver.StripReserved(req.Spec.Env)
 	spec, err := json.Marshal(req.Spec)
@@ -94,21 +122,22 @@ func (g *Gateway) undoCreate(ctx context.Context, id string, cause error) error 
 	return cause
 }
 
-// Resolve finds a sandbox by id or by name.
-func (g *Gateway) Resolve(ctx context.Context, idOrName string) (store.Sandbox, error) {
+// resolve finds a sandbox by id or by name.
+func (g *Gateway) resolve(ctx context.Context, idOrName string) (store.Sandbox, error) {
 	sb, err := g.store.GetSandbox(ctx, idOrName)
 	if errors.Is(err, store.ErrNotFound) {
 		sb, err = g.store.GetSandboxByName(ctx, idOrName)
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Sandbox{}, fmt.Errorf("sandbox %q: %w", idOrName, store.ErrNotFound)
+		return store.Sandbox{}, fmt.Errorf("sandbox %q: %w", idOrName, ErrNotFound)
 	}
 	return sb, err
 }
 
 // Get returns a sandbox by id or name.
-func (g *Gateway) Get(ctx context.Context, idOrName string) (Sandbox, error) {
-	sb, err := g.Resolve(ctx, idOrName)
+func (g *Gateway) Get(ctx context.Context, idOrName string) (_ Sandbox, err error) {
+	defer outwardTo(&err)
+	sb, err := g.resolve(ctx, idOrName)
 	if err != nil {
 		return Sandbox{}, err
 	}
@@ -116,7 +145,8 @@ func (g *Gateway) Get(ctx context.Context, idOrName string) (Sandbox, error) {
 }
 
 // List returns every sandbox.
-func (g *Gateway) List(ctx context.Context) ([]Sandbox, error) {
+func (g *Gateway) List(ctx context.Context) (_ []Sandbox, err error) {
+	defer outwardTo(&err)
 	all, err := g.store.ListSandboxes(ctx)
 	if err != nil {
 		return nil, err
@@ -137,15 +167,20 @@ func (g *Gateway) view(sb store.Sandbox) (Sandbox, error) {
 	if err := json.Unmarshal(sb.Spec, &spec); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s: stored spec: %w", sb.ID, err)
 	}
-	return Sandbox{Sandbox: sb, Spec: spec, Connected: g.sessions.Connected(sb.ID)}, nil
+	return Sandbox{ID: sb.ID, Name: sb.Name, Driver: sb.Driver, State: State(sb.State),
+		InstanceID: sb.InstanceID, RunID: sb.RunID,
+		LatestGen: sb.LatestGen, GenFloor: sb.GenFloor, WrittenGen: sb.WrittenGen, DeliveredGen: sb.DeliveredGen,
+		RotateAt: sb.RotateAt, CreatedAt: sb.CreatedAt, UpdatedAt: sb.UpdatedAt,
+		Spec: spec, Connected: g.sessions.Connected(sb.ID)}, nil
 }
 
 // Start starts or resumes a sandbox: it mints a fresh generation and
 // writes it into the token directory, opens the sandbox's gateway socket,
 // and only then asks the driver to start it, so the sandbox never boots on
 // an expired token.
-func (g *Gateway) Start(ctx context.Context, idOrName string) (Sandbox, error) {
-	sb, err := g.Resolve(ctx, idOrName)
+func (g *Gateway) Start(ctx context.Context, idOrName string) (_ Sandbox, err error) {
+	defer outwardTo(&err)
+	sb, err := g.resolve(ctx, idOrName)
 	if err != nil {
 		return Sandbox{}, err
 	}
@@ -200,8 +235,9 @@ func (g *Gateway) startRun(ctx context.Context, d driver.Driver, sb store.Sandbo
 }
 
 // Stop stops a sandbox, keeping it for a later Start.
-func (g *Gateway) Stop(ctx context.Context, idOrName string) (Sandbox, error) {
-	sb, err := g.Resolve(ctx, idOrName)
+func (g *Gateway) Stop(ctx context.Context, idOrName string) (_ Sandbox, err error) {
+	defer outwardTo(&err)
+	sb, err := g.resolve(ctx, idOrName)
 	if err != nil {
 		return Sandbox{}, err
 	}
@@ -224,8 +260,9 @@ func (g *Gateway) Stop(ctx context.Context, idOrName string) (Sandbox, error) {
 
 // Delete removes a sandbox and revokes every token it ever had: its store
 // rows go first, so from that moment no token of it authenticates.
-func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
-	sb, err := g.Resolve(ctx, idOrName)
+func (g *Gateway) Delete(ctx context.Context, idOrName string) (err error) {
+	defer outwardTo(&err)
+	sb, err := g.resolve(ctx, idOrName)
 	if err != nil {
 		return err
 	}
@@ -264,7 +301,8 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) error {
 // fails only when the token reached the sandbox nowhere: neither its
 // directory nor (when the directory write failed) its session; see
 // RotateReport for what happened.
-func (g *Gateway) Rotate(ctx context.Context, idOrName string) (uint64, error) {
+func (g *Gateway) Rotate(ctx context.Context, idOrName string) (_ uint64, err error) {
+	defer outwardTo(&err)
 	r, err := g.RotateReport(ctx, idOrName)
 	return r.Gen, err
 }
@@ -288,8 +326,9 @@ type RotateResult struct {
 // to deliveryWait for the supervisor to acknowledge the push: the sandbox
 // holds the token then, and the result says so with the write's error.
 // Only a token that reached the sandbox nowhere is an error.
-func (g *Gateway) RotateReport(ctx context.Context, idOrName string) (RotateResult, error) {
-	sb, err := g.Resolve(ctx, idOrName)
+func (g *Gateway) RotateReport(ctx context.Context, idOrName string) (_ RotateResult, err error) {
+	defer outwardTo(&err)
+	sb, err := g.resolve(ctx, idOrName)
 	if err != nil {
 		return RotateResult{}, err
 	}
@@ -299,7 +338,7 @@ func (g *Gateway) RotateReport(ctx context.Context, idOrName string) (RotateResu
 	}
 	tok := tokens[sb.ID]
 	if tok == nil {
-		return RotateResult{}, fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrNotFound) // deleted meanwhile
+		return RotateResult{}, fmt.Errorf("sandbox %s: %w", sb.ID, ErrNotFound) // deleted meanwhile
 	}
 	r := RotateResult{Gen: tok.Gen()}
 	cur, err := g.store.GetSandbox(ctx, sb.ID)
@@ -346,8 +385,9 @@ func (g *Gateway) awaitDelivery(ctx context.Context, sandboxID string, gen uint6
 
 // Exec runs a command in a running sandbox through its supervisor,
 // streaming its output to req.Stdout and req.Stderr.
-func (g *Gateway) Exec(ctx context.Context, idOrName string, req session.ExecRequest) (session.ExecResult, error) {
-	sb, err := g.Resolve(ctx, idOrName)
+func (g *Gateway) Exec(ctx context.Context, idOrName string, req session.ExecRequest) (_ session.ExecResult, err error) {
+	defer outwardTo(&err)
+	sb, err := g.resolve(ctx, idOrName)
 	if err != nil {
 		return session.ExecResult{}, err
 	}
@@ -360,8 +400,9 @@ var ErrNoLogs = errors.New("the sandbox's driver keeps no workload logs")
 // Logs returns a sandbox's workload output as its driver keeps it; with
 // follow, the reader keeps returning new output until ctx ends. The
 // caller closes it.
-func (g *Gateway) Logs(ctx context.Context, idOrName string, follow bool) (io.ReadCloser, error) {
-	sb, err := g.Resolve(ctx, idOrName)
+func (g *Gateway) Logs(ctx context.Context, idOrName string, follow bool) (_ io.ReadCloser, err error) {
+	defer outwardTo(&err)
+	sb, err := g.resolve(ctx, idOrName)
 	if err != nil {
 		return nil, err
 	}

@@ -50,7 +50,8 @@ func (g *Gateway) sweepDone(rotated int, err error) {
 // pipelined (see mint.go), and
 // retires signing keys no live token uses any more. It
 // returns how many sandboxes it rotated.
-func (g *Gateway) Sweep(ctx context.Context) (int, error) {
+func (g *Gateway) Sweep(ctx context.Context) (_ int, err error) {
+	defer outwardTo(&err)
 	if err := g.activateDueKeys(ctx); err != nil {
 		return 0, err
 	}

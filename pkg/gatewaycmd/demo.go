@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sandkey/sandkey/pkg/gateway"
-	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // demoLifetime is the token lifetime of `serve --demo`: short enough that
@@ -25,12 +24,12 @@ const demoName = "demo"
 func startDemo(ctx context.Context, gw *gateway.Gateway, g *globals, o *serveOptions, log *zap.Logger) error {
 	sb, err := gw.Get(ctx, demoName)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, gateway.ErrNotFound):
 		sb, err = gw.Create(ctx, gateway.CreateRequest{
 			Name: demoName, Driver: o.defaultDriver, Start: true,
 			Spec: gateway.Spec{Command: []string{"/bin/sh", "-c", "echo demo workload up; while :; do sleep 3600; done"}},
 		})
-	case err == nil && sb.State != store.SandboxRunning:
+	case err == nil && sb.State != gateway.StateRunning:
 		sb, err = gw.Start(ctx, demoName)
 	}
 	if err != nil {

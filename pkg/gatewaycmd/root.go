@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sandkey/sandkey/pkg/store"
+	"github.com/sandkey/sandkey/pkg/gateway"
 )
 
 // Exit codes of the gateway binary.
@@ -121,5 +121,5 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // others can read; a key file that does not decrypt the keys): exit 2, as
 // for any configuration error, not 1.
 func isConfigError(err error) bool {
-	return errors.Is(err, store.ErrInsecurePermissions) || errors.Is(err, store.ErrWrongKeyFile)
+	return errors.Is(err, gateway.ErrInsecure) || errors.Is(err, gateway.ErrWrongKeyFile)
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/logging"
-	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // serveOptions are `gateway serve`'s settings; each is a flag, an
@@ -196,7 +195,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 			gateway.UnmountTokenRoot(tokens.Path)
 		}
 		// --store names a database that does not parse, answer or let us in.
-		if errors.Is(err, store.ErrInvalidDSN) || errors.Is(err, store.ErrConnect) {
+		if errors.Is(err, gateway.ErrStoreLocation) {
 			return usageError{fmt.Errorf("--store: %w", err)}
 		}
 		return err

@@ -9,7 +9,7 @@ import (
 )
 
 // Authority is what the session server needs from the gateway's store and
-// issuer. The gateway implements it; MemAuthority serves tests.
+// issuer. The gateway implements it; sessiontest.MemAuthority serves tests.
 type Authority interface {
 	// Latest returns the newest minted token of sandboxID, or an error
 	// wrapping ErrUnknownSandbox.

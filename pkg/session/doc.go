@@ -46,10 +46,12 @@
 //     The supervisor offers it to its TokenSource and answers TokenAck once
 //     the source holds that generation (or a newer one); the gateway then
 //     records it delivered (Authority.RecordDelivered). A push not
-//     acknowledged after two intervals is sent again.
+//     acknowledged after two intervals is sent again. Heartbeats, silences
+//     and resends run on ServerConfig.Clock (the real clock by default),
+//     apart from ServerConfig.Now, which judges credentials.
 //  7. A session never outlives its credential: its expiry is that of the
 //     newest token the supervisor presented (current) or acknowledged. It
-//     is checked with the injected clock at every heartbeat tick, so the
+//     is checked with ServerConfig.Now at every heartbeat tick, so the
 //     session ends, Rejected UNAUTHENTICATED, within one interval of it.
 //     An attested session that presented no usable token gets three
 //     intervals to acknowledge the token sent in Accepted.

@@ -44,7 +44,7 @@ func TestExchangeRPCRefusesAttestedOversizedAndMalformedCallsBeforeTheExchanger(
 	}
 	x := &stubExchanger{issuer: issuer}
 	reg := prometheus.NewRegistry()
-	s := NewServer(ServerConfig{Authority: NewMemAuthority(issuer, keys), Exchanger: x, Registerer: reg})
+	s := NewServer(ServerConfig{Authority: NewTestAuthority(issuer, keys), Exchanger: x, Registerer: reg})
 	defer s.Close()
 	for _, r := range ExchangeResults {
 		if n := testutil.ToFloat64(s.metrics.exchanges.WithLabelValues(r)); n != 0 {

@@ -210,7 +210,7 @@ type sessionLoop struct {
 	// unacked are tokens sent and not acknowledged yet, by generation.
 	unacked map[uint64]*auth.Token
 	// newestSent is the newest generation sent; sentAt is when (for the
-	// resend), in monotonic time.
+	// resend), on the server's Clock.
 	newestSent uint64
 	sentAt     time.Time
 	// pushDue is set when a push could not be served (store error) and
@@ -251,7 +251,7 @@ func (l *sessionLoop) startSender(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case m := <-l.out:
-				l.sendingAt.Store(time.Now().UnixNano())
+				l.sendingAt.Store(l.s.cfg.Clock.Now().UnixNano())
 				err := l.stream.Send(m)
 				l.sendingAt.Store(0)
 				l.pending.Add(-1)
@@ -280,7 +280,7 @@ func (l *sessionLoop) send(m *sessionpb.GatewayMessage) error {
 // sendStalled reports how long the Send in progress has been blocked.
 func (l *sessionLoop) sendStalled() time.Duration {
 	if at := l.sendingAt.Load(); at != 0 {
-		return time.Since(time.Unix(0, at))
+		return l.s.cfg.Clock.Now().Sub(time.Unix(0, at))
 	}
 	return 0
 }
@@ -288,6 +288,7 @@ func (l *sessionLoop) sendStalled() time.Duration {
 // flush gives queued messages (a final Rejected, or the Accepted of a
 // supervisor that half-closed) up to limit to leave. It returns early when
 // the sender stopped: what it still holds will never leave.
+// It waits in real time, not on the Clock: it waits for bytes to leave.
 func (l *sessionLoop) flush(limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for l.pending.Load() > 0 && time.Now().Before(deadline) {
@@ -348,7 +349,7 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 	if err := l.send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Accepted{Accepted: acc}}); err != nil {
 		return err
 	}
-	l.lastHeard = time.Now()
+	l.lastHeard = l.s.cfg.Clock.Now()
 	l.log.Info("session accepted", zap.Bool("attested", cred.attested), zap.Uint64("hello_gen", hello.GetTokenGen()),
 		zap.Stringer("presented", cred.presented), zap.Stringer("not_issued", cred.unissued),
 		zap.Stringer("latest", latest), zap.Bool("token_sent", acc.Token != nil),
@@ -359,13 +360,13 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 func (l *sessionLoop) sent(tok *auth.Token) {
 	l.unacked[tok.Gen()] = tok
 	l.newestSent = tok.Gen()
-	l.sentAt = time.Now()
+	l.sentAt = l.s.cfg.Clock.Now()
 }
 
 // run serves the session until it ends.
 func (l *sessionLoop) run(ctx context.Context, in <-chan *sessionpb.SupervisorMessage, inErr <-chan error) error {
 	hb := l.s.cfg.HeartbeatInterval
-	ticker := time.NewTicker(hb)
+	ticker := l.s.cfg.Clock.NewTicker(hb)
 	defer ticker.Stop()
 	for {
 		var err error
@@ -388,14 +389,14 @@ func (l *sessionLoop) run(ctx context.Context, in <-chan *sessionpb.SupervisorMe
 		case <-l.sess.endc:
 			err = reject(l.sess.endCode, l.sess.endReason)
 		case m := <-in:
-			l.lastHeard = time.Now()
+			l.lastHeard = l.s.cfg.Clock.Now()
 			err = l.handle(ctx, m)
 		case <-l.sess.push:
 			err = l.deliver(ctx)
 		case m := <-l.sess.out:
 			err = l.send(m)
 		case err = <-l.sendErr:
-		case <-ticker.C:
+		case <-ticker.C():
 			err = l.tick(ctx)
 		}
 		if err != nil {
@@ -497,7 +498,7 @@ func (l *sessionLoop) tick(ctx context.Context) error {
 		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
 			fmt.Sprintf("the supervisor has not read for %s", stalled.Round(time.Millisecond)))
 	}
-	if silent := time.Since(l.lastHeard); silent >= missedHeartbeats*hb {
+	if silent := l.s.cfg.Clock.Now().Sub(l.lastHeard); silent >= missedHeartbeats*hb {
 		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
 			fmt.Sprintf("nothing heard from the supervisor for %s", silent.Round(time.Millisecond)))
 	}
@@ -510,8 +511,8 @@ func (l *sessionLoop) tick(ctx context.Context) error {
 			return err
 		}
 	}
-	if tok := l.unacked[l.newestSent]; tok != nil && time.Since(l.sentAt) >= resendAfter*hb {
-		l.sentAt = time.Now()
+	if tok := l.unacked[l.newestSent]; tok != nil && l.s.cfg.Clock.Now().Sub(l.sentAt) >= resendAfter*hb {
+		l.sentAt = l.s.cfg.Clock.Now()
 		l.s.metrics.resends.Inc()
 		l.log.Debug("token resent", zap.Stringer("token", tok))
 		if err := l.sendToken(tok); err != nil {

@@ -57,7 +57,22 @@ type envConfig struct {
 	lifetime     time.Duration
 	onExit       func(ExitReport)
 	verbose      bool
+	clock        Clock // the server's heartbeat clock; the real one when nil
 }
+
+// TestAuthority is what this package's tests need of an authority: a
+// sessiontest.MemAuthority. These tests, in package session, cannot import
+// sessiontest (it imports session); sessiontest_test.go, in package
+// session_test, which can, sets NewTestAuthority before any test runs.
+type TestAuthority interface {
+	Authority
+	Mint(sandboxID string) (*auth.Token, error)
+	Delivered(sandboxID string) uint64
+}
+
+// NewTestAuthority returns an empty authority minting with issuer and
+// verifying against keys (sessiontest.NewMemAuthority).
+var NewTestAuthority func(issuer *auth.Issuer, keys *auth.KeySet) TestAuthority
 
 // env is a gateway: authority, session server, one gRPC server serving a
 // shared TCP listener and per-sandbox unix sockets.
@@ -66,7 +81,7 @@ type env struct {
 	clock     *fakeClock
 	keys      *auth.KeySet
 	issuer    *auth.Issuer
-	authority *MemAuthority
+	authority TestAuthority
 	srv       *Server
 	grpc      *grpc.Server
 	listeners *Listeners
@@ -106,10 +121,10 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, clock: clock, keys: keys, issuer: issuer, authority: NewMemAuthority(issuer, keys),
+	e := &env{t: t, clock: clock, keys: keys, issuer: issuer, authority: NewTestAuthority(issuer, keys),
 		reg: prometheus.NewRegistry(), dir: dir}
 	e.srv = NewServer(ServerConfig{Authority: e.authority, HeartbeatInterval: cfg.heartbeat, HelloTimeout: cfg.helloTimeout,
-		Now: clock.Now, Logger: logger, Registerer: e.reg, OnExit: cfg.onExit})
+		Now: clock.Now, Clock: cfg.clock, Logger: logger, Registerer: e.reg, OnExit: cfg.onExit})
 	e.grpc = grpc.NewServer(ServerOptions(nil)...)
 	e.srv.Register(e.grpc)
 	e.listeners = NewListeners(e.grpc, logger)

@@ -46,8 +46,11 @@ type ServerConfig struct {
 	HeartbeatInterval time.Duration    // DefaultHeartbeatInterval when zero
 	HelloTimeout      time.Duration    // DefaultHelloTimeout when zero
 	Now               func() time.Time // decides when a credential expired; time.Now when nil
-	Logger            *zap.Logger      // zap.NewNop() when nil
-	Registerer        prometheus.Registerer
+	// Clock times heartbeats, silences, stalled sends and resends;
+	// RealClock when nil.
+	Clock      Clock
+	Logger     *zap.Logger // zap.NewNop() when nil
+	Registerer prometheus.Registerer
 	// OnExit is called, in the RPC's goroutine, for each ReportExit.
 	OnExit func(ExitReport)
 	// Exchanger serves ExchangeServiceAccountToken; nil refuses it.
@@ -96,6 +99,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = RealClock{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()

@@ -18,6 +18,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth/source"
 	"github.com/sandkey/sandkey/pkg/dirwatch"
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/session/sessiontest"
 )
 
 // TestStatusFileFollowsTheSessionAtOnce runs a real session server and
@@ -41,7 +42,7 @@ func TestStatusFileFollowsTheSessionAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authority := session.NewMemAuthority(issuer, keys)
+	authority := sessiontest.NewMemAuthority(issuer, keys)
 	tok, err := authority.Mint(id)
 	if err != nil {
 		t.Fatal(err)

@@ -211,6 +211,6 @@ func TestWorkloadExitMarksTheSandboxStopped(t *testing.T) {
 	before, _ := h.gw.Get(ctx, sb.ID)
 	again, err := h.gw.Start(ctx, sb.ID)
 	if err != nil || again.LatestGen != before.LatestGen+1 {
-		t.Fatalf("restart: %+v, %v; want gen %d", again.Sandbox, err, before.LatestGen+1)
+		t.Fatalf("restart: %+v, %v; want gen %d", again, err, before.LatestGen+1)
 	}
 }

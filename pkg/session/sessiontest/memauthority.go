@@ -1,4 +1,7 @@
-package session
+// Package sessiontest provides stand-ins for tests of the session protocol
+// and its users, as net/http/httptest does for net/http. Only tests import
+// it (TestOnlyTestsImportIt checks the commands).
+package sessiontest
 
 import (
 	"context"
@@ -6,10 +9,11 @@ import (
 	"sync"
 
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/session"
 )
 
-// MemAuthority is an Authority that keeps every sandbox's tokens in
-// memory. It serves tests of this package and of the gateway; it applies
+// MemAuthority is a session.Authority that keeps every sandbox's tokens in
+// memory. It serves tests of the session package and its users; it applies
 // the same rules as the gateway's store (two newest generations accepted,
 // each with its jti; older ones superseded; newer ones or other jtis not
 // issued; generations strictly increasing, and above every generation
@@ -38,7 +42,7 @@ func NewMemAuthority(issuer *auth.Issuer, keys *auth.KeySet) *MemAuthority {
 }
 
 // Mint mints the next generation for sandboxID, creating the sandbox if it
-// is new, and returns it. Push it to a session with Server.Push.
+// is new, and returns it. Push it to a session with session.Server.Push.
 func (m *MemAuthority) Mint(sandboxID string) (*auth.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -80,18 +84,18 @@ func (m *MemAuthority) Delivered(sandboxID string) uint64 {
 	return 0
 }
 
-// Latest implements Authority.
+// Latest implements session.Authority.
 func (m *MemAuthority) Latest(_ context.Context, sandboxID string) (*auth.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sb := m.sandboxes[sandboxID]
 	if sb == nil {
-		return nil, fmt.Errorf("latest token of %s: %w", sandboxID, ErrUnknownSandbox)
+		return nil, fmt.Errorf("latest token of %s: %w", sandboxID, session.ErrUnknownSandbox)
 	}
 	return sb.latest, nil
 }
 
-// Authenticate implements Authority.
+// Authenticate implements session.Authority.
 func (m *MemAuthority) Authenticate(_ context.Context, raw, sandboxID string, allowExpired bool) (*auth.Token, error) {
 	verify := m.verifier.Verify
 	if allowExpired {
@@ -105,7 +109,7 @@ func (m *MemAuthority) Authenticate(_ context.Context, raw, sandboxID string, al
 	defer m.mu.Unlock()
 	sb := m.sandboxes[sandboxID]
 	if sb == nil {
-		return nil, fmt.Errorf("authenticate %s: %w", sandboxID, ErrUnknownSandbox)
+		return nil, fmt.Errorf("authenticate %s: %w", sandboxID, session.ErrUnknownSandbox)
 	}
 	for _, cur := range []*auth.Token{sb.latest, sb.previous} {
 		if cur != nil && cur.Gen() == tok.Gen() && cur.JTI() == tok.JTI() {
@@ -113,19 +117,19 @@ func (m *MemAuthority) Authenticate(_ context.Context, raw, sandboxID string, al
 		}
 	}
 	if tok.Gen()+2 <= sb.latest.Gen() {
-		return nil, fmt.Errorf("authenticate %s: %s (latest gen %d): %w", sandboxID, tok, sb.latest.Gen(), ErrSuperseded)
+		return nil, fmt.Errorf("authenticate %s: %s (latest gen %d): %w", sandboxID, tok, sb.latest.Gen(), session.ErrSuperseded)
 	}
 	return nil, fmt.Errorf("authenticate %s: %w", sandboxID,
-		&NotIssuedError{Token: tok, Reason: fmt.Sprintf("latest gen %d", sb.latest.Gen())})
+		&session.NotIssuedError{Token: tok, Reason: fmt.Sprintf("latest gen %d", sb.latest.Gen())})
 }
 
-// Reissue implements Authority.
+// Reissue implements session.Authority.
 func (m *MemAuthority) Reissue(_ context.Context, sandboxID string, above uint64) (*auth.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sb := m.sandboxes[sandboxID]
 	if sb == nil {
-		return nil, fmt.Errorf("reissue for %s: %w", sandboxID, ErrUnknownSandbox)
+		return nil, fmt.Errorf("reissue for %s: %w", sandboxID, session.ErrUnknownSandbox)
 	}
 	sb.floor = max(sb.floor, above)
 	if sb.latest.Gen() > above && m.verifier.Now().Before(sb.latest.ExpiresAt()) {
@@ -134,13 +138,13 @@ func (m *MemAuthority) Reissue(_ context.Context, sandboxID string, above uint64
 	return m.mintLocked(sandboxID)
 }
 
-// RecordDelivered implements Authority.
+// RecordDelivered implements session.Authority.
 func (m *MemAuthority) RecordDelivered(_ context.Context, sandboxID string, gen uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sb := m.sandboxes[sandboxID]
 	if sb == nil {
-		return fmt.Errorf("record delivered gen %d of %s: %w", gen, sandboxID, ErrUnknownSandbox)
+		return fmt.Errorf("record delivered gen %d of %s: %w", gen, sandboxID, session.ErrUnknownSandbox)
 	}
 	if gen > sb.delivered {
 		sb.delivered = gen
@@ -148,7 +152,7 @@ func (m *MemAuthority) RecordDelivered(_ context.Context, sandboxID string, gen 
 	return nil
 }
 
-// JWKS implements Authority.
+// JWKS implements session.Authority.
 func (m *MemAuthority) JWKS() []byte {
 	b, err := m.keys.JWKS().Marshal()
 	if err != nil {
