@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/store"
 )
@@ -386,12 +387,12 @@ func (g *Gateway) driverSpec(sb store.Sandbox, spec Spec, instance string) drive
 		SandboxID: sb.ID, Name: sb.Name, InstanceID: instance, Image: spec.Image, Command: spec.Command,
 		Env: spec.Env,
 		SandboxEnv: map[string]string{
-			driver.EnvAuthMode:    "dir",
-			driver.EnvSandboxID:   sb.ID,
-			driver.EnvInstanceID:  instance,
-			driver.EnvIssuer:      g.cfg.Issuer,
-			driver.EnvAudience:    g.cfg.Audience,
-			driver.EnvTrustDomain: g.cfg.TrustDomain,
+			guest.EnvAuthMode:    guest.ModeDir,
+			guest.EnvSandboxID:   sb.ID,
+			guest.EnvInstanceID:  instance,
+			guest.EnvIssuer:      g.cfg.Issuer,
+			guest.EnvAudience:    g.cfg.Audience,
+			guest.EnvTrustDomain: g.cfg.TrustDomain,
 		},
 		TokenDir:  g.tokenDir(sb.ID),
 		SocketDir: g.socketDir(sb.ID),

@@ -25,6 +25,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/docker"
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
@@ -145,9 +146,9 @@ func newSandbox(t testing.TB, args ...string) sandbox {
 			Command:    args,
 			Env:        map[string]string{},
 			SandboxEnv: map[string]string{
-				driver.EnvAuthMode:   "dir",
-				driver.EnvSandboxID:  id,
-				driver.EnvInstanceID: "", // set by spec()
+				guest.EnvAuthMode:   "dir",
+				guest.EnvSandboxID:  id,
+				guest.EnvInstanceID: "", // set by spec()
 			},
 			TokenDir:  w.Dir(),
 			SocketDir: socketDir,
@@ -164,7 +165,7 @@ func (s sandbox) spec() driver.Spec {
 	for k, v := range s.SandboxEnv {
 		spec.SandboxEnv[k] = v
 	}
-	spec.SandboxEnv[driver.EnvInstanceID] = spec.InstanceID
+	spec.SandboxEnv[guest.EnvInstanceID] = spec.InstanceID
 	return spec
 }
 
