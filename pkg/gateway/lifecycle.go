@@ -14,6 +14,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/store"
 )
@@ -172,7 +173,7 @@ func (g *Gateway) Start(ctx context.Context, idOrName string) (Sandbox, error) {
 	if err := json.Unmarshal(sb.Spec, &spec); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s: stored spec: %w", sb.ID, err)
 	}
-	instance := newInstanceID()
+	instance := randid.New(instanceIDBytes)
 	if err := g.startRun(ctx, d, sb, g.driverSpec(sb, spec, instance)); err != nil {
 		return Sandbox{}, fmt.Errorf("driver %s start sandbox %s: %w", sb.Driver, sb.Name, err)
 	}

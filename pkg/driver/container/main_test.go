@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +24,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
 	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
@@ -118,7 +117,7 @@ type sandbox struct {
 // directory short enough for a unix socket.
 func newSandbox(t testing.TB, args ...string) sandbox {
 	t.Helper()
-	id := "t" + randomHex(t, 6)
+	id := "t" + randid.New(6)
 	root := t.TempDir()
 	w, err := tokendir.NewWriter(root + "/auth")
 	if err != nil {
@@ -141,7 +140,7 @@ func newSandbox(t testing.TB, args ...string) sandbox {
 		Spec: driver.Spec{
 			SandboxID:  id,
 			Name:       "name-" + id,
-			InstanceID: "i-" + randomHex(t, 4),
+			InstanceID: "i-" + randid.New(4),
 			Image:      standInImage,
 			Command:    args,
 			Env:        map[string]string{},
@@ -174,15 +173,6 @@ func writeToken(t testing.TB, w *tokendir.Writer, token string) {
 	if err := w.Write(map[string][]byte{tokendir.TokenFile: []byte(token), tokendir.JWKSFile: []byte(`{"keys":[]}`)}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func randomHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // ctxT is a context for one driver or engine call.
