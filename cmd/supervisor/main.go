@@ -17,7 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
-	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/logging"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
@@ -29,14 +29,14 @@ func main() {
 	}
 	// The init of a microVM: the VM driver's boot file gives its
 	// environment and arguments, and the VM powers off when it is done.
-	args, guest, err := vminit.StartGuest(vminit.BootFile, os.Args[1:])
+	args, vm, err := vminit.StartGuest(guest.BootFile, os.Args[1:])
 	code := supervisor.ExitConfig
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
 	} else {
 		code = run(args)
 	}
-	guest.Finish()
+	vm.Finish()
 	if err := vminit.Halt(code); err != nil {
 		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
 	}
@@ -54,20 +54,20 @@ func run(args []string) int {
 	var cfg supervisor.Config
 	var logLevel, logFormat, copyTo string
 	fs := pflag.NewFlagSet("supervisor", pflag.ContinueOnError)
-	fs.StringVar(&cfg.Mode, "auth-mode", env(driver.EnvAuthMode, ""), "auth mode: dir, static or k8s-sa (env "+driver.EnvAuthMode+")")
-	fs.StringVar(&cfg.SandboxID, "sandbox-id", env(driver.EnvSandboxID, ""), "this sandbox's id (env "+driver.EnvSandboxID+")")
-	fs.StringVar(&cfg.InstanceID, "instance-id", env(driver.EnvInstanceID, ""), "this start's instance id (env "+driver.EnvInstanceID+")")
-	fs.StringVar(&cfg.TokenDir, "token-dir", env(driver.EnvTokenDir, driver.DefaultTokenDir), "token directory (env "+driver.EnvTokenDir+")")
-	fs.StringVar(&cfg.Gateway, "gateway", env(driver.EnvGateway, driver.DefaultGateway), "gateway address: unix://, vsock://, tcp:// or tls:// (env "+driver.EnvGateway+")")
-	fs.StringVar(&cfg.Issuer, "issuer", env(driver.EnvIssuer, ""), "expected token issuer; empty accepts any (env "+driver.EnvIssuer+")")
-	fs.StringVar(&cfg.Audience, "audience", env(driver.EnvAudience, ""), "expected token audience; empty accepts any (env "+driver.EnvAudience+")")
-	fs.StringVar(&cfg.TrustDomain, "trust-domain", env(driver.EnvTrustDomain, ""), "expected SPIFFE trust domain; empty accepts any (env "+driver.EnvTrustDomain+")")
-	fs.StringVar(&cfg.StatusFile, "status-file", env(driver.EnvStatusFile, ""), "status file to keep current; empty disables (env "+driver.EnvStatusFile+")")
-	fs.StringVar(&cfg.TokenFile, "token-file", env(driver.EnvTokenFile, ""), "static mode: file holding the token (env "+driver.EnvTokenFile+")")
+	fs.StringVar(&cfg.Mode, "auth-mode", env(guest.EnvAuthMode, ""), "auth mode: dir, static or k8s-sa (env "+guest.EnvAuthMode+")")
+	fs.StringVar(&cfg.SandboxID, "sandbox-id", env(guest.EnvSandboxID, ""), "this sandbox's id (env "+guest.EnvSandboxID+")")
+	fs.StringVar(&cfg.InstanceID, "instance-id", env(guest.EnvInstanceID, ""), "this start's instance id (env "+guest.EnvInstanceID+")")
+	fs.StringVar(&cfg.TokenDir, "token-dir", env(guest.EnvTokenDir, guest.DefaultTokenDir), "token directory (env "+guest.EnvTokenDir+")")
+	fs.StringVar(&cfg.Gateway, "gateway", env(guest.EnvGateway, guest.DefaultGateway), "gateway address: unix://, vsock://, tcp:// or tls:// (env "+guest.EnvGateway+")")
+	fs.StringVar(&cfg.Issuer, "issuer", env(guest.EnvIssuer, ""), "expected token issuer; empty accepts any (env "+guest.EnvIssuer+")")
+	fs.StringVar(&cfg.Audience, "audience", env(guest.EnvAudience, ""), "expected token audience; empty accepts any (env "+guest.EnvAudience+")")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", env(guest.EnvTrustDomain, ""), "expected SPIFFE trust domain; empty accepts any (env "+guest.EnvTrustDomain+")")
+	fs.StringVar(&cfg.StatusFile, "status-file", env(guest.EnvStatusFile, ""), "status file to keep current; empty disables (env "+guest.EnvStatusFile+")")
+	fs.StringVar(&cfg.TokenFile, "token-file", env(guest.EnvTokenFile, ""), "static mode: file holding the token (env "+guest.EnvTokenFile+")")
 	fs.DurationVar(&cfg.PollInterval, "poll-interval", durationEnv("SANDKEY_POLL_INTERVAL", 0), "token directory poll; 0 picks 1s on FUSE/virtio-fs, 30s elsewhere; at most 1s while the directory is not watched (no inotify) (env SANDKEY_POLL_INTERVAL)")
 	fs.DurationVar(&cfg.Grace, "grace", durationEnv("SANDKEY_GRACE", 10*time.Second), "after SIGTERM, how long the workload has before SIGKILL (env SANDKEY_GRACE)")
-	fs.StringVar(&cfg.User, "user", env("SANDKEY_USER", ""), "run the workload and execs as this user: name, uid, uid:gid or name:group, names from the sandbox's /etc/passwd and /etc/group; empty keeps the supervisor's (env SANDKEY_USER)")
-	fs.StringVar(&cfg.VMInit, "vm-init", env("SANDKEY_VM_INIT", "auto"), "microVM init duties: auto (when PID 1 without /proc), on, off (env SANDKEY_VM_INIT)")
+	fs.StringVar(&cfg.User, "user", env(guest.EnvUser, ""), "run the workload and execs as this user: name, uid, uid:gid or name:group, names from the sandbox's /etc/passwd and /etc/group; empty keeps the supervisor's (env "+guest.EnvUser+")")
+	fs.StringVar(&cfg.VMInit, "vm-init", env(guest.EnvVMInit, "auto"), "microVM init duties: auto (when PID 1 without /proc), on, off (env "+guest.EnvVMInit+")")
 	fs.StringVar(&logLevel, "log-level", env("SANDKEY_LOG_LEVEL", "info"), "log level (env SANDKEY_LOG_LEVEL)")
 	fs.StringVar(&logFormat, "log-format", env("SANDKEY_LOG_FORMAT", "json"), "log format: json or console (env SANDKEY_LOG_FORMAT)")
 	// No environment variable: none may turn a sandbox's PID 1 into a copier.
@@ -87,8 +87,8 @@ func run(args []string) int {
 		return 0
 	}
 	cfg.Argv = fs.Args()
-	cfg.StaticToken = os.Getenv(driver.EnvToken)
-	cfg.GatewayCA = os.Getenv(driver.EnvGatewayCA)
+	cfg.StaticToken = os.Getenv(guest.EnvToken)
+	cfg.GatewayCA = os.Getenv(guest.EnvGatewayCA)
 	switch cfg.VMInit {
 	case "auto", "on", "off":
 	default:

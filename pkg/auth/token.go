@@ -2,9 +2,7 @@ package auth
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/sandkey/sandkey/pkg/randid"
 )
 
 const (
@@ -27,6 +27,8 @@ const (
 	TokenType = "sandkey+jwt"
 	// MaxTokenSize caps a raw token, as the token directory caps its files.
 	MaxTokenSize = 64 << 10
+	// jtiBytes is the size of a token's random jti.
+	jtiBytes = 16
 
 	algorithm = "EdDSA"
 )
@@ -156,10 +158,7 @@ func (i *Issuer) Mint(sandboxID string, gen uint64) (*Token, error) {
 	if key == nil {
 		return nil, fmt.Errorf("mint token for %s: %w", sandboxID, ErrNoActiveKey)
 	}
-	jti, err := newJTI()
-	if err != nil {
-		return nil, fmt.Errorf("mint token for %s: %w", sandboxID, err)
-	}
+	jti := randid.New(jtiBytes)
 	now := i.cfg.Now().Truncate(time.Second)
 	claims := Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -242,14 +241,6 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
-}
-
-func newJTI() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("random jti: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
 }
 
 // Verification failure reasons, as VerifyError.Reason and metric labels.

@@ -1,6 +1,7 @@
 // Package driver defines the one interface every compute backend
-// implements — process, docker, podman, vm — and the contract between a
-// driver and the supervisor inside the sandbox it runs.
+// implements — process, docker, podman, vm, kubernetes. What a driver and
+// the supervisor inside the sandbox it runs must agree on (SANDKEY_*
+// names, in-sandbox paths, the VM boot file) is package guest.
 //
 // A driver creates, starts, stops, deletes and inspects sandboxes. It never
 // writes a token: the gateway's atomic writer fills the token directory

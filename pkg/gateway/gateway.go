@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -256,20 +254,15 @@ func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxD
 
 func (g *Gateway) lock(id string) func() { return g.locks.Lock(id) }
 
+// instanceIDBytes is the size of the random id of one start of a sandbox.
+const instanceIDBytes = 8
+
 func (g *Gateway) driverFor(name string) (driver.Driver, error) {
 	d, ok := g.cfg.Drivers[name]
 	if !ok {
 		return nil, fmt.Errorf("driver %q is not registered (have %v)", name, driverNames(g.cfg.Drivers))
 	}
 	return d, nil
-}
-
-func newInstanceID() string {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b[:])
 }
 
 // writeToken writes one generation into the sandbox's token directory,

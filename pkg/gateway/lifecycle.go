@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/store"
 )
@@ -206,7 +208,7 @@ func (g *Gateway) Start(ctx context.Context, idOrName string) (_ Sandbox, err er
 	if err := json.Unmarshal(sb.Spec, &spec); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s: stored spec: %w", sb.ID, err)
 	}
-	instance := newInstanceID()
+	instance := randid.New(instanceIDBytes)
 	if err := g.startRun(ctx, d, sb, g.driverSpec(sb, spec, instance)); err != nil {
 		return Sandbox{}, fmt.Errorf("driver %s start sandbox %s: %w", sb.Driver, sb.Name, err)
 	}
@@ -427,12 +429,12 @@ func (g *Gateway) driverSpec(sb store.Sandbox, spec Spec, instance string) drive
 		SandboxID: sb.ID, Name: sb.Name, InstanceID: instance, Image: spec.Image, Command: spec.Command,
 		Env: spec.Env,
 		SandboxEnv: map[string]string{
-			driver.EnvAuthMode:    "dir",
-			driver.EnvSandboxID:   sb.ID,
-			driver.EnvInstanceID:  instance,
-			driver.EnvIssuer:      g.cfg.Issuer,
-			driver.EnvAudience:    g.cfg.Audience,
-			driver.EnvTrustDomain: g.cfg.TrustDomain,
+			guest.EnvAuthMode:    guest.ModeDir,
+			guest.EnvSandboxID:   sb.ID,
+			guest.EnvInstanceID:  instance,
+			guest.EnvIssuer:      g.cfg.Issuer,
+			guest.EnvAudience:    g.cfg.Audience,
+			guest.EnvTrustDomain: g.cfg.TrustDomain,
 		},
 		TokenDir:  g.tokenDir(sb.ID),
 		SocketDir: g.socketDir(sb.ID),

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // A supervisor reconnects the moment its socket is there, so no socket
@@ -34,7 +34,7 @@ func TestReadyOnlyOnceEveryRunningSandboxSocketAnswers(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	for _, id := range ids {
-		conn, err := net.Dial("unix", filepath.Join(e.g.socketDir(id), session.SocketName))
+		conn, err := net.Dial("unix", filepath.Join(e.g.socketDir(id), guest.SocketName))
 		if err != nil {
 			t.Fatalf("sandbox %s's socket does not answer once the gateway is ready: %v", id, err)
 		}

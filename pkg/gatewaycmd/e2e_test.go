@@ -23,8 +23,8 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
-
 	"github.com/sandkey/sandkey/test/binaries"
 )
 
@@ -48,10 +48,10 @@ const (
 func standInSupervisor() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	id := os.Getenv(driver.EnvSandboxID)
+	id := os.Getenv(guest.EnvSandboxID)
 	src, err := source.New(ctx, source.Config{
-		SandboxID: id, Dir: os.Getenv(driver.EnvTokenDir),
-		Issuer: os.Getenv(driver.EnvIssuer), Audience: os.Getenv(driver.EnvAudience), TrustDomain: os.Getenv(driver.EnvTrustDomain),
+		SandboxID: id, Dir: os.Getenv(guest.EnvTokenDir),
+		Issuer: os.Getenv(guest.EnvIssuer), Audience: os.Getenv(guest.EnvAudience), TrustDomain: os.Getenv(guest.EnvTrustDomain),
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "stand-in supervisor: %v\n", err)
@@ -59,7 +59,7 @@ func standInSupervisor() int {
 	}
 	defer src.Close()
 	c, err := session.NewClient(session.ClientConfig{
-		Target: os.Getenv(driver.EnvGateway), SandboxID: id, InstanceID: os.Getenv(driver.EnvInstanceID),
+		Target: os.Getenv(guest.EnvGateway), SandboxID: id, InstanceID: os.Getenv(guest.EnvInstanceID),
 		Version: "gatewaycmd-test-stand-in", Source: src,
 	})
 	if err != nil {

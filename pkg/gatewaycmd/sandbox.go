@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
-	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 )
 
@@ -381,8 +381,8 @@ func parseEnvEntry(kv string) (string, string, error) {
 		return "", "", Usagef("--env %q: want KEY=VALUE", kv)
 	case !envName.MatchString(k):
 		return "", "", Usagef("--env %q: %q is not a variable name (letters, digits and _, not starting with a digit)", kv, k)
-	case strings.HasPrefix(strings.ToUpper(k), driver.EnvPrefix):
-		return "", "", Usagef("--env %q: %s* variables are set by the gateway for the supervisor", kv, driver.EnvPrefix)
+	case strings.HasPrefix(strings.ToUpper(k), guest.EnvPrefix):
+		return "", "", Usagef("--env %q: %s* variables are set by the gateway for the supervisor", kv, guest.EnvPrefix)
 	}
 	return k, v, nil
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 )
 
@@ -148,7 +149,7 @@ func (s *Server) Exec(ctx context.Context, sandboxID string, req ExecRequest) (E
 	if req.StreamStdin && req.Input == nil {
 		return ExecResult{}, fmt.Errorf("exec %q in %s: stdin to stream but no input", req.Argv[0], sandboxID)
 	}
-	pe := &pendingExec{id: newID(), sandboxID: sandboxID, stdout: req.Stdout, stderr: req.Stderr, done: make(chan struct{}),
+	pe := &pendingExec{id: randid.New(idBytes), sandboxID: sandboxID, stdout: req.Stdout, stderr: req.Stderr, done: make(chan struct{}),
 		input: req.Input, streaming: req.streaming(), gone: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 )
 
@@ -42,7 +43,7 @@ type gwSession struct {
 
 func newGWSession(sandboxID string) *gwSession {
 	return &gwSession{
-		id: newID(), sandboxID: sandboxID,
+		id: randid.New(idBytes), sandboxID: sandboxID,
 		push: make(chan struct{}, 1),
 		out:  make(chan *sessionpb.GatewayMessage, 16),
 		done: make(chan struct{}),

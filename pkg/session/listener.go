@@ -14,11 +14,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/unixsock"
 )
-
-// SocketName is the name of the per-sandbox socket in its directory.
-const SocketName = "gw.sock"
 
 // AttestedInfo is the gRPC AuthInfo of a connection accepted on a
 // per-sandbox socket: it can only come from SandboxID.
@@ -101,7 +99,7 @@ func ListenSandboxSocket(dir, sandboxID string) (net.Listener, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("listen on sandbox socket for %s: %w", sandboxID, err)
 	}
-	path := filepath.Join(dir, SocketName)
+	path := filepath.Join(dir, guest.SocketName)
 	if err := RemoveStaleSocket(path); err != nil {
 		return nil, fmt.Errorf("listen on sandbox socket for %s: %w", sandboxID, err)
 	}
@@ -229,7 +227,7 @@ func (ls *Listeners) AddSandbox(dir, sandboxID string) (string, error) {
 	if err := ls.serve(sandboxKey(sandboxID), l); err != nil {
 		return "", err
 	}
-	return filepath.Join(dir, SocketName), nil
+	return filepath.Join(dir, guest.SocketName), nil
 }
 
 // RemoveSandbox stops serving sandboxID's socket, removes it and closes

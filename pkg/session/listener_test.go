@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 )
 
@@ -34,7 +35,7 @@ func TestListenSandboxSocketSetsModesWhateverTheUmask(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	for path, want := range map[string]os.FileMode{dir: os.ModeDir | 0o700, filepath.Join(dir, SocketName): os.ModeSocket | 0o600} {
+	for path, want := range map[string]os.FileMode{dir: os.ModeDir | 0o700, filepath.Join(dir, guest.SocketName): os.ModeSocket | 0o600} {
 		fi, err := os.Lstat(path)
 		if err != nil {
 			t.Fatal(err)
@@ -59,7 +60,7 @@ func TestListenSandboxSocketReplacesStaleSocketOnly(t *testing.T) {
 	// Leave the socket file behind, as a crashed gateway would.
 	l.(*attestedListener).Listener.(*net.UnixListener).SetUnlinkOnClose(false)
 	_ = l.Close()
-	if _, err := os.Lstat(filepath.Join(dir, SocketName)); err != nil {
+	if _, err := os.Lstat(filepath.Join(dir, guest.SocketName)); err != nil {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
 	l, err = ListenSandboxSocket(dir, "sb")
@@ -68,13 +69,13 @@ func TestListenSandboxSocketReplacesStaleSocketOnly(t *testing.T) {
 	}
 	_ = l.Close()
 
-	if err := os.WriteFile(filepath.Join(dir, SocketName), []byte("precious"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, guest.SocketName), []byte("precious"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ListenSandboxSocket(dir, "sb"); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("err = %v, want a refusal to remove a regular file", err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, SocketName)); string(b) != "precious" {
+	if b, _ := os.ReadFile(filepath.Join(dir, guest.SocketName)); string(b) != "precious" {
 		t.Fatal("regular file in the way was touched")
 	}
 	if _, err := ListenSandboxSocket(dir, ""); err == nil {
@@ -192,15 +193,15 @@ func TestListenSandboxSocketLeavesALiveSocketAlone(t *testing.T) {
 		}
 		accepted <- err
 	}()
-	before, _ := os.Lstat(filepath.Join(dir, SocketName))
+	before, _ := os.Lstat(filepath.Join(dir, guest.SocketName))
 	if _, err := ListenSandboxSocket(dir, "sb"); err == nil || !strings.Contains(err.Error(), "another gateway") {
 		t.Fatalf("err = %v, want a refusal naming the live gateway", err)
 	}
-	if after, err := os.Lstat(filepath.Join(dir, SocketName)); err != nil || !os.SameFile(before, after) {
+	if after, err := os.Lstat(filepath.Join(dir, guest.SocketName)); err != nil || !os.SameFile(before, after) {
 		t.Fatalf("live socket replaced or removed: %v", err)
 	}
 	<-accepted // the probe itself
-	c, err := net.Dial("unix", filepath.Join(dir, SocketName))
+	c, err := net.Dial("unix", filepath.Join(dir, guest.SocketName))
 	if err != nil {
 		t.Fatalf("live socket no longer answers: %v", err)
 	}

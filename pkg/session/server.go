@@ -2,8 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -409,14 +407,8 @@ func toStatus(err error) error {
 	return err
 }
 
-func newID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		// crypto/rand does not fail on Linux; a panic beats a guessable id.
-		panic(fmt.Sprintf("session: read random id: %v", err))
-	}
-	return hex.EncodeToString(b[:])
-}
+// idBytes is the size of a session's and a pending exec's random id.
+const idBytes = 16
 
 // ReportExit implements sessionpb.SupervisorSessionServer.
 func (s *Server) ReportExit(ctx context.Context, req *sessionpb.ReportExitRequest) (*sessionpb.ReportExitResponse, error) {

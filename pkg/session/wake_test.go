@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/auth/source"
-	"google.golang.org/grpc/connectivity"
-
 	"github.com/sandkey/sandkey/pkg/dirwatch"
+	"github.com/sandkey/sandkey/pkg/guest"
+	"google.golang.org/grpc/connectivity"
 )
 
 // With a backoff of an hour, only the socket's re-creation can bring the
@@ -90,7 +90,7 @@ func TestClientWithoutInotifyReconnectsWithinItsSocketPollInterval(t *testing.T)
 // the tests of its backoff wait.
 func newWakeClient(t *testing.T, e *env, dir string, w *dirwatch.Watcher) *Client {
 	t.Helper()
-	c, err := NewClient(ClientConfig{Target: "unix://" + filepath.Join(dir, SocketName), SandboxID: "sb-x",
+	c, err := NewClient(ClientConfig{Target: "unix://" + filepath.Join(dir, guest.SocketName), SandboxID: "sb-x",
 		Source: e.newSource("sb-x", nil), Watcher: w, SocketPollInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 )
 
@@ -21,13 +21,6 @@ const (
 	ExitUnavailable = 69 // EX_UNAVAILABLE: the gateway's socket is not there
 	ExitSoftware    = 70 // EX_SOFTWARE: an internal failure
 	ExitConfig      = 78 // EX_CONFIG: a mode it cannot serve, a missing token directory
-)
-
-// Auth modes (DESIGN.md §8).
-const (
-	ModeDir    = "dir"
-	ModeStatic = "static"
-	ModeK8sSA  = "k8s-sa"
 )
 
 // Config is the supervisor's configuration, from flags and SANDKEY_*
@@ -79,29 +72,29 @@ func (c *Config) Check() error {
 		return configErr(ExitUsage, "no workload: run as `supervisor [flags] -- command args...`")
 	}
 	if c.SandboxID == "" {
-		return configErr(ExitConfig, "no sandbox id: the driver sets %s", driver.EnvSandboxID)
+		return configErr(ExitConfig, "no sandbox id: the driver sets %s", guest.EnvSandboxID)
 	}
 	switch c.Mode {
-	case ModeDir:
+	case guest.ModeDir:
 		if err := checkTokenDir(c.TokenDir); err != nil {
 			return err
 		}
 		return checkGateway(c.Gateway)
-	case ModeStatic:
+	case guest.ModeStatic:
 		if (c.StaticToken == "") == (c.TokenFile == "") {
-			return configErr(ExitConfig, "auth mode static needs exactly one of %s or %s", driver.EnvToken, driver.EnvTokenFile)
+			return configErr(ExitConfig, "auth mode static needs exactly one of %s or %s", guest.EnvToken, guest.EnvTokenFile)
 		}
 		return checkGateway(c.Gateway)
-	case ModeK8sSA:
+	case guest.ModeK8sSA:
 		if err := checkTokenDir(c.TokenDir); err != nil {
 			return err
 		}
 		if !strings.HasPrefix(c.Gateway, "tls://") && !strings.HasPrefix(c.Gateway, "tcp://") {
-			return configErr(ExitConfig, "auth mode %s needs the gateway's shared listener: want a tls:// gateway address, not %q", ModeK8sSA, c.Gateway)
+			return configErr(ExitConfig, "auth mode %s needs the gateway's shared listener: want a tls:// gateway address, not %q", guest.ModeK8sSA, c.Gateway)
 		}
 		return nil
 	case "":
-		return configErr(ExitConfig, "no auth mode: the driver sets %s (dir, static, k8s-sa)", driver.EnvAuthMode)
+		return configErr(ExitConfig, "no auth mode: the driver sets %s (dir, static, k8s-sa)", guest.EnvAuthMode)
 	default:
 		return configErr(ExitConfig, "auth mode %q is unknown; want dir, static or k8s-sa", c.Mode)
 	}
@@ -114,11 +107,11 @@ func (c *Config) dialOptions() ([]session.DialOption, error) {
 		return nil, nil
 	}
 	if !strings.HasPrefix(c.Gateway, "tls://") {
-		return nil, configErr(ExitConfig, "%s is set but the gateway %q is not tls://", driver.EnvGatewayCA, c.Gateway)
+		return nil, configErr(ExitConfig, "%s is set but the gateway %q is not tls://", guest.EnvGatewayCA, c.Gateway)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM([]byte(c.GatewayCA)) {
-		return nil, configErr(ExitConfig, "%s holds no PEM certificate", driver.EnvGatewayCA)
+		return nil, configErr(ExitConfig, "%s holds no PEM certificate", guest.EnvGatewayCA)
 	}
 	return []session.DialOption{session.WithTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})}, nil
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // gatewaySocket returns a path where a unix socket listens until t ends.
@@ -40,23 +42,23 @@ func TestConfigCheckRefusesWhatItCannotServeWithItsExitCode(t *testing.T) {
 		code int
 		want string // in the error
 	}{
-		{"no command", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: gw}, ExitUsage, "no workload"},
-		{"no sandbox id", Config{Mode: ModeDir, TokenDir: tokenDir, Gateway: gw, Argv: argv}, ExitConfig, "SANDKEY_SANDBOX_ID"},
+		{"no command", Config{Mode: guest.ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: gw}, ExitUsage, "no workload"},
+		{"no sandbox id", Config{Mode: guest.ModeDir, TokenDir: tokenDir, Gateway: gw, Argv: argv}, ExitConfig, "SANDKEY_SANDBOX_ID"},
 		{"no mode", Config{SandboxID: "sb", Argv: argv}, ExitConfig, "no auth mode"},
 		{"unknown mode", Config{Mode: "kerberos", SandboxID: "sb", Argv: argv}, ExitConfig, `"kerberos"`},
-		{"dir: no token directory", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: filepath.Join(tokenDir, "missing"), Gateway: gw, Argv: argv},
+		{"dir: no token directory", Config{Mode: guest.ModeDir, SandboxID: "sb", TokenDir: filepath.Join(tokenDir, "missing"), Gateway: gw, Argv: argv},
 			ExitConfig, "does not exist"},
-		{"dir: token directory is a file", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: notDir, Gateway: gw, Argv: argv},
+		{"dir: token directory is a file", Config{Mode: guest.ModeDir, SandboxID: "sb", TokenDir: notDir, Gateway: gw, Argv: argv},
 			ExitConfig, "not a directory"},
-		{"dir: no gateway socket", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: "unix://" + filepath.Join(tokenDir, "gw.sock"), Argv: argv},
+		{"dir: no gateway socket", Config{Mode: guest.ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: "unix://" + filepath.Join(tokenDir, "gw.sock"), Argv: argv},
 			ExitUnavailable, "gateway socket"},
-		{"dir: gateway socket is a file", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: "unix://" + notDir, Argv: argv},
+		{"dir: gateway socket is a file", Config{Mode: guest.ModeDir, SandboxID: "sb", TokenDir: tokenDir, Gateway: "unix://" + notDir, Argv: argv},
 			ExitUnavailable, "not a socket"},
-		{"static: neither token nor file", Config{Mode: ModeStatic, SandboxID: "sb", Gateway: gw, Argv: argv},
+		{"static: neither token nor file", Config{Mode: guest.ModeStatic, SandboxID: "sb", Gateway: gw, Argv: argv},
 			ExitConfig, "exactly one of"},
-		{"static: both token and file", Config{Mode: ModeStatic, SandboxID: "sb", StaticToken: "t", TokenFile: notDir, Gateway: gw, Argv: argv},
+		{"static: both token and file", Config{Mode: guest.ModeStatic, SandboxID: "sb", StaticToken: "t", TokenFile: notDir, Gateway: gw, Argv: argv},
 			ExitConfig, "exactly one of"},
-		{"static: no gateway socket", Config{Mode: ModeStatic, SandboxID: "sb", StaticToken: "t", Gateway: "unix://" + filepath.Join(tokenDir, "gw.sock"), Argv: argv},
+		{"static: no gateway socket", Config{Mode: guest.ModeStatic, SandboxID: "sb", StaticToken: "t", Gateway: "unix://" + filepath.Join(tokenDir, "gw.sock"), Argv: argv},
 			ExitUnavailable, "gateway socket"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,10 +84,10 @@ func TestConfigCheckAcceptsEachModeConfiguredWhole(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"dir", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: gw, Argv: argv}},
-		{"dir over TCP", Config{Mode: ModeDir, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: "dns:///gateway:7443", Argv: argv}},
-		{"static token", Config{Mode: ModeStatic, SandboxID: "sb", StaticToken: "t", Gateway: gw, Argv: argv}},
-		{"static token file", Config{Mode: ModeStatic, SandboxID: "sb", TokenFile: "/run/token", Gateway: gw, Argv: argv}},
+		{"dir", Config{Mode: guest.ModeDir, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: gw, Argv: argv}},
+		{"dir over TCP", Config{Mode: guest.ModeDir, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: "dns:///gateway:7443", Argv: argv}},
+		{"static token", Config{Mode: guest.ModeStatic, SandboxID: "sb", StaticToken: "t", Gateway: gw, Argv: argv}},
+		{"static token file", Config{Mode: guest.ModeStatic, SandboxID: "sb", TokenFile: "/run/token", Gateway: gw, Argv: argv}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.cfg.Check(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"syscall"
 
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor/workload"
 )
@@ -61,7 +62,7 @@ func (r reaperExec) Run(ctx context.Context, c session.ExecCommand, stdout, stde
 func execEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if hasPrefix(kv, "SANDKEY_TOKEN=") {
+		if hasPrefix(kv, guest.EnvToken+"=") {
 			continue
 		}
 		env = append(env, kv)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // mintToken mints a real token for sandboxID, issued at issuedAt, valid
@@ -40,8 +41,8 @@ func TestStaticSourcePresentsTheTokenFromTheEnvironmentOrAFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, cfg := range map[string]Config{
-		"SANDKEY_TOKEN":      {Mode: ModeStatic, SandboxID: "sb", StaticToken: tok.Raw()},
-		"SANDKEY_TOKEN_FILE": {Mode: ModeStatic, SandboxID: "sb", TokenFile: file},
+		"SANDKEY_TOKEN":      {Mode: guest.ModeStatic, SandboxID: "sb", StaticToken: tok.Raw()},
+		"SANDKEY_TOKEN_FILE": {Mode: guest.ModeStatic, SandboxID: "sb", TokenFile: file},
 	} {
 		t.Run(name, func(t *testing.T) {
 			src, err := newStaticSource(cfg)

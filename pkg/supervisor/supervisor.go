@@ -14,6 +14,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/source"
 	"github.com/sandkey/sandkey/pkg/dirwatch"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
 	"github.com/sandkey/sandkey/pkg/supervisor/workload"
@@ -71,7 +72,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	defer src.Close()
 	if tok := src.Current(); tok != nil {
 		log.Info("holding token", zap.Uint64("gen", tok.Gen()), zap.String("jti", tok.JTI()), zap.Time("exp", tok.ExpiresAt()))
-	} else if cfg.Mode != ModeK8sSA {
+	} else if cfg.Mode != guest.ModeK8sSA {
 		log.Warn("no valid token at start; waiting for the session to deliver one")
 	}
 
@@ -153,17 +154,17 @@ func degradedReason(w *dirwatch.Watcher) string {
 
 // backoffFor is the session's reconnect policy in a mode.
 func backoffFor(mode string) session.Backoff {
-	if mode == ModeK8sSA {
+	if mode == guest.ModeK8sSA {
 		return session.Backoff{Max: k8sReconnectMax}
 	}
 	return session.Backoff{}
 }
 
 func newSource(ctx context.Context, cfg Config, dial []session.DialOption, watcher *dirwatch.Watcher, log *zap.Logger) (tokenSource, error) {
-	if cfg.Mode == ModeK8sSA {
+	if cfg.Mode == guest.ModeK8sSA {
 		return newExchangeSource(ctx, cfg, dial, watcher, log)
 	}
-	if cfg.Mode == ModeStatic {
+	if cfg.Mode == guest.ModeStatic {
 		log.Warn("auth mode static: the token is read once and never refreshed; it stops working when it expires")
 		return newStaticSource(cfg)
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandkey/sandkey/pkg/driver/container"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 )
 
@@ -32,7 +32,7 @@ func TestAnyImageIsASandboxWithTheMountedSupervisor(t *testing.T) {
 			if out, errOut, res := h.exec(sb.ID, "cat", "/run/sandkey/auth/token"); res.ExitCode != 0 || out != h.hostToken(sb.ID) {
 				t.Fatalf("exec cat token: exit %d %q %q; want the host's newest token", res.ExitCode, res.Error, errOut)
 			}
-			for _, path := range []string{"/run/sandkey/auth/planted", container.SupervisorTarget} {
+			for _, path := range []string{"/run/sandkey/auth/planted", guest.SupervisorPath} {
 				_, errOut, res := h.exec(sb.ID, "sh", "-c", "echo x > "+path)
 				if res.ExitCode == 0 || !strings.Contains(strings.ToLower(errOut), "read-only file system") {
 					t.Errorf("write %s: exit %d, stderr %q; want a read-only file system error", path, res.ExitCode, errOut)

@@ -14,7 +14,7 @@ import (
 	"github.com/docker/docker/api/types/mount"
 
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
-	"github.com/sandkey/sandkey/pkg/driver/container"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 )
 
@@ -351,7 +351,7 @@ func TestSingleFileBindMountGoesStaleAndTheDriverMountsOnlyDirectories(t *testin
 				}
 			}
 			slices.Sort(targets)
-			if want := []string{container.TokenDirTarget, container.SocketDirTarget}; !slices.Equal(targets, want) {
+			if want := []string{guest.DefaultTokenDir, guest.SocketDir}; !slices.Equal(targets, want) {
 				t.Errorf("mount targets %q, want %q", targets, want)
 			}
 			// And the directory mount follows two rotations, which a

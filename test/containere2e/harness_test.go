@@ -25,6 +25,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/container"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 )
@@ -236,14 +237,14 @@ func containerName(id string) string { return container.ContainerPrefix + id }
 func (h *harness) status(id string) (supervisor.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	rc, _, err := h.engine.CopyFromContainer(ctx, containerName(id), container.StatusFileTarget)
+	rc, _, err := h.engine.CopyFromContainer(ctx, containerName(id), guest.StatusFile)
 	if err != nil {
-		return supervisor.Status{}, fmt.Errorf("copy %s from %s: %w", container.StatusFileTarget, containerName(id), err)
+		return supervisor.Status{}, fmt.Errorf("copy %s from %s: %w", guest.StatusFile, containerName(id), err)
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	if _, err := tr.Next(); err != nil {
-		return supervisor.Status{}, fmt.Errorf("copy %s from %s: %w", container.StatusFileTarget, containerName(id), err)
+		return supervisor.Status{}, fmt.Errorf("copy %s from %s: %w", guest.StatusFile, containerName(id), err)
 	}
 	data, err := io.ReadAll(tr)
 	if err != nil {

@@ -18,8 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 )
 
@@ -45,7 +45,7 @@ func TestSandboxRunsAsAPodAndRegistersThroughTheExchange(t *testing.T) {
 	if proj.Audience != kubernetes.DefaultAudience || proj.ExpirationSeconds == nil || *proj.ExpirationSeconds != 600 {
 		t.Errorf("projection %+v", proj)
 	}
-	if m := pod.Spec.Containers[0].VolumeMounts[0]; !m.ReadOnly || m.MountPath != driver.ServiceAccountTokenDir {
+	if m := pod.Spec.Containers[0].VolumeMounts[0]; !m.ReadOnly || m.MountPath != guest.ServiceAccountTokenDir {
 		t.Errorf("mount %+v", m)
 	}
 	if out := e.mustCLI("sandbox", "exec", "web", "--", "/busybox", "echo", "hello from the pod"); strings.TrimSpace(out) != "hello from the pod" {

@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -35,6 +34,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
 	"github.com/sandkey/sandkey/pkg/driver/kubetest"
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/test/binaries"
 )
@@ -96,7 +96,7 @@ func newEnvWith(t testing.TB, gatewayFlags ...string) *env {
 		}
 		os.RemoveAll(dir)
 	})
-	e := &env{t: t, c: c, ns: "k8se2e-" + randomHex(4), dir: dir, gatewayFlags: gatewayFlags}
+	e := &env{t: t, c: c, ns: "k8se2e-" + randid.New(4), dir: dir, gatewayFlags: gatewayFlags}
 	e.state = filepath.Join(e.dir, "state")
 	c.Namespace(t, e.ns)
 	c.ServiceAccount(t, e.ns, sandboxSA)
@@ -420,12 +420,6 @@ func tail(data []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 func freePort(ip string) (int, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/drivertest"
 	"github.com/sandkey/sandkey/pkg/driver/vm"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 var conformanceSeq atomic.Int64
@@ -34,7 +35,7 @@ func TestVMDriverConformance(t *testing.T) {
 			id := fmt.Sprintf("conformance-%d", conformanceSeq.Add(1))
 			spec := driver.Spec{
 				SandboxID: id, Name: id, InstanceID: id + "-i1", Command: []string{"sleep", "100000"},
-				SandboxEnv: map[string]string{driver.EnvAuthMode: "dir", driver.EnvSandboxID: id, driver.EnvInstanceID: id + "-i1"},
+				SandboxEnv: map[string]string{guest.EnvAuthMode: "dir", guest.EnvSandboxID: id, guest.EnvInstanceID: id + "-i1"},
 				TokenDir:   filepath.Join(dir, "auth"), SocketDir: filepath.Join(dir, "gw"), StateDir: filepath.Join(dir, "state"),
 			}
 			for _, d := range []string{spec.TokenDir, spec.SocketDir} {

@@ -19,6 +19,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/vm"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 )
@@ -210,10 +211,10 @@ func (e *env) exec(id string, argv ...string) (string, session.ExecResult) {
 // guestStatus reads the supervisor's status file in the guest.
 func (e *env) guestStatus(id string) supervisor.Status {
 	e.t.Helper()
-	out, res := e.exec(id, "cat", vm.GuestStatusFile)
+	out, res := e.exec(id, "cat", guest.StatusFile)
 	var st supervisor.Status
 	if res.ExitCode != 0 {
-		e.t.Fatalf("cat %s: exit %d: %s", vm.GuestStatusFile, res.ExitCode, out)
+		e.t.Fatalf("cat %s: exit %d: %s", guest.StatusFile, res.ExitCode, out)
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		e.t.Fatalf("guest status %q: %v", out, err)

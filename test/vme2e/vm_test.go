@@ -13,6 +13,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth/source"
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 )
 
@@ -75,7 +76,7 @@ func TestVMSupervisorRegistersAndRunsExecWithTheBootEnvironment(t *testing.T) {
 	if res.ExitCode != 0 {
 		t.Fatalf("exec: %+v\n%s", res, out)
 	}
-	want := "id=" + sb.ID + " gw=tcp://10.0.2.100:1024 dir=" + driver.DefaultTokenDir
+	want := "id=" + sb.ID + " gw=tcp://10.0.2.100:1024 dir=" + guest.DefaultTokenDir
 	if !strings.Contains(out, want) {
 		t.Errorf("guest environment: %q, want %q", out, want)
 	}
@@ -91,7 +92,7 @@ func TestVMSupervisorRegistersAndRunsExecWithTheBootEnvironment(t *testing.T) {
 
 func TestVMGuestCannotWriteTheTokenShareEvenAfterRemountingIt(t *testing.T) {
 	e, sb := shared(t)
-	dir := driver.DefaultTokenDir
+	dir := guest.DefaultTokenDir
 	before := listDir(t, e.tokenDir(sb.ID))
 	script := strings.Join([]string{
 		"echo x > " + dir + "/evil; echo write=$?",
@@ -148,7 +149,7 @@ func listDir(t testing.TB, dir string) []string {
 // socket.
 func blockSession(t testing.TB, e *env, id string) (restore func()) {
 	t.Helper()
-	sock := filepath.Join(e.socketDir(id), driver.SocketName)
+	sock := filepath.Join(e.socketDir(id), guest.SocketName)
 	if err := os.Rename(sock, sock+".blocked"); err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/vmfs/initramfs"
 )
 
@@ -125,7 +126,7 @@ func build(o options) error {
 	for _, m := range modules {
 		paths = append(paths, "/"+guestModuleDir+"/"+filepath.Base(m))
 	}
-	cmdline := "sandkey.modules=" + strings.Join(paths, ",") + "\n"
+	cmdline := guest.KernelParam(guest.VMModules, strings.Join(paths, ",")) + "\n"
 	return os.WriteFile(filepath.Join(o.out, "cmdline"), []byte(cmdline), 0o644)
 }
 

@@ -58,14 +58,14 @@
 // and tells two kinds of image apart:
 //
 //   - A baked image, built FROM sandkey-base: its entrypoint starts with
-//     /supervisor (BakedSupervisor), as ["/supervisor", "--"]. The
+//     /supervisor (guest.BakedSupervisor), as ["/supervisor", "--"]. The
 //     container keeps the image's entrypoint and user; the spec's Command,
 //     when given, is its Cmd, so it runs `/supervisor -- <command...>`,
 //     and an empty Command leaves the image's CMD.
 //   - Any other image (python:3.12, a team's agent image, busybox): the
 //     driver bind-mounts Config.Supervisor, the gateway host's static
 //     supervisor binary, read-only at /run/sandkey/bin/supervisor
-//     (SupervisorTarget) and makes it the entrypoint, running as root
+//     (guest.SupervisorPath) and makes it the entrypoint, running as root
 //     ("0:0"), followed by `--user <the image's USER>` when the image has
 //     one, then "--", then what `docker run IMAGE [COMMAND]` would run:
 //     the image's ENTRYPOINT followed by the spec's Command, or by the

@@ -21,6 +21,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/container"
 	"github.com/sandkey/sandkey/pkg/driver/drivertest"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 func TestConformance(t *testing.T) {
@@ -34,7 +35,7 @@ func TestConformance(t *testing.T) {
 // serveGateway listens on the sandbox's gateway socket and answers every
 // "hello <x>" line with "welcome <x>", until t ends.
 func serveGateway(t *testing.T, socketDir string) {
-	l, err := net.Listen("unix", filepath.Join(socketDir, driver.SocketName))
+	l, err := net.Listen("unix", filepath.Join(socketDir, guest.SocketName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestSandboxGetsContractMountsEnvironmentAndNoNetwork(t *testing.T) {
 		sb.Env["FOO"] = "bar"
 		sb.Env["SANDKEY_EXTRA"] = "x"
 		sb.Env["sandkey_gateway"] = "unix:///elsewhere.sock"
-		sb.Env[driver.EnvSandboxID] = "someone-else"
+		sb.Env[guest.EnvSandboxID] = "someone-else"
 		serveGateway(t, sb.SocketDir)
 		spec := sb.spec()
 		deleteAtEnd(t, d, spec.SandboxID)
@@ -80,18 +81,18 @@ func TestSandboxGetsContractMountsEnvironmentAndNoNetwork(t *testing.T) {
 		}
 		var sandkey []string
 		for _, kv := range r.Env {
-			if strings.HasPrefix(strings.ToUpper(kv), driver.EnvPrefix) {
+			if strings.HasPrefix(strings.ToUpper(kv), guest.EnvPrefix) {
 				sandkey = append(sandkey, kv)
 			}
 		}
 		slices.Sort(sandkey)
 		wantSandkey := []string{
-			driver.EnvAuthMode + "=dir",
-			driver.EnvGateway + "=unix:///run/sandkey/gw/gw.sock",
-			driver.EnvInstanceID + "=" + spec.InstanceID,
-			driver.EnvSandboxID + "=" + spec.SandboxID,
-			driver.EnvStatusFile + "=/run/sandkey/status.json",
-			driver.EnvTokenDir + "=/run/sandkey/auth",
+			guest.EnvAuthMode + "=dir",
+			guest.EnvGateway + "=unix:///run/sandkey/gw/gw.sock",
+			guest.EnvInstanceID + "=" + spec.InstanceID,
+			guest.EnvSandboxID + "=" + spec.SandboxID,
+			guest.EnvStatusFile + "=/run/sandkey/status.json",
+			guest.EnvTokenDir + "=/run/sandkey/auth",
 		}
 		if !slices.Equal(sandkey, wantSandkey) {
 			t.Errorf("SANDKEY_* in the sandbox = %q, want exactly %q", sandkey, wantSandkey)
@@ -437,7 +438,7 @@ func TestStartReusesCreatedContainerAndMakesANewOneForANewInstance(t *testing.T)
 			t.Error("Start with a new instance ID kept the old container, whose environment names the old instance")
 		}
 		r := readReport(t, c, name)
-		if want := driver.EnvInstanceID + "=" + spec.InstanceID; !slices.Contains(r.Env, want) {
+		if want := guest.EnvInstanceID + "=" + spec.InstanceID; !slices.Contains(r.Env, want) {
 			t.Errorf("restarted sandbox's environment lacks %s: %q", want, r.Env)
 		}
 	})

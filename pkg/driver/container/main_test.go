@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +23,8 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/docker"
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 	"github.com/sandkey/sandkey/pkg/driver/podman"
+	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
@@ -117,7 +117,7 @@ type sandbox struct {
 // directory short enough for a unix socket.
 func newSandbox(t testing.TB, args ...string) sandbox {
 	t.Helper()
-	id := "t" + randomHex(t, 6)
+	id := "t" + randid.New(6)
 	root := t.TempDir()
 	w, err := tokendir.NewWriter(root + "/auth")
 	if err != nil {
@@ -140,14 +140,14 @@ func newSandbox(t testing.TB, args ...string) sandbox {
 		Spec: driver.Spec{
 			SandboxID:  id,
 			Name:       "name-" + id,
-			InstanceID: "i-" + randomHex(t, 4),
+			InstanceID: "i-" + randid.New(4),
 			Image:      standInImage,
 			Command:    args,
 			Env:        map[string]string{},
 			SandboxEnv: map[string]string{
-				driver.EnvAuthMode:   "dir",
-				driver.EnvSandboxID:  id,
-				driver.EnvInstanceID: "", // set by spec()
+				guest.EnvAuthMode:   "dir",
+				guest.EnvSandboxID:  id,
+				guest.EnvInstanceID: "", // set by spec()
 			},
 			TokenDir:  w.Dir(),
 			SocketDir: socketDir,
@@ -164,7 +164,7 @@ func (s sandbox) spec() driver.Spec {
 	for k, v := range s.SandboxEnv {
 		spec.SandboxEnv[k] = v
 	}
-	spec.SandboxEnv[driver.EnvInstanceID] = spec.InstanceID
+	spec.SandboxEnv[guest.EnvInstanceID] = spec.InstanceID
 	return spec
 }
 
@@ -173,15 +173,6 @@ func writeToken(t testing.TB, w *tokendir.Writer, token string) {
 	if err := w.Write(map[string][]byte{tokendir.TokenFile: []byte(token), tokendir.JWKSFile: []byte(`{"keys":[]}`)}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func randomHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // ctxT is a context for one driver or engine call.

@@ -15,28 +15,7 @@ import (
 	"github.com/docker/docker/api/types/mount"
 
 	"github.com/sandkey/sandkey/pkg/driver"
-)
-
-// Paths inside the container.
-const (
-	// TokenDirTarget is where the token directory is mounted, read-only.
-	TokenDirTarget = driver.DefaultTokenDir
-	// SocketDirTarget is where the sandbox's gateway socket directory is
-	// mounted; the supervisor dials driver.DefaultGateway inside it.
-	SocketDirTarget = "/run/sandkey/gw"
-	// StatusFileTarget is where the supervisor keeps its status file: in
-	// the container's own writable layer, beside the two mounts, never in
-	// a host directory the sandbox could fill. Operators and tests read it
-	// with the engine's archive API or an exec; it holds no secret.
-	StatusFileTarget = "/run/sandkey/status.json"
-	// SupervisorTarget is where the driver mounts the gateway host's
-	// supervisor binary, read-only, into an image that does not bring its
-	// own, and what it makes the container's entrypoint.
-	SupervisorTarget = "/run/sandkey/bin/supervisor"
-	// BakedSupervisor is the supervisor of an image built FROM
-	// sandkey-base: an image whose entrypoint starts with it runs as it
-	// always did, with nothing mounted.
-	BakedSupervisor = "/supervisor"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // rootUser is the container's user when the driver mounts the supervisor:
@@ -154,10 +133,10 @@ type entrypoint struct {
 // supervisor as PID 1:
 //
 //   - an image FROM sandkey-base (its entrypoint starts with
-//     BakedSupervisor) keeps its entrypoint, user and CMD; the spec's
+//     guest.BakedSupervisor) keeps its entrypoint, user and CMD; the spec's
 //     command, when given, replaces the CMD;
 //   - any other image gets the host's supervisor mounted read-only at
-//     SupervisorTarget as its entrypoint, running as root, followed by the
+//     guest.SupervisorPath as its entrypoint, running as root, followed by the
 //     image's user (--user), "--", the image's ENTRYPOINT and the spec's
 //     command or else the image's CMD.
 //
@@ -168,7 +147,7 @@ func newEntrypoint(spec driver.Spec, img image, supervisor string) (entrypoint, 
 	if len(cmd) == 0 {
 		cmd = img.cmd
 	}
-	if len(img.entrypoint) > 0 && img.entrypoint[0] == BakedSupervisor {
+	if len(img.entrypoint) > 0 && img.entrypoint[0] == guest.BakedSupervisor {
 		if last := img.entrypoint[len(img.entrypoint)-1]; len(cmd) == 0 && (len(img.entrypoint) == 1 || last == "--") {
 			return entrypoint{}, noWorkloadError(spec.Image)
 		}
@@ -179,9 +158,9 @@ func newEntrypoint(spec driver.Spec, img image, supervisor string) (entrypoint, 
 	}
 	if supervisor == "" {
 		return entrypoint{}, fmt.Errorf("image %q does not start the sandkey supervisor (its entrypoint is not %s) and the driver has no supervisor binary to mount into it: give the gateway one (--supervisor) or build the image FROM sandkey-base",
-			spec.Image, BakedSupervisor)
+			spec.Image, guest.BakedSupervisor)
 	}
-	ep := []string{SupervisorTarget}
+	ep := []string{guest.SupervisorPath}
 	if img.user != "" {
 		ep = append(ep, "--user", img.user)
 	}
@@ -192,7 +171,7 @@ func newEntrypoint(spec driver.Spec, img image, supervisor string) (entrypoint, 
 		entrypoint: ep,
 		cmd:        cmd,
 		user:       rootUser,
-		mounts:     []mount.Mount{{Type: mount.TypeBind, Source: supervisor, Target: SupervisorTarget, ReadOnly: true}},
+		mounts:     []mount.Mount{{Type: mount.TypeBind, Source: supervisor, Target: guest.SupervisorPath, ReadOnly: true}},
 	}, nil
 }
 
@@ -200,8 +179,8 @@ func noWorkloadError(image string) error {
 	return fmt.Errorf("image %q has no ENTRYPOINT or CMD to run and the sandbox gives no command: give one (gateway sandbox create NAME --image %s -- CMD ARGS...)", image, image)
 }
 
-// mounts binds the token directory read-only at TokenDirTarget and the
-// socket directory read-only at SocketDirTarget. Read-only does not keep
+// mounts binds the token directory read-only at guest.DefaultTokenDir and the
+// socket directory read-only at guest.SocketDir. Read-only does not keep
 // the supervisor from connecting to the socket in it; it keeps the sandbox
 // from planting files where the gateway listens.
 func mounts(spec driver.Spec) ([]mount.Mount, error) {
@@ -214,8 +193,8 @@ func mounts(spec driver.Spec) ([]mount.Mount, error) {
 		return nil, err
 	}
 	return []mount.Mount{
-		{Type: mount.TypeBind, Source: tokenDir, Target: TokenDirTarget, ReadOnly: true},
-		{Type: mount.TypeBind, Source: socketDir, Target: SocketDirTarget, ReadOnly: true},
+		{Type: mount.TypeBind, Source: tokenDir, Target: guest.DefaultTokenDir, ReadOnly: true},
+		{Type: mount.TypeBind, Source: socketDir, Target: guest.SocketDir, ReadOnly: true},
 	}, nil
 }
 
@@ -255,9 +234,9 @@ func environ(spec driver.Spec) []string {
 	for k, v := range spec.SandboxEnv {
 		sandbox[k] = v
 	}
-	sandbox[driver.EnvTokenDir] = TokenDirTarget
-	sandbox[driver.EnvGateway] = driver.DefaultGateway
-	sandbox[driver.EnvStatusFile] = StatusFileTarget
+	sandbox[guest.EnvTokenDir] = guest.DefaultTokenDir
+	sandbox[guest.EnvGateway] = guest.DefaultGateway
+	sandbox[guest.EnvStatusFile] = guest.StatusFile
 	return driver.Environ(spec.Env, sandbox)
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/mount"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // unitSpec is a valid spec whose directories exist under t's temp dir.
@@ -30,7 +31,7 @@ func unitSpec(t *testing.T) driver.Spec {
 		Image:      "example/sandbox:1",
 		Command:    []string{"serve", "--flag"},
 		Env:        map[string]string{"FOO": "bar"},
-		SandboxEnv: map[string]string{driver.EnvAuthMode: "dir", driver.EnvSandboxID: "sb1", driver.EnvInstanceID: "inst1"},
+		SandboxEnv: map[string]string{guest.EnvAuthMode: "dir", guest.EnvSandboxID: "sb1", guest.EnvInstanceID: "inst1"},
 		TokenDir:   filepath.Join(root, "auth"),
 		SocketDir:  filepath.Join(root, "gw"),
 		StateDir:   root,
@@ -40,7 +41,7 @@ func unitSpec(t *testing.T) driver.Spec {
 // bakedImage is an image FROM sandkey-base: the supervisor is its
 // entrypoint.
 func bakedImage(id string) image {
-	return image{id: id, entrypoint: []string{BakedSupervisor, "--"}}
+	return image{id: id, entrypoint: []string{guest.BakedSupervisor, "--"}}
 }
 
 // TestNoMountSourceIsEverARegularFile is the regression guard for the one
@@ -109,8 +110,8 @@ func TestRequestMountsBothDirectoriesReadOnlyAtTheirContractPaths(t *testing.T) 
 	if !slices.Equal(req.host.Mounts, want) {
 		t.Errorf("mounts = %+v, want %+v", req.host.Mounts, want)
 	}
-	if got := "unix://" + SocketDirTarget + "/" + driver.SocketName; got != driver.DefaultGateway {
-		t.Errorf("socket mount target %s does not hold driver.DefaultGateway %s", SocketDirTarget, driver.DefaultGateway)
+	if got := "unix://" + guest.SocketDir + "/" + guest.SocketName; got != guest.DefaultGateway {
+		t.Errorf("socket mount target %s does not hold guest.DefaultGateway %s", guest.SocketDir, guest.DefaultGateway)
 	}
 }
 
@@ -118,9 +119,9 @@ func TestRequestCarriesContract(t *testing.T) {
 	spec := unitSpec(t)
 	spec.Env["SANDKEY_EXTRA"] = "x"
 	spec.Env["sandkey_gateway"] = "unix:///elsewhere.sock"
-	spec.Env[driver.EnvSandboxID] = "someone-else"
-	spec.SandboxEnv[driver.EnvTokenDir] = "/host/path"                // the driver's value wins
-	spec.SandboxEnv[driver.EnvStatusFile] = "/host/state/status.json" // and here
+	spec.Env[guest.EnvSandboxID] = "someone-else"
+	spec.SandboxEnv[guest.EnvTokenDir] = "/host/path"                // the driver's value wins
+	spec.SandboxEnv[guest.EnvStatusFile] = "/host/state/status.json" // and here
 	req, err := newRequest(spec, bakedImage("sha256:abc"), DefaultNetwork, "")
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +181,7 @@ func TestSpecHashTellsWhenTheContainerMustBeMadeAnew(t *testing.T) {
 		edit    func(*driver.Spec)
 		imageID string
 	}{
-		{"new instance", func(s *driver.Spec) { s.InstanceID = "inst2"; s.SandboxEnv[driver.EnvInstanceID] = "inst2" }, "sha256:abc"},
+		{"new instance", func(s *driver.Spec) { s.InstanceID = "inst2"; s.SandboxEnv[guest.EnvInstanceID] = "inst2" }, "sha256:abc"},
 		{"image rebuilt under the same name", func(s *driver.Spec) {}, "sha256:def"},
 		{"new command", func(s *driver.Spec) { s.Command = []string{"other"} }, "sha256:abc"},
 		{"new user variable", func(s *driver.Spec) { s.Env["BAR"] = "1" }, "sha256:abc"},
@@ -277,7 +278,7 @@ func TestStatusOfInspectedContainer(t *testing.T) {
 // IMAGE [COMMAND]` would run, with the supervisor in front as PID 1.
 func TestStockImageRunsWhatDockerRunWouldUnderTheMountedSupervisor(t *testing.T) {
 	const sup = "/usr/local/bin/supervisor"
-	supMount := []mount.Mount{{Type: mount.TypeBind, Source: sup, Target: SupervisorTarget, ReadOnly: true}}
+	supMount := []mount.Mount{{Type: mount.TypeBind, Source: sup, Target: guest.SupervisorPath, ReadOnly: true}}
 	for _, tc := range []struct {
 		name    string
 		img     image
@@ -291,17 +292,17 @@ func TestStockImageRunsWhatDockerRunWouldUnderTheMountedSupervisor(t *testing.T)
 		{"baked image with its workload in the entrypoint", image{entrypoint: []string{"/supervisor", "--", "app"}}, nil,
 			entrypoint{}},
 		{"shell only image, command given", image{cmd: []string{"sh"}}, []string{"sleep", "9"},
-			entrypoint{entrypoint: []string{SupervisorTarget, "--"}, cmd: []string{"sleep", "9"}, user: "0:0", mounts: supMount}},
+			entrypoint{entrypoint: []string{guest.SupervisorPath, "--"}, cmd: []string{"sleep", "9"}, user: "0:0", mounts: supMount}},
 		{"shell only image, its CMD", image{cmd: []string{"sh"}}, nil,
-			entrypoint{entrypoint: []string{SupervisorTarget, "--"}, cmd: []string{"sh"}, user: "0:0", mounts: supMount}},
+			entrypoint{entrypoint: []string{guest.SupervisorPath, "--"}, cmd: []string{"sh"}, user: "0:0", mounts: supMount}},
 		{"ENTRYPOINT and CMD, no command", image{entrypoint: []string{"/app", "-v"}, cmd: []string{"--port", "80"}}, nil,
-			entrypoint{entrypoint: []string{SupervisorTarget, "--", "/app", "-v"}, cmd: []string{"--port", "80"}, user: "0:0", mounts: supMount}},
+			entrypoint{entrypoint: []string{guest.SupervisorPath, "--", "/app", "-v"}, cmd: []string{"--port", "80"}, user: "0:0", mounts: supMount}},
 		{"ENTRYPOINT and CMD, command replaces the CMD", image{entrypoint: []string{"/app"}, cmd: []string{"--port", "80"}}, []string{"--port", "81"},
-			entrypoint{entrypoint: []string{SupervisorTarget, "--", "/app"}, cmd: []string{"--port", "81"}, user: "0:0", mounts: supMount}},
+			entrypoint{entrypoint: []string{guest.SupervisorPath, "--", "/app"}, cmd: []string{"--port", "81"}, user: "0:0", mounts: supMount}},
 		{"ENTRYPOINT only", image{entrypoint: []string{"/app"}}, nil,
-			entrypoint{entrypoint: []string{SupervisorTarget, "--", "/app"}, user: "0:0", mounts: supMount}},
+			entrypoint{entrypoint: []string{guest.SupervisorPath, "--", "/app"}, user: "0:0", mounts: supMount}},
 		{"USER passed to the supervisor, which stays root", image{cmd: []string{"sh"}, user: "app:staff"}, nil,
-			entrypoint{entrypoint: []string{SupervisorTarget, "--user", "app:staff", "--"}, cmd: []string{"sh"}, user: "0:0", mounts: supMount}},
+			entrypoint{entrypoint: []string{guest.SupervisorPath, "--user", "app:staff", "--"}, cmd: []string{"sh"}, user: "0:0", mounts: supMount}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := unitSpec(t)

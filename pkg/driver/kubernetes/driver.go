@@ -75,7 +75,7 @@ type Config struct {
 	// SupervisorImage, when set, makes any image a sandbox: an init
 	// container from it (an image holding /supervisor) copies the
 	// supervisor into an emptyDir the sandbox container runs it from
-	// (supervisorPath), read-only. Empty: the sandbox image carries the
+	// (guest.SupervisorPath), read-only. Empty: the sandbox image carries the
 	// supervisor as its entrypoint (FROM sandkey-base).
 	SupervisorImage string
 	Logger          *zap.Logger

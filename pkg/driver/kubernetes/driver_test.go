@@ -21,6 +21,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 )
 
@@ -46,7 +47,7 @@ func newFakeDriver(t *testing.T, objs ...runtime.Object) (*Driver, *fake.Clients
 func testSpec(instance string) driver.Spec {
 	return driver.Spec{SandboxID: testSB, InstanceID: instance, Image: "example/sb:1", Command: []string{"sleep", "60"},
 		Env:        map[string]string{"FOO": "bar", "SANDKEY_GATEWAY": "unix:///evil"},
-		SandboxEnv: map[string]string{driver.EnvAuthMode: "dir", driver.EnvSandboxID: testSB, driver.EnvInstanceID: instance}}
+		SandboxEnv: map[string]string{guest.EnvAuthMode: "dir", guest.EnvSandboxID: testSB, guest.EnvInstanceID: instance}}
 }
 
 func TestStartRunCreatesAPodWithTheProjectedTokenAndNoAPIToken(t *testing.T) {
@@ -75,19 +76,19 @@ func TestStartRunCreatesAPodWithTheProjectedTokenAndNoAPIToken(t *testing.T) {
 		t.Errorf("service account %q automount %v: want %q and false", pod.Spec.ServiceAccountName, pod.Spec.AutomountServiceAccountToken, testSA)
 	}
 	c := pod.Spec.Containers[0]
-	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != driver.ServiceAccountTokenDir || !c.VolumeMounts[0].ReadOnly {
-		t.Errorf("mounts %+v: want the token volume read-only at %s", c.VolumeMounts, driver.ServiceAccountTokenDir)
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != guest.ServiceAccountTokenDir || !c.VolumeMounts[0].ReadOnly {
+		t.Errorf("mounts %+v: want the token volume read-only at %s", c.VolumeMounts, guest.ServiceAccountTokenDir)
 	}
 	p := pod.Spec.Volumes[0].Projected.Sources[0].ServiceAccountToken
-	if p.Audience != testAud || *p.ExpirationSeconds != DefaultExpirationSeconds || p.Path != driver.ServiceAccountTokenFile {
+	if p.Audience != testAud || *p.ExpirationSeconds != DefaultExpirationSeconds || p.Path != guest.ServiceAccountTokenFile {
 		t.Errorf("projection %+v", p)
 	}
 	env := map[string]string{}
 	for _, e := range c.Env {
 		env[e.Name] = e.Value
 	}
-	want := map[string]string{driver.EnvAuthMode: "k8s-sa", driver.EnvGateway: "tls://10.88.0.1:7443", driver.EnvGatewayCA: "PEM",
-		driver.EnvTokenDir: driver.ServiceAccountTokenDir, driver.EnvSandboxID: testSB, "FOO": "bar"}
+	want := map[string]string{guest.EnvAuthMode: "k8s-sa", guest.EnvGateway: "tls://10.88.0.1:7443", guest.EnvGatewayCA: "PEM",
+		guest.EnvTokenDir: guest.ServiceAccountTokenDir, guest.EnvSandboxID: testSB, "FOO": "bar"}
 	for k, v := range want {
 		if env[k] != v {
 			t.Errorf("env %s = %q, want %q", k, env[k], v)

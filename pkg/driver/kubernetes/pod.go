@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // PodName is the pod of one run of a sandbox: a new name per run, so a
@@ -18,11 +19,9 @@ func PodName(sandboxID, instanceID string) string { return "sb-" + sandboxID + "
 // (Config.SupervisorImage).
 const (
 	// binVolume is the emptyDir the init container copies the supervisor
-	// into; the sandbox container mounts it read-only at binDir.
+	// into; the sandbox container mounts it read-only at
+	// guest.SupervisorBinDir.
 	binVolume = "sandkey-bin"
-	binDir    = "/run/sandkey/bin"
-	// supervisorPath is the supervisor in the sandbox container.
-	supervisorPath = binDir + "/supervisor"
 	// InstallContainerName is the init container that copies it there.
 	InstallContainerName = "sandkey-install"
 )
@@ -48,13 +47,13 @@ func (d *Driver) addSupervisor(pod *corev1.Pod, spec driver.Spec) {
 		Name:            InstallContainerName,
 		Image:           d.cfg.SupervisorImage,
 		ImagePullPolicy: d.cfg.PullPolicy,
-		Command:         []string{"/supervisor", "--copy-to", supervisorPath},
-		VolumeMounts:    []corev1.VolumeMount{{Name: binVolume, MountPath: binDir}},
+		Command:         []string{guest.BakedSupervisor, "--copy-to", guest.SupervisorPath},
+		VolumeMounts:    []corev1.VolumeMount{{Name: binVolume, MountPath: guest.SupervisorBinDir}},
 	}}
 	c := &pod.Spec.Containers[0]
-	c.Command = append([]string{supervisorPath, "--"}, spec.Command...)
+	c.Command = append([]string{guest.SupervisorPath, "--"}, spec.Command...)
 	c.Args = nil
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: binVolume, MountPath: binDir, ReadOnly: true})
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: binVolume, MountPath: guest.SupervisorBinDir, ReadOnly: true})
 }
 
 // basePod is the pod of one run of an image with the supervisor as its
@@ -87,7 +86,7 @@ func (d *Driver) basePod(spec driver.Spec) *corev1.Pod {
 				Args: spec.Command,
 				Env:  d.envFor(spec),
 				VolumeMounts: []corev1.VolumeMount{{
-					Name: tokenVolume, MountPath: driver.ServiceAccountTokenDir, ReadOnly: true,
+					Name: tokenVolume, MountPath: guest.ServiceAccountTokenDir, ReadOnly: true,
 				}},
 			}},
 			Volumes: []corev1.Volume{{
@@ -95,7 +94,7 @@ func (d *Driver) basePod(spec driver.Spec) *corev1.Pod {
 				VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 					DefaultMode: &mode,
 					Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-						Audience: d.cfg.Audience, ExpirationSeconds: &expiry, Path: driver.ServiceAccountTokenFile,
+						Audience: d.cfg.Audience, ExpirationSeconds: &expiry, Path: guest.ServiceAccountTokenFile,
 					}}},
 				}},
 			}},
@@ -111,11 +110,11 @@ func (d *Driver) envFor(spec driver.Spec) []corev1.EnvVar {
 	for k, v := range spec.SandboxEnv {
 		sandbox[k] = v
 	}
-	sandbox[driver.EnvAuthMode] = "k8s-sa"
-	sandbox[driver.EnvTokenDir] = driver.ServiceAccountTokenDir
-	sandbox[driver.EnvGateway] = d.cfg.Gateway
+	sandbox[guest.EnvAuthMode] = guest.ModeK8sSA
+	sandbox[guest.EnvTokenDir] = guest.ServiceAccountTokenDir
+	sandbox[guest.EnvGateway] = d.cfg.Gateway
 	if len(d.cfg.GatewayCA) > 0 {
-		sandbox[driver.EnvGatewayCA] = string(d.cfg.GatewayCA)
+		sandbox[guest.EnvGatewayCA] = string(d.cfg.GatewayCA)
 	}
 	kv := driver.Environ(spec.Env, sandbox)
 	sort.Strings(kv)

@@ -9,7 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 const testSupervisorImage = "example/supervisor:1"
@@ -43,8 +43,8 @@ func TestSupervisorImageCopiesTheSupervisorInAndRunsTheCommandUnderIt(t *testing
 		t.Errorf("init container %s %s %v, want %s (Never) running /supervisor --copy-to /run/sandkey/bin/supervisor",
 			ic.Image, ic.ImagePullPolicy, ic.Command, testSupervisorImage)
 	}
-	if len(ic.VolumeMounts) != 1 || ic.VolumeMounts[0].Name != binVolume || ic.VolumeMounts[0].MountPath != binDir || ic.VolumeMounts[0].ReadOnly {
-		t.Errorf("init container mounts %+v, want %s writable at %s", ic.VolumeMounts, binVolume, binDir)
+	if len(ic.VolumeMounts) != 1 || ic.VolumeMounts[0].Name != binVolume || ic.VolumeMounts[0].MountPath != guest.SupervisorBinDir || ic.VolumeMounts[0].ReadOnly {
+		t.Errorf("init container mounts %+v, want %s writable at %s", ic.VolumeMounts, binVolume, guest.SupervisorBinDir)
 	}
 	var bin *corev1.Volume
 	for i, v := range pod.Spec.Volumes {
@@ -67,11 +67,11 @@ func TestSupervisorImageCopiesTheSupervisorInAndRunsTheCommandUnderIt(t *testing
 	for _, m := range c.VolumeMounts {
 		mounts[m.Name] = m
 	}
-	if m := mounts[binVolume]; m.MountPath != binDir || !m.ReadOnly {
-		t.Errorf("sandbox container mounts %+v: want %s read-only at %s", c.VolumeMounts, binVolume, binDir)
+	if m := mounts[binVolume]; m.MountPath != guest.SupervisorBinDir || !m.ReadOnly {
+		t.Errorf("sandbox container mounts %+v: want %s read-only at %s", c.VolumeMounts, binVolume, guest.SupervisorBinDir)
 	}
-	if m := mounts[tokenVolume]; m.MountPath != driver.ServiceAccountTokenDir || !m.ReadOnly {
-		t.Errorf("sandbox container mounts %+v: want the token volume read-only at %s", c.VolumeMounts, driver.ServiceAccountTokenDir)
+	if m := mounts[tokenVolume]; m.MountPath != guest.ServiceAccountTokenDir || !m.ReadOnly {
+		t.Errorf("sandbox container mounts %+v: want the token volume read-only at %s", c.VolumeMounts, guest.ServiceAccountTokenDir)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
+	"github.com/sandkey/sandkey/pkg/randid"
 )
 
 // Options says what to start.
@@ -170,9 +171,7 @@ func (c *Cluster) writeControlPlaneFiles() error {
 	if err != nil {
 		return err
 	}
-	if c.adminToken, err = randomToken(); err != nil {
-		return err
-	}
+	c.adminToken = randid.New(32)
 	tokens := fmt.Sprintf("%s,%s,%s-uid,system:masters\n", c.adminToken, AdminUser, AdminUser)
 	for name, data := range map[string][]byte{
 		"ca.crt":        ca.certPEM,
@@ -566,11 +565,7 @@ func (c *Cluster) Namespace(t testing.TB, name string) {
 // again with -count, never meet in it.
 func (c *Cluster) NewNamespace(t testing.TB, prefix string) string {
 	t.Helper()
-	suffix, err := randomToken()
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := prefix + "-" + suffix[:8]
+	name := prefix + "-" + randid.New(4)
 	c.Namespace(t, name)
 	return name
 }

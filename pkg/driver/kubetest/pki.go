@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -107,15 +106,6 @@ func writeServiceAccountKeys(privPath, pubPath string) error {
 		return err
 	}
 	return writeFile(pubPath, pemBlock("PUBLIC KEY", pub))
-}
-
-// randomToken returns a fresh bearer token: 32 random bytes in hex.
-func randomToken() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("generate token: %w", err)
-	}
-	return hex.EncodeToString(b), nil
 }
 
 func serial() *big.Int {

@@ -18,6 +18,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/drivertest"
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 	"github.com/sandkey/sandkey/pkg/driver/statedir"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 func TestConformance(t *testing.T) {
@@ -78,12 +79,12 @@ func TestSupervisorGetsEnvironmentContract(t *testing.T) {
 			}
 			spec.Env["FOO"] = "bar"
 			// Reserved names the user must not set, in any case.
-			spec.Env[driver.EnvTokenDir] = "/elsewhere"
+			spec.Env[guest.EnvTokenDir] = "/elsewhere"
 			spec.Env["sandkey_gateway"] = "unix:///other.sock"
-			spec.Env[driver.EnvSandboxID] = "someone-else"
+			spec.Env[guest.EnvSandboxID] = "someone-else"
 			spec.Env["SANDKEY_EXTRA"] = "x"
 			// The container default, which this driver must override.
-			spec.SandboxEnv[driver.EnvTokenDir] = driver.DefaultTokenDir
+			spec.SandboxEnv[guest.EnvTokenDir] = guest.DefaultTokenDir
 
 			r := startSandbox(t, d, spec, report)
 			defer d.Stop(ctxT(t), spec.SandboxID, time.Second)
@@ -95,12 +96,12 @@ func TestSupervisorGetsEnvironmentContract(t *testing.T) {
 				"PATH=" + tc.wantPath,
 				roleEnv + "=supervisor",
 				reportEnv + "=" + report,
-				driver.EnvAuthMode + "=dir",
-				driver.EnvGateway + "=unix://" + filepath.Join(spec.SocketDir, "gw.sock"),
-				driver.EnvInstanceID + "=" + spec.InstanceID,
-				driver.EnvSandboxID + "=" + spec.SandboxID,
-				driver.EnvStatusFile + "=" + filepath.Join(spec.StateDir, StatusFileName),
-				driver.EnvTokenDir + "=" + spec.TokenDir,
+				guest.EnvAuthMode + "=dir",
+				guest.EnvGateway + "=unix://" + filepath.Join(spec.SocketDir, "gw.sock"),
+				guest.EnvInstanceID + "=" + spec.InstanceID,
+				guest.EnvSandboxID + "=" + spec.SandboxID,
+				guest.EnvStatusFile + "=" + filepath.Join(spec.StateDir, StatusFileName),
+				guest.EnvTokenDir + "=" + spec.TokenDir,
 			}
 			slices.Sort(want)
 			got := slices.Sorted(slices.Values(r.Env))
@@ -387,7 +388,7 @@ func TestStateFilesArePrivateAndRecordTheStart(t *testing.T) {
 	d := newTestDriver(t, "")
 	spec, report := newTestSpec(t, "serve")
 	spec.Env["SANDKEY_TOKEN"] = "user-supplied"
-	spec.SandboxEnv[driver.EnvToken] = "raw-token-must-not-rest-on-disk"
+	spec.SandboxEnv[guest.EnvToken] = "raw-token-must-not-rest-on-disk"
 	r := startSandbox(t, d, spec, report)
 	defer d.Stop(ctxT(t), spec.SandboxID, time.Second)
 

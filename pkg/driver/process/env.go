@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // The environment a sandbox process gets when its spec sets none of these:
@@ -32,11 +33,11 @@ func environ(spec driver.Spec) []string {
 	for k, v := range spec.SandboxEnv {
 		sandbox[k] = v
 	}
-	sandbox[driver.EnvTokenDir] = spec.TokenDir
-	sandbox[driver.EnvGateway] = gatewayAddress(spec.SocketDir)
+	sandbox[guest.EnvTokenDir] = spec.TokenDir
+	sandbox[guest.EnvGateway] = gatewayAddress(spec.SocketDir)
 	if spec.StateDir != "" {
 		// Beside the sandbox's log, where an operator looks first.
-		sandbox[driver.EnvStatusFile] = filepath.Join(spec.StateDir, StatusFileName)
+		sandbox[guest.EnvStatusFile] = filepath.Join(spec.StateDir, StatusFileName)
 	}
 	return driver.Environ(user, sandbox)
 }
@@ -47,5 +48,5 @@ const StatusFileName = "status.json"
 
 // gatewayAddress is the dial address of the socket in socketDir.
 func gatewayAddress(socketDir string) string {
-	return "unix://" + filepath.Join(socketDir, driver.SocketName)
+	return "unix://" + filepath.Join(socketDir, guest.SocketName)
 }

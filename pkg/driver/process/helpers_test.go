@@ -16,6 +16,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 	"github.com/sandkey/sandkey/pkg/driver/statedir"
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // waitTimeout bounds every wait of these tests for a process to report
@@ -59,9 +60,9 @@ func newTestSpec(t *testing.T, mode ...string) (driver.Spec, string) {
 		Command:    mode,
 		Env:        map[string]string{roleEnv: "supervisor", reportEnv: report, "GORACE": noExitSleep},
 		SandboxEnv: map[string]string{
-			driver.EnvAuthMode:   "dir",
-			driver.EnvSandboxID:  id,
-			driver.EnvInstanceID: id + "-i1",
+			guest.EnvAuthMode:   "dir",
+			guest.EnvSandboxID:  id,
+			guest.EnvInstanceID: id + "-i1",
 		},
 		TokenDir:  filepath.Join(dir, "auth"),
 		SocketDir: filepath.Join(dir, "gw"),

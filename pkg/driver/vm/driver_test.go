@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/sandkey/sandkey/pkg/driver"
-	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/vmfs/krun"
 	"github.com/sandkey/sandkey/pkg/vmfs/krun/kruntest"
 )
@@ -82,7 +82,7 @@ func testSpec(dir string) driver.Spec {
 	return driver.Spec{
 		SandboxID: "sbx-1", Name: "one", InstanceID: "i-1", Command: []string{"sleep", "600"},
 		Env:        map[string]string{"FOO": "bar", "SANDKEY_GATEWAY": "tcp://evil:1", "sandkey_token_dir": "/elsewhere"},
-		SandboxEnv: map[string]string{driver.EnvAuthMode: "dir", driver.EnvSandboxID: "sbx-1", driver.EnvInstanceID: "i-1"},
+		SandboxEnv: map[string]string{guest.EnvAuthMode: "dir", guest.EnvSandboxID: "sbx-1", guest.EnvInstanceID: "i-1"},
 		TokenDir:   filepath.Join(dir, "auth"), SocketDir: filepath.Join(dir, "gw"), StateDir: filepath.Join(dir, "state"),
 	}
 }
@@ -161,7 +161,7 @@ func TestInitrdIsTheImageFollowedByAnAlignedBootArchive(t *testing.T) {
 	if err := os.WriteFile(base, image, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	boot := vminit.Boot{Env: guestEnv(testSpec(dir), QEMUGateway, nil), Args: []string{"--", "sh", "-c", `echo "a b"`}, StopPort: stopPort}
+	boot := guest.Boot{Env: guestEnv(testSpec(dir), QEMUGateway, nil), Args: []string{"--", "sh", "-c", `echo "a b"`}, StopPort: stopPort}
 	out := filepath.Join(dir, "initrd.img")
 	if err := writeInitrd(out, base, boot); err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func TestInitrdIsTheImageFollowedByAnAlignedBootArchive(t *testing.T) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("cpio -id: %v\n%s", err, b)
 	}
-	got, err := vminit.ReadBoot(filepath.Join(x, vminit.BootFile))
+	got, err := guest.ReadBoot(filepath.Join(x, guest.BootFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,10 +211,10 @@ func TestConsoleExitCodeIsTheLastMarker(t *testing.T) {
 	}{
 		{"", 0, false},
 		{"booting\n{\"msg\":\"workload exited\"}\n", 0, false},
-		{"x\n" + vminit.ExitMarker + "143\n[  9.1] reboot: Power down\n", 143, true},
-		{vminit.ExitMarker + "1\n" + vminit.ExitMarker + "0\r\n", 0, true},
-		{vminit.ExitMarker + "garbage\n", 0, false},
-		{strings.Repeat("x", 2*consoleTail) + "\n" + vminit.ExitMarker + "7\n", 7, true},
+		{"x\n" + guest.ExitMarker + "143\n[  9.1] reboot: Power down\n", 143, true},
+		{guest.ExitMarker + "1\n" + guest.ExitMarker + "0\r\n", 0, true},
+		{guest.ExitMarker + "garbage\n", 0, false},
+		{strings.Repeat("x", 2*consoleTail) + "\n" + guest.ExitMarker + "7\n", 7, true},
 	} {
 		path := filepath.Join(dir, "console.log")
 		os.WriteFile(path, []byte(tc.console), 0o600)

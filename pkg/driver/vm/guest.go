@@ -12,17 +12,15 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/atomicfile"
 	"github.com/sandkey/sandkey/pkg/driver"
-	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/vmfs/initramfs"
 )
 
-// The guest side of the contract (DESIGN.md §8): where the guest finds the
-// token share and the gateway.
+// What this driver chooses for its guests beyond the contract of package
+// guest: the token share's tag and how the guest reaches the gateway.
 const (
 	// ShareTag is the virtio-fs tag of the token directory's share.
 	ShareTag = "sandkey-auth"
-	// GuestStatusFile is the supervisor's status file in the guest.
-	GuestStatusFile = "/run/sandkey/status.json"
 	// QEMUGateway is the session's address under QEMU: the restricted
 	// user network's one guest forward.
 	QEMUGateway = "tcp://10.0.2.100:1024"
@@ -64,9 +62,9 @@ func guestEnv(spec driver.Spec, gateway string, extra map[string]string) []strin
 	for k, v := range spec.SandboxEnv {
 		sandbox[k] = v
 	}
-	sandbox[driver.EnvTokenDir] = driver.DefaultTokenDir
-	sandbox[driver.EnvGateway] = gateway
-	sandbox[driver.EnvStatusFile] = GuestStatusFile
+	sandbox[guest.EnvTokenDir] = guest.DefaultTokenDir
+	sandbox[guest.EnvGateway] = gateway
+	sandbox[guest.EnvStatusFile] = guest.StatusFile
 	for k, v := range extra {
 		sandbox[k] = v
 	}
@@ -80,7 +78,7 @@ func supervisorArgs(spec driver.Spec) []string { return append([]string{"--"}, s
 // initramfs, padding, then an archive holding the boot file (see package
 // initramfs), so the kernel command line carries nothing of the sandbox
 // but the share's tag and the guest's address.
-func writeInitrd(path, base string, boot vminit.Boot) error {
+func writeInitrd(path, base string, boot guest.Boot) error {
 	data, err := boot.Encode()
 	if err != nil {
 		return err
@@ -97,10 +95,10 @@ func writeInitrd(path, base string, boot vminit.Boot) error {
 		}
 		w := initramfs.NewWriter(out)
 		_, perr := out.Write(initramfs.Padding(n))
-		dir := strings.TrimPrefix(filepath.Dir(vminit.BootFile), "/")
+		dir := strings.TrimPrefix(filepath.Dir(guest.BootFile), "/")
 		w.Dir(filepath.Dir(dir), 0o755)
 		w.Dir(dir, 0o755)
-		w.File(vminit.BootFile, 0o600, data)
+		w.File(guest.BootFile, 0o600, data)
 		return errors.Join(perr, w.Close())
 	})
 }
@@ -110,7 +108,7 @@ func writeInitrd(path, base string, boot vminit.Boot) error {
 const consoleTail = 64 << 10
 
 // consoleExitCode finds the exit code the guest's init wrote to the
-// console (vminit.ExitMarker) before powering off; the last one counts.
+// console (guest.ExitMarker) before powering off; the last one counts.
 func consoleExitCode(path string) (int, bool) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -124,11 +122,11 @@ func consoleExitCode(path string) (int, bool) {
 	if err != nil {
 		return 0, false
 	}
-	i := bytes.LastIndex(data, []byte(vminit.ExitMarker))
+	i := bytes.LastIndex(data, []byte(guest.ExitMarker))
 	if i < 0 {
 		return 0, false
 	}
-	line, _, _ := bytes.Cut(data[i+len(vminit.ExitMarker):], []byte("\n"))
+	line, _, _ := bytes.Cut(data[i+len(guest.ExitMarker):], []byte("\n"))
 	code, err := strconv.Atoi(strings.TrimSpace(string(line)))
 	return code, err == nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 	"github.com/sandkey/sandkey/pkg/driver/statedir"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/vmfs/krun"
 )
 
@@ -87,8 +88,8 @@ func (d *Driver) startKrun(spec driver.Spec) error {
 // (libkrun's init has set up the rest).
 func (d *Driver) krunVM(spec driver.Spec, root string) krun.VM {
 	env := guestEnv(spec, KrunGateway, map[string]string{
-		"SANDKEY_VM_INIT": "on",
-		"SANDKEY_VM_TAG":  ShareTag,
+		guest.EnvVMInit:               "on",
+		guest.VMEnv(guest.VMShareTag): ShareTag,
 	})
 	return krun.VM{
 		Library:       d.cfg.KrunLibrary,
@@ -96,7 +97,7 @@ func (d *Driver) krunVM(spec driver.Spec, root string) krun.VM {
 		MemoryMiB:     uint32(d.cfg.MemoryMiB),
 		Root:          root,
 		Shares:        []krun.Share{{Tag: ShareTag, Path: spec.TokenDir, ReadOnly: true}},
-		VsockPorts:    []krun.VsockPort{{Port: gatewayPort, Path: filepath.Join(spec.SocketDir, driver.SocketName)}},
+		VsockPorts:    []krun.VsockPort{{Port: gatewayPort, Path: filepath.Join(spec.SocketDir, guest.SocketName)}},
 		ConsoleOutput: filepath.Join(spec.StateDir, consoleLog),
 		Exec:          guestInit,
 		Args:          supervisorArgs(spec),

@@ -21,7 +21,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/hostproc"
 	"github.com/sandkey/sandkey/pkg/driver/statedir"
-	"github.com/sandkey/sandkey/pkg/supervisor/vminit"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/vmfs"
 )
 
@@ -58,11 +58,11 @@ func (d *Driver) startQEMU(spec driver.Spec) error {
 	if err != nil {
 		return fmt.Errorf("start sandbox %s: guest image: %w", id, err)
 	}
-	gwSock := filepath.Join(spec.SocketDir, driver.SocketName)
+	gwSock := filepath.Join(spec.SocketDir, guest.SocketName)
 	if err := checkPaths(dir, gwSock); err != nil {
 		return fmt.Errorf("start sandbox %s: %w", id, err)
 	}
-	boot := vminit.Boot{
+	boot := guest.Boot{
 		Env:      guestEnv(spec, QEMUGateway, nil),
 		Args:     supervisorArgs(spec),
 		StopPort: stopPort,
@@ -175,7 +175,7 @@ func (d *Driver) qemuArgs(spec driver.Spec, img, extraCmdline, gwSock string) []
 	dir := spec.StateDir
 	mem := strconv.Itoa(d.cfg.MemoryMiB)
 	cmdline := strings.Join(append([]string{"console=ttyS0", "quiet", "panic=-1"},
-		append(strings.Fields(extraCmdline), "sandkey.tag="+ShareTag, "sandkey.addr="+guestAddress)...), " ")
+		append(strings.Fields(extraCmdline), guest.KernelParam(guest.VMShareTag, ShareTag), guest.KernelParam(guest.VMAddress, guestAddress))...), " ")
 	bridge := fmt.Sprintf("%s -lf %s - UNIX-CONNECT:%s", d.cfg.Socat, filepath.Join(dir, socatLog), gwSock)
 	args := []string{
 		"-name", "sandkey-" + optValue(spec.SandboxID),
@@ -263,7 +263,7 @@ func writeStopRequest(ctl string) error {
 	}
 	defer conn.Close()
 	conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err = conn.Write([]byte(vminit.StopRequest + "\n"))
+	_, err = conn.Write([]byte(guest.StopRequest + "\n"))
 	return err
 }
 

@@ -2,14 +2,11 @@ package vminit
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,9 +14,11 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
-func writeBoot(t *testing.T, b Boot) string {
+func writeBoot(t *testing.T, b guest.Boot) string {
 	t.Helper()
 	data, err := b.Encode()
 	if err != nil {
@@ -32,41 +31,10 @@ func writeBoot(t *testing.T, b Boot) string {
 	return path
 }
 
-func TestBootFileRoundTripsAndRefusesBadEntries(t *testing.T) {
-	b := Boot{Env: []string{"A=1", "B=x=y", "EMPTY="}, Args: []string{"--", "sh", "-c", `echo "a b"`}, StopPort: "/dev/ttyS1"}
-	got, err := ReadBoot(writeBoot(t, b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, b) {
-		t.Errorf("ReadBoot = %+v, want %+v", got, b)
-	}
-	for _, env := range []string{"NOEQUALS", "=value", "A=b\x00c"} {
-		if _, err := (Boot{Env: []string{env}}).Encode(); err == nil {
-			t.Errorf("Encode accepted the environment entry %q", env)
-		}
-	}
-	dir := t.TempDir()
-	for name, content := range map[string]string{
-		"unknown field": `{"env":[],"args":[],"extra":1}`,
-		"bad entry":     `{"env":["NOEQUALS"]}`,
-		"too large":     `{"env":["A=` + strings.Repeat("x", maxBootFile) + `"]}`,
-	} {
-		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
-		os.WriteFile(path, []byte(content), 0o600)
-		if _, err := ReadBoot(path); err == nil || !strings.Contains(err.Error(), path) {
-			t.Errorf("%s: ReadBoot = %v, want an error naming the file", name, err)
-		}
-	}
-	if _, err := ReadBoot(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("ReadBoot of a missing file = %v, want fs.ErrNotExist", err)
-	}
-}
-
 func TestStartGuestAppliesTheBootEnvironmentAndArguments(t *testing.T) {
 	const name = "SANDKEY_VMINIT_TEST_BOOT_VAR"
 	t.Cleanup(func() { os.Unsetenv(name) })
-	path := writeBoot(t, Boot{Env: []string{name + "=from boot"}, Args: []string{"--", "sleep", "1"}})
+	path := writeBoot(t, guest.Boot{Env: []string{name + "=from boot"}, Args: []string{"--", "sleep", "1"}})
 
 	args, g, err := StartGuest(path, nil)
 	if err != nil {
@@ -151,7 +119,7 @@ func waitNoEcho(t *testing.T, dev string) {
 
 func TestStopPortRequestSignalsSIGTERMAgainUntilFinished(t *testing.T) {
 	master, slave := openPTY(t)
-	path := writeBoot(t, Boot{StopPort: slave})
+	path := writeBoot(t, guest.Boot{StopPort: slave})
 	terms := make(chan os.Signal, 16)
 	signal.Notify(terms, syscall.SIGTERM)
 	defer signal.Stop(terms)
@@ -170,7 +138,7 @@ func TestStopPortRequestSignalsSIGTERMAgainUntilFinished(t *testing.T) {
 		t.Fatal("SIGTERM before any stop request")
 	case <-time.After(200 * time.Millisecond):
 	}
-	if _, err := master.Write([]byte(StopRequest + "\n")); err != nil {
+	if _, err := master.Write([]byte(guest.StopRequest + "\n")); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 {

@@ -2,10 +2,9 @@ package vminit
 
 import (
 	"strings"
-)
 
-// cmdlinePrefix marks the kernel parameters meant for the supervisor.
-const cmdlinePrefix = "sandkey."
+	"github.com/sandkey/sandkey/pkg/guest"
+)
 
 // ParseKernelCmdline returns the sandkey.* parameters of a kernel command
 // line (the contents of /proc/cmdline), keyed without the prefix:
@@ -23,7 +22,7 @@ func ParseKernelCmdline(s string) map[string]string {
 		}
 		name, value, _ := strings.Cut(arg, "=")
 		name = strings.ReplaceAll(name, "-", "_")
-		key, ok := strings.CutPrefix(name, cmdlinePrefix)
+		key, ok := strings.CutPrefix(name, guest.KernelParamPrefix)
 		if !ok || key == "" {
 			continue
 		}
@@ -64,18 +63,18 @@ func splitCmdline(s string) []string {
 }
 
 // ConfigFromCmdline builds a Config from ParseKernelCmdline's result. The
-// keys: tag (ShareTag), mount (ShareMount), modules (comma-separated
-// Modules), iface (Interface), addr (Address), gw (Gateway). Others are
-// left to the caller.
+// keys (guest.VM*): tag (ShareTag), mount (ShareMount), modules
+// (comma-separated Modules), iface (Interface), addr (Address), gw
+// (Gateway). Others are left to the caller.
 func ConfigFromCmdline(params map[string]string) Config {
 	cfg := Config{
-		ShareTag:   params["tag"],
-		ShareMount: params["mount"],
-		Interface:  params["iface"],
-		Address:    params["addr"],
-		Gateway:    params["gw"],
+		ShareTag:   params[guest.VMShareTag],
+		ShareMount: params[guest.VMShareMount],
+		Interface:  params[guest.VMInterface],
+		Address:    params[guest.VMAddress],
+		Gateway:    params[guest.VMGateway],
 	}
-	for _, m := range strings.Split(params["modules"], ",") {
+	for _, m := range strings.Split(params[guest.VMModules], ",") {
 		if m = strings.TrimSpace(m); m != "" {
 			cfg.Modules = append(cfg.Modules, m)
 		}

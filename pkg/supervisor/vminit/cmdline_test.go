@@ -2,7 +2,10 @@ package vminit
 
 import (
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 func TestParseKernelCmdlineKeepsSandkeyParameters(t *testing.T) {
@@ -52,5 +55,25 @@ func TestConfigFromCmdlineMapsKeys(t *testing.T) {
 	}
 	if got := ConfigFromCmdline(nil); !reflect.DeepEqual(got, Config{}) {
 		t.Errorf("ConfigFromCmdline(nil) = %+v, want zero", got)
+	}
+}
+
+// The driver writes settings with guest.KernelParam and guest.VMEnv; both
+// must reach the same Config here.
+func TestSettingsWrittenByTheGuestContractReachConfig(t *testing.T) {
+	values := map[string]string{guest.VMShareTag: "auth", guest.VMShareMount: "/run/a", guest.VMInterface: "enp0s2",
+		guest.VMAddress: "10.0.2.15/24", guest.VMGateway: "10.0.2.2", guest.VMModules: "/m/virtio.ko,/m/fuse.ko"}
+	want := Config{ShareTag: "auth", ShareMount: "/run/a", Modules: []string{"/m/virtio.ko", "/m/fuse.ko"},
+		Interface: "enp0s2", Address: "10.0.2.15/24", Gateway: "10.0.2.2"}
+	var params, environ []string
+	for key, value := range values {
+		params = append(params, guest.KernelParam(key, value))
+		environ = append(environ, guest.VMEnv(key)+"="+value)
+	}
+	if got := ConfigFromCmdline(ParseKernelCmdline(strings.Join(params, " "))); !reflect.DeepEqual(got, want) {
+		t.Errorf("Config from kernel parameters %q = %+v, want %+v", params, got, want)
+	}
+	if got := ConfigFromCmdline(EnvParams(append(environ, guest.EnvVMInit+"=on"))); !reflect.DeepEqual(got, want) {
+		t.Errorf("Config from variables %q = %+v, want %+v", environ, got, want)
 	}
 }

@@ -24,24 +24,26 @@
 //     directory.
 //
 // The host passes the settings on the kernel command line as sandkey.*
-// parameters (ParseKernelCmdline, ConfigFromCmdline): the kernel keeps
-// dotted parameters to itself rather than handing them to init as
-// environment, so they are read from /proc/cmdline once /proc is mounted.
+// parameters (guest.KernelParam; ParseKernelCmdline, ConfigFromCmdline):
+// the kernel keeps dotted parameters to itself rather than handing them to
+// init as environment, so they are read from /proc/cmdline once /proc is
+// mounted.
 // PowerOff ends the VM when the workload is done.
 //
 // # The boot file, the stop port, the exit code
 //
 // What the kernel command line cannot carry well (it shows in the host's
 // process list, holds 2 KiB and cannot quote a quote) comes in a boot
-// file: the VM driver appends an archive holding BootFile to the image's
-// initramfs. StartGuest, run before the supervisor parses its flags,
-// adds the file's environment to the process's and takes its arguments
-// when the kernel gave none. The file may also name a stop port, a serial
+// file: the VM driver appends an archive holding guest.BootFile to the
+// image's initramfs (package guest holds the format, shared with the
+// driver). StartGuest, run before the supervisor parses its flags, adds
+// the file's environment to the process's and takes its arguments when
+// the kernel gave none. The file may also name a stop port, a serial
 // device on which the host writes "stop" for a graceful stop: StartGuest
 // watches it and answers with SIGTERM to the supervisor, repeated until
 // it ends (init ignores a signal that arrives before its handler is set).
-// Halt writes ExitMarker and the exit code to the console, where the host
-// reads it, and powers off.
+// Halt writes guest.ExitMarker and the exit code to the console, where the
+// host reads it, and powers off.
 //
 // Where the VM's own init starts the supervisor (libkrun), SANDKEY_VM_*
 // variables stand for the sandkey.* parameters (EnvParams), and

@@ -8,11 +8,13 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // DefaultShareMount is where the token directory's virtio-fs share is
 // mounted, the path every sandbox sees it at (DESIGN §4).
-const DefaultShareMount = "/run/sandkey/auth"
+const DefaultShareMount = guest.DefaultTokenDir
 
 // DefaultInterface is the network interface Address is set on: the first
 // virtio-net device, as the kernel names it without udev.

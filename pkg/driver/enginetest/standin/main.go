@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sandkey/sandkey/pkg/guest"
 )
 
 // pollInterval is how often serve reads the token file.
@@ -75,16 +77,16 @@ func run(args []string) int {
 		Args:          args,
 		Env:           os.Environ(),
 		PID:           os.Getpid(),
-		TokenDirWrite: tryWrite(os.Getenv("SANDKEY_TOKEN_DIR")),
+		TokenDirWrite: tryWrite(os.Getenv(guest.EnvTokenDir)),
 		Interfaces:    interfaces(),
-		Gateway:       hello(os.Getenv("SANDKEY_GATEWAY"), os.Getenv("SANDKEY_SANDBOX_ID")),
+		Gateway:       hello(os.Getenv(guest.EnvGateway), os.Getenv(guest.EnvSandboxID)),
 	}
 	data, _ := json.Marshal(r)
 	fmt.Printf("standin report %s\n", data)
 
 	switch mode {
 	case "serve":
-		watchToken(os.Getenv("SANDKEY_TOKEN_DIR"), term)
+		watchToken(os.Getenv(guest.EnvTokenDir), term)
 		fmt.Println("standin term")
 		return 0
 	case "ignore-term":
