@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/store/pgtest"
 )
 
@@ -144,7 +145,7 @@ func createTestSandbox(t testing.TB, s *Store, name string) Sandbox {
 // token a row holds.
 func testMint(issued time.Time) MintFunc {
 	var n atomic.Uint64
-	prefix := randomHex(8)
+	prefix := randid.New(8)
 	return func(id string, gen uint64) (Minted, error) {
 		return Minted{
 			JTI:       prefix + "-" + strconv.FormatUint(n.Add(1), 10),
@@ -154,14 +155,6 @@ func testMint(issued time.Time) MintFunc {
 			RotateAt:  issued.Add(testTokenLifetime / 2),
 		}, nil
 	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 func fileHash(t testing.TB, path string) string {

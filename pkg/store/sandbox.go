@@ -2,14 +2,14 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/sandkey/sandkey/pkg/randid"
 )
 
 // SandboxState is the lifecycle state the gateway last recorded.
@@ -101,16 +101,13 @@ func (s *Store) CreateSandbox(ctx context.Context, n NewSandbox) (Sandbox, error
 	if !json.Valid(spec) {
 		return Sandbox{}, fmt.Errorf("create sandbox %s: %w: spec is not valid JSON", n.Name, ErrInvalid)
 	}
-	id, err := newSandboxID()
-	if err != nil {
-		return Sandbox{}, fmt.Errorf("create sandbox %s: %w", n.Name, err)
-	}
+	id := newSandboxID()
 	now := s.now()
 	sb := Sandbox{
 		ID: id, Name: n.Name, Driver: n.Driver, State: SandboxCreated, Spec: spec,
 		CreatedAt: goTime(dbTime(now)), UpdatedAt: goTime(dbTime(now)),
 	}
-	err = s.writeTx(ctx, func(tx *txn) error {
+	err := s.writeTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO sandboxes (id, name, driver, state, spec, created_at, updated_at)
 			 VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -127,13 +124,7 @@ func (s *Store) CreateSandbox(ctx context.Context, n NewSandbox) (Sandbox, error
 	return sb, nil
 }
 
-func newSandboxID() (string, error) {
-	b := make([]byte, sandboxIDBytes)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("generate sandbox id: %w", err)
-	}
-	return hex.EncodeToString(b), nil
-}
+func newSandboxID() string { return randid.New(sandboxIDBytes) }
 
 // GetSandbox returns the sandbox with this id, or ErrNotFound.
 func (s *Store) GetSandbox(ctx context.Context, id string) (Sandbox, error) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/sandkey/sandkey/pkg/randid"
 )
 
 func TestOpenCreatesPrivateFileAtLatestSchema(t *testing.T) {
@@ -307,8 +309,8 @@ func TestOpenRefusesDamagedFileWithoutTouchingIt(t *testing.T) {
 		for i := 0; i < 40; i++ {
 			// A 2 KiB spec each: the file spans a few dozen pages.
 			sb, err := s.CreateSandbox(context.Background(), NewSandbox{
-				Name: "sb-" + randomHex(8), Driver: "process",
-				Spec: []byte(`{"env":"` + randomHex(1024) + `"}`),
+				Name: "sb-" + randid.New(8), Driver: "process",
+				Spec: []byte(`{"env":"` + randid.New(1024) + `"}`),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -328,7 +330,7 @@ func TestOpenRefusesDamagedFileWithoutTouchingIt(t *testing.T) {
 		return b
 	}
 	garbage := make([]byte, 8192)
-	copy(garbage, randomHex(4096))
+	copy(garbage, randid.New(4096))
 
 	tests := []struct {
 		name     string

@@ -2,9 +2,7 @@ package pgtest
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +21,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+
+	"github.com/sandkey/sandkey/pkg/randid"
 )
 
 // Package is the Debian package that ships the server.
@@ -132,7 +132,7 @@ func Launch() (*Server, error) {
 			return nil, fmt.Errorf("give %s to the postgres user: %w", dir, err)
 		}
 	}
-	s := &Server{dir: dir, password: randomHex(16)}
+	s := &Server{dir: dir, password: randid.New(16)}
 	if err := s.start(initdb, postgres, cred); err != nil {
 		s.Stop()
 		return nil, err
@@ -340,14 +340,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // Shared is a server that a package's tests share: it starts at the first
