@@ -34,6 +34,15 @@ var (
 	ErrTooLarge   = errors.New("file exceeds the size limit")
 )
 
+// absentError is a lookup that failed because the directory, or the entry
+// named in it, does not exist: no Write in progress explains it, so it is
+// not retried (a gateway reading thousands of directories a reboot emptied
+// would otherwise sleep through every retry of each).
+type absentError struct{ err error }
+
+func (e *absentError) Error() string { return e.err.Error() }
+func (e *absentError) Unwrap() error { return e.err }
+
 // errEscape is what the open functions return before the directory is known.
 var errEscape = errors.New("escape")
 
@@ -64,7 +73,8 @@ func readFile(dir, name string, open openFunc) ([]byte, error) {
 		if err == nil {
 			return data, nil
 		}
-		if attempt == readAttempts || !(errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EAGAIN)) {
+		var absent *absentError
+		if attempt == readAttempts || errors.As(err, &absent) || !(errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EAGAIN)) {
 			return nil, fmt.Errorf("read %s %s: %w", name, path, err)
 		}
 		time.Sleep(backoff)
@@ -74,6 +84,9 @@ func readFile(dir, name string, open openFunc) ([]byte, error) {
 
 func readOnce(dir, name string, open openFunc) ([]byte, error) {
 	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, &absentError{fmt.Errorf("open directory %s: %w", dir, err)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open directory %s: %w", dir, err)
 	}
@@ -82,6 +95,14 @@ func readOnce(dir, name string, open openFunc) ([]byte, error) {
 	fd, err := open(dirfd, name)
 	if errors.Is(err, errEscape) {
 		return nil, fmt.Errorf("%w %s", ErrOutsideDir, dir)
+	}
+	if errors.Is(err, unix.ENOENT) {
+		// A Write never removes the entry itself, only what its links
+		// resolve through: an entry that is not there is no race.
+		var st unix.Stat_t
+		if lerr := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(lerr, unix.ENOENT) {
+			return nil, &absentError{err}
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -236,6 +236,30 @@ func TestReadFileRetriesALookupRacingAWrite(t *testing.T) {
 	}
 }
 
+// A directory that does not exist, or holds no entry of the name, is not
+// a lookup racing a Write (which never removes the entry itself): the
+// read fails at once with fs.ErrNotExist instead of sleeping through its
+// retries, so a reconcile over thousands of directories a reboot emptied
+// costs reads, not sleeps.
+func TestReadFileDoesNotRetryWhatIsAbsent(t *testing.T) {
+	calls := 0
+	counting := func(dirfd int, name string) (int, error) {
+		calls++
+		return openBeneath(dirfd, name)
+	}
+	dir := t.TempDir()
+	if _, err := readFile(dir, TokenFile, counting); !errors.Is(err, fs.ErrNotExist) || calls != 1 {
+		t.Errorf("directory without a token entry: %d open calls, error %v; want 1 call and fs.ErrNotExist", calls, err)
+	}
+	calls = 0
+	missing := filepath.Join(dir, "never-made")
+	_, err := readFile(missing, TokenFile, counting)
+	var absent *absentError
+	if !errors.Is(err, fs.ErrNotExist) || !errors.As(err, &absent) || calls != 0 {
+		t.Errorf("missing directory: %d open calls, error %v; want no call and a final fs.ErrNotExist", calls, err)
+	}
+}
+
 func TestReadTokenReadsWhatWasWritten(t *testing.T) {
 	w := newTestWriter(t)
 	for i := range 3 {
