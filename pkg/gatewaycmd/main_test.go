@@ -1,11 +1,10 @@
 package gatewaycmd
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 func TestMain(m *testing.M) {
@@ -13,16 +12,5 @@ func TestMain(m *testing.M) {
 	if os.Getenv(roleEnv) == roleSupervisor {
 		os.Exit(standInSupervisor())
 	}
-	code := m.Run()
-	if err := postgres.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "stop postgres: %v\n", err)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testmain.Run(m, postgres.Stop)
 }

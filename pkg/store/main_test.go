@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/store/pgtest"
+
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // postgres is the package's Postgres server, started by the first test
@@ -33,18 +32,7 @@ func TestMain(m *testing.M) {
 	if location := os.Getenv(crashChildEnv); location != "" {
 		os.Exit(runCrashChild(location))
 	}
-	code := m.Run()
-	if err := postgres.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "stop postgres: %v\n", err)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testmain.Run(m, postgres.Stop)
 }
 
 // backend is a database the conformance suite runs every store test
