@@ -20,6 +20,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/sandboxlock"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
@@ -69,6 +70,8 @@ type Gateway struct {
 	// noDir and anyNoDir: sandboxes whose driver writes no token directory.
 	noDir    noDirectory
 	anyNoDir bool
+	// replicaID names this process among the gateways sharing the store.
+	replicaID string
 }
 
 // Open opens the store (cfg.Store, or the file under cfg.StateDir), loads (or creates) the signing
@@ -86,7 +89,7 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token),
 		ready:    newReadiness(adminpb.Admin_ServiceDesc.ServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName),
-		anyNoDir: hasNoDirDriver(cfg.Drivers)}
+		anyNoDir: hasNoDirDriver(cfg.Drivers), replicaID: randid.New(replicaIDBytes)}
 	tokens, err := InspectTokenRoot(cfg.TokenRoot)
 	if err != nil {
 		return nil, err
@@ -253,6 +256,9 @@ func (g *Gateway) socketDir(id string) string  { return filepath.Join(g.sandboxD
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
 
 func (g *Gateway) lock(id string) func() { return g.locks.Lock(id) }
+
+// replicaIDBytes is the size of a gateway process's random replica id.
+const replicaIDBytes = 8
 
 // instanceIDBytes is the size of the random id of one start of a sandbox.
 const instanceIDBytes = 8
