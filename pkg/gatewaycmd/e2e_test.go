@@ -82,18 +82,7 @@ func startTestGateway(t *testing.T) *testGateway {
 	t.Helper()
 	// Sandbox sockets live at <state>/sandboxes/<32 hex>/gw/gw.sock: the
 	// state directory's path must stay short for a unix socket.
-	base := os.TempDir()
-	if len(base) > 40 {
-		base = "/tmp"
-	}
-	state, err := os.MkdirTemp(base, "skcli")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		binaries.UnmountUnder(state) // serve, as root, mounted a tmpfs at its token root
-		os.RemoveAll(state)
-	})
+	state := binaries.TempDir(t, "skcli")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

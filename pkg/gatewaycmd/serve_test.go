@@ -3,7 +3,6 @@ package gatewaycmd
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -22,14 +21,7 @@ import (
 // and grpcurl ask.
 func TestServeAnswersHealthAndReflectionOnTheOperatorSocket(t *testing.T) {
 	clearAdminEnv(t)
-	state, err := os.MkdirTemp("/tmp", "sksrv") // short: sandbox sockets live under it
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		binaries.UnmountUnder(state) // serve, as root, mounted a tmpfs at its token root
-		os.RemoveAll(state)
-	})
+	state := binaries.TempDir(t, "sksrv") // short: sandbox sockets live under it
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var stderr bytes.Buffer

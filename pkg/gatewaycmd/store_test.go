@@ -138,17 +138,6 @@ func TestServeKeepsItsStateInPostgresWhenGivenADSN(t *testing.T) {
 // sandboxes' unix sockets below it.
 func shortStateDir(t *testing.T) string {
 	t.Helper()
-	base := os.TempDir()
-	if len(base) > 40 {
-		base = "/tmp"
-	}
-	state, err := os.MkdirTemp(base, "skst")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		binaries.UnmountUnder(state) // serve, as root, mounted a tmpfs at its token root
-		os.RemoveAll(state)
-	})
+	state := binaries.TempDir(t, "skst")
 	return state
 }

@@ -76,3 +76,30 @@ func UnmountUnder(dir string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// TempDir makes a new directory with a short path (sandbox sockets live
+// below a state directory, and a unix socket's path is short) and removes
+// it when the test ends, after unmounting what a gateway running as root
+// mounted below it (the tmpfs at its token root outlives the gateway on
+// purpose). Cleanups run last in, first out: those a test registers after
+// TempDir, such as stopping its gateway, run before the removal.
+func TempDir(t testing.TB, prefix string) string {
+	t.Helper()
+	base := os.TempDir()
+	if len(base) > 40 {
+		base = "/tmp"
+	}
+	dir, err := os.MkdirTemp(base, prefix)
+	if err != nil {
+		t.Fatalf("make a test directory: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := UnmountUnder(dir); err != nil {
+			t.Errorf("unmount below the test directory: %v", err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove the test directory: %v", err)
+		}
+	})
+	return dir
+}

@@ -151,10 +151,7 @@ func TestGatewayKilledMidSweepRecoversEverySandbox(t *testing.T) {
 	t.Logf("seed %d (set SANDKEY_TEST_SEED to replay)", seed)
 	rng := rand.New(rand.NewPCG(seed, seed))
 
-	dir, err := os.MkdirTemp("", "sk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := binaries.TempDir(t, "sk")
 	state := filepath.Join(dir, "state")
 	g := startGatewayBinary(t, state)
 	var ids []string
@@ -170,10 +167,6 @@ func TestGatewayKilledMidSweepRecoversEverySandbox(t *testing.T) {
 			os.WriteFile(filepath.Join(os.TempDir(), "sandkey-crash-test-gateway.log"), logs, 0o600)
 			t.Logf("gateway log kept at %s", filepath.Join(os.TempDir(), "sandkey-crash-test-gateway.log"))
 		}
-		if err := binaries.UnmountUnder(dir); err != nil {
-			t.Error(err)
-		}
-		os.RemoveAll(dir)
 	})
 	t.Logf("gateway up")
 	for i := range sandboxes {

@@ -24,10 +24,7 @@ import (
 // "web", whose workload is workload.
 func execGateway(t *testing.T, workload ...string) (*gatewayProc, string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "skx")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := binaries.TempDir(t, "skx")
 	g := startGatewayBinary(t, filepath.Join(dir, "state"))
 	t.Cleanup(func() {
 		g.cli("sandbox", "delete", "web")
@@ -36,8 +33,6 @@ func execGateway(t *testing.T, workload ...string) (*gatewayProc, string) {
 			logs, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
 			t.Logf("gateway log:\n%s", logs)
 		}
-		binaries.UnmountUnder(dir) // the gateway, as root, mounted a tmpfs at its token root
-		os.RemoveAll(dir)
 	})
 	if _, err := g.cli(append([]string{"sandbox", "create", "web", "--start", "--"}, workload...)...); err != nil {
 		t.Fatal(err)

@@ -19,10 +19,7 @@ import (
 // `gateway serve` on the state directory of a running one exits 2 at once,
 // naming the first one's PID, and the first one's sockets keep answering.
 func TestSecondGatewayOnALiveStateDirExitsAndTouchesNothing(t *testing.T) {
-	dir, err := os.MkdirTemp("", "sk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := binaries.TempDir(t, "sk")
 	state := filepath.Join(dir, "state")
 	g := startGatewayBinary(t, state)
 	var id string
@@ -31,8 +28,6 @@ func TestSecondGatewayOnALiveStateDirExitsAndTouchesNothing(t *testing.T) {
 			g.cli("sandbox", "delete", id)
 		}
 		g.kill()
-		binaries.UnmountUnder(dir) // the gateway, as root, mounted a tmpfs at its token root
-		os.RemoveAll(dir)
 	})
 	if _, err := g.cli("sandbox", "create", "first", "--start", "--", "sleep", "600"); err != nil {
 		t.Fatal(err)
@@ -43,6 +38,7 @@ func TestSecondGatewayOnALiveStateDirExitsAndTouchesNothing(t *testing.T) {
 	sockets := []string{filepath.Join(state, "sandboxes", id, "gw", "gw.sock"), filepath.Join(state, "admin.sock")}
 	before := make([]os.FileInfo, len(sockets))
 	for i, p := range sockets {
+		var err error
 		if before[i], err = os.Lstat(p); err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +50,7 @@ func TestSecondGatewayOnALiveStateDirExitsAndTouchesNothing(t *testing.T) {
 	second := exec.CommandContext(ctx, binaries.Gateway, "serve", "--state-dir", state, "--token-lifetime", "10s",
 		"--http-addr", "", "--supervisor", binaries.Supervisor)
 	second.Stderr = &stderr
-	err = second.Run()
+	err := second.Run()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
 		t.Fatalf("second gateway: %v, want exit code 2; stderr: %s", err, stderr.String())

@@ -73,10 +73,7 @@ func fileSize(t *testing.T, path string) int64 {
 // of the restored gateway in a session within a second of it being ready.
 func TestSupervisorRecoversFromStoreRestoredFromBackup(t *testing.T) {
 	const sandboxes = 3
-	dir, err := os.MkdirTemp("", "sk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := binaries.TempDir(t, "sk")
 	state := filepath.Join(dir, "state")
 	gwLog := filepath.Join(dir, "gateway.log")
 	dbPath := filepath.Join(state, "sandkey.db")
@@ -94,8 +91,6 @@ func TestSupervisorRecoversFromStoreRestoredFromBackup(t *testing.T) {
 			os.WriteFile(kept, logs, 0o600)
 			t.Logf("gateway log kept at %s", kept)
 		}
-		binaries.UnmountUnder(dir) // the gateway, as root, mounted a tmpfs at its token root
-		os.RemoveAll(dir)
 	})
 	for i := range sandboxes {
 		if _, err := g.cli("sandbox", "create", fmt.Sprintf("sb%d", i), "--start", "--", "sleep", "600"); err != nil {

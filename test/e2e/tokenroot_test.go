@@ -26,10 +26,7 @@ func TestTokensNeverReachTheStateDirectorysDisk(t *testing.T) {
 		}
 		t.Skip("the gateway mounts its token root only as root")
 	}
-	dir, err := os.MkdirTemp("", "sk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := binaries.TempDir(t, "sk")
 	state := filepath.Join(dir, "state")
 	g := startGatewayBinary(t, state)
 	var ids []string
@@ -38,10 +35,6 @@ func TestTokensNeverReachTheStateDirectorysDisk(t *testing.T) {
 			g.cli("sandbox", "delete", id)
 		}
 		g.kill()
-		if err := binaries.UnmountUnder(dir); err != nil {
-			t.Error(err)
-		}
-		os.RemoveAll(dir)
 	})
 	root := binaries.TokenDir(state, "")
 	var st unix.Statfs_t
@@ -90,7 +83,7 @@ func TestTokensNeverReachTheStateDirectorysDisk(t *testing.T) {
 	store := filepath.Join(state, "sandkey.db")
 	checked := 0
 	storeFiles := map[string]bool{}
-	err = filepath.WalkDir(state, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(state, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
