@@ -28,3 +28,16 @@ func Run(m *testing.M, cleanup func() error) {
 	}
 	os.Exit(code)
 }
+
+// SkipIfMissing ends t for err, the policy of every harness of real
+// parts: a skip when missing says that something the test needs is not
+// installed (or not permitted), on a developer's machine; a failure
+// otherwise, and always under CI=true, where a test must never pass by
+// skipping.
+func SkipIfMissing(t testing.TB, err error, missing bool) {
+	t.Helper()
+	if missing && os.Getenv("CI") != "true" {
+		t.Skipf("skipping: %v", err)
+	}
+	t.Fatal(err)
+}

@@ -6,10 +6,13 @@ package fullfs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // Mount mounts a tmpfs of size bytes, mode 0700, over dir (which must
@@ -33,10 +36,7 @@ func MountFull(t testing.TB, dir string) {
 func mount(t testing.TB, dir, options string) {
 	t.Helper()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, options); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount a tmpfs over %s (needs root): %v", dir, err)
-		}
-		t.Skipf("mount a tmpfs over %s (needs root): %v", dir, err)
+		testmain.SkipIfMissing(t, fmt.Errorf("mount a tmpfs over %s (needs root): %w", dir, err), true)
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, 0); err != nil {

@@ -2,7 +2,7 @@ package enginetest
 
 import (
 	"errors"
-	"os"
+	"github.com/sandkey/sandkey/pkg/testmain"
 	"sync"
 	"testing"
 )
@@ -92,17 +92,5 @@ func start(t testing.TB, launch func() (*Engine, error)) string {
 func failOrSkip(t testing.TB, err error) {
 	t.Helper()
 	var missing *MissingError
-	SkipIfMissing(t, err, errors.As(err, &missing))
-}
-
-// SkipIfMissing ends t for err, the policy of every harness of real
-// parts: a skip when missing says that something the test needs is not
-// installed, on a developer's machine; a failure otherwise, and always
-// under CI=true, where a test must never pass by skipping.
-func SkipIfMissing(t testing.TB, err error, missing bool) {
-	t.Helper()
-	if missing && os.Getenv("CI") != "true" {
-		t.Skipf("skipping: %v", err)
-	}
-	t.Fatal(err)
+	testmain.SkipIfMissing(t, err, errors.As(err, &missing))
 }

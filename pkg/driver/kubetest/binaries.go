@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/sandkey/sandkey/pkg/driver/enginetest"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // BinEnv names the directory holding the Kubernetes binaries the harness
@@ -108,5 +108,5 @@ func executable(path string) error {
 func failOrSkip(t testing.TB, err error) {
 	t.Helper()
 	var missing *MissingError
-	enginetest.SkipIfMissing(t, err, errors.As(err, &missing))
+	testmain.SkipIfMissing(t, err, errors.As(err, &missing))
 }

@@ -23,6 +23,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
 	"github.com/sandkey/sandkey/pkg/randid"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // Package is the Debian package that ships the server.
@@ -357,11 +358,7 @@ func (s *Shared) Server(t testing.TB) *Server {
 	t.Helper()
 	s.once.Do(func() { s.server, s.err = Launch() })
 	if s.err != nil {
-		var missing *MissingError
-		if errors.As(s.err, &missing) && os.Getenv("CI") != "true" {
-			t.Skipf("skipping: %v", s.err)
-		}
-		t.Fatal(s.err)
+		testmain.SkipIfMissing(t, s.err, errors.As(s.err, new(*MissingError)))
 	}
 	return s.server
 }
