@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"go.uber.org/zap"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -21,6 +22,38 @@ import (
 // replicas that disagree about the holder cannot pass a call back and
 // forth.
 const ForwardedByKey = "sandkey-forwarded-by"
+
+// HolderErrorReason is the reason of the ErrorInfo detail on an error
+// about the replica holding a sandbox's session (unreachable, or refusing
+// this replica) rather than about the gateway that was called, so that a
+// client does not tell its user to fix the call or reach another gateway.
+// Its metadata names the replica ("replica") and its address ("addr").
+const (
+	HolderErrorReason = "SESSION_HOLDER"
+	ErrorDomain       = "sandkey.admin"
+)
+
+// holderError is a status error with code about the holder of a session.
+func holderError(code codes.Code, h gateway.Holder, format string, args ...any) error {
+	st := status.Newf(code, format, args...)
+	withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: HolderErrorReason, Domain: ErrorDomain,
+		Metadata: map[string]string{"replica": h.ReplicaID, "addr": h.AdminAddr}})
+	if err != nil {
+		return st.Err()
+	}
+	return withInfo.Err()
+}
+
+// IsHolderError reports whether st is about the replica holding the
+// session, not about the gateway that answered.
+func IsHolderError(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == HolderErrorReason && info.GetDomain() == ErrorDomain {
+			return true
+		}
+	}
+	return false
+}
 
 // Holders says which gateway replica holds a sandbox's session.
 // *gateway.Gateway is one; tests give another.
@@ -87,13 +120,13 @@ func (s *Server) peerFor(ctx context.Context, op, ref string) (*peerCall, error)
 		return nil, err
 	}
 	if s.peers == nil || h.AdminAddr == "" {
-		return nil, status.Errorf(codes.Unavailable,
+		return nil, holderError(codes.Unavailable, h,
 			"%s sandbox %q: its session is held by gateway replica %s (operator API %q), which this gateway cannot call: it serves no --admin-tcp with a token and certificate",
 			op, ref, h.ReplicaID, h.AdminAddr)
 	}
 	client, release, err := s.peers.acquire(h.AdminAddr)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%s sandbox %q: its session is held by gateway replica %s at %s: %v",
+		return nil, holderError(codes.Unavailable, h, "%s sandbox %q: its session is held by gateway replica %s at %s: %v",
 			op, ref, h.ReplicaID, h.AdminAddr, err)
 	}
 	s.log.Debug("forwarding operator call", zap.String("op", op), zap.String("sandbox", sb.ID),
@@ -118,10 +151,10 @@ func (c *peerCall) fail(err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return status.Errorf(codes.Unavailable, "sandbox %q: its session is held by gateway replica %s, whose operator API at %s is unavailable: %s",
+		return holderError(codes.Unavailable, c.holder, "sandbox %q: its session is held by gateway replica %s, whose operator API at %s is unavailable: %s",
 			c.ref, c.holder.ReplicaID, c.holder.AdminAddr, st.Message())
 	case codes.Unauthenticated, codes.PermissionDenied:
-		return status.Errorf(st.Code(), "sandbox %q: gateway replica %s at %s, which holds its session, refused this replica's call: %s (replicas must share one --admin-token-file)",
+		return holderError(st.Code(), c.holder, "sandbox %q: gateway replica %s at %s, which holds its session, refused this replica's call: %s (replicas must share one --admin-token-file)",
 			c.ref, c.holder.ReplicaID, c.holder.AdminAddr, st.Message())
 	}
 	return st.Err()

@@ -444,7 +444,8 @@ func TestForwardingPassesThePeersRefusalOfTheTokenOn(t *testing.T) {
 
 	res := runExecSandbox(t, c, &adminpb.ExecSandboxRequest{Sandbox: "web", Argv: []string{"true"}})
 	for op, err := range map[string]error{"exec": res.err, "rotate": rotateErr(c)} {
-		if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "invalid admin token") {
+		if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "invalid admin token") ||
+			!IsHolderError(status.Convert(err)) {
 			t.Errorf("%s with a token the peer refuses: %v, want Unauthenticated naming %s", op, err, addr)
 		}
 	}
@@ -462,7 +463,8 @@ func TestForwardingToAnUnreachablePeerIsUnavailableNamingIt(t *testing.T) {
 	res := runExecSandbox(t, c, &adminpb.ExecSandboxRequest{Sandbox: "web", Argv: []string{"true"}})
 	x := startInteractive(t, c, &adminpb.ExecStart{Request: &adminpb.ExecSandboxRequest{Sandbox: "web", Argv: []string{"sh"}}, Stdin: true})
 	for op, err := range map[string]error{"exec": res.err, "interactive exec": x.await(t, ""), "rotate": rotateErr(c)} {
-		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "replica-b") {
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "replica-b") ||
+			!IsHolderError(status.Convert(err)) {
 			t.Errorf("%s for a session held by an unreachable replica: %v, want Unavailable naming replica-b at %s", op, err, addr)
 		}
 		if err != nil && strings.Contains(err.Error(), "another") {
