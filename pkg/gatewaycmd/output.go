@@ -19,14 +19,17 @@ import (
 const (
 	outputTable = "table"
 	outputJSON  = "json"
+	// outputWide is the table with more columns where there are more:
+	// sandbox lists add the replica holding the session.
+	outputWide = "wide"
 )
 
 func checkOutput(format string) error {
 	switch format {
-	case outputTable, outputJSON:
+	case outputTable, outputJSON, outputWide:
 		return nil
 	}
-	return Usagef("unknown output format %q: use -o table or -o json", format)
+	return Usagef("unknown output format %q: use -o table, -o wide or -o json", format)
 }
 
 // sandboxJSON is a sandbox in -o json.
@@ -44,6 +47,7 @@ type sandboxJSON struct {
 	WrittenGen   uint64            `json:"written_gen"`
 	DeliveredGen uint64            `json:"delivered_gen"`
 	Connected    bool              `json:"connected"`
+	ReplicaID    string            `json:"replica_id,omitempty"` // the gateway replica holding the session; absent when none does
 	RotateAt     *time.Time        `json:"rotate_at"`
 	CreatedAt    *time.Time        `json:"created_at"`
 	UpdatedAt    *time.Time        `json:"updated_at"`
@@ -55,7 +59,7 @@ func sandboxToJSON(sb *adminpb.Sandbox) sandboxJSON {
 		InstanceID: sb.GetInstanceId(), RunID: sb.GetRunId(), Image: sb.GetImage(),
 		Command: sb.GetCommand(), Env: sb.GetEnv(),
 		LatestGen: sb.GetLatestGen(), WrittenGen: sb.GetWrittenGen(), DeliveredGen: sb.GetDeliveredGen(),
-		Connected: sb.GetConnected(),
+		Connected: sb.GetConnected(), ReplicaID: sb.GetReplicaId(),
 		RotateAt:  utcTime(sb.GetRotateAt().AsTime(), sb.GetRotateAt() != nil),
 		CreatedAt: utcTime(sb.GetCreatedAt().AsTime(), sb.GetCreatedAt() != nil),
 		UpdatedAt: utcTime(sb.GetUpdatedAt().AsTime(), sb.GetUpdatedAt() != nil),
@@ -106,7 +110,8 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// printSandboxes writes sandboxes as a table, or as a JSON array.
+// printSandboxes writes sandboxes as a table (wide: with the replica
+// holding each session), or as a JSON array.
 func printSandboxes(w io.Writer, format string, sbs []*adminpb.Sandbox, now time.Time) error {
 	if format == outputJSON {
 		out := make([]sandboxJSON, 0, len(sbs))
@@ -119,12 +124,21 @@ func printSandboxes(w io.Writer, format string, sbs []*adminpb.Sandbox, now time
 		_, err := fmt.Fprintln(w, "No sandboxes. Create one with: gateway sandbox create NAME -- CMD ARGS...")
 		return err
 	}
+	wide := format == outputWide
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tDRIVER\tSTATE\tGEN\tDELIVERED\tCONNECTED\tROTATES\tAGE")
+	fmt.Fprint(tw, "NAME\tID\tDRIVER\tSTATE\tGEN\tDELIVERED\tCONNECTED\tROTATES\tAGE")
+	if wide {
+		fmt.Fprint(tw, "\tREPLICA")
+	}
+	fmt.Fprintln(tw)
 	for _, sb := range sbs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s",
 			sb.GetName(), sb.GetId(), sb.GetDriver(), sb.GetState(), sb.GetLatestGen(), sb.GetDeliveredGen(),
 			yesNo(sb.GetConnected()), rotates(sb, now), age(sb.GetCreatedAt().AsTime(), now, sb.GetCreatedAt() != nil))
+		if wide {
+			fmt.Fprintf(tw, "\t%s", orDash(sb.GetReplicaId()))
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }
@@ -171,6 +185,9 @@ func printSandboxDetail(w io.Writer, format string, sb *adminpb.Sandbox, now tim
 		field("Rotates", "-")
 	}
 	field("Connected", yesNo(sb.GetConnected()))
+	if sb.GetReplicaId() != "" {
+		field("Replica", sb.GetReplicaId())
+	}
 	if sb.GetCreatedAt() != nil {
 		field("Created", fmt.Sprintf("%s (%s ago)", stamp(sb.GetCreatedAt().AsTime()), age(sb.GetCreatedAt().AsTime(), now, true)))
 	}
