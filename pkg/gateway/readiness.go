@@ -16,7 +16,7 @@ type readiness struct {
 	mu       sync.Mutex
 	serving  bool
 	mintErr  error
-	storeErr error // the last store heartbeat's failure
+	storeErr error    // the last store heartbeat's failure
 	services []string // gRPC service names whose health follows readiness
 	health   *health.Server
 }
