@@ -185,12 +185,17 @@ func (g *Gateway) runLeader(ctx context.Context) {
 		case <-t.C:
 		case <-g.leaderPoke:
 		}
+		// Each try is bounded by the renewal interval: a store that hangs
+		// must not hold the loop past the term's deadline.
 		start := time.Now()
-		l, ok, err := g.store.AcquireLease(ctx, leaderLease, g.replicaID, lease)
+		tctx, cancel := context.WithTimeout(ctx, lease/3)
+		l, ok, err := g.store.AcquireLease(tctx, leaderLease, g.replicaID, lease)
+		hbErr := g.heartbeat(tctx)
+		cancel()
 		if ctx.Err() != nil {
 			continue
 		}
-		g.storeDone(errors.Join(err, g.heartbeat(ctx)))
+		g.storeDone(errors.Join(err, hbErr))
 		switch {
 		case err != nil:
 			// The term's deadline stops leader work if no renewal succeeds
