@@ -519,3 +519,46 @@ func postgresAdmin(t testing.TB, dsn string) *sql.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+func TestReplicasCarryOnAfterPostgresRestarts(t *testing.T) {
+	// A server of its own: the restart cuts every connection.
+	var own pgtest.Shared
+	srv := own.Server(t)
+	t.Cleanup(func() {
+		if err := own.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	dsn, _, err := srv.NewSchema(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &replicaCluster{t: t, dsn: dsn, drv: newFakeCluster()}
+	a, b := c.start(), c.start()
+	sb := a.create("restarted")
+	sup := connect(t, b, sb.ID, a.dirToken(t, sb.ID), a.g.JWKSJSON())
+	for _, r := range []*replica{a, b} {
+		waitForTB(t, "ready", 10*time.Second, func() bool { ok, _ := r.g.Ready(); return ok })
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Both come back: the pools reconnect, the listeners reconnect and
+	// resync, one of them leads.
+	waitForTB(t, "both ready again", 30*time.Second, func() bool {
+		okA, _ := a.g.Ready()
+		okB, _ := b.g.Ready()
+		return okA && okB
+	})
+	waitLeader(t, a, b)
+	gen, err := a.g.Rotate(ctx, sb.ID)
+	if err != nil {
+		t.Fatalf("rotate after the restart: %v", err)
+	}
+	waitForTB(t, fmt.Sprintf("generation %d at the supervisor on b after the restart", gen), 20*time.Second, func() bool {
+		cur := sup.src.Current()
+		return cur != nil && cur.Gen() >= gen
+	})
+}
