@@ -38,12 +38,17 @@ const replicaLease = MinLeaderLease
 type fakeCluster struct {
 	mu      sync.Mutex
 	running map[string]bool
+	// delivery is how its sandboxes get their tokens: DeliveryDirBind
+	// unless a test sets DeliveryK8sSA, as the Kubernetes driver says.
+	delivery driver.TokenDelivery
 }
 
-func newFakeCluster() *fakeCluster { return &fakeCluster{running: make(map[string]bool)} }
+func newFakeCluster() *fakeCluster {
+	return &fakeCluster{running: make(map[string]bool), delivery: driver.DeliveryDirBind}
+}
 
 func (c *fakeCluster) Name() string                        { return "fake" }
-func (c *fakeCluster) TokenDelivery() driver.TokenDelivery { return driver.DeliveryDirBind }
+func (c *fakeCluster) TokenDelivery() driver.TokenDelivery { return c.delivery }
 func (c *fakeCluster) Create(context.Context, driver.Spec) error {
 	return nil
 }
@@ -561,4 +566,32 @@ func TestReplicasCarryOnAfterPostgresRestarts(t *testing.T) {
 		cur := sup.src.Current()
 		return cur != nil && cur.Gen() >= gen
 	})
+}
+
+func TestANewLeaderRemintsNothingFreshForSandboxesWithoutATokenDirectory(t *testing.T) {
+	c := newReplicaCluster(t)
+	c.drv.delivery = driver.DeliveryK8sSA
+	a := c.start()
+	waitLeader(t, a)
+	sb := a.create("pod")
+	a.kill()
+	b := c.start()
+	waitLeader(t, b)
+	// A sweep has run, so the reconcile that precedes it is done.
+	waitForTB(t, "b's first sweep", 10*time.Second, func() bool { return b.g.lastPrune.Load() != 0 })
+	got, err := b.g.Get(context.Background(), sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LatestGen != sb.LatestGen {
+		t.Errorf("generation %d after the new leader reconciled, want %d: a fresh token was minted again", got.LatestGen, sb.LatestGen)
+	}
+	if n := testutil.ToFloat64(b.g.metrics.minted.WithLabelValues("reconcile")); n != 0 {
+		t.Errorf("the new leader's reconcile minted %v generations, want 0", n)
+	}
+	// Its latest token is the one a minted, signed again.
+	tok, err := b.g.Latest(context.Background(), sb.ID)
+	if err != nil || tok.Gen() != sb.LatestGen {
+		t.Fatalf("b's latest token: %v, %v; want generation %d", tok, err, sb.LatestGen)
+	}
 }
