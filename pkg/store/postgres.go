@@ -123,9 +123,13 @@ func (postgresDialect) lockReplicas(ctx context.Context, tx *txn) error {
 	return err
 }
 
-// forShare: the row stays readable by others but no writer may change it
-// until commit.
-func (postgresDialect) forShare() string { return " FOR SHARE" }
+// forKeyShare: the weakest row lock; only SELECT ... FOR UPDATE (and a
+// delete) waits for it.
+func (postgresDialect) forKeyShare() string { return " FOR KEY SHARE" }
+
+// forNoKeyUpdate: the lock an UPDATE of non-key columns takes, which
+// forKeyShare holders do not block.
+func (postgresDialect) forNoKeyUpdate() string { return " FOR NO KEY UPDATE" }
 
 // clockSQL is the server's clock, read afresh at each evaluation: replicas
 // on several hosts compare lease and liveness times against one clock.

@@ -446,3 +446,86 @@ func undoReplicasMigration(t *testing.T, location string) {
 		rawExec(t, location, "DROP TABLE "+table)
 	}
 }
+
+// holdFencedWrite runs a write transaction under holder's fence and keeps
+// it open, its lease check done, until release is closed; it returns when
+// the check passed, and the transaction's end arrives on done.
+func holdFencedWrite(t *testing.T, s *Store, holder string, epoch uint64, release <-chan struct{}) (done <-chan error) {
+	t.Helper()
+	checked := make(chan struct{})
+	out := make(chan error, 1)
+	go func() {
+		out <- s.writeTx(WithFence(context.Background(), "leader", holder, epoch), func(tx *txn) error {
+			close(checked)
+			<-release
+			return nil
+		})
+	}()
+	select {
+	case <-checked:
+	case err := <-out:
+		t.Fatalf("the fenced write failed its check: %v", err)
+	}
+	return out
+}
+
+func TestRenewalsDoNotWaitForTheHoldersWritesButATakeoverDoes(t *testing.T) {
+	s := openTestStore(t, postgresBackend)
+	ctx := context.Background()
+	const ttl = 600 * time.Millisecond
+	l, _, err := s.AcquireLease(ctx, "leader", "a", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// a's own fenced write is in flight: a's renewal goes through.
+	release := make(chan struct{})
+	done := holdFencedWrite(t, s, "a", l.Epoch, release)
+	renewed := make(chan error, 1)
+	go func() {
+		_, ok, err := s.AcquireLease(ctx, "leader", "a", ttl)
+		if err == nil && !ok {
+			err = errors.New("refused")
+		}
+		renewed <- err
+	}()
+	select {
+	case err := <-renewed:
+		if err != nil {
+			t.Fatalf("renewal: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a's renewal waited for a's own fenced write")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// Another fenced write of a is in flight when a's lease expires: b's
+	// takeover waits for it to end, so it commits under a's epoch.
+	release = make(chan struct{})
+	done = holdFencedWrite(t, s, "a", l.Epoch, release)
+	time.Sleep(ttl + ttl/2)
+	var writeEnded atomic.Bool
+	took := make(chan Lease, 1)
+	go func() {
+		l, ok, err := s.AcquireLease(ctx, "leader", "b", ttl)
+		if err != nil || !ok {
+			t.Errorf("b's takeover: %v, %v", ok, err)
+		}
+		if !writeEnded.Load() {
+			t.Error("b took the lease while a's fenced write was still open")
+		}
+		took <- l
+	}()
+	time.Sleep(300 * time.Millisecond) // b's takeover is now waiting, or wrongly done
+	writeEnded.Store(true)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("a's fenced write, checked while a held the lease: %v", err)
+	}
+	if l := <-took; l.Holder != "b" || l.Epoch != 2 {
+		t.Errorf("takeover gave %+v, want b at epoch 2", l)
+	}
+}
