@@ -351,7 +351,8 @@ func (f *fanout) Generation(sandboxID string, gen uint64) {
 	if !g.sessions.Connected(sandboxID) {
 		return
 	}
-	if tok := g.cachedToken(sandboxID); tok != nil && tok.Gen() >= gen {
+	// Generation 0: deleted; deliver finds it gone and ends the session.
+	if tok := g.cachedToken(sandboxID); gen > 0 && tok != nil && tok.Gen() >= gen {
 		g.metrics.fanout.WithLabelValues(fanoutCurrent).Inc()
 		return
 	}
@@ -427,8 +428,16 @@ func (f *fanout) deliver(ctx context.Context, id string, heard time.Time) {
 		return
 	}
 	gen, err := g.store.LatestGeneration(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		// Deleted through another replica: its tokens are revoked; end
+		// its session here, as the deleting replica would have.
+		g.forget(id)
+		g.sessions.Disconnect(id)
+		g.log.Info("sandbox deleted through another replica: session ended", zap.String("sandbox", id))
+		return
+	}
 	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrNoGeneration) {
+		if ctx.Err() == nil && !errors.Is(err, store.ErrNoGeneration) {
 			g.metrics.fanout.WithLabelValues(fanoutFailed).Inc()
 			g.log.Warn("fan out a generation: read it", zap.String("sandbox", id), zap.Error(err))
 		}

@@ -595,3 +595,17 @@ func TestANewLeaderRemintsNothingFreshForSandboxesWithoutATokenDirectory(t *test
 		t.Fatalf("b's latest token: %v, %v; want generation %d", tok, err, sb.LatestGen)
 	}
 }
+
+func TestDeletingASandboxOnOneReplicaEndsItsSessionOnAnother(t *testing.T) {
+	c := newReplicaCluster(t)
+	a, b := c.start(), c.start()
+	sb := a.create("deleted")
+	connect(t, b, sb.ID, a.dirToken(t, sb.ID), a.g.JWKSJSON())
+	if err := a.g.Delete(context.Background(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitForTB(t, "b ends the deleted sandbox's session", 10*time.Second, func() bool { return !b.g.sessions.Connected(sb.ID) })
+	if tok := b.g.cachedToken(sb.ID); tok != nil {
+		t.Errorf("b still caches %v of the deleted sandbox", tok)
+	}
+}

@@ -368,6 +368,12 @@ func TestListenHearsAnotherStoresGenerationsAndKeyChanges(t *testing.T) {
 	if got, want := within(t, rec.gens, "generation notification"), sb.ID+" 2"; got != want {
 		t.Errorf("heard %q, want %q (the rolled-back generation must not be heard)", got, want)
 	}
+	if err := writer.DeleteSandbox(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := within(t, rec.gens, "deletion notification"), sb.ID+" 0"; got != want {
+		t.Errorf("heard %q after the deletion, want %q", got, want)
+	}
 }
 
 func TestListenOnSQLiteReturnsWhenTheContextEnds(t *testing.T) {
