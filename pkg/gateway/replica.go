@@ -74,6 +74,29 @@ func (g *Gateway) SessionHolder(ctx context.Context, sandboxID string) (_ Holder
 	return Holder{ReplicaID: r.ID, AdminAddr: r.AdminAddr, Connected: true}, nil
 }
 
+// SessionHolders is SessionHolder for every sandbox at once (one store
+// query, for listings): the holder of each sandbox whose session some
+// replica holds. Sandboxes absent from the map have no session anywhere.
+func (g *Gateway) SessionHolders(ctx context.Context) (_ map[string]Holder, err error) {
+	defer outwardTo(&err)
+	out := make(map[string]Holder)
+	if g.ReplicaMode() {
+		held, err := g.store.SessionHolders(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for id, r := range held {
+			if r.ID != g.replicaID {
+				out[id] = Holder{ReplicaID: r.ID, AdminAddr: r.AdminAddr, Connected: true}
+			}
+		}
+	}
+	for _, id := range g.sessions.SandboxIDs() {
+		out[id] = Holder{ReplicaID: g.replicaID, Local: true, Connected: true}
+	}
+	return out, nil
+}
+
 // ReplicaID is this gateway process's id among the replicas sharing its
 // store: random, new at every start.
 func (g *Gateway) ReplicaID() string { return g.replicaID }

@@ -276,6 +276,10 @@ func TestSessionHolderIsTheLiveReplicaLastRecorded(t *testing.T) {
 		if _, ok, err := s.SessionHolder(ctx, ids[1]); err != nil || ok {
 			t.Fatalf("SessionHolder of a cleared session = %v, %v; want none", ok, err)
 		}
+		all, err := s.SessionHolders(ctx)
+		if err != nil || len(all) != len(ids)-1 || all[ids[0]].ID != "r2" || all[ids[2]].ID != "r1" {
+			t.Fatalf("SessionHolders = %d holders (%v), want %d with %s on r2 and %s on r1", len(all), err, len(ids)-1, ids[0], ids[2])
+		}
 		if err := s.HeartbeatReplica(ctx, "r1", ttl); err != nil {
 			t.Fatal(err)
 		}
