@@ -251,7 +251,7 @@ func (g *Gateway) holdLease(ctx context.Context, l store.Lease, deadline time.Ti
 		return
 	}
 	if term != nil {
-		g.stepDown("the leader lease changed epoch")
+		g.stepDown("the term ended, or the lease was taken again at a new epoch")
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	term = &leaderTerm{epoch: l.Epoch, ctx: tctx, cancel: cancel, done: make(chan struct{})}
@@ -259,6 +259,7 @@ func (g *Gateway) holdLease(ctx context.Context, l store.Lease, deadline time.Ti
 		g.log.Error("the leader lease was not renewed before its deadline: leader work stops at once",
 			zap.Uint64("epoch", l.Epoch))
 		cancel()
+		g.metrics.leader.Set(0)
 	})
 	g.leaderMu.Lock()
 	g.term = term

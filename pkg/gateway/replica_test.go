@@ -484,6 +484,9 @@ func TestAReplicaWhoseStoreHangsIsNotReadyAndStopsLeaderWorkByItsDeadline(t *tes
 		t.Errorf("leader work stopped %v after renewals began to fail, want within the lease %v", stopped, replicaLease)
 	}
 	waitForTB(t, "not ready", 10*time.Second, func() bool { ok, _ := a.g.Ready(); return !ok })
+	if got := testutil.ToFloat64(a.g.metrics.leader); got != 0 {
+		t.Errorf("sandkey_leader = %v once leader work stopped, want 0", got)
+	}
 	if _, why := a.g.Ready(); !strings.HasPrefix(why, "store: ") {
 		t.Errorf("readiness reason %q, want it to start with \"store: \"", why)
 	}
