@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,16 @@ const postgresConns = 8
 // no connect_timeout, so a gateway pointed at an unreachable host fails at
 // start instead of hanging.
 const postgresConnectTimeout = 10 * time.Second
+
+// postgresIdleInTxTimeout is the server-side idle_in_transaction_session_timeout
+// of the store's connections unless the DSN sets one: a gateway paused or
+// cut off in the middle of a transaction (a leader's fenced sweep holding
+// the lease row) loses it, rolled back, instead of holding its locks, and
+// the next leader's takeover, until its TCP connection times out. The
+// store's transactions never sit idle for more than a moment.
+const postgresIdleInTxTimeout = 10 * time.Second
+
+const idleInTxParam = "idle_in_transaction_session_timeout"
 
 // postgresSQLState codes the store acts on (PostgreSQL manual, appendix A).
 const (
@@ -261,6 +272,9 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (*Store, error)
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = postgresConnectTimeout
+	}
+	if _, set := cfg.RuntimeParams[idleInTxParam]; !set {
+		cfg.RuntimeParams[idleInTxParam] = strconv.FormatInt(postgresIdleInTxTimeout.Milliseconds(), 10)
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(postgresConns)
