@@ -620,3 +620,29 @@ func TestDeletingASandboxOnOneReplicaEndsItsSessionOnAnother(t *testing.T) {
 		t.Errorf("b still caches %v of the deleted sandbox", tok)
 	}
 }
+
+func TestReplicaSettingsAreCheckedAtOpen(t *testing.T) {
+	base := Config{StateDir: "/tmp/state", Drivers: map[string]driver.Driver{"fake": newFakeCluster()}}
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"replica on SQLite", func(c *Config) { c.ReplicaAdvertise = "10.0.0.1:7443" }, "needs a Postgres store"},
+		{"lease under 3s", func(c *Config) { c.LeaderLease = time.Second }, "leader lease 1s: must be at least 3s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base
+			tt.mod(&cfg)
+			if err := cfg.CheckSettings(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("CheckSettings = %v, want an error saying %q", err, tt.want)
+			}
+		})
+	}
+	cfg := base
+	cfg.setDefaults()
+	if cfg.LeaderLease != DefaultLeaderLease || cfg.ReplicaAdvertise != "" {
+		t.Errorf("defaults: lease %v, advertise %q; want %v and a single gateway", cfg.LeaderLease, cfg.ReplicaAdvertise, DefaultLeaderLease)
+	}
+}
