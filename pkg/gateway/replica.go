@@ -152,9 +152,11 @@ func (g *Gateway) register(ctx context.Context) error {
 	return nil
 }
 
-// origin names where this gateway runs, host and state directory: one
-// gateway at a time holds it (LockStateDir), so a live registration of the
-// same origin is a predecessor that crashed.
+// origin names where this gateway runs, host and state directory (and
+// the advertised address, which tells apart replicas whose containers
+// share a host name and a path): one gateway at a time holds it
+// (LockStateDir), so a live registration of the same origin is a
+// predecessor that crashed.
 func (g *Gateway) origin() string {
 	host, err := os.Hostname()
 	if err != nil {
@@ -164,7 +166,7 @@ func (g *Gateway) origin() string {
 	if err != nil {
 		dir = g.cfg.StateDir
 	}
-	return host + ":" + dir
+	return host + ":" + dir + " " + g.cfg.ReplicaAdvertise
 }
 
 // heartbeat keeps the registration live, registering again when an
