@@ -33,6 +33,21 @@ type dialect interface {
 	lockMigrations(ctx context.Context, tx *txn) error
 	// lockKeySet serialises changes to the signing key set until commit.
 	lockKeySet(ctx context.Context, tx *txn) error
+	// lockReplicas serialises replica registrations until commit.
+	lockReplicas(ctx context.Context, tx *txn) error
+	// forKeyShare is the suffix that makes a SELECT hold its rows until
+	// commit against FOR UPDATE (and deletes), not against plain updates
+	// of non-key columns or other readers.
+	forKeyShare() string
+	// forNoKeyUpdate is the suffix that makes a SELECT lock its rows for an
+	// update of non-key columns: compatible with forKeyShare holders.
+	forNoKeyUpdate() string
+	// clockSQL is an SQL expression for the database's clock in Unix ns,
+	// "" where the store's Go clock (Options.Now) is the clock.
+	clockSQL() string
+	// notify sends each payload on channel when tx commits (no-op where
+	// there is no one else to hear).
+	notify(ctx context.Context, tx *txn, channel string, payloads []string) error
 	// integrityCheck reports damage the database itself cannot rule out.
 	integrityCheck(ctx context.Context, db *handle, thorough bool) error
 	isUniqueViolation(err error) bool
@@ -80,12 +95,36 @@ type handle struct {
 	d  dialect
 }
 
+// maxConnAttempts bounds how often a read, or the BEGIN of a transaction,
+// is sent again after the pool handed it a connection the server had cut
+// (Postgres restarted: every idle pooled connection holds the server's
+// goodbye). Nothing ran on such a connection, so sending again is safe.
+const maxConnAttempts = 3
+
+// again reports whether a statement that failed with err on attempt may
+// be sent again.
+func (h *handle) again(ctx context.Context, attempt int, err error) bool {
+	return err != nil && attempt < maxConnAttempts && ctx.Err() == nil && h.d.isRetryable(err)
+}
+
 func (h *handle) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return h.db.QueryContext(ctx, h.d.rebind(query), args...)
+	query = h.d.rebind(query)
+	for attempt := 1; ; attempt++ {
+		rows, err := h.db.QueryContext(ctx, query, args...)
+		if !h.again(ctx, attempt, err) {
+			return rows, err
+		}
+	}
 }
 
 func (h *handle) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return h.db.QueryRowContext(ctx, h.d.rebind(query), args...)
+	query = h.d.rebind(query)
+	for attempt := 1; ; attempt++ {
+		row := h.db.QueryRowContext(ctx, query, args...)
+		if !h.again(ctx, attempt, row.Err()) {
+			return row
+		}
+	}
 }
 
 func (h *handle) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -93,11 +132,15 @@ func (h *handle) ExecContext(ctx context.Context, query string, args ...any) (sq
 }
 
 func (h *handle) begin(ctx context.Context, opts *sql.TxOptions) (*txn, error) {
-	tx, err := h.db.BeginTx(ctx, opts)
-	if err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		tx, err := h.db.BeginTx(ctx, opts)
+		if err == nil {
+			return &txn{tx: tx, d: h.d}, nil
+		}
+		if !h.again(ctx, attempt, err) {
+			return nil, err
+		}
 	}
-	return &txn{tx: tx, d: h.d}, nil
 }
 
 // txn is a transaction whose queries are written with "?" placeholders.

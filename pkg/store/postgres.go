@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.uber.org/zap"
+
+	"github.com/sandkey/sandkey/pkg/randid"
 )
 
 // postgresSchemes are the URL schemes that make a store location a
@@ -46,6 +49,16 @@ const postgresConns = 8
 // start instead of hanging.
 const postgresConnectTimeout = 10 * time.Second
 
+// postgresIdleInTxTimeout is the server-side idle_in_transaction_session_timeout
+// of the store's connections unless the DSN sets one: a gateway paused or
+// cut off in the middle of a transaction (a leader's fenced sweep holding
+// the lease row) loses it, rolled back, instead of holding its locks, and
+// the next leader's takeover, until its TCP connection times out. The
+// store's transactions never sit idle for more than a moment.
+const postgresIdleInTxTimeout = 10 * time.Second
+
+const idleInTxParam = "idle_in_transaction_session_timeout"
+
 // postgresSQLState codes the store acts on (PostgreSQL manual, appendix A).
 const (
 	pgUniqueViolation      = "23505"
@@ -68,6 +81,7 @@ const (
 const (
 	advisoryMigrations int64 = applicationID
 	advisoryKeySet     int64 = applicationID + 1
+	advisoryReplicas   int64 = applicationID + 2
 )
 
 //go:embed migrations/postgres/*.sql
@@ -111,6 +125,40 @@ func (postgresDialect) lockMigrations(ctx context.Context, tx *txn) error {
 func (postgresDialect) lockKeySet(ctx context.Context, tx *txn) error {
 	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", advisoryKeySet)
 	return err
+}
+
+// lockReplicas takes a transaction-scoped advisory lock, so two gateways
+// registering at once see each other.
+func (postgresDialect) lockReplicas(ctx context.Context, tx *txn) error {
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", advisoryReplicas)
+	return err
+}
+
+// forKeyShare: the weakest row lock; only SELECT ... FOR UPDATE (and a
+// delete) waits for it.
+func (postgresDialect) forKeyShare() string { return " FOR KEY SHARE" }
+
+// forNoKeyUpdate: the lock an UPDATE of non-key columns takes, which
+// forKeyShare holders do not block.
+func (postgresDialect) forNoKeyUpdate() string { return " FOR NO KEY UPDATE" }
+
+// clockSQL is the server's clock, read afresh at each evaluation: replicas
+// on several hosts compare lease and liveness times against one clock.
+func (postgresDialect) clockSQL() string {
+	return "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
+}
+
+// notify queues one notification per payload, delivered to listeners at
+// commit (and dropped at rollback), in one statement.
+func (postgresDialect) notify(ctx context.Context, tx *txn, channel string, payloads []string) error {
+	if len(payloads) == 0 {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, "SELECT pg_notify(?, p) FROM unnest(?::text[]) AS p", channel, payloads)
+	if err != nil {
+		return fmt.Errorf("notify %s: %w", channel, err)
+	}
+	return nil
 }
 
 // integrityCheck looks for rows whose references dangle. Postgres enforces
@@ -225,6 +273,9 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (*Store, error)
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = postgresConnectTimeout
 	}
+	if _, set := cfg.RuntimeParams[idleInTxParam]; !set {
+		cfg.RuntimeParams[idleInTxParam] = strconv.FormatInt(postgresIdleInTxTimeout.Milliseconds(), 10)
+	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(postgresConns)
 	db.SetMaxIdleConns(postgresConns)
@@ -238,7 +289,8 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (*Store, error)
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	return &Store{location: loc, dialect: postgresDialect{}, writer: h, reader: h,
-		sealer: seal, now: opts.Now, log: log}, nil
+		sealer: seal, now: opts.Now, log: log, pgConfig: cfg.Copy(),
+		listenName: "sandkey-listen-" + randid.New(6)}, nil
 }
 
 // connectError says why the first connection failed, and what to do.
