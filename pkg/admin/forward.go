@@ -62,6 +62,12 @@ type Holders interface {
 	ReplicaID() string
 }
 
+// allHolders is what a Holders may add to answer a listing with one
+// question instead of one per sandbox, as the gateway does.
+type allHolders interface {
+	SessionHolders(ctx context.Context) (map[string]gateway.Holder, error)
+}
+
 // Option configures a Server.
 type Option func(*Server)
 
