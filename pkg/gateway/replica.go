@@ -182,6 +182,10 @@ func (g *Gateway) heartbeat(ctx context.Context) error {
 	return err
 }
 
+// leaseTakeoverMargin is how long after a holder's lease runs out a
+// standby asks for it: enough for the database's clock to have passed it.
+const leaseTakeoverMargin = 20 * time.Millisecond
+
 // leaderTerm is one tenure of the leader lease at one epoch.
 type leaderTerm struct {
 	epoch  uint64
@@ -252,6 +256,13 @@ func (g *Gateway) runLeader(ctx context.Context) {
 			g.log.Warn("renew the leader lease", zap.Error(err))
 		case !ok:
 			g.stepDown("another gateway holds the leader lease")
+			// Try again the moment the holder's lease runs out, by the
+			// database's clock: a killed leader is replaced within the
+			// lease of its last renewal, not a renewal interval later.
+			if l.Left < lease/3 {
+				t.Reset(l.Left + leaseTakeoverMargin)
+				continue
+			}
 		default:
 			g.holdLease(ctx, l, start.Add(lease))
 		}

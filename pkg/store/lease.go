@@ -27,6 +27,10 @@ type Lease struct {
 	// Expires is in the database's clock (Postgres) or the store's
 	// Options.Now (SQLite).
 	Expires time.Time
+	// Left is how long the lease had to run, by the same clock, when it
+	// was read: a replica that did not get it tries again once that has
+	// passed, whatever its own clock says.
+	Left time.Duration
 }
 
 // AcquireLease takes the lease name for holder when it is free or expired
@@ -75,6 +79,7 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 			}
 		}
 		expires := now + ttl.Nanoseconds()
+		cur.Left = ttl
 		if _, err := tx.ExecContext(ctx,
 			"UPDATE leases SET holder = ?, epoch = ?, expires_at = ? WHERE name = ?",
 			cur.Holder, cur.Epoch, expires, name); err != nil {
@@ -102,6 +107,7 @@ func (s *Store) readLease(ctx context.Context, tx *txn, name, lock string) (Leas
 	}
 	l.Expires = goTime(expires)
 	now, err := s.clock(ctx, tx)
+	l.Left = max(0, time.Duration(expires-now))
 	return l, now, err
 }
 

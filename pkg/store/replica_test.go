@@ -61,6 +61,8 @@ func TestLeaseIsTakenRenewedAndTakenOverAfterExpiryWithANewEpoch(t *testing.T) {
 		first := l.Expires
 		if l2, ok, err := s.AcquireLease(ctx, "leader", "b", ttl); err != nil || ok || l2.Holder != "a" {
 			t.Fatalf("AcquireLease by b while a holds it = %+v, %v, %v; want refused, naming a", l2, ok, err)
+		} else if l2.Left <= 0 || l2.Left > ttl {
+			t.Fatalf("refused AcquireLease says the lease has %v left; want within (0, %v]", l2.Left, ttl)
 		}
 		clock.advance(ttl / 4)
 		l, ok, err = s.AcquireLease(ctx, "leader", "a", ttl)
