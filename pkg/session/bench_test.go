@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
@@ -96,7 +100,10 @@ func BenchmarkGatewaySessions(b *testing.B) {
 }
 
 func benchSessions(b *testing.B, n int, sockets bool) {
-	e := newEnv(b, envConfig{heartbeat: 10 * time.Second, helloTimeout: time.Minute})
+	// A logger as the gateway's, JSON at info: what a session keeps for
+	// its logs is part of its cost.
+	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
+	e := newEnv(b, envConfig{heartbeat: 10 * time.Second, helloTimeout: time.Minute, logger: logger})
 	toks := make([]*auth.Token, n)
 	for i := range toks {
 		toks[i] = e.mint(fmt.Sprintf("sb-%05d", i))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -119,9 +120,7 @@ func (s *Server) open(ctx context.Context, stream sessionpb.SupervisorSession_Co
 		return nil, s.refuse(stream, hello.GetSandboxId(), err)
 	}
 	sess := newGWSession(hello.GetSandboxId())
-	log := s.log.With(zap.String("sandbox", hello.GetSandboxId()), zap.String("instance", hello.GetInstanceId()),
-		zap.String("session", sess.id))
-	loop := &sessionLoop{s: s, sess: sess, stream: stream, ctx: ctx, cancel: cancel, log: log}
+	loop := &sessionLoop{s: s, sess: sess, stream: stream, ctx: ctx, cancel: cancel, instance: hello.GetInstanceId()}
 	sess.loop = loop
 	// Register before reading Latest: a generation minted from here on
 	// finds the session and is pushed; one minted before is in Latest.
@@ -225,7 +224,8 @@ type sessionLoop struct {
 	stream sessionpb.SupervisorSession_ConnectServer
 	ctx    context.Context
 	cancel context.CancelFunc // cancels ctx: the handler's Recv and a Send in progress return
-	log    *zap.Logger
+	// instance is the supervisor's instance id, for the logs (see log).
+	instance string
 
 	// sendingAt is when the Send in progress began (UnixNano on the
 	// server's Clock), 0 when none is: the ticker reads it without mu, to
@@ -411,11 +411,11 @@ func (l *sessionLoop) concludeLocked(err error) {
 	l.sess.markClosing()
 	var r *rejection
 	if !errors.As(err, &r) {
-		l.log.Info("session ended", zap.Error(err))
+		l.log(zapcore.InfoLevel, "session ended", zap.Error(err))
 		return
 	}
 	l.s.metrics.rejections.WithLabelValues(codeLabel(r.code)).Inc()
-	l.log.Info("session ended", zap.String("code", codeLabel(r.code)), zap.String("reason", r.reason))
+	l.log(zapcore.InfoLevel, "session ended", zap.String("code", codeLabel(r.code)), zap.String("reason", r.reason))
 	if !l.sendFailed && len(l.queue) < sendQueue {
 		l.queue = append(l.queue, rejectedMessage(r))
 	}
@@ -451,11 +451,11 @@ func (l *sessionLoop) end(err error) error {
 			// A half-close: the supervisor sends nothing more but may
 			// still read. What is queued for it (the Accepted, at least)
 			// leaves before the handler's return cancels the stream.
-			l.log.Info("session closed by the supervisor")
+			l.log(zapcore.InfoLevel, "session closed by the supervisor")
 			l.over = true
 			l.sess.markClosing()
 		case status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled):
-			l.log.Info("session ended by the supervisor's transport", zap.Error(err))
+			l.log(zapcore.InfoLevel, "session ended by the supervisor's transport", zap.Error(err))
 			l.over, l.verdict = true, err
 			l.sess.markClosing()
 		default:
@@ -542,7 +542,7 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 		l.acked = cred.presented.Gen()
 		l.credentialExpiry = cred.presented.ExpiresAt()
 		if err := s.cfg.Authority.RecordDelivered(ctx, l.sess.sandboxID, l.acked); err != nil {
-			l.log.Warn("record delivered generation", zap.Uint64("gen", l.acked), zap.Error(err))
+			l.log(zapcore.WarnLevel, "record delivered generation", zap.Uint64("gen", l.acked), zap.Error(err))
 		}
 	}
 	acc := &sessionpb.Accepted{
@@ -562,7 +562,7 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 		return err
 	}
 	l.lastHeard = l.s.cfg.Clock.Now()
-	l.log.Info("session accepted", zap.Bool("attested", cred.attested), zap.Uint64("hello_gen", hello.GetTokenGen()),
+	l.log(zapcore.InfoLevel, "session accepted", zap.Bool("attested", cred.attested), zap.Uint64("hello_gen", hello.GetTokenGen()),
 		zap.Stringer("presented", cred.presented), zap.Stringer("not_issued", cred.unissued),
 		zap.Stringer("latest", latest), zap.Bool("token_sent", acc.Token != nil),
 		zap.String("version", hello.GetVersion()))
@@ -602,13 +602,13 @@ func (l *sessionLoop) ackLocked(gen uint64) {
 	tok, ok := l.unacked[gen]
 	if !ok {
 		if gen > l.acked {
-			l.log.Warn("acknowledgement of a generation not sent on this session", zap.Uint64("gen", gen))
+			l.log(zapcore.WarnLevel, "acknowledgement of a generation not sent on this session", zap.Uint64("gen", gen))
 		}
 		return
 	}
 	l.s.metrics.acks.Inc()
 	if err := l.s.cfg.Authority.RecordDelivered(l.ctx, l.sess.sandboxID, gen); err != nil {
-		l.log.Warn("record delivered generation", zap.Uint64("gen", gen), zap.Error(err))
+		l.log(zapcore.WarnLevel, "record delivered generation", zap.Uint64("gen", gen), zap.Error(err))
 	}
 	if gen > l.acked {
 		l.acked = gen
@@ -621,7 +621,7 @@ func (l *sessionLoop) ackLocked(gen uint64) {
 			delete(l.unacked, g)
 		}
 	}
-	l.log.Debug("token acknowledged", zap.Stringer("token", tok))
+	l.log(zapcore.DebugLevel, "token acknowledged", zap.Stringer("token", tok))
 }
 
 // deliverLocked sends the latest token if the supervisor lacks it and it
@@ -633,7 +633,7 @@ func (l *sessionLoop) deliverLocked() error {
 		if errors.Is(err, ErrUnknownSandbox) {
 			return reject(sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX, err.Error())
 		}
-		l.log.Warn("read latest token for push; retrying", zap.Error(err))
+		l.log(zapcore.WarnLevel, "read latest token for push; retrying", zap.Error(err))
 		l.pushDue = true
 		return nil
 	}
@@ -642,7 +642,7 @@ func (l *sessionLoop) deliverLocked() error {
 	}
 	l.sent(latest)
 	l.s.metrics.pushes.Inc()
-	l.log.Debug("token pushed", zap.Stringer("token", latest))
+	l.log(zapcore.DebugLevel, "token pushed", zap.Stringer("token", latest))
 	return l.sendTokenLocked(latest)
 }
 
@@ -673,12 +673,23 @@ func (l *sessionLoop) tickLocked() error {
 	if tok := l.unacked[l.newestSent]; tok != nil && l.s.cfg.Clock.Now().Sub(l.sentAt) >= resendAfter*hb {
 		l.sentAt = l.s.cfg.Clock.Now()
 		l.s.metrics.resends.Inc()
-		l.log.Debug("token resent", zap.Stringer("token", tok))
+		l.log(zapcore.DebugLevel, "token resent", zap.Stringer("token", tok))
 		if err := l.sendTokenLocked(tok); err != nil {
 			return err
 		}
 	}
 	return l.sendLocked(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}})
+}
+
+// log logs msg with the session's sandbox, instance and session id. The
+// fields are added when something is logged rather than kept in a logger
+// of the session's (zap's With): that would hold an encoded copy of them,
+// a 1 KiB buffer, for as long as the session lives.
+func (l *sessionLoop) log(level zapcore.Level, msg string, fields ...zap.Field) {
+	if ce := l.s.log.Check(level, msg); ce != nil {
+		ce.Write(append([]zap.Field{zap.String("sandbox", l.sess.sandboxID), zap.String("instance", l.instance),
+			zap.String("session", l.sess.id)}, fields...)...)
+	}
 }
 
 // startHeartbeatsLocked starts the heartbeat ticker unless it runs. One
