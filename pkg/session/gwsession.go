@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ type gwSession struct {
 	id        string
 	sandboxID string
 	loop      *sessionLoop
+	slot      int // its part of the heartbeat interval (see heartbeats)
 
 	out  chan *sessionpb.GatewayMessage // exec requests and cancels to send; wake the loop after
 	done chan struct{}                  // closed when the session is over
@@ -39,7 +41,7 @@ type gwSession struct {
 
 func newGWSession(sandboxID string) *gwSession {
 	return &gwSession{
-		id: randid.New(idBytes), sandboxID: sandboxID,
+		id: randid.New(idBytes), sandboxID: sandboxID, slot: rand.IntN(heartbeatSlots),
 		out:     make(chan *sessionpb.GatewayMessage, 16),
 		done:    make(chan struct{}),
 		closing: make(chan struct{}),
@@ -712,12 +714,22 @@ func (s *Server) stopHeartbeatsLocked() {
 	}
 }
 
-// heartbeats ticks every session every heartbeat interval, on the
-// server's Clock, until stop is closed.
+// heartbeatSlots is how many parts the heartbeat ticker cuts an interval
+// into: each session belongs to one (gwSession.slot), so that thousands
+// of sessions do not all beat, and all wake a pump, at the same instant.
+const heartbeatSlots = 16
+
+// heartbeats ticks every session once every heartbeat interval, on the
+// server's Clock, until stop is closed: every interval/heartbeatSlots it
+// ticks the sessions of the slots whose turn came (all of them when the
+// clock jumped a whole interval, as a test's may).
 func (s *Server) heartbeats(stop <-chan struct{}) {
 	defer s.wg.Done()
-	ticker := s.cfg.Clock.NewTicker(s.cfg.HeartbeatInterval)
+	step := max(s.cfg.HeartbeatInterval/heartbeatSlots, 1)
+	ticker := s.cfg.Clock.NewTicker(step)
 	defer ticker.Stop()
+	last := s.cfg.Clock.Now()
+	slot := 0
 	var list []*gwSession
 	for {
 		select {
@@ -725,9 +737,20 @@ func (s *Server) heartbeats(stop <-chan struct{}) {
 			return
 		case <-ticker.C():
 		}
+		now := s.cfg.Clock.Now()
+		turns := max(int(now.Sub(last)/step), 1) // a tick is a turn, however early
+		last = last.Add(time.Duration(turns) * step)
+		turns = min(turns, heartbeatSlots)
+		var due [heartbeatSlots]bool
+		for range turns {
+			due[slot] = true
+			slot = (slot + 1) % heartbeatSlots
+		}
 		s.mu.Lock()
 		for _, sess := range s.sessions {
-			list = append(list, sess)
+			if due[sess.slot] {
+				list = append(list, sess)
+			}
 		}
 		s.mu.Unlock()
 		for _, sess := range list {
