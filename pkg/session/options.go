@@ -42,12 +42,16 @@ const (
 // service is small, and gRPC's default 32 KiB read buffer, which it only
 // pools for bare TCP and unix connections, would otherwise stay with
 // every idle connection of a per-sandbox socket or a TLS listener. (Write
-// buffers are shared by default.)
+// buffers are shared by default.) Supervisors are told not to index their
+// headers (an HPACK table of size 0): each sends a handful of calls, and
+// every connection's table would otherwise keep a copy of its bearer
+// token for as long as it lives.
 func ServerOptions(shared credentials.TransportCredentials) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.Creds(ServerCredentials(shared)),
 		grpc.InTapHandle(cancellableSessions),
 		grpc.ReadBufferSize(0),
+		grpc.HeaderTableSize(0),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
