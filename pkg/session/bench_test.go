@@ -83,11 +83,21 @@ func reportPercentiles(b *testing.B, d []time.Duration) {
 // reports what the sockets themselves cost before anyone connects. N is
 // 100 and 1000; SANDKEY_BENCH_LARGE=1 adds 10,000.
 //
-// On 2 shared cores, one connection per session, at 10,000 sessions:
-// before (a reader and a sender goroutine per session besides gRPC's
-// four), 44.3 KiB per session on the gateway, 6 goroutines; after (the
-// handler reads, a pump goroutine lives only while there is work, one
-// heartbeat ticker for all), see the commit that made it.
+// Measured on 2 shared (busy) cores, before and after the gateway's
+// session loop stopped keeping goroutines of its own (two runs each):
+//
+//	                               before          after
+//	N=10000 (TCP)  gateway         47.4-48.8 KiB   36.3-36.6 KiB per session
+//	               heap / stacks   21-23 / 26 KiB  17.7 / 18.7-18.9 KiB
+//	               after pushes    52.3-52.5 KiB   39.9-40.1 KiB
+//	               goroutines      6               4 (gRPC's own)
+//	               push to all     1.64-1.95 s     1.30-1.63 s
+//	sockets/N=1000 gateway         78.6-78.9 KiB   32.9-33.7 KiB per session
+//	               the socket      8.3-8.5 KiB     4.3-4.8 KiB per sandbox
+//
+// What is left is gRPC's: its four goroutines' stacks (the handler's
+// 8 KiB, which reading the stream needs; the transport reader's 4; the
+// writer's 4; keepalive's 2 or 4) and about 13 KiB of transport heap.
 func BenchmarkGatewaySessions(b *testing.B) {
 	sizes := []int{100, 1000}
 	if os.Getenv("SANDKEY_BENCH_LARGE") == "1" {
