@@ -31,7 +31,7 @@ type gwSession struct {
 	loop      *sessionLoop
 	slot      int // its part of the heartbeat interval (see heartbeats)
 
-	out  chan *sessionpb.GatewayMessage // exec requests and cancels to send; wake the loop after
+	out  chan *sessionpb.GatewayMessage // exec requests and cancels to send; call outQueued after
 	done chan struct{}                  // closed when the session is over
 	// closing is closed as soon as the session starts to end, before the
 	// supervisor is told: what fails after it failed because of the end.

@@ -35,7 +35,8 @@ const (
 // serve sessions: message size limits, keepalive enforcement, the
 // transport credentials that mark connections from per-sandbox sockets as
 // attested, and the tap that lets a session end its own stream (Connect
-// refuses to serve without it). shared secures the shared (not attested)
+// refuses to serve without it; gRPC takes one tap, so install no other).
+// shared secures the shared (not attested)
 // listeners: nil means plaintext, or pass credentials.NewTLS(cfg).
 //
 // Connections read without a buffer of their own: every message of the
