@@ -36,8 +36,8 @@ const (
 // transport credentials that mark connections from per-sandbox sockets as
 // attested, and the tap that lets a session end its own stream (Connect
 // refuses to serve without it; gRPC takes one tap, so install no other).
-// shared secures the shared (not attested)
-// listeners: nil means plaintext, or pass credentials.NewTLS(cfg).
+// shared secures the shared (not attested) listeners: nil means
+// plaintext, or pass credentials.NewTLS(cfg).
 //
 // Connections read without a buffer of their own: every message of the
 // service is small, and gRPC's default 32 KiB read buffer, which it only
