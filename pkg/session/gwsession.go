@@ -715,17 +715,23 @@ func (s *Server) stopHeartbeatsLocked() {
 }
 
 // heartbeatSlots is how many parts the heartbeat ticker cuts an interval
-// into: each session belongs to one (gwSession.slot), so that thousands
-// of sessions do not all beat, and all wake a pump, at the same instant.
-const heartbeatSlots = 16
+// into, each no shorter than minHeartbeatSlot: each session belongs to one
+// (gwSession.slot), so that thousands of sessions do not all beat, and all
+// wake a pump, at the same instant.
+const (
+	heartbeatSlots   = 16
+	minHeartbeatSlot = 100 * time.Millisecond
+)
 
 // heartbeats ticks every session once every heartbeat interval, on the
-// server's Clock, until stop is closed: every interval/heartbeatSlots it
+// server's Clock, until stop is closed: every slot of the interval it
 // ticks the sessions of the slots whose turn came (all of them when the
 // clock jumped a whole interval, as a test's may).
 func (s *Server) heartbeats(stop <-chan struct{}) {
 	defer s.wg.Done()
-	step := max(s.cfg.HeartbeatInterval/heartbeatSlots, 1)
+	hb := s.cfg.HeartbeatInterval
+	slots := int(min(max(hb/minHeartbeatSlot, 1), heartbeatSlots))
+	step := hb / time.Duration(slots)
 	ticker := s.cfg.Clock.NewTicker(step)
 	defer ticker.Stop()
 	last := s.cfg.Clock.Now()
@@ -740,15 +746,15 @@ func (s *Server) heartbeats(stop <-chan struct{}) {
 		now := s.cfg.Clock.Now()
 		turns := max(int(now.Sub(last)/step), 1) // a tick is a turn, however early
 		last = last.Add(time.Duration(turns) * step)
-		turns = min(turns, heartbeatSlots)
+		turns = min(turns, slots)
 		var due [heartbeatSlots]bool
 		for range turns {
 			due[slot] = true
-			slot = (slot + 1) % heartbeatSlots
+			slot = (slot + 1) % slots
 		}
 		s.mu.Lock()
 		for _, sess := range s.sessions {
-			if due[sess.slot] {
+			if due[sess.slot%slots] {
 				list = append(list, sess)
 			}
 		}
