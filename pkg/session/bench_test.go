@@ -74,7 +74,9 @@ func reportPercentiles(b *testing.B, d []time.Duration) {
 // binary, see TestHelperSupervisors), so each side's memory is its own
 // process's: heap in use plus goroutine stacks after a GC (both, and each
 // apart: stacks are most of it), per session, measured once every session
-// is accepted and again after the pushes.
+// is accepted and again after the pushes (which then also counts the
+// test authority's second token of each sandbox, some 0.7 KiB, and
+// gRPC's pooled write buffers that recent writes left).
 //
 // N=... connect over the gateway's shared TCP listener: 10,000 per-sandbox
 // sockets and their connections would need more than the 20,000 file
