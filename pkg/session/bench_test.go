@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -14,6 +16,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
@@ -63,32 +68,78 @@ func reportPercentiles(b *testing.B, d []time.Duration) {
 // BenchmarkGatewaySessions holds N sessions on one gateway, each on a
 // connection of its own as in production (every supervisor dials its own
 // socket), and reports what a connected sandbox costs each side and the
-// time to push one rotation to all of them and have it acknowledged. The
-// supervisors run in a child process (this test binary, see
-// TestHelperSupervisors), so each side's memory is its own process's:
-// heap and goroutine stacks after a GC, per session. N is 100 and 1000;
-// SANDKEY_BENCH_LARGE=1 adds 10,000.
+// time to push one rotation to all of them and have it acknowledged
+// (ns/rotation-to-all), so that a saving in memory is seen beside what it
+// costs the push. The supervisors run in a child process (this test
+// binary, see TestHelperSupervisors), so each side's memory is its own
+// process's: heap in use plus goroutine stacks after a GC (both, and each
+// apart: stacks are most of it), per session, measured once every session
+// is accepted and again after the pushes (which then also counts the
+// test authority's second token of each sandbox, some 0.7 KiB, and
+// gRPC's pooled write buffers that recent writes left).
+//
+// N=... connect over the gateway's shared TCP listener: 10,000 per-sandbox
+// sockets and their connections would need more than the 20,000 file
+// descriptors a process may hold on the benchmark machine. sockets/N=1000
+// connects over per-sandbox sockets, as containers and VMs do, and also
+// reports what the sockets themselves cost before anyone connects. N is
+// 100 and 1000; SANDKEY_BENCH_LARGE=1 adds 10,000.
+//
+// Measured on 2 shared (busy) cores, before and after the gateway's
+// session loop stopped keeping goroutines of its own (two runs each):
+//
+//	                               before          after
+//	N=10000 (TCP)  gateway         47.4-48.8 KiB   36.3-36.6 KiB per session
+//	               heap / stacks   21-23 / 26 KiB  17.7 / 18.7-18.9 KiB
+//	               after pushes    52.3-52.5 KiB   39.9-40.1 KiB
+//	               goroutines      6               4 (gRPC's own)
+//	               push to all     1.64-1.95 s     1.30-1.63 s
+//	sockets/N=1000 gateway         78.6-78.9 KiB   32.9-33.7 KiB per session
+//	               the socket      8.3-8.5 KiB     4.3-4.8 KiB per sandbox
+//
+// What is left is gRPC's: its four goroutines' stacks (the handler's
+// 8 KiB, which reading the stream needs; the transport reader's 4; the
+// writer's 4; keepalive's 2 or 4) and about 13 KiB of transport heap.
 func BenchmarkGatewaySessions(b *testing.B) {
 	sizes := []int{100, 1000}
 	if os.Getenv("SANDKEY_BENCH_LARGE") == "1" {
 		sizes = append(sizes, 10000)
 	}
 	for _, n := range sizes {
-		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) { benchSessions(b, n) })
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) { benchSessions(b, n, false) })
 	}
+	b.Run("sockets/N=1000", func(b *testing.B) { benchSessions(b, 1000, true) })
 }
 
-func benchSessions(b *testing.B, n int) {
-	e := newEnv(b, envConfig{heartbeat: 10 * time.Second, helloTimeout: time.Minute})
+func benchSessions(b *testing.B, n int, sockets bool) {
+	// A logger as the gateway's, JSON at info: what a session keeps for
+	// its logs is part of its cost.
+	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
+	e := newEnv(b, envConfig{heartbeat: 10 * time.Second, helloTimeout: time.Minute, logger: logger})
 	toks := make([]*auth.Token, n)
-	var list strings.Builder
 	for i := range toks {
 		toks[i] = e.mint(fmt.Sprintf("sb-%05d", i))
-		list.WriteString(toks[i].Raw() + "\n")
 	}
-	heapBefore, goroutinesBefore := memoryInUse(), runtime.NumGoroutine()
+	targets := make([]string, n)
+	memStart, goroutinesStart := memoryNow(), runtime.NumGoroutine()
+	for i, tok := range toks {
+		targets[i] = e.tcpTarget()
+		if sockets {
+			id := tok.SandboxID()
+			path, err := e.listeners.AddSandbox(filepath.Join(e.dir, id), id)
+			if err != nil {
+				b.Fatal(err)
+			}
+			targets[i] = "unix://" + path
+		}
+	}
+	var list strings.Builder
+	for i, tok := range toks {
+		list.WriteString(targets[i] + " " + tok.Raw() + "\n")
+	}
+	memBefore, goroutinesBefore := memoryNow(), runtime.NumGoroutine()
 
-	sup := startSupervisors(b, e.tcpTarget(), list.String())
+	sup := startSupervisors(b, list.String())
 	supervisorBytes := sup.expect("ready")
 	deadline := time.Now().Add(2 * time.Minute)
 	for e.srv.Sessions() < n {
@@ -97,8 +148,7 @@ func benchSessions(b *testing.B, n int) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	gatewayBytes := memoryInUse() - heapBefore
-	goroutines := runtime.NumGoroutine() - goroutinesBefore
+	memAccepted, goroutines := memoryNow(), runtime.NumGoroutine()-goroutinesBefore
 
 	// One call per count: b.Loop, unlike a loop over b.N, never calls the
 	// function again with a larger N, which would dial every session anew.
@@ -117,10 +167,19 @@ func benchSessions(b *testing.B, n int) {
 			b.Fatalf("supervisors acknowledged %d pushes, want %d", got, rounds*int64(n))
 		}
 	}
+	memPushed := memoryNow()
+	perSession := func(v int64) float64 { return float64(v) / float64(n) }
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/rotation-to-all")
-	b.ReportMetric(float64(gatewayBytes)/float64(n), "gateway-bytes/session")
-	b.ReportMetric(float64(supervisorBytes)/float64(n), "supervisor-bytes/session")
-	b.ReportMetric(float64(goroutines)/float64(n), "gateway-goroutines/session")
+	b.ReportMetric(perSession(memAccepted.total()-memBefore.total()), "gateway-bytes/session")
+	b.ReportMetric(perSession(memAccepted.heap-memBefore.heap), "gateway-heap-bytes/session")
+	b.ReportMetric(perSession(memAccepted.stack-memBefore.stack), "gateway-stack-bytes/session")
+	b.ReportMetric(perSession(memPushed.total()-memBefore.total()), "gateway-bytes/session-after-push")
+	b.ReportMetric(perSession(int64(goroutines)), "gateway-goroutines/session")
+	b.ReportMetric(perSession(supervisorBytes), "supervisor-bytes/session")
+	if sockets {
+		b.ReportMetric(perSession(memBefore.total()-memStart.total()), "gateway-socket-bytes/sandbox")
+		b.ReportMetric(perSession(int64(goroutinesBefore-goroutinesStart)), "gateway-socket-goroutines/sandbox")
+	}
 }
 
 // supervisors is the child process holding the supervisors' sessions.
@@ -130,12 +189,12 @@ type supervisors struct {
 }
 
 // startSupervisors runs TestHelperSupervisors in a child process: one
-// session per token of list (one per line), each on its own connection
-// to target. The child is killed when the benchmark ends.
-func startSupervisors(t testing.TB, target, list string) *supervisors {
+// session per line of list, "<target> <token>", each on its own
+// connection. The child is killed when the benchmark ends.
+func startSupervisors(t testing.TB, list string) *supervisors {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSupervisors$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "SANDKEY_BENCH_SUPERVISORS="+target)
+	cmd.Env = append(os.Environ(), "SANDKEY_BENCH_SUPERVISORS=1")
 	cmd.Stdin = strings.NewReader(list)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
@@ -168,21 +227,24 @@ func (s *supervisors) expect(word string) int64 {
 }
 
 // TestHelperSupervisors is the child process of BenchmarkGatewaySessions
-// (it does nothing in a plain test run). It opens a session per token read
-// from stdin, each on its own connection, says "ready <bytes>" with the
+// (it does nothing in a plain test run). It opens a session per line read
+// from stdin, "<target> <token>", each on its own connection, says "ready <bytes>" with the
 // memory they take once every one is accepted, then answers heartbeats
 // and acknowledges pushes, saying "acked <total>" each time every session
 // acknowledged one more push.
 func TestHelperSupervisors(t *testing.T) {
-	target := os.Getenv("SANDKEY_BENCH_SUPERVISORS")
-	if target == "" {
+	if os.Getenv("SANDKEY_BENCH_SUPERVISORS") == "" {
 		return
 	}
-	var raws []string
+	var targets, raws []string
 	sc := bufio.NewScanner(os.Stdin)
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	for sc.Scan() {
-		raws = append(raws, sc.Text())
+		target, raw, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			t.Fatalf("supervisors: line %q is not \"<target> <token>\"", sc.Text())
+		}
+		targets, raws = append(targets, target), append(raws, raw)
 	}
 	n := len(raws)
 	before := memoryInUse()
@@ -201,7 +263,7 @@ func TestHelperSupervisors(t *testing.T) {
 	for i, raw := range raws {
 		sem <- struct{}{}
 		wg.Go(func() {
-			conn, err := Dial(ctx, target)
+			conn, err := Dial(ctx, targets[i])
 			if err != nil {
 				t.Errorf("session %d: %v", i, err)
 				<-sem
@@ -270,11 +332,19 @@ func benchSupervisor(stream sessionpb.SupervisorSession_ConnectClient, onAck fun
 	}
 }
 
+// memory is what a process holds for its objects and goroutines.
+type memory struct{ heap, stack int64 }
+
+func (m memory) total() int64 { return m.heap + m.stack }
+
 // memoryInUse returns the heap and goroutine stack bytes in use after a GC.
-func memoryInUse() int64 {
+func memoryInUse() int64 { return memoryNow().total() }
+
+// memoryNow returns the heap spans and goroutine stacks in use after a GC.
+func memoryNow() memory {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapInuse + ms.StackInuse)
+	return memory{heap: int64(ms.HeapInuse), stack: int64(ms.StackInuse)}
 }

@@ -879,3 +879,21 @@ func (c *callCredentials) GetRequestMetadata(ctx context.Context, uri ...string)
 }
 
 func (c *callCredentials) RequireTransportSecurity() bool { return false }
+
+// forward sends each message recv returns to in until recv fails, and
+// then its error to inErr, which must have room for it; it stops early
+// once ctx ends. It is the supervisor's reader of its session stream.
+func forward[M any](ctx context.Context, recv func() (M, error), in chan<- M, inErr chan<- error) {
+	for {
+		m, err := recv()
+		if err != nil {
+			inErr <- err
+			return
+		}
+		select {
+		case in <- m:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -126,6 +126,21 @@
 // MaxExecStdin, and gRPC keepalive is enforced. Hello fields are capped at
 // 256 bytes. Tokens are never logged: logs name a token's gen and jti.
 //
+// # What a session costs the gateway
+//
+// A connected sandbox holds gRPC's four goroutines (the connection's
+// reader, writer and keepalive, and the Connect handler, which reads the
+// stream) and nothing else while idle: pushes, acknowledgements, ticks,
+// ends and every Send are served by a pump goroutine that runs only while
+// there is work, and one ticker serves every session's heartbeats. To end
+// a session from elsewhere its stream's context is cancelled (the tap
+// installed by ServerOptions makes it cancellable; Connect refuses to
+// serve without it), after the Rejected has left: the call itself then
+// ends with Canceled, and the Rejected says why. Connections read without a
+// buffer of their own (ReadBufferSize 0). Each sandbox socket costs a
+// goroutine that accepts and hands its connections to the one gRPC Serve
+// of all sandbox sockets. BenchmarkGatewaySessions measures it all.
+//
 // # Wiring a gateway
 //
 //	srv := session.NewServer(session.ServerConfig{Authority: store, ...})

@@ -182,6 +182,7 @@ func (s *Server) Exec(ctx context.Context, sandboxID string, req ExecRequest) (E
 	}
 	select {
 	case sess.out <- msg:
+		sess.outQueued()
 	case <-ctx.Done():
 		return fail(ctx.Err())
 	case <-sess.done:
@@ -204,6 +205,7 @@ func (s *Server) Exec(ctx context.Context, sandboxID string, req ExecRequest) (E
 			ExecCancel: &sessionpb.ExecCancel{ExecId: pe.id}}}
 		select {
 		case sess.out <- cancel:
+			sess.outQueued()
 		default: // the queue is full; the supervisor's stream fails on its next write
 		}
 		return fail(ctx.Err())

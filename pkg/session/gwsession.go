@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -20,146 +22,161 @@ import (
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
 )
 
-// gwSession is one established session, as the registry sees it. Its
-// loop (run by the Connect handler) owns the stream; others talk to it
-// through channels.
+// gwSession is one established session, as the registry sees it. Others
+// talk to it through its methods and its out channel; its loop does the
+// work.
 type gwSession struct {
 	id        string
 	sandboxID string
+	loop      *sessionLoop
+	slot      int // its part of the heartbeat interval (see heartbeats)
 
-	push chan struct{}                  // a new generation may exist; size one
-	out  chan *sessionpb.GatewayMessage // exec requests and cancels to send
+	out  chan *sessionpb.GatewayMessage // exec requests and cancels to send; call outQueued after
 	done chan struct{}                  // closed when the session is over
 	// closing is closed as soon as the session starts to end, before the
 	// supervisor is told: what fails after it failed because of the end.
 	closing     chan struct{}
 	closingOnce sync.Once
-
-	endOnce   sync.Once
-	endc      chan struct{} // closed by end
-	endCode   sessionpb.RejectCode
-	endReason string
 }
 
 func newGWSession(sandboxID string) *gwSession {
 	return &gwSession{
-		id: randid.New(idBytes), sandboxID: sandboxID,
-		push: make(chan struct{}, 1),
-		out:  make(chan *sessionpb.GatewayMessage, 16),
-		done: make(chan struct{}),
-		endc: make(chan struct{}),
-
+		id: randid.New(idBytes), sandboxID: sandboxID, slot: rand.IntN(heartbeatSlots),
+		out:     make(chan *sessionpb.GatewayMessage, 16),
+		done:    make(chan struct{}),
 		closing: make(chan struct{}),
 	}
 }
 
 func (g *gwSession) markClosing() { g.closingOnce.Do(func() { close(g.closing) }) }
 
-func (g *gwSession) notifyPush() {
-	select {
-	case g.push <- struct{}{}:
-	default: // one pending notification is enough: the loop reads Latest
-	}
-}
+// notifyPush tells the session a new generation may exist; the loop reads
+// Latest.
+func (g *gwSession) notifyPush() { g.loop.post(duePush) }
+
+// outQueued tells the session a message waits in out.
+func (g *gwSession) outQueued() { g.loop.post(dueOut) }
 
 // end asks the session to end with code; the first call wins.
 func (g *gwSession) end(code sessionpb.RejectCode, reason string) {
-	g.endOnce.Do(func() {
-		g.endCode, g.endReason = code, reason
-		close(g.endc)
-	})
+	l := g.loop
+	l.mu.Lock()
+	if l.endReq == nil {
+		l.endReq = &rejection{code: code, reason: reason}
+	}
+	l.mu.Unlock()
+	l.post(dueEnd)
 }
 
 // Connect implements sessionpb.SupervisorSessionServer: one session.
+//
+// The handler's goroutine reads the stream and nothing else: the rest of
+// the session (pushes, heartbeats, ends, every send) is done by a pump
+// goroutine that runs only while there is something to do (see
+// sessionLoop), and the server's one heartbeat ticker drives every
+// session's clock. An idle session thus costs the gateway no goroutine
+// beyond gRPC's own. To end a session from elsewhere, its loop cancels the
+// stream's context, which the tap of ServerOptions made cancellable; that
+// unblocks the handler's Recv and any Send.
 func (s *Server) Connect(stream sessionpb.SupervisorSession_ConnectServer) error {
 	if !s.enter() {
 		return status.Error(codes.Unavailable, "gateway is shutting down")
 	}
 	defer s.wg.Done()
 	ctx := stream.Context()
-	in := make(chan *sessionpb.SupervisorMessage)
-	inErr := make(chan error, 1)
-	s.wg.Add(1) // the handler's count keeps the group above zero
-	go s.readLoop(ctx, stream, in, inErr)
-
-	hello, err := s.awaitHello(ctx, in, inErr)
-	if err != nil {
-		return s.refuse(stream, "", err)
+	cancel, ok := ctx.Value(streamCancelKey{}).(context.CancelFunc)
+	if !ok {
+		return status.Error(codes.Internal, "the gateway's gRPC server was not built with session.ServerOptions")
 	}
-	log := s.log.With(zap.String("sandbox", hello.GetSandboxId()), zap.String("instance", hello.GetInstanceId()))
+	defer cancel()
+
+	hello, err := s.awaitHello(ctx, stream, cancel)
+	if err != nil {
+		return err
+	}
+	// Authentication and acceptance go deep (signatures, the store, the
+	// logs): they run on a goroutine of their own, whose stack goes with
+	// it, so that the handler's, which lasts as long as the session, stays
+	// at the size reading the stream needs.
+	var loop *sessionLoop
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		loop, err = s.open(ctx, stream, cancel, hello)
+	}()
+	<-opened
+	if err != nil {
+		return err
+	}
+	defer s.unregister(loop.sess)
+	return loop.run()
+}
+
+// open authenticates the Hello's caller, registers its session and
+// accepts it. It refuses the stream itself on any failure and returns the
+// error the handler returns.
+func (s *Server) open(ctx context.Context, stream sessionpb.SupervisorSession_ConnectServer, cancel context.CancelFunc,
+	hello *sessionpb.Hello) (*sessionLoop, error) {
 	cred, err := s.authenticate(ctx, hello.GetSandboxId())
 	if err != nil {
-		return s.refuse(stream, hello.GetSandboxId(), err)
+		return nil, s.refuse(stream, hello.GetSandboxId(), err)
 	}
 	sess := newGWSession(hello.GetSandboxId())
+	loop := &sessionLoop{s: s, sess: sess, stream: stream, ctx: ctx, cancel: cancel, instance: hello.GetInstanceId()}
+	sess.loop = loop
 	// Register before reading Latest: a generation minted from here on
 	// finds the session and is pushed; one minted before is in Latest.
 	if !s.register(sess) {
-		return s.refuse(stream, sess.sandboxID, reject(sessionpb.RejectCode_REJECT_CODE_DISCONNECTED, "gateway is shutting down"))
+		return nil, s.refuse(stream, sess.sandboxID, reject(sessionpb.RejectCode_REJECT_CODE_DISCONNECTED, "gateway is shutting down"))
 	}
-	defer s.unregister(sess)
-	log = log.With(zap.String("session", sess.id))
-	loop := &sessionLoop{s: s, sess: sess, stream: stream, log: log, unacked: map[uint64]*auth.Token{}}
-	loop.startSender(ctx)
 	if err := loop.accept(ctx, hello, cred); err != nil {
-		return s.refuse(stream, sess.sandboxID, err)
+		s.unregister(sess)
+		return nil, s.refuse(stream, sess.sandboxID, err)
 	}
-	return loop.run(ctx, in, inErr)
+	return loop, nil
 }
 
-// readLoop forwards the stream's messages to in until the stream ends;
-// it stops when the handler has returned and gRPC cancelled ctx.
-func (s *Server) readLoop(ctx context.Context, stream sessionpb.SupervisorSession_ConnectServer,
-	in chan<- *sessionpb.SupervisorMessage, inErr chan<- error) {
-	defer s.wg.Done()
-	forward(ctx, stream.Recv, in, inErr)
-}
-
-// forward sends each message recv returns to in until recv fails, and
-// then its error to inErr, which must have room for it; it stops early
-// once ctx ends. It is each side's reader of its session stream.
-func forward[M any](ctx context.Context, recv func() (M, error), in chan<- M, inErr chan<- error) {
-	for {
-		m, err := recv()
-		if err != nil {
-			inErr <- err
-			return
-		}
-		select {
-		case in <- m:
-		case <-ctx.Done():
-			return
+// awaitHello reads the first message, within HelloTimeout and unless the
+// server closes first. It refuses the stream itself on any failure and
+// returns the error the handler returns. A timeout or a shutdown refuses
+// the stream from its own goroutine, then cancels it to end the Recv:
+// gRPC ends a stream whose Recv failed, so the Rejected must leave first.
+func (s *Server) awaitHello(ctx context.Context, stream sessionpb.SupervisorSession_ConnectServer, cancel context.CancelFunc) (*sessionpb.Hello, error) {
+	var once sync.Once
+	var gaveUp error
+	giveUp := func(r error) func() {
+		return func() {
+			once.Do(func() {
+				gaveUp = s.refuse(stream, "", r)
+				cancel()
+			})
 		}
 	}
-}
-
-func (s *Server) awaitHello(ctx context.Context, in <-chan *sessionpb.SupervisorMessage, inErr <-chan error) (*sessionpb.Hello, error) {
-	timer := time.NewTimer(s.cfg.HelloTimeout)
-	defer timer.Stop()
-	select {
-	case m := <-in:
-		hello := m.GetHello()
-		if hello == nil {
-			return nil, reject(sessionpb.RejectCode_REJECT_CODE_INVALID_HELLO, "first message is not a Hello")
-		}
-		if err := checkHello(hello); err != nil {
-			return nil, err
-		}
-		if claimed := claimedSandbox(ctx); claimed != "" && claimed != hello.GetSandboxId() {
-			return nil, reject(sessionpb.RejectCode_REJECT_CODE_INVALID_HELLO,
-				fmt.Sprintf("hello for sandbox %q on a call for sandbox %q", hello.GetSandboxId(), claimed))
-		}
-		return hello, nil
-	case err := <-inErr:
-		return nil, err
-	case <-timer.C:
-		return nil, reject(sessionpb.RejectCode_REJECT_CODE_INVALID_HELLO,
-			fmt.Sprintf("no hello within %s", s.cfg.HelloTimeout))
-	case <-s.quit:
-		return nil, reject(sessionpb.RejectCode_REJECT_CODE_DISCONNECTED, "gateway is shutting down")
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	timer := time.AfterFunc(s.cfg.HelloTimeout, giveUp(reject(sessionpb.RejectCode_REJECT_CODE_INVALID_HELLO,
+		fmt.Sprintf("no hello within %s", s.cfg.HelloTimeout))))
+	stopQuit := context.AfterFunc(s.quitCtx, giveUp(reject(sessionpb.RejectCode_REJECT_CODE_DISCONNECTED, "gateway is shutting down")))
+	m, err := stream.Recv()
+	timer.Stop()
+	stopQuit()
+	once.Do(func() {}) // from here on, neither refuses
+	if gaveUp != nil {
+		return nil, gaveUp
 	}
+	if err != nil {
+		return nil, s.refuse(stream, "", err)
+	}
+	hello := m.GetHello()
+	if hello == nil {
+		return nil, s.refuse(stream, "", reject(sessionpb.RejectCode_REJECT_CODE_INVALID_HELLO, "first message is not a Hello"))
+	}
+	if err := checkHello(hello); err != nil {
+		return nil, s.refuse(stream, "", err)
+	}
+	if claimed := claimedSandbox(ctx); claimed != "" && claimed != hello.GetSandboxId() {
+		return nil, s.refuse(stream, "", reject(sessionpb.RejectCode_REJECT_CODE_INVALID_HELLO,
+			fmt.Sprintf("hello for sandbox %q on a call for sandbox %q", hello.GetSandboxId(), claimed)))
+	}
+	return hello, nil
 }
 
 func checkHello(h *sessionpb.Hello) error {
@@ -197,14 +214,27 @@ func rejectedMessage(r *rejection) *sessionpb.GatewayMessage {
 		Rejected: &sessionpb.Rejected{Code: r.code, Reason: r.reason}}}
 }
 
-// sessionLoop is the state of one established session, owned by its
-// Connect handler.
+// sessionLoop is the state of one established session. Three parties
+// work on it: the handler's goroutine, which reads the stream (run); the
+// pump, a goroutine started when there is work and gone when there is
+// none (pump), which serves pushes, ticks and ends and is the only one to
+// Send; and the server's heartbeat ticker (wheelTick). mu guards the
+// state and is never held across a Send.
 type sessionLoop struct {
 	s      *Server
 	sess   *gwSession
 	stream sessionpb.SupervisorSession_ConnectServer
-	log    *zap.Logger
+	ctx    context.Context
+	cancel context.CancelFunc // cancels ctx: the handler's Recv and a Send in progress return
+	// instance is the supervisor's instance id, for the logs (see log).
+	instance string
 
+	// sendingAt is when the Send in progress began (UnixNano on the
+	// server's Clock), 0 when none is: the ticker reads it without mu, to
+	// end a session whose supervisor stopped reading.
+	sendingAt atomic.Int64
+
+	mu sync.Mutex
 	// acked is the newest generation the supervisor holds for sure (it
 	// presented or acknowledged it).
 	acked uint64
@@ -222,60 +252,147 @@ type sessionLoop struct {
 	credentialExpiry time.Time
 	lastHeard        time.Time
 
-	// out carries every message of the session to its sender goroutine,
-	// so that a supervisor that stops reading blocks only that goroutine:
-	// the loop keeps its clock and ends the session (see sendStalled).
-	out        chan *sessionpb.GatewayMessage
-	sendErr    chan error
-	senderDone chan struct{} // closed when the sender goroutine ends
-	sendingAt  atomic.Int64  // UnixNano when the Send in progress began; 0 when idle
-	pending    atomic.Int64  // messages queued or being sent
+	// due is the pump's work (a set of due* bits); endReq is why the
+	// session was asked to end (end).
+	due    uint8
+	endReq *rejection
+	// acks are the generations acknowledged, not yet recorded: the pump
+	// records them, keeping the store's depth off the handler's stack.
+	acks []uint64
+	// queue is what the pump sends next, in order; sending is set while
+	// it sends one. sendFailed is set once a Send failed: the rest never
+	// leaves.
+	queue      []*sessionpb.GatewayMessage
+	sending    bool
+	sendFailed bool
+	// pumping is set while a pump goroutine runs; live while the pump
+	// may start (from acceptance until the handler returns).
+	pumping, live bool
+	// over is set once the session's outcome, verdict, is decided: the
+	// pump then only sends what is queued (the Rejected, at most) and
+	// cancels the stream.
+	over    bool
+	verdict error
 }
+
+// The pump's work.
+const (
+	duePush uint8 = 1 << iota // a new generation may exist
+	dueTick                   // a heartbeat interval ended
+	dueOut                    // sess.out holds messages
+	dueEnd                    // end was called
+	dueAcks                   // acks holds acknowledgements
+)
 
 // sendQueue bounds the messages waiting for a supervisor that reads
 // slowly; past it the session ends rather than grow.
 const sendQueue = 64
 
-// startSender starts the session's sender goroutine. It ends when the
-// stream's context does (the handler has returned), which also unblocks a
-// Send in progress.
-func (l *sessionLoop) startSender(ctx context.Context) {
-	l.out = make(chan *sessionpb.GatewayMessage, sendQueue)
-	l.sendErr = make(chan error, 1)
-	l.senderDone = make(chan struct{})
-	l.s.wg.Add(1)
-	go func() {
-		defer l.s.wg.Done()
-		defer close(l.senderDone)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m := <-l.out:
-				l.sendingAt.Store(l.s.cfg.Clock.Now().UnixNano())
-				err := l.stream.Send(m)
-				l.sendingAt.Store(0)
-				l.pending.Add(-1)
-				if err != nil {
-					l.sendErr <- err
-					return
-				}
-			}
-		}
-	}()
+// post adds work and starts the pump unless it runs or may not.
+func (l *sessionLoop) post(work uint8) {
+	l.mu.Lock()
+	l.due |= work
+	l.startPumpLocked()
+	l.mu.Unlock()
 }
 
-// send queues m for the supervisor.
-func (l *sessionLoop) send(m *sessionpb.GatewayMessage) error {
-	l.pending.Add(1)
-	select {
-	case l.out <- m:
-		return nil
-	default:
-		l.pending.Add(-1)
-		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
-			fmt.Sprintf("the supervisor does not read: %d messages wait", sendQueue))
+func (l *sessionLoop) startPumpLocked() {
+	if l.pumping || !l.live || (l.due == 0 && len(l.queue) == 0 && !l.over) {
+		return
 	}
+	l.pumping = true
+	l.s.wg.Add(1) // the handler's count keeps the group above zero while live
+	go l.pump()
+}
+
+// pump serves the due work and sends the queue, one message at a time,
+// until nothing is left; once the session is over it cancels the stream
+// after the last message left (or failed).
+func (l *sessionLoop) pump() {
+	defer l.s.wg.Done()
+	l.mu.Lock()
+	for {
+		if !l.over && l.due != 0 {
+			if err := l.serveDueLocked(); err != nil {
+				l.concludeLocked(err)
+			}
+			continue
+		}
+		if len(l.queue) == 0 || l.sendFailed {
+			l.pumping = false
+			over := l.over
+			l.mu.Unlock()
+			if over {
+				l.cancel()
+			}
+			return
+		}
+		m := l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		if len(l.queue) == 0 {
+			l.queue = nil // let the backing array go
+		}
+		l.sending = true
+		l.mu.Unlock()
+		l.sendingAt.Store(l.s.cfg.Clock.Now().UnixNano())
+		err := l.stream.Send(m)
+		l.sendingAt.Store(0)
+		l.mu.Lock()
+		l.sending = false
+		if err != nil {
+			l.sendFailed = true
+			l.concludeLocked(err)
+		}
+	}
+}
+
+// serveDueLocked serves the due work: an end first, then queued exec
+// messages, pushes and the tick, as the select of a loop would.
+func (l *sessionLoop) serveDueLocked() error {
+	due := l.due
+	l.due = 0
+	if due&dueEnd != 0 && l.endReq != nil {
+		return l.endReq
+	}
+	if due&dueAcks != 0 {
+		for _, gen := range l.acks {
+			l.ackLocked(gen)
+		}
+		l.acks = nil
+	}
+	if due&dueOut != 0 {
+		for more := true; more; {
+			select {
+			case m := <-l.sess.out:
+				if err := l.sendLocked(m); err != nil {
+					return err
+				}
+			default:
+				more = false
+			}
+		}
+	}
+	if due&duePush != 0 {
+		if err := l.deliverLocked(); err != nil {
+			return err
+		}
+	}
+	if due&dueTick != 0 {
+		return l.tickLocked()
+	}
+	return nil
+}
+
+// sendLocked queues m for the supervisor.
+func (l *sessionLoop) sendLocked(m *sessionpb.GatewayMessage) error {
+	if n := len(l.queue); n >= sendQueue {
+		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
+			fmt.Sprintf("the supervisor does not read: %d messages wait", n))
+	}
+	l.queue = append(l.queue, m)
+	l.startPumpLocked()
+	return nil
 }
 
 // sendStalled reports how long the Send in progress has been blocked.
@@ -286,19 +403,112 @@ func (l *sessionLoop) sendStalled() time.Duration {
 	return 0
 }
 
+// concludeLocked decides the session's outcome, once: err, told to the
+// supervisor when it is a rejection.
+func (l *sessionLoop) concludeLocked(err error) {
+	if l.over {
+		return
+	}
+	l.over, l.verdict = true, err
+	l.sess.markClosing()
+	var r *rejection
+	if !errors.As(err, &r) {
+		l.log(zapcore.InfoLevel, "session ended", zap.Error(err))
+		return
+	}
+	l.s.metrics.rejections.WithLabelValues(codeLabel(r.code)).Inc()
+	l.log(zapcore.InfoLevel, "session ended", zap.String("code", codeLabel(r.code)), zap.String("reason", r.reason))
+	if !l.sendFailed && len(l.queue) < sendQueue {
+		l.queue = append(l.queue, rejectedMessage(r))
+	}
+	l.startPumpLocked()
+}
+
+// flushed reports whether nothing queued can still leave.
+func (l *sessionLoop) flushed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sendFailed || (len(l.queue) == 0 && !l.sending)
+}
+
 // flush gives queued messages (a final Rejected, or the Accepted of a
 // supervisor that half-closed) up to limit to leave. It returns early when
-// the sender stopped: what it still holds will never leave.
+// a Send failed: what is still queued will never leave.
 // It waits in real time, not on the Clock: it waits for bytes to leave.
 func (l *sessionLoop) flush(limit time.Duration) {
 	deadline := time.Now().Add(limit)
-	for l.pending.Load() > 0 && time.Now().Before(deadline) {
-		select {
-		case <-l.senderDone:
-			return
-		case <-time.After(time.Millisecond):
+	for !l.flushed() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// end concludes the session with err (unless it is over already), lets
+// what is queued leave, and returns the session's outcome. The handler
+// returns it.
+func (l *sessionLoop) end(err error) error {
+	l.mu.Lock()
+	if !l.over {
+		switch {
+		case errors.Is(err, io.EOF):
+			// A half-close: the supervisor sends nothing more but may
+			// still read. What is queued for it (the Accepted, at least)
+			// leaves before the handler's return cancels the stream.
+			l.log(zapcore.InfoLevel, "session closed by the supervisor")
+			l.over = true
+			l.sess.markClosing()
+		case status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled):
+			l.log(zapcore.InfoLevel, "session ended by the supervisor's transport", zap.Error(err))
+			l.over, l.verdict = true, err
+			l.sess.markClosing()
+		default:
+			l.concludeLocked(err)
 		}
 	}
+	l.mu.Unlock()
+	l.flush(l.s.cfg.HeartbeatInterval)
+	l.mu.Lock()
+	l.live = false
+	verdict := l.verdict
+	l.mu.Unlock()
+	return verdict
+}
+
+// run reads the stream until the session ends.
+func (l *sessionLoop) run() error {
+	for {
+		m, err := l.stream.Recv()
+		if err != nil {
+			return l.end(err)
+		}
+		if err := l.received(m); err != nil {
+			return l.end(err)
+		}
+	}
+}
+
+func (l *sessionLoop) received(m *sessionpb.SupervisorMessage) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.over {
+		return nil // the verdict is in; the pump cancels the stream
+	}
+	l.lastHeard = l.s.cfg.Clock.Now()
+	return l.handleLocked(m)
+}
+
+// wheelTick is the server's heartbeat ticker's call, every interval. It
+// ends from here a session whose supervisor stopped reading, since the
+// pump is blocked in its Send; the rest is the pump's (tickLocked).
+func (l *sessionLoop) wheelTick() {
+	if stalled := l.sendStalled(); stalled >= missedHeartbeats*l.s.cfg.HeartbeatInterval {
+		l.mu.Lock()
+		l.concludeLocked(reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
+			fmt.Sprintf("the supervisor has not read for %s", stalled.Round(time.Millisecond))))
+		l.mu.Unlock()
+		l.cancel()
+		return
+	}
+	l.post(dueTick)
 }
 
 // accept answers the Hello: the latest token when it is newer than what
@@ -320,6 +530,8 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 		}
 		return status.Errorf(codes.Unavailable, "gateway cannot read the latest token: %v", err)
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	hb := s.cfg.HeartbeatInterval
 	notCurrent := cred.presented == nil || !s.cfg.Now().Before(cred.presented.ExpiresAt())
 	if notCurrent {
@@ -332,7 +544,7 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 		l.acked = cred.presented.Gen()
 		l.credentialExpiry = cred.presented.ExpiresAt()
 		if err := s.cfg.Authority.RecordDelivered(ctx, l.sess.sandboxID, l.acked); err != nil {
-			l.log.Warn("record delivered generation", zap.Uint64("gen", l.acked), zap.Error(err))
+			l.log(zapcore.WarnLevel, "record delivered generation", zap.Uint64("gen", l.acked), zap.Error(err))
 		}
 	}
 	acc := &sessionpb.Accepted{
@@ -347,11 +559,12 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 		l.sent(latest)
 		s.metrics.pushes.Inc()
 	}
-	if err := l.send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Accepted{Accepted: acc}}); err != nil {
+	l.live = true
+	if err := l.sendLocked(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Accepted{Accepted: acc}}); err != nil {
 		return err
 	}
 	l.lastHeard = l.s.cfg.Clock.Now()
-	l.log.Info("session accepted", zap.Bool("attested", cred.attested), zap.Uint64("hello_gen", hello.GetTokenGen()),
+	l.log(zapcore.InfoLevel, "session accepted", zap.Bool("attested", cred.attested), zap.Uint64("hello_gen", hello.GetTokenGen()),
 		zap.Stringer("presented", cred.presented), zap.Stringer("not_issued", cred.unissued),
 		zap.Stringer("latest", latest), zap.Bool("token_sent", acc.Token != nil),
 		zap.String("version", hello.GetVersion()))
@@ -359,76 +572,26 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 }
 
 func (l *sessionLoop) sent(tok *auth.Token) {
+	if l.unacked == nil {
+		l.unacked = make(map[uint64]*auth.Token, 1)
+	}
 	l.unacked[tok.Gen()] = tok
 	l.newestSent = tok.Gen()
 	l.sentAt = l.s.cfg.Clock.Now()
 }
 
-// run serves the session until it ends.
-func (l *sessionLoop) run(ctx context.Context, in <-chan *sessionpb.SupervisorMessage, inErr <-chan error) error {
-	hb := l.s.cfg.HeartbeatInterval
-	ticker := l.s.cfg.Clock.NewTicker(hb)
-	defer ticker.Stop()
-	for {
-		var err error
-		select {
-		case <-ctx.Done():
-			l.log.Info("session ended by the supervisor's transport", zap.Error(ctx.Err()))
-			return ctx.Err()
-		case err := <-inErr:
-			if errors.Is(err, io.EOF) {
-				// A half-close: the supervisor sends nothing more but may
-				// still read. What is queued for it (the Accepted, at least)
-				// leaves before the handler's return cancels the stream.
-				l.log.Info("session closed by the supervisor")
-				l.sess.markClosing()
-				l.flush(l.s.cfg.HeartbeatInterval)
-				return nil
-			}
-			l.log.Info("session stream failed", zap.Error(err))
-			return err
-		case <-l.sess.endc:
-			err = reject(l.sess.endCode, l.sess.endReason)
-		case m := <-in:
-			l.lastHeard = l.s.cfg.Clock.Now()
-			err = l.handle(ctx, m)
-		case <-l.sess.push:
-			err = l.deliver(ctx)
-		case m := <-l.sess.out:
-			err = l.send(m)
-		case err = <-l.sendErr:
-		case <-ticker.C():
-			err = l.tick(ctx)
-		}
-		if err != nil {
-			return l.finish(err)
-		}
-	}
-}
-
-// finish ends the session with err, telling the supervisor why when it is
-// a rejection.
-func (l *sessionLoop) finish(err error) error {
-	l.sess.markClosing()
-	var r *rejection
-	if !errors.As(err, &r) {
-		l.log.Info("session ended", zap.Error(err))
-		return err
-	}
-	l.s.metrics.rejections.WithLabelValues(codeLabel(r.code)).Inc()
-	l.log.Info("session ended", zap.String("code", codeLabel(r.code)), zap.String("reason", r.reason))
-	if l.send(rejectedMessage(r)) == nil {
-		l.flush(l.s.cfg.HeartbeatInterval)
-	}
-	return r
-}
-
-func (l *sessionLoop) handle(ctx context.Context, m *sessionpb.SupervisorMessage) error {
+func (l *sessionLoop) handleLocked(m *sessionpb.SupervisorMessage) error {
 	switch msg := m.GetMsg().(type) {
 	case *sessionpb.SupervisorMessage_Heartbeat:
 		return nil
 	case *sessionpb.SupervisorMessage_TokenAck:
-		l.ack(ctx, msg.TokenAck.GetGen())
+		if len(l.acks) >= sendQueue {
+			return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
+				fmt.Sprintf("the supervisor acknowledges faster than the gateway records: %d acknowledgements wait", len(l.acks)))
+		}
+		l.acks = append(l.acks, msg.TokenAck.GetGen())
+		l.due |= dueAcks
+		l.startPumpLocked()
 		return nil
 	case *sessionpb.SupervisorMessage_Hello:
 		return reject(sessionpb.RejectCode_REJECT_CODE_INVALID_HELLO, "second hello on an established session")
@@ -437,17 +600,17 @@ func (l *sessionLoop) handle(ctx context.Context, m *sessionpb.SupervisorMessage
 	}
 }
 
-func (l *sessionLoop) ack(ctx context.Context, gen uint64) {
+func (l *sessionLoop) ackLocked(gen uint64) {
 	tok, ok := l.unacked[gen]
 	if !ok {
 		if gen > l.acked {
-			l.log.Warn("acknowledgement of a generation not sent on this session", zap.Uint64("gen", gen))
+			l.log(zapcore.WarnLevel, "acknowledgement of a generation not sent on this session", zap.Uint64("gen", gen))
 		}
 		return
 	}
 	l.s.metrics.acks.Inc()
-	if err := l.s.cfg.Authority.RecordDelivered(ctx, l.sess.sandboxID, gen); err != nil {
-		l.log.Warn("record delivered generation", zap.Uint64("gen", gen), zap.Error(err))
+	if err := l.s.cfg.Authority.RecordDelivered(l.ctx, l.sess.sandboxID, gen); err != nil {
+		l.log(zapcore.WarnLevel, "record delivered generation", zap.Uint64("gen", gen), zap.Error(err))
 	}
 	if gen > l.acked {
 		l.acked = gen
@@ -460,19 +623,19 @@ func (l *sessionLoop) ack(ctx context.Context, gen uint64) {
 			delete(l.unacked, g)
 		}
 	}
-	l.log.Debug("token acknowledged", zap.Stringer("token", tok))
+	l.log(zapcore.DebugLevel, "token acknowledged", zap.Stringer("token", tok))
 }
 
-// deliver sends the latest token if the supervisor lacks it and it has
-// not been sent yet; resends are the tick's business.
-func (l *sessionLoop) deliver(ctx context.Context) error {
+// deliverLocked sends the latest token if the supervisor lacks it and it
+// has not been sent yet; resends are the tick's business.
+func (l *sessionLoop) deliverLocked() error {
 	l.pushDue = false
-	latest, err := l.s.cfg.Authority.Latest(ctx, l.sess.sandboxID)
+	latest, err := l.s.cfg.Authority.Latest(l.ctx, l.sess.sandboxID)
 	if err != nil {
 		if errors.Is(err, ErrUnknownSandbox) {
 			return reject(sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX, err.Error())
 		}
-		l.log.Warn("read latest token for push; retrying", zap.Error(err))
+		l.log(zapcore.WarnLevel, "read latest token for push; retrying", zap.Error(err))
 		l.pushDue = true
 		return nil
 	}
@@ -481,24 +644,21 @@ func (l *sessionLoop) deliver(ctx context.Context) error {
 	}
 	l.sent(latest)
 	l.s.metrics.pushes.Inc()
-	l.log.Debug("token pushed", zap.Stringer("token", latest))
-	return l.sendToken(latest)
+	l.log(zapcore.DebugLevel, "token pushed", zap.Stringer("token", latest))
+	return l.sendTokenLocked(latest)
 }
 
-func (l *sessionLoop) sendToken(tok *auth.Token) error {
-	return l.send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_TokenUpdate{
+func (l *sessionLoop) sendTokenLocked(tok *auth.Token) error {
+	return l.sendLocked(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_TokenUpdate{
 		TokenUpdate: &sessionpb.TokenUpdate{Token: tok.Raw(), Gen: tok.Gen(), Jwks: l.s.cfg.Authority.JWKS()}}})
 }
 
-// tick runs every heartbeat interval: it ends a session whose peer went
-// silent or whose credential expired, resends an unacknowledged push and
-// sends the heartbeat.
-func (l *sessionLoop) tick(ctx context.Context) error {
+// tickLocked runs every heartbeat interval: it ends a session whose peer
+// went silent or whose credential expired, resends an unacknowledged push
+// and sends the heartbeat. (A supervisor that stopped reading is
+// wheelTick's: the pump is blocked then.)
+func (l *sessionLoop) tickLocked() error {
 	hb := l.s.cfg.HeartbeatInterval
-	if stalled := l.sendStalled(); stalled >= missedHeartbeats*hb {
-		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
-			fmt.Sprintf("the supervisor has not read for %s", stalled.Round(time.Millisecond)))
-	}
 	if silent := l.s.cfg.Clock.Now().Sub(l.lastHeard); silent >= missedHeartbeats*hb {
 		return reject(sessionpb.RejectCode_REJECT_CODE_HEARTBEAT_TIMEOUT,
 			fmt.Sprintf("nothing heard from the supervisor for %s", silent.Round(time.Millisecond)))
@@ -508,17 +668,101 @@ func (l *sessionLoop) tick(ctx context.Context) error {
 			fmt.Sprintf("the session's credential expired at %s", l.credentialExpiry.UTC().Format(time.RFC3339)))
 	}
 	if l.pushDue {
-		if err := l.deliver(ctx); err != nil {
+		if err := l.deliverLocked(); err != nil {
 			return err
 		}
 	}
 	if tok := l.unacked[l.newestSent]; tok != nil && l.s.cfg.Clock.Now().Sub(l.sentAt) >= resendAfter*hb {
 		l.sentAt = l.s.cfg.Clock.Now()
 		l.s.metrics.resends.Inc()
-		l.log.Debug("token resent", zap.Stringer("token", tok))
-		if err := l.sendToken(tok); err != nil {
+		l.log(zapcore.DebugLevel, "token resent", zap.Stringer("token", tok))
+		if err := l.sendTokenLocked(tok); err != nil {
 			return err
 		}
 	}
-	return l.send(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}})
+	return l.sendLocked(&sessionpb.GatewayMessage{Msg: &sessionpb.GatewayMessage_Heartbeat{Heartbeat: &sessionpb.Heartbeat{}}})
+}
+
+// log logs msg with the session's sandbox, instance and session id. The
+// fields are added when something is logged rather than kept in a logger
+// of the session's (zap's With): that would hold an encoded copy of them,
+// a 1 KiB buffer, for as long as the session lives.
+func (l *sessionLoop) log(level zapcore.Level, msg string, fields ...zap.Field) {
+	if ce := l.s.log.Check(level, msg); ce != nil {
+		ce.Write(append([]zap.Field{zap.String("sandbox", l.sess.sandboxID), zap.String("instance", l.instance),
+			zap.String("session", l.sess.id)}, fields...)...)
+	}
+}
+
+// startHeartbeatsLocked starts the heartbeat ticker unless it runs. One
+// ticker serves every session: a ticker of each would need a goroutine of
+// each to wait on it.
+func (s *Server) startHeartbeatsLocked() {
+	if s.ticks != nil {
+		return
+	}
+	s.ticks = make(chan struct{})
+	s.wg.Add(1) // the registering handler's count keeps the group above zero
+	go s.heartbeats(s.ticks)
+}
+
+// stopHeartbeatsLocked ends the heartbeat ticker once no session is left.
+func (s *Server) stopHeartbeatsLocked() {
+	if len(s.sessions) == 0 && s.ticks != nil {
+		close(s.ticks)
+		s.ticks = nil
+	}
+}
+
+// heartbeatSlots is how many parts the heartbeat ticker cuts an interval
+// into, each no shorter than minHeartbeatSlot: each session belongs to one
+// (gwSession.slot), so that thousands of sessions do not all beat, and all
+// wake a pump, at the same instant.
+const (
+	heartbeatSlots   = 16
+	minHeartbeatSlot = 100 * time.Millisecond
+)
+
+// heartbeats ticks every session once every heartbeat interval, on the
+// server's Clock, until stop is closed: every slot of the interval it
+// ticks the sessions of the slots whose turn came (all of them when the
+// clock jumped a whole interval, as a test's may).
+func (s *Server) heartbeats(stop <-chan struct{}) {
+	defer s.wg.Done()
+	hb := s.cfg.HeartbeatInterval
+	slots := int(min(max(hb/minHeartbeatSlot, 1), heartbeatSlots))
+	step := hb / time.Duration(slots)
+	ticker := s.cfg.Clock.NewTicker(step)
+	defer ticker.Stop()
+	last := s.cfg.Clock.Now()
+	slot := 0
+	var list []*gwSession
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ticker.C():
+		}
+		now := s.cfg.Clock.Now()
+		turns := max(int(now.Sub(last)/step), 1) // a tick is a turn, however early
+		last = last.Add(time.Duration(turns) * step)
+		turns = min(turns, slots)
+		var due [heartbeatSlots]bool
+		for range turns {
+			due[slot] = true
+			slot = (slot + 1) % slots
+		}
+		s.mu.Lock()
+		for _, sess := range s.sessions {
+			if due[sess.slot%slots] {
+				list = append(list, sess)
+			}
+		}
+		s.mu.Unlock()
+		for _, sess := range list {
+			sess.loop.wheelTick()
+		}
+		clear(list) // hold no ended session until the next tick
+		list = list[:0]
+	}
 }

@@ -57,7 +57,8 @@ type envConfig struct {
 	lifetime     time.Duration
 	onExit       func(ExitReport)
 	verbose      bool
-	clock        Clock // the server's heartbeat clock; the real one when nil
+	logger       *zap.Logger // zap.NewNop() when nil (and not verbose)
+	clock        Clock       // the server's heartbeat clock; the real one when nil
 }
 
 // TestAuthority is what this package's tests need of an authority: a
@@ -113,8 +114,11 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 		t.Fatal(err)
 	}
 	logger := zap.NewNop()
-	if cfg.verbose {
+	switch {
+	case cfg.verbose:
 		logger = zaptest.NewLogger(t)
+	case cfg.logger != nil:
+		logger = cfg.logger
 	}
 	// Unix socket paths are limited to 108 bytes: keep them short.
 	dir, err := os.MkdirTemp("", "sk")

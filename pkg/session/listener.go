@@ -190,7 +190,11 @@ func (c *attestedConn) Close() error {
 
 // Listeners serves many listeners with one gRPC server: one socket per
 // sandbox, added and removed as sandboxes come and go, plus shared ones.
-// Each listener is served by a goroutine that Listeners owns.
+// Each listener is served by a goroutine that Listeners owns. A shared
+// listener's goroutine is gRPC's Serve; a sandbox socket's only accepts
+// and hands its connections to the one Serve of every sandbox socket
+// (sockets): gRPC's Serve keeps an 8 KiB stack, which for thousands of
+// sandboxes is most of what a socket costs.
 type Listeners struct {
 	srv *grpc.Server
 	log *zap.Logger
@@ -198,6 +202,11 @@ type Listeners struct {
 	mu     sync.Mutex
 	served map[string]*servedListener
 	closed bool
+	// sockets is the listener gRPC serves the sandbox sockets'
+	// connections on, and socketsDone is closed when that Serve returned;
+	// both nil until the first sandbox socket.
+	sockets     *fanIn
+	socketsDone chan struct{}
 }
 
 type servedListener struct {
@@ -267,6 +276,14 @@ func (ls *Listeners) serve(key string, l net.Listener) error {
 	}
 	sl := &servedListener{lis: l, done: make(chan struct{})}
 	ls.served[key] = sl
+	if _, sandbox := l.(*attestedListener); sandbox {
+		ls.serveSocketsLocked()
+		go func() {
+			defer close(sl.done)
+			ls.sockets.feed(l)
+		}()
+		return nil
+	}
 	go func() {
 		defer close(sl.done)
 		// Serve returns when the listener is closed (by Remove, or by the
@@ -276,6 +293,22 @@ func (ls *Listeners) serve(key string, l net.Listener) error {
 		}
 	}()
 	return nil
+}
+
+// serveSocketsLocked starts serving the sandbox sockets' connections,
+// once.
+func (ls *Listeners) serveSocketsLocked() {
+	if ls.sockets != nil {
+		return
+	}
+	ls.sockets = newFanIn()
+	ls.socketsDone = make(chan struct{})
+	go func(f *fanIn, done chan struct{}) {
+		defer close(done)
+		if err := ls.srv.Serve(f); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			ls.log.Debug("sandbox sockets stopped", zap.Error(err))
+		}
+	}(ls.sockets, ls.socketsDone)
 }
 
 // Remove stops serving the listener under key; no such key is no error.
@@ -307,4 +340,87 @@ func (ls *Listeners) Close() {
 	for _, k := range keys {
 		_ = ls.Remove(k)
 	}
+	ls.mu.Lock()
+	sockets, done := ls.sockets, ls.socketsDone
+	ls.mu.Unlock()
+	if sockets != nil {
+		_ = sockets.Close()
+		<-done
+	}
 }
+
+// fanIn is one listener made of many: Accept returns the connections that
+// feed accepted on each of them. Closing it closes them all, as gRPC's
+// Stop closes every listener it serves.
+type fanIn struct {
+	conns  chan net.Conn
+	closed chan struct{}
+
+	mu    sync.Mutex
+	lis   map[net.Listener]struct{}
+	ended bool
+}
+
+func newFanIn() *fanIn {
+	return &fanIn{conns: make(chan net.Conn), closed: make(chan struct{}), lis: map[net.Listener]struct{}{}}
+}
+
+// feed accepts connections on l and hands each to Accept, until l or f is
+// closed.
+func (f *fanIn) feed(l net.Listener) {
+	f.mu.Lock()
+	if f.ended {
+		f.mu.Unlock()
+		_ = l.Close()
+		return
+	}
+	f.lis[l] = struct{}{}
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.lis, l)
+		f.mu.Unlock()
+	}()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		select {
+		case f.conns <- c:
+		case <-f.closed:
+			_ = c.Close()
+			return
+		}
+	}
+}
+
+func (f *fanIn) Accept() (net.Conn, error) {
+	select {
+	case c := <-f.conns:
+		return c, nil
+	case <-f.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close closes f and every listener feeding it.
+func (f *fanIn) Close() error {
+	f.mu.Lock()
+	if f.ended {
+		f.mu.Unlock()
+		return nil
+	}
+	f.ended = true
+	close(f.closed)
+	lis := f.lis
+	f.lis = map[net.Listener]struct{}{}
+	f.mu.Unlock()
+	for l := range lis {
+		_ = l.Close()
+	}
+	return nil
+}
+
+// Addr names the sandbox sockets as one.
+func (f *fanIn) Addr() net.Addr { return &net.UnixAddr{Name: "sandbox-sockets", Net: "unix"} }

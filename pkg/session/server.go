@@ -78,8 +78,16 @@ type Server struct {
 	log     *zap.Logger
 	metrics *serverMetrics
 	quit    chan struct{} // closed by Close
+	// quitCtx is cancelled by Close, for what waits in a call (a Hello).
+	quitCtx    context.Context
+	cancelQuit context.CancelFunc
 
-	// wg counts Connect handlers and their reader goroutines.
+	// ticks ends the heartbeat ticker, which runs while there are
+	// sessions (heartbeats); nil when it does not run.
+	ticks chan struct{}
+
+	// wg counts Connect handlers, their sessions' pumps and the heartbeat
+	// ticker.
 	wg sync.WaitGroup
 
 	mu       sync.Mutex
@@ -109,13 +117,16 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	quitCtx, cancelQuit := context.WithCancel(context.Background())
 	return &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		metrics:  newServerMetrics(cfg.Registerer),
-		quit:     make(chan struct{}),
-		sessions: map[string]*gwSession{},
-		execs:    map[string]*pendingExec{},
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    newServerMetrics(cfg.Registerer),
+		quit:       make(chan struct{}),
+		quitCtx:    quitCtx,
+		cancelQuit: cancelQuit,
+		sessions:   map[string]*gwSession{},
+		execs:      map[string]*pendingExec{},
 	}
 }
 
@@ -172,15 +183,16 @@ func (s *Server) Disconnect(sandboxID string) {
 }
 
 // Close ends every session, fails pending execs, refuses new sessions and
-// waits for the session goroutines to stop. A handler blocked sending to a
-// peer that stopped reading only stops when its transport closes, so stop
-// the gRPC server after Close returns or concurrently with it if shutdown
-// must be bounded.
+// waits for the session goroutines to stop. A session whose supervisor
+// stopped reading ends only once its send has been stalled for three
+// heartbeat intervals, so stop the gRPC server concurrently with Close if
+// shutdown must be faster.
 func (s *Server) Close() {
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
 		close(s.quit)
+		s.cancelQuit()
 	}
 	sessions := make([]*gwSession, 0, len(s.sessions))
 	for _, sess := range s.sessions {
@@ -222,6 +234,7 @@ func (s *Server) register(sess *gwSession) bool {
 	old := s.sessions[sess.sandboxID]
 	s.sessions[sess.sandboxID] = sess
 	s.metrics.sessions.Set(float64(len(s.sessions)))
+	s.startHeartbeatsLocked()
 	s.mu.Unlock()
 	s.metrics.accepted.Inc()
 	if s.cfg.OnRegister != nil {
@@ -243,6 +256,7 @@ func (s *Server) unregister(sess *gwSession) {
 		delete(s.sessions, sess.sandboxID)
 	}
 	s.metrics.sessions.Set(float64(len(s.sessions)))
+	s.stopHeartbeatsLocked()
 	s.mu.Unlock()
 	close(sess.done)
 	if removed && s.cfg.OnUnregister != nil {
