@@ -16,6 +16,14 @@ import (
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
+// DefaultSweepBatch is how many sandboxes a sweep or a reconcile mints per
+// store transaction. Each commit writes every index page its batch's random
+// keys (sandbox ids, jtis) touch, so fewer, larger batches write less (a
+// sweep of 10,000 spends about 6% less CPU than in batches of 1,000, 250
+// cost 10% more), while the 4 batches of a sweep of 10,000 still overlap
+// in the pipeline of mint.go.
+const DefaultSweepBatch = 2500
+
 // Defaults of the gateway core; cmd/gateway documents them as flag defaults.
 const (
 	DefaultIssuer            = "sandkey-gateway"
@@ -24,7 +32,6 @@ const (
 	DefaultSweepInterval     = time.Second
 	DefaultStopGrace         = 10 * time.Second
 	DefaultWriteParallelism  = 16
-	DefaultSweepBatch        = 1000
 	DefaultHeartbeatInterval = 10 * time.Second
 	// DefaultJWKSMaxAge is the Cache-Control max-age of /jwks.json: how
 	// long a verifier may keep a copy without asking again.
