@@ -564,8 +564,7 @@ func keys(m map[string]bool) []string {
 // exchange presents credential to the exchange of the replica at addr
 // (its own listener, or the stand-in's) for sandboxID.
 func (rs *replicaSet) exchange(addr, sandboxID, credential string) (string, error) {
-	c, err := session.NewExchangeClient("tls://"+addr, sandboxID,
-		session.WithTLSConfig(&tls.Config{RootCAs: rs.tls.Pool, MinVersion: tls.VersionTLS12}))
+	c, err := session.NewExchangeClient("tls://"+addr, sandboxID, session.WithTLSConfig(rs.clientTLS()))
 	if err != nil {
 		return "", err
 	}
@@ -610,4 +609,40 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[max(k, 0)]
 }
 
-var errNoHolder = errors.New("no replica holds the session")
+// generation is a row of the generations table.
+type generation struct {
+	gen             uint64
+	jti             string
+	issued, expires time.Time
+}
+
+// latestGeneration reads a sandbox's newest generation from the database
+// (zero when it has none).
+func (rs *replicaSet) latestGeneration(sandboxID string) generation {
+	rs.t.Helper()
+	var g generation
+	var gen, iat, exp int64
+	err := rs.db.QueryRow(`SELECT gen, jti, issued_at, expires_at FROM generations WHERE sandbox_id = $1 ORDER BY gen DESC LIMIT 1`,
+		sandboxID).Scan(&gen, &g.jti, &iat, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return g
+	}
+	if err != nil {
+		rs.t.Fatalf("latest generation of %s: %v", sandboxID, err)
+	}
+	g.gen, g.issued, g.expires = uint64(gen), time.Unix(0, iat), time.Unix(0, exp)
+	return g
+}
+
+// deliveredGen reads a sandbox's acknowledged generation from the
+// database.
+func (rs *replicaSet) deliveredGen(sandboxID string) (uint64, error) {
+	var gen int64
+	err := rs.db.QueryRow(`SELECT delivered_gen FROM sandboxes WHERE id = $1`, sandboxID).Scan(&gen)
+	return uint64(gen), err
+}
+
+// clientTLS trusts the replicas' certificate, as a supervisor does.
+func (rs *replicaSet) clientTLS() *tls.Config {
+	return &tls.Config{RootCAs: rs.tls.Pool, MinVersion: tls.VersionTLS12}
+}

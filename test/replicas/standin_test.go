@@ -158,3 +158,16 @@ func (s *serviceStandIn) Close() error {
 	s.wg.Wait()
 	return err
 }
+
+// cut ends every proxied connection to backend i, as a Service's
+// endpoint going away would: their clients reconnect, round-robin.
+func (s *serviceStandIn) cut(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := range s.conns {
+		if p.to == i {
+			p.client.Close()
+			p.backend.Close()
+		}
+	}
+}
