@@ -514,11 +514,24 @@ func (rs *replicaSet) tokensSeen() []issued {
 	return out
 }
 
-// checkNoGenerationTwice fails the test when a generation has two jtis:
-// among the tokens every replica's log shows, or between them and the
-// generations table.
+// checkNoGenerationTwice fails the test when a generation has two jtis
+// (see generationDoubles) and returns how many generations it checked.
 func (rs *replicaSet) checkNoGenerationTwice() (checked int) {
 	rs.t.Helper()
+	checked, doubles, err := rs.generationDoubles()
+	if err != nil {
+		rs.t.Fatal(err)
+	}
+	for _, d := range doubles {
+		rs.t.Error(d)
+	}
+	return checked
+}
+
+// generationDoubles looks for a generation with two jtis: among the
+// tokens every replica's log shows handed out, or between them and the
+// generations table.
+func (rs *replicaSet) generationDoubles() (checked int, doubles []string, err error) {
 	byGen := map[[2]string]map[string]bool{}
 	for _, s := range rs.tokensSeen() {
 		k := [2]string{s.sandbox, s.gen}
@@ -529,7 +542,7 @@ func (rs *replicaSet) checkNoGenerationTwice() (checked int) {
 	}
 	rows, err := rs.db.Query(`SELECT sandbox_id, gen, jti FROM generations`)
 	if err != nil {
-		rs.t.Fatal(err)
+		return 0, nil, fmt.Errorf("read generations: %w", err)
 	}
 	defer rows.Close()
 	stored := map[[2]string]string{}
@@ -537,19 +550,23 @@ func (rs *replicaSet) checkNoGenerationTwice() (checked int) {
 		var id, jti string
 		var gen int64
 		if err := rows.Scan(&id, &gen, &jti); err != nil {
-			rs.t.Fatal(err)
+			return 0, nil, err
 		}
 		stored[[2]string{id, strconv.FormatInt(gen, 10)}] = jti
 	}
+	if err := rows.Err(); err != nil {
+		return 0, nil, err
+	}
 	for k, jtis := range byGen {
 		if len(jtis) > 1 {
-			rs.t.Errorf("sandbox %s generation %s was handed out with %d jtis: %v", k[0], k[1], len(jtis), keys(jtis))
+			doubles = append(doubles, fmt.Sprintf("sandbox %s generation %s was handed out with %d jtis: %v", k[0], k[1], len(jtis), keys(jtis)))
 		}
 		if want, ok := stored[k]; ok && !jtis[want] {
-			rs.t.Errorf("sandbox %s generation %s: handed out as %v, stored as %s", k[0], k[1], keys(jtis), want)
+			doubles = append(doubles, fmt.Sprintf("sandbox %s generation %s: handed out as %v, stored as %s", k[0], k[1], keys(jtis), want))
 		}
 	}
-	return len(byGen)
+	sort.Strings(doubles)
+	return len(byGen), doubles, nil
 }
 
 func keys(m map[string]bool) []string {
