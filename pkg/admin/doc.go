@@ -17,6 +17,14 @@
 //     ListenTCP): TLS on every TCP connection, and interceptors that demand
 //     the admin bearer token, compared in constant time, on every call that
 //     did not arrive through a unix socket.
+//   - With replicas sharing a store, exec (plain and interactive) and
+//     rotate for a sandbox whose session another replica holds
+//     (Holders, the gateway's SessionHolder) are forwarded to that
+//     replica's operator API through Peers (WithPeers): one lazily dialed
+//     TLS connection per peer address, verified against a CA bundle or
+//     a pinned certificate, with the operator token. A forwarded call
+//     carries ForwardedByKey metadata and is never forwarded again. Get
+//     and List report a session any replica holds, and which one.
 //
 // Client side, Dial connects to a unix socket path (or unix://path) as is,
 // and to host:port over TLS with the admin token as per-call credentials.

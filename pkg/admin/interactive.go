@@ -38,6 +38,12 @@ func (s *Server) Exec(stream grpc.BidiStreamingServer[adminpb.ExecInput, adminpb
 	if err != nil {
 		return err
 	}
+	if pc, err := s.peerFor(stream.Context(), "exec in", ref); err != nil {
+		return err
+	} else if pc != nil {
+		defer pc.release()
+		return pc.exec(first, stream)
+	}
 	input := make(chan session.ExecInput)
 	ereq.Input, ereq.StreamStdin, ereq.TTY = input, start.GetStdin(), start.GetTty()
 	if w := start.GetWindow(); w != nil {

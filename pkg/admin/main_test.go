@@ -3,7 +3,10 @@ package admin
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The forwarding tests run real gateways whose process driver starts the
+// real supervisor binary; RunTests builds it, and checks for leaked
+// goroutines once the tests have ended.
+func TestMain(m *testing.M) { binaries.RunTests(m) }

@@ -27,14 +27,27 @@ type Server struct {
 	adminpb.UnimplementedAdminServer
 	g   *gateway.Gateway
 	log *zap.Logger
+	// holders says which replica holds a session: the gateway unless an
+	// option says otherwise; nil only without a gateway.
+	holders Holders
+	// peers reaches the other replicas; nil when this gateway cannot
+	// call them.
+	peers *Peers
 }
 
 // NewServer returns the operator API of g. A nil log discards.
-func NewServer(g *gateway.Gateway, log *zap.Logger) adminpb.AdminServer {
+func NewServer(g *gateway.Gateway, log *zap.Logger, opts ...Option) adminpb.AdminServer {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Server{g: g, log: log}
+	s := &Server{g: g, log: log}
+	if g != nil {
+		s.holders = g
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // fail turns err into a status for the caller, logging what is the
@@ -84,7 +97,11 @@ func (s *Server) ListSandboxes(ctx context.Context, _ *adminpb.ListSandboxesRequ
 	}
 	resp := &adminpb.ListSandboxesResponse{Sandboxes: make([]*adminpb.Sandbox, 0, len(all))}
 	for _, sb := range all {
-		resp.Sandboxes = append(resp.Sandboxes, SandboxProto(sb))
+		p, err := s.sandboxProto(ctx, "list", sb)
+		if err != nil {
+			return nil, err
+		}
+		resp.Sandboxes = append(resp.Sandboxes, p)
 	}
 	return resp, nil
 }
@@ -112,7 +129,24 @@ func (s *Server) sandboxOp(ctx context.Context, op, ref string, do func(context.
 	if err != nil {
 		return nil, s.fail(op, ref, err)
 	}
-	return SandboxProto(sb), nil
+	return s.sandboxProto(ctx, op, sb)
+}
+
+// sandboxProto is SandboxProto(sb) with its session as the replicas see
+// it: connected when any replica holds it, and which one.
+func (s *Server) sandboxProto(ctx context.Context, op string, sb gateway.Sandbox) (*adminpb.Sandbox, error) {
+	p := SandboxProto(sb)
+	if s.holders == nil {
+		return p, nil
+	}
+	h, err := s.holder(ctx, op, sb)
+	if err != nil {
+		return nil, err
+	}
+	if h.Connected {
+		p.Connected, p.ReplicaId = true, h.ReplicaID
+	}
+	return p, nil
 }
 
 // DeleteSandbox implements adminpb.AdminServer.
@@ -130,6 +164,12 @@ func (s *Server) DeleteSandbox(ctx context.Context, req *adminpb.DeleteSandboxRe
 func (s *Server) RotateSandbox(ctx context.Context, req *adminpb.RotateSandboxRequest) (*adminpb.RotateSandboxResponse, error) {
 	if err := requireSandbox(req.GetSandbox()); err != nil {
 		return nil, err
+	}
+	if pc, err := s.peerFor(ctx, "rotate", req.GetSandbox()); err != nil {
+		return nil, err
+	} else if pc != nil {
+		defer pc.release()
+		return pc.rotate(req)
 	}
 	r, err := s.g.RotateReport(ctx, req.GetSandbox())
 	if err != nil {
@@ -154,6 +194,12 @@ func (s *Server) ExecSandbox(req *adminpb.ExecSandboxRequest, stream grpc.Server
 	ereq, timeout, err := execRequest(req)
 	if err != nil {
 		return err
+	}
+	if pc, err := s.peerFor(stream.Context(), "exec in", ref); err != nil {
+		return err
+	} else if pc != nil {
+		defer pc.release()
+		return pc.execSandbox(req, stream)
 	}
 	return s.runExec(stream.Context(), ref, ereq, timeout, &execOutput{stream: stream})
 }
@@ -308,10 +354,10 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-// Register serves the operator API of gw on srv, with the gateway's gRPC
+// Register serves the operator API of gw (configured by opts) on srv, with the gateway's gRPC
 // health service (grpc.health.v1, following its readiness) beside it.
-func Register(srv *grpc.Server, gw *gateway.Gateway, log *zap.Logger) {
-	adminpb.RegisterAdminServer(srv, NewServer(gw, log))
+func Register(srv *grpc.Server, gw *gateway.Gateway, log *zap.Logger, opts ...Option) {
+	adminpb.RegisterAdminServer(srv, NewServer(gw, log, opts...))
 	healthpb.RegisterHealthServer(srv, gw.Health())
 }
 

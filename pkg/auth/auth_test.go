@@ -390,3 +390,40 @@ func TestTokenNamesTheKeyThatSignedIt(t *testing.T) {
 		t.Fatalf("verified token's kid %q (%v), want %s", verified.KID(), err, oldKID)
 	}
 }
+
+func TestResignFromStoredClaimsGivesTheOriginalBytes(t *testing.T) {
+	f := newFixture(t)
+	f.now = t0.Add(1500 * time.Millisecond) // Mint truncates to the second
+	orig := f.mint(t, "sb-1", 7)
+	stored := StoredClaims{SandboxID: orig.SandboxID(), Gen: orig.Gen(), JTI: orig.JTI(), KID: orig.KID(),
+		IssuedAt: orig.IssuedAt(), ExpiresAt: orig.ExpiresAt()}
+
+	// Another replica: its own issuer and key set, the same configuration
+	// and keys (loaded from the shared store), a later clock.
+	other := NewKeySet(nil)
+	next, err := GenerateKey(rand.Reader, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Replace(next, f.keys.Active())
+	issuer, err := NewIssuer(IssuerConfig{Keys: other, Issuer: "sandkey-gateway", Audience: "sandkey",
+		TrustDomain: "sandkey.test", Lifetime: time.Minute, Now: func() time.Time { return t0.Add(time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := issuer.Resign(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Raw() != orig.Raw() {
+		t.Fatalf("re-signed token differs from the original:\n got %s\nwant %s", again.Raw(), orig.Raw())
+	}
+	if again.KID() != orig.KID() || again.Claims().Gen != 7 {
+		t.Errorf("re-signed token %v, kid %s; want the original's", again, again.KID())
+	}
+
+	stored.KID = "no-such-key"
+	if _, err := issuer.Resign(stored); !errors.Is(err, ErrUnknownSigner) {
+		t.Errorf("Resign with an unknown kid: %v, want ErrUnknownSigner", err)
+	}
+}

@@ -60,6 +60,10 @@ type KeySet struct {
 	mu     sync.RWMutex
 	active *SigningKey
 	verify map[string]ed25519.PublicKey // every key that verifies, the active one included
+	// signers are the keys whose private half the set holds: the active
+	// one, those it replaced, and those added with Replace; Resign signs
+	// with them.
+	signers map[string]*SigningKey
 }
 
 // ErrNoActiveKey is returned when a key set has nothing to sign with.
@@ -68,15 +72,41 @@ var ErrNoActiveKey = errors.New("key set has no active signing key")
 // NewKeySet returns a key set that signs with active and verifies with
 // active and every key in verifyOnly.
 func NewKeySet(active *SigningKey, verifyOnly ...ed25519.PublicKey) *KeySet {
-	ks := &KeySet{verify: make(map[string]ed25519.PublicKey)}
+	ks := &KeySet{verify: make(map[string]ed25519.PublicKey), signers: make(map[string]*SigningKey)}
 	for _, pub := range verifyOnly {
 		ks.verify[Thumbprint(pub)] = pub
 	}
 	if active != nil {
 		ks.active = active
 		ks.verify[active.KID] = active.Public
+		ks.signers[active.KID] = active
 	}
 	return ks
+}
+
+// Replace makes the set exactly active (which may be nil) and others, which
+// verify and whose private halves Resign may use, in one step: a replica
+// reloading the key set another replica changed.
+func (ks *KeySet) Replace(active *SigningKey, others ...*SigningKey) {
+	verify := make(map[string]ed25519.PublicKey, len(others)+1)
+	signers := make(map[string]*SigningKey, len(others)+1)
+	for _, k := range append(others, active) {
+		if k != nil {
+			verify[k.KID] = k.Public
+			signers[k.KID] = k
+		}
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	ks.active, ks.verify, ks.signers = active, verify, signers
+}
+
+// Signer returns the key kid with its private half, if the set holds it.
+func (ks *KeySet) Signer(kid string) (*SigningKey, bool) {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	k, ok := ks.signers[kid]
+	return k, ok
 }
 
 // Active returns the current signing key, or nil.
@@ -93,6 +123,7 @@ func (ks *KeySet) Rotate(next *SigningKey) {
 	defer ks.mu.Unlock()
 	ks.active = next
 	ks.verify[next.KID] = next.Public
+	ks.signers[next.KID] = next
 }
 
 // Publish adds a verify-only key: the next signing key, published before
@@ -111,6 +142,7 @@ func (ks *KeySet) Retire(kid string) error {
 		return fmt.Errorf("retire key %s: it is the active signing key; rotate first", kid)
 	}
 	delete(ks.verify, kid)
+	delete(ks.signers, kid)
 	return nil
 }
 

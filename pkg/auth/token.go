@@ -180,6 +180,55 @@ func (i *Issuer) Mint(sandboxID string, gen uint64) (*Token, error) {
 	return &Token{raw: raw, claims: claims, kid: key.KID}, nil
 }
 
+// StoredClaims are what the store keeps of a minted token: enough, with the
+// issuer's configuration, to sign it again byte for byte.
+type StoredClaims struct {
+	SandboxID string
+	Gen       uint64
+	JTI       string
+	KID       string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+}
+
+// ErrUnknownSigner: Resign was asked for a key whose private half the key
+// set does not hold (retired, or not loaded yet).
+var ErrUnknownSigner = errors.New("signing key not held")
+
+// Resign signs again the token that Mint made from these claims, with the
+// key that signed it: Ed25519 signatures are deterministic, so the result
+// is the same bytes as the original, provided the issuer, audience and
+// trust domain are the same. Replicas use it to hand out a generation
+// another replica minted without any token leaving that replica.
+func (i *Issuer) Resign(c StoredClaims) (*Token, error) {
+	if c.SandboxID == "" || c.Gen == 0 || c.JTI == "" {
+		return nil, fmt.Errorf("re-sign token: sandbox %q gen %d jti %q: sandbox, generation and jti are required",
+			c.SandboxID, c.Gen, c.JTI)
+	}
+	key, ok := i.cfg.Keys.Signer(c.KID)
+	if !ok {
+		return nil, fmt.Errorf("re-sign token for %s gen %d: key %s: %w", c.SandboxID, c.Gen, c.KID, ErrUnknownSigner)
+	}
+	claims := Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    i.cfg.Issuer,
+			Subject:   Subject(i.cfg.TrustDomain, c.SandboxID),
+			Audience:  jwt.ClaimStrings{i.cfg.Audience},
+			ExpiresAt: jwt.NewNumericDate(c.ExpiresAt),
+			NotBefore: jwt.NewNumericDate(c.IssuedAt),
+			IssuedAt:  jwt.NewNumericDate(c.IssuedAt),
+			ID:        c.JTI,
+		},
+		SandboxID: c.SandboxID,
+		Gen:       c.Gen,
+	}
+	raw, err := signCompact(key, claims)
+	if err != nil {
+		return nil, fmt.Errorf("re-sign token for %s gen %d: %w", c.SandboxID, c.Gen, err)
+	}
+	return &Token{raw: raw, claims: claims, kid: key.KID}, nil
+}
+
 // signCompact encodes and signs a compact JWS by hand. The header is fixed
 // per key and the claims have a fixed shape, so building them through
 // generic JSON maps on every mint would cost a third of the signature's

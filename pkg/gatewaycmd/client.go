@@ -65,6 +65,11 @@ func apiError(err error, addr string) error {
 		return err
 	}
 	msg := st.Message()
+	if admin.IsHolderError(st) {
+		// The gateway answered: the replica holding the session did not,
+		// or refused it; the message names that replica and its address.
+		return &remoteError{code: st.Code(), msg: msg}
+	}
 	switch st.Code() {
 	case codes.InvalidArgument:
 		return usageError{errors.New(msg)}

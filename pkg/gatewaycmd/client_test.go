@@ -5,8 +5,11 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/sandkey/sandkey/pkg/admin"
 )
 
 func TestAPIErrorPicksTheExitCodeAndSaysWhatToDo(t *testing.T) {
@@ -49,5 +52,26 @@ func TestAPIErrorPicksTheExitCodeAndSaysWhatToDo(t *testing.T) {
 	plain := errors.New("local failure")
 	if apiError(plain, addr) != plain || apiError(nil, addr) != nil {
 		t.Error("apiError changed an error that is not a gRPC status")
+	}
+}
+
+// An error about the replica holding the session comes from a gateway
+// that answered: the CLI must not send its user to another gateway, nor
+// to the token it sent, which that gateway accepted.
+func TestAPIErrorAboutTheSessionsHolderSaysSoAsIs(t *testing.T) {
+	for _, code := range []codes.Code{codes.Unavailable, codes.Unauthenticated} {
+		msg := `sandbox "web": its session is held by gateway replica r2, whose operator API at 10.0.0.2:7444 is unavailable: connection refused`
+		st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: admin.HolderErrorReason, Domain: admin.ErrorDomain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := apiError(st.Err(), "10.0.0.1:7444")
+		if got.Error() != msg {
+			t.Errorf("%s about the holder: %q, want the gateway's message as is: %q", code, got, msg)
+		}
+		var re *remoteError
+		if !errors.As(got, &re) || re.code != code {
+			t.Errorf("%s about the holder lost its code: %#v", code, got)
+		}
 	}
 }

@@ -44,6 +44,7 @@ type sandboxJSON struct {
 	WrittenGen   uint64            `json:"written_gen"`
 	DeliveredGen uint64            `json:"delivered_gen"`
 	Connected    bool              `json:"connected"`
+	ReplicaID    string            `json:"replica_id,omitempty"` // the gateway replica holding the session; absent when none does
 	RotateAt     *time.Time        `json:"rotate_at"`
 	CreatedAt    *time.Time        `json:"created_at"`
 	UpdatedAt    *time.Time        `json:"updated_at"`
@@ -55,7 +56,7 @@ func sandboxToJSON(sb *adminpb.Sandbox) sandboxJSON {
 		InstanceID: sb.GetInstanceId(), RunID: sb.GetRunId(), Image: sb.GetImage(),
 		Command: sb.GetCommand(), Env: sb.GetEnv(),
 		LatestGen: sb.GetLatestGen(), WrittenGen: sb.GetWrittenGen(), DeliveredGen: sb.GetDeliveredGen(),
-		Connected: sb.GetConnected(),
+		Connected: sb.GetConnected(), ReplicaID: sb.GetReplicaId(),
 		RotateAt:  utcTime(sb.GetRotateAt().AsTime(), sb.GetRotateAt() != nil),
 		CreatedAt: utcTime(sb.GetCreatedAt().AsTime(), sb.GetCreatedAt() != nil),
 		UpdatedAt: utcTime(sb.GetUpdatedAt().AsTime(), sb.GetUpdatedAt() != nil),
@@ -171,6 +172,9 @@ func printSandboxDetail(w io.Writer, format string, sb *adminpb.Sandbox, now tim
 		field("Rotates", "-")
 	}
 	field("Connected", yesNo(sb.GetConnected()))
+	if sb.GetReplicaId() != "" {
+		field("Replica", sb.GetReplicaId())
+	}
 	if sb.GetCreatedAt() != nil {
 		field("Created", fmt.Sprintf("%s (%s ago)", stamp(sb.GetCreatedAt().AsTime()), age(sb.GetCreatedAt().AsTime(), now, true)))
 	}

@@ -227,3 +227,23 @@ func TestShellJoinQuotesWhatAShellWouldSplit(t *testing.T) {
 		}
 	}
 }
+
+func TestSandboxOutputNamesTheReplicaHoldingTheSession(t *testing.T) {
+	sb := testSandboxes()[0]
+	sb.ReplicaId = "9f3c2a71d0e4b658"
+	var out bytes.Buffer
+	if err := printSandbox(&out, outputJSON, sb, testNow); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"connected": true,
+  "replica_id": "9f3c2a71d0e4b658",`) {
+		t.Errorf("json does not name the holding replica after connected:\n%s", out.String())
+	}
+	out.Reset()
+	if err := printSandboxDetail(&out, outputTable, sb, testNow); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "Connected:  yes\nReplica:    9f3c2a71d0e4b658\n") {
+		t.Errorf("detail does not name the holding replica:\n%s", out.String())
+	}
+}

@@ -45,6 +45,7 @@ type serveOptions struct {
 	adminCert         string
 	adminKey          string
 	adminTokenFile    string
+	peerCA            string
 	defaultDriver     string
 	drivers           driverOptions
 	store             string
@@ -92,6 +93,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.adminCert, "admin-tls-cert", "", "TLS certificate for --admin-tcp")
 	f.StringVar(&o.adminKey, "admin-tls-key", "", "TLS private key for --admin-tcp")
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires")
+	addPeerFlags(f, o)
 	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
 	addDriverFlags(f, &o.drivers)
 	f.StringVar(&o.tokenRoot, "token-root", "", "directory of the sandboxes' token directories; default <state-dir>/tokens, mounted as a tmpfs when the gateway may mount (else $XDG_RUNTIME_DIR/sandkey/..., else on disk with a warning)")
@@ -160,6 +162,11 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if _, err := enabledDrivers(&o.drivers); err != nil {
 		return err
 	}
+	adminOpts, closePeers, err := peerOptions(o)
+	if err != nil {
+		return err
+	}
+	defer closePeers() // after the operator API servers, deferred later, stop
 	// The state directory is made (0700), or refused when others may read
 	// it, and locked, before drivers put their own directories in it.
 	if err := gateway.CheckStateDir(g.stateDir); err != nil {
@@ -214,7 +221,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 
 	adminSrv := grpc.NewServer()
 	defer adminSrv.Stop()
-	admin.Register(adminSrv, gw, log.Named("admin"))
+	admin.Register(adminSrv, gw, log.Named("admin"), adminOpts...)
 	admin.RegisterReflection(adminSrv)
 	adminPath := filepath.Join(g.stateDir, AdminSocketName)
 	l, err := admin.ListenUnix(adminPath)
@@ -228,7 +235,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 			return usageError{err}
 		}
 		defer tcpSrv.Stop()
-		admin.Register(tcpSrv, gw, log.Named("admin"))
+		admin.Register(tcpSrv, gw, log.Named("admin"), adminOpts...)
 		serveGRPC(&wg, fail, tcpSrv, tl)
 	}
 	if o.httpAddr != "" {

@@ -33,6 +33,17 @@ type dialect interface {
 	lockMigrations(ctx context.Context, tx *txn) error
 	// lockKeySet serialises changes to the signing key set until commit.
 	lockKeySet(ctx context.Context, tx *txn) error
+	// lockReplicas serialises replica registrations until commit.
+	lockReplicas(ctx context.Context, tx *txn) error
+	// forShare is the suffix that makes a SELECT hold its rows against
+	// writers (not other readers) until commit.
+	forShare() string
+	// clockSQL is an SQL expression for the database's clock in Unix ns,
+	// "" where the store's Go clock (Options.Now) is the clock.
+	clockSQL() string
+	// notify sends each payload on channel when tx commits (no-op where
+	// there is no one else to hear).
+	notify(ctx context.Context, tx *txn, channel string, payloads []string) error
 	// integrityCheck reports damage the database itself cannot rule out.
 	integrityCheck(ctx context.Context, db *handle, thorough bool) error
 	isUniqueViolation(err error) bool

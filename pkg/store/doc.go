@@ -170,6 +170,25 @@
 // records whether it is encrypted. KeysInUse tells the gateway which keys
 // still have unexpired tokens, so retired ones leave the JWKS only then.
 //
+// # Replicas (schema version 6)
+//
+// Gateways sharing a Postgres store coordinate through it. A named lease
+// (AcquireLease, ReleaseLease) elects the leader: its expiry is in the
+// database's clock (clock_timestamp(); the Go clock on SQLite), and its
+// epoch grows each time it changes hands. WithFence marks a context so
+// that every write transaction run with it first checks, inside the
+// transaction and holding the lease row (FOR SHARE), that the holder still
+// holds the lease at its epoch: a deposed leader's write fails with
+// ErrFenced and commits nothing, and a takeover waits for a fenced write
+// in flight to commit. RegisterReplica, HeartbeatReplica and LiveReplicas
+// keep the registry of gateways, refusing mixed single and replica modes
+// and replicas whose ClusterSettings differ (ErrReplicaConflict);
+// SetSessionHolders and SessionHolder say which live replica holds a
+// sandbox's session. NextGenerations NOTIFYs ChannelGenerations and the key
+// writes ChannelKeys in their transactions; Listen hears them on a
+// dedicated connection, reconnecting with backoff and calling Resync after
+// every (re)connect.
+//
 // # Portability
 //
 // Everything specific to SQLite is in sqlite.go, file.go and
@@ -177,7 +196,7 @@
 // migrations/postgres/: connection strings, the checks at open, row locks,
 // migration locking and error classification, behind the dialect interface
 // (dialect.go). The queries elsewhere use only standard SQL (no RETURNING,
-// no UPSERT, no database functions) with "?" placeholders, which the
+// no database functions; INSERT ... ON CONFLICT, which both speak) with "?" placeholders, which the
 // Postgres dialect rebinds to $1, $2...; times are BIGINT Unix nanoseconds
 // and booleans INTEGER 0/1 on both, and Postgres' text keys sort bytewise
 // (COLLATE "C") as SQLite's do.

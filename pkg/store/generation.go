@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -143,7 +144,12 @@ func (s *Store) NextGenerations(ctx context.Context, ids []string, mint MintFunc
 				return err
 			}
 		}
-		return nil
+		// Other replicas hear of each generation when it commits.
+		payloads := make([]string, len(out))
+		for i, g := range out {
+			payloads[i] = g.SandboxID + " " + strconv.FormatUint(g.Gen, 10)
+		}
+		return tx.d.notify(quiet, tx, ChannelGenerations, payloads)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("next generations of %d sandboxes: %w", len(ids), err)

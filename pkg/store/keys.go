@@ -139,12 +139,16 @@ func (s *Store) InsertKey(ctx context.Context, k SigningKey) error {
 		if s.dialect.isUniqueViolation(err) {
 			return fmt.Errorf("%w: kid already exists", ErrInvalid)
 		}
-		if err != nil || k.State != KeyNext {
+		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, "INSERT INTO key_activations (kid, activate_at) VALUES (?, ?)",
-			k.KID, dbTime(k.ActivateAt))
-		return err
+		if k.State == KeyNext {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO key_activations (kid, activate_at) VALUES (?, ?)",
+				k.KID, dbTime(k.ActivateAt)); err != nil {
+				return err
+			}
+		}
+		return tx.d.notify(ctx, tx, ChannelKeys, []string{k.KID})
 	})
 	if err != nil {
 		return fmt.Errorf("insert signing key %s: %w", k.KID, err)
@@ -296,8 +300,10 @@ func (s *Store) ActivateKey(ctx context.Context, kid string) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM key_activations WHERE kid = ?", kid); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, "UPDATE signing_keys SET state = ? WHERE kid = ?", KeyActive, kid)
-		return err
+		if _, err = tx.ExecContext(ctx, "UPDATE signing_keys SET state = ? WHERE kid = ?", KeyActive, kid); err != nil {
+			return err
+		}
+		return tx.d.notify(ctx, tx, ChannelKeys, []string{kid})
 	})
 	if err != nil {
 		return fmt.Errorf("activate signing key %s: %w", kid, err)
@@ -334,7 +340,10 @@ func (s *Store) RetireKey(ctx context.Context, kid string) error {
 		_, err = tx.ExecContext(ctx,
 			"UPDATE signing_keys SET state = ?, retired_at = ? WHERE kid = ?",
 			KeyRetired, dbTime(s.now()), kid)
-		return err
+		if err != nil {
+			return err
+		}
+		return tx.d.notify(ctx, tx, ChannelKeys, []string{kid})
 	})
 	if err != nil {
 		return fmt.Errorf("retire signing key %s: %w", kid, err)

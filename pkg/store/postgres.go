@@ -19,6 +19,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"go.uber.org/zap"
+
+	"github.com/sandkey/sandkey/pkg/randid"
 )
 
 // postgresSchemes are the URL schemes that make a store location a
@@ -68,6 +70,7 @@ const (
 const (
 	advisoryMigrations int64 = applicationID
 	advisoryKeySet     int64 = applicationID + 1
+	advisoryReplicas   int64 = applicationID + 2
 )
 
 //go:embed migrations/postgres/*.sql
@@ -111,6 +114,36 @@ func (postgresDialect) lockMigrations(ctx context.Context, tx *txn) error {
 func (postgresDialect) lockKeySet(ctx context.Context, tx *txn) error {
 	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", advisoryKeySet)
 	return err
+}
+
+// lockReplicas takes a transaction-scoped advisory lock, so two gateways
+// registering at once see each other.
+func (postgresDialect) lockReplicas(ctx context.Context, tx *txn) error {
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?)", advisoryReplicas)
+	return err
+}
+
+// forShare: the row stays readable by others but no writer may change it
+// until commit.
+func (postgresDialect) forShare() string { return " FOR SHARE" }
+
+// clockSQL is the server's clock, read afresh at each evaluation: replicas
+// on several hosts compare lease and liveness times against one clock.
+func (postgresDialect) clockSQL() string {
+	return "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
+}
+
+// notify queues one notification per payload, delivered to listeners at
+// commit (and dropped at rollback), in one statement.
+func (postgresDialect) notify(ctx context.Context, tx *txn, channel string, payloads []string) error {
+	if len(payloads) == 0 {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, "SELECT pg_notify(?, p) FROM unnest(?::text[]) AS p", channel, payloads)
+	if err != nil {
+		return fmt.Errorf("notify %s: %w", channel, err)
+	}
+	return nil
 }
 
 // integrityCheck looks for rows whose references dangle. Postgres enforces
@@ -238,7 +271,8 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (*Store, error)
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	return &Store{location: loc, dialect: postgresDialect{}, writer: h, reader: h,
-		sealer: seal, now: opts.Now, log: log}, nil
+		sealer: seal, now: opts.Now, log: log, pgConfig: cfg.Copy(),
+		listenName: "sandkey-listen-" + randid.New(6)}, nil
 }
 
 // connectError says why the first connection failed, and what to do.

@@ -113,6 +113,18 @@ func (sqliteDialect) lockMigrations(context.Context, *txn) error { return nil }
 // lockKeySet: BEGIN IMMEDIATE holds the whole database.
 func (sqliteDialect) lockKeySet(context.Context, *txn) error { return nil }
 
+// lockReplicas: BEGIN IMMEDIATE holds the whole database.
+func (sqliteDialect) lockReplicas(context.Context, *txn) error { return nil }
+
+// forShare: BEGIN IMMEDIATE already holds the database's write lock.
+func (sqliteDialect) forShare() string { return "" }
+
+// clockSQL: one gateway, one clock: the store's Options.Now.
+func (sqliteDialect) clockSQL() string { return "" }
+
+// notify: an SQLite store has one gateway, which hears nothing from others.
+func (sqliteDialect) notify(context.Context, *txn, string, []string) error { return nil }
+
 func (sqliteDialect) integrityCheck(ctx context.Context, db *handle, thorough bool) error {
 	return integrityCheck(ctx, db.db, thorough)
 }

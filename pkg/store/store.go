@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -52,6 +53,10 @@ type Store struct {
 	sealer   *sealer // nil: keys stored in the clear
 	now      func() time.Time
 	log      *zap.Logger
+	// pgConfig (Postgres only) opens Listen's dedicated connection.
+	pgConfig *pgx.ConnConfig
+	// listenName is the application_name of Listen's connection.
+	listenName string
 }
 
 // Open opens the store at location, checks it and brings its schema up to
@@ -262,7 +267,11 @@ func (s *Store) writeTxOnce(ctx context.Context, fn func(tx *txn) error) (commit
 	if err != nil {
 		return false, fmt.Errorf("begin write: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	err = checkFence(ctx, tx, s)
+	if err == nil {
+		err = fn(tx)
+	}
+	if err != nil {
 		if rbErr := tx.tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
 			return false, errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 		}

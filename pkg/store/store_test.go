@@ -496,6 +496,7 @@ func TestSchema1StoreWithGenerationsMigratesToTheFloor(t *testing.T) {
 		rawExec(t, path, "ALTER TABLE sandboxes DROP COLUMN gen_floor")
 		rawExec(t, path, "ALTER TABLE generations ADD COLUMN token TEXT")
 		rawExec(t, path, "CREATE INDEX generations_with_token ON generations (sandbox_id, gen) WHERE token IS NOT NULL")
+		undoReplicasMigration(t, path)
 		rawExec(t, path, "DELETE FROM schema_migrations WHERE version > 1")
 
 		s = openAt(t, path, Options{})

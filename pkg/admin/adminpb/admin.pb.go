@@ -59,7 +59,11 @@ type Sandbox struct {
 	Command   []string          `protobuf:"bytes,14,rep,name=command,proto3" json:"command,omitempty"`
 	Env       map[string]string `protobuf:"bytes,15,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// run_id is the backend's name of the current run (kubernetes: the pod's UID).
-	RunId         string `protobuf:"bytes,16,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	RunId string `protobuf:"bytes,16,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// replica_id is the id of the gateway replica holding the sandbox's
+	// session (the answering gateway's own id when it holds it); empty when
+	// no replica holds one.
+	ReplicaId     string `protobuf:"bytes,17,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -202,6 +206,13 @@ func (x *Sandbox) GetEnv() map[string]string {
 func (x *Sandbox) GetRunId() string {
 	if x != nil {
 		return x.RunId
+	}
+	return ""
+}
+
+func (x *Sandbox) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
 	}
 	return ""
 }
@@ -1566,7 +1577,7 @@ var File_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14admin/v1/admin.proto\x12\x10sandkey.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x04\n" +
+	"\x14admin/v1/admin.proto\x12\x10sandkey.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x05\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1589,7 +1600,9 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x05image\x18\r \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x0e \x03(\tR\acommand\x124\n" +
 	"\x03env\x18\x0f \x03(\v2\".sandkey.admin.v1.Sandbox.EnvEntryR\x03env\x12\x15\n" +
-	"\x06run_id\x18\x10 \x01(\tR\x05runId\x1a6\n" +
+	"\x06run_id\x18\x10 \x01(\tR\x05runId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x11 \x01(\tR\treplicaId\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x02\n" +
