@@ -14,12 +14,6 @@ import (
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 )
 
-// forwardedByKey is the metadata a replica puts on a call it forwards
-// (admin.ForwardedByKey): a call carrying it is answered where it
-// arrives. The fan-out probe sets it to mint on a replica that does not
-// hold the session, which an operator's call would never do.
-const forwardedByKey = "sandkey-forwarded-by"
-
 // fanoutRotations is how many rotations the fan-out figure samples.
 const fanoutRotations = 50
 
@@ -124,7 +118,8 @@ func (rs *replicaSet) mintElsewhere(ctx context.Context, r *replica, name string
 		return 0, err
 	}
 	defer closer.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, forwardedByKey, "replicas-test-fanout-probe")
+	// A call that says it was forwarded is answered where it lands.
+	ctx = metadata.AppendToOutgoingContext(ctx, admin.ForwardedByKey, "replicas-test-fanout-probe")
 	resp, err := client.RotateSandbox(ctx, &adminpb.RotateSandboxRequest{Sandbox: name})
 	if err != nil {
 		return 0, err
