@@ -194,3 +194,33 @@ func connectedColumn(table string) []string {
 	}
 	return out
 }
+
+// BenchmarkReplicasFanOut is the fan-out figure as a benchmark: one
+// generation minted on a replica that does not hold the session, until
+// the supervisor another replica holds has acknowledged it.
+func BenchmarkReplicasFanOut(b *testing.B) {
+	rs := newReplicaSet(b)
+	names, ids := rs.createSpread(1)
+	held := rs.awaitHeld(ids)
+	minter := rs.replicas[(held[ids[names[0]]].n+1)%replicaCount]
+	ctx := context.Background()
+	for b.Loop() {
+		gen, err := rs.mintElsewhere(ctx, minter, names[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			d, err := rs.deliveredGen(ids[names[0]])
+			if err != nil {
+				b.Fatal(err)
+			}
+			if d >= gen {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("gen %d not acknowledged within 30 s", gen)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
