@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // Defaults of the gateway core; cmd/gateway documents them as flag defaults.
@@ -33,6 +34,12 @@ const (
 	// the JWKS (honouring max-age, or refetching after a cool-down of
 	// their own) have it before the first token it signs.
 	DefaultKeyPublishDelay = 5 * DefaultJWKSMaxAge
+	// DefaultLeaderLease is the leader lease: a leader that dies is
+	// replaced at most this long after its last renewal.
+	DefaultLeaderLease = 15 * time.Second
+	// MinLeaderLease is the shortest leader lease accepted: it is renewed
+	// every third of it, and a renewal is one store round trip.
+	MinLeaderLease = 3 * time.Second
 )
 
 // Config configures a Gateway. Zero values take the defaults above.
@@ -67,6 +74,15 @@ type Config struct {
 	// KeyPublishDelay is how long `keys rotate` publishes the next key
 	// before it signs; at least JWKSMaxAge.
 	KeyPublishDelay time.Duration
+
+	// ReplicaAdvertise, when set, runs the gateway as one of several
+	// replicas sharing a Postgres Store: host:port where the other
+	// replicas reach its operator API. Empty: a single gateway.
+	ReplicaAdvertise string
+	// LeaderLease is the lease of the leader, which alone sweeps, prunes
+	// and activates keys; renewed every third of it. DefaultLeaderLease
+	// when zero, at least MinLeaderLease.
+	LeaderLease time.Duration
 
 	// SessionTLS secures the shared session listener (ServeShared); nil
 	// leaves it plaintext, which ServeShared accepts on loopback only.
@@ -120,6 +136,9 @@ func (c *Config) setDefaults() {
 	if c.KeyPublishDelay == 0 {
 		c.KeyPublishDelay = DefaultKeyPublishDelay
 	}
+	if c.LeaderLease == 0 {
+		c.LeaderLease = DefaultLeaderLease
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -168,6 +187,12 @@ func (c *Config) validateSettings() error {
 	}
 	if c.JWKSMaxAge < time.Second {
 		errs = append(errs, fmt.Errorf("JWKS max-age %s: must be at least 1s", c.JWKSMaxAge))
+	}
+	if c.LeaderLease < MinLeaderLease {
+		errs = append(errs, fmt.Errorf("leader lease %s: must be at least %s (it is renewed every third of it)", c.LeaderLease, MinLeaderLease))
+	}
+	if c.ReplicaAdvertise != "" && !store.IsPostgresDSN(c.Store) {
+		errs = append(errs, fmt.Errorf("replica mode (advertised at %s) needs a Postgres store (postgres://...) that every replica shares; the store is %q", c.ReplicaAdvertise, c.Store))
 	}
 	if c.KeyPublishDelay < c.JWKSMaxAge {
 		errs = append(errs, fmt.Errorf("key publish delay %s: must be at least the JWKS max-age %s, or verifiers that cache the JWKS refuse the new key's tokens; activate at once with `keys rotate --now` instead", c.KeyPublishDelay, c.JWKSMaxAge))

@@ -31,6 +31,10 @@ var (
 	// ErrStoreLocation: the store's location (--store) does not parse,
 	// answer or let the gateway in.
 	ErrStoreLocation = errors.New("store location unusable")
+	// ErrReplicaConflict: the store shows another live gateway this one may
+	// not run beside (single and replica modes mixed, or replicas whose
+	// issuer, audience, trust domain or token lifetime differ).
+	ErrReplicaConflict = errors.New("conflicts with another live gateway on the store")
 )
 
 // storeKinds maps the store's errors to the gateway's.
@@ -45,6 +49,7 @@ var storeKinds = []struct{ from, to error }{
 	{store.ErrWrongKeyFile, ErrWrongKeyFile},
 	{store.ErrInvalidDSN, ErrStoreLocation},
 	{store.ErrConnect, ErrStoreLocation},
+	{store.ErrReplicaConflict, ErrReplicaConflict},
 }
 
 // kindError is an error of the store that also reads as the gateway's

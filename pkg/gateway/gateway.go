@@ -72,6 +72,18 @@ type Gateway struct {
 	anyNoDir bool
 	// replicaID names this process among the gateways sharing the store.
 	replicaID string
+
+	// The leader lease (replica.go): the current term, nil when not
+	// leader; leaderPoke asks runLeader to try the lease at once.
+	leaderMu   sync.Mutex
+	term       *leaderTerm
+	leaderPoke chan struct{}
+	// fan and holders run in replica mode only (nil otherwise).
+	fan     *fanout
+	holders *holders
+	// abandonOnStop makes Serve and Close leave the leader lease and the
+	// replica registration to expire, as a killed process does (tests).
+	abandonOnStop bool
 }
 
 // Open opens the store (cfg.Store, or the file under cfg.StateDir), loads (or creates) the signing
@@ -89,7 +101,11 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, latest: make(map[string]*auth.Token),
 		ready:    newReadiness(adminpb.Admin_ServiceDesc.ServiceName, sessionpb.SupervisorSession_ServiceDesc.ServiceName),
-		anyNoDir: hasNoDirDriver(cfg.Drivers), replicaID: randid.New(replicaIDBytes)}
+		anyNoDir: hasNoDirDriver(cfg.Drivers), replicaID: randid.New(replicaIDBytes),
+		leaderPoke: make(chan struct{}, 1)}
+	if g.ReplicaMode() {
+		g.fan, g.holders = newFanout(g), newHolders(g)
+	}
 	tokens, err := InspectTokenRoot(cfg.TokenRoot)
 	if err != nil {
 		return nil, err
@@ -109,9 +125,21 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.store = st
+	if err := g.register(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := g.loadKeys(ctx); err != nil {
 		st.Close()
 		return nil, err
+	}
+	// A replica re-signs generations other replicas minted, with whichever
+	// key signed them: it holds the private half of every unretired key.
+	if g.ReplicaMode() {
+		if err := g.reloadKeys(ctx); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	g.issuer, err = auth.NewIssuer(auth.IssuerConfig{Keys: g.keys, Issuer: cfg.Issuer, Audience: cfg.Audience,
 		TrustDomain: cfg.TrustDomain, Lifetime: cfg.Lifetime, Now: cfg.Now})
@@ -130,6 +158,8 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		Registerer:        cfg.Registerer,
 		OnExit:            g.onExit,
 		Exchanger:         g,
+		OnRegister:        g.sessionChanged,
+		OnUnregister:      g.sessionChanged,
 	})
 	var shared credentials.TransportCredentials
 	if cfg.SessionTLS != nil {
@@ -139,9 +169,13 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.sessions.Register(g.grpc)
 	healthpb.RegisterHealthServer(g.grpc, g.ready.health)
 	g.sockets = session.NewListeners(g.grpc, cfg.Logger.Named("listeners"))
-	if err := g.reconcile(ctx); err != nil {
-		g.Close()
-		return nil, fmt.Errorf("reconcile sandboxes at start: %w", err)
+	// A replica reconciles when it gains the leader lease (Serve); a
+	// single gateway before it serves anything.
+	if !g.ReplicaMode() {
+		if err := g.reconcile(ctx); err != nil {
+			g.Close()
+			return nil, fmt.Errorf("reconcile sandboxes at start: %w", err)
+		}
 	}
 	if err := g.checkInotify(ctx); err != nil {
 		g.Close()
@@ -170,15 +204,37 @@ func (g *Gateway) checkInotify(ctx context.Context) error {
 	return nil
 }
 
-// Serve runs the rotation sweep until ctx ends. Sessions are served from
-// the end of Open, once reconciliation has re-minted what needed it.
+// Serve runs the leader loop (the rotation sweep while this gateway holds
+// the leader lease) until ctx ends, and in replica mode the fan-out of
+// other replicas' generations and the record of the sessions held here
+// (replica.go). Sessions are served from the end of Open, once
+// reconciliation has re-minted what needed it.
 func (g *Gateway) Serve(ctx context.Context) error {
 	g.ready.setServing(true)
 	defer g.ready.setServing(false)
 	g.log.Info("gateway serving", zap.String("state_dir", g.cfg.StateDir),
-		zap.Duration("token_lifetime", g.cfg.Lifetime))
-	g.runSweep(ctx)
+		zap.Duration("token_lifetime", g.cfg.Lifetime), zap.String("replica", g.replicaID),
+		zap.Bool("replica_mode", g.ReplicaMode()))
+	var wg sync.WaitGroup
+	if g.ReplicaMode() {
+		wg.Go(func() { g.fan.run(ctx) })
+		wg.Go(func() { g.holders.run(ctx) })
+		wg.Go(func() {
+			if err := g.store.Listen(ctx, g.fan); err != nil {
+				g.log.Error("store listener", zap.Error(err))
+			}
+		})
+	}
+	g.runLeader(ctx)
+	wg.Wait()
 	return nil
+}
+
+// sessionChanged is the session server's OnRegister and OnUnregister.
+func (g *Gateway) sessionChanged(sandboxID string) {
+	if g.holders != nil {
+		g.holders.changed(sandboxID)
+	}
 }
 
 // TokenRoot reports where the token directories live and whether they are
@@ -215,6 +271,13 @@ func (g *Gateway) Close() error {
 		g.grpc.Stop()
 	}
 	if g.store != nil {
+		if g.registered() && !g.abandonOnStop {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := g.store.RemoveReplica(ctx, g.replicaID); err != nil {
+				g.log.Warn("remove this gateway from the replica registry: its row lapses by itself", zap.Error(err))
+			}
+			cancel()
+		}
 		return g.store.Close()
 	}
 	return nil

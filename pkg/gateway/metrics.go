@@ -33,7 +33,23 @@ type metrics struct {
 	pruned        prometheus.Counter
 	floorRaised   *prometheus.CounterVec
 	sweepFailures prometheus.Counter
+
+	// Replicas (replica.go).
+	leader        prometheus.Gauge
+	leaderEpoch   prometheus.Gauge
+	leaderChanges prometheus.Counter
+	fanout        *prometheus.CounterVec
+	fanoutSeconds prometheus.Histogram
+	storeUp       prometheus.Gauge
 }
+
+// Results of fanning a generation out to a local session
+// (sandkey_fanout_total).
+const (
+	fanoutPushed  = "pushed"  // re-signed and pushed to the local session
+	fanoutCurrent = "current" // the session already had it (minted here)
+	fanoutFailed  = "failed"  // the store or the re-signing failed
+)
 
 // newMetrics registers the gateway's metrics on reg (none when nil).
 func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
@@ -65,6 +81,28 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		sweepFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sandkey_sweep_failures_total", Help: "Rotation sweeps that failed (tokens due were not rotated).",
 		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sandkey_leader", Help: "1 while this gateway holds the leader lease (sweeps, prunes, activates keys), else 0.",
+		}),
+		leaderEpoch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sandkey_leader_epoch", Help: "Epoch of the leader lease this gateway last held.",
+		}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sandkey_leader_changes_total", Help: "Times this gateway gained or lost the leader lease.",
+		}),
+		fanout: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sandkey_fanout_total", Help: "Generations heard from the store for sessions held here, by result (pushed, current, failed).",
+		}, []string{"result"}),
+		fanoutSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sandkey_fanout_seconds", Help: "From hearing a generation another replica committed to pushing it to the session held here.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sandkey_store_up", Help: "1 while the store answers the gateway's heartbeats, else 0.",
+		}),
+	}
+	for _, result := range []string{fanoutPushed, fanoutCurrent, fanoutFailed} {
+		m.fanout.WithLabelValues(result)
 	}
 	for _, reason := range rejectionReasons() {
 		m.rejected.WithLabelValues(reason)
@@ -111,6 +149,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		return 0
 	})
 	reg.MustRegister(memory, m.minted, m.rejected, m.rotationLag, m.mintDuration, m.writeFailures, m.pruned, m.sweepFailures, m.floorRaised,
-		pending, expired, ready)
+		pending, expired, ready,
+		m.leader, m.leaderEpoch, m.leaderChanges, m.fanout, m.fanoutSeconds, m.storeUp)
 	return m
 }

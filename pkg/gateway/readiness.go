@@ -16,6 +16,7 @@ type readiness struct {
 	mu       sync.Mutex
 	serving  bool
 	mintErr  error
+	storeErr error    // the last store heartbeat's failure
 	services []string // gRPC service names whose health follows readiness
 	health   *health.Server
 }
@@ -39,6 +40,8 @@ func (r *readiness) stateLocked() (bool, string) {
 		return false, "reconciling sandboxes"
 	case r.mintErr != nil:
 		return false, fmt.Sprintf("cannot mint tokens: %v", r.mintErr)
+	case r.storeErr != nil:
+		return false, fmt.Sprintf("store: %v", r.storeErr)
 	}
 	return true, ""
 }
@@ -56,6 +59,19 @@ func (r *readiness) sweepDone(err error) bool {
 	r.mu.Lock()
 	changed := (err == nil) != (r.mintErr == nil)
 	r.mintErr = err
+	r.mu.Unlock()
+	if changed {
+		r.publish()
+	}
+	return changed
+}
+
+// storeDone records a store heartbeat's outcome: nil clears a previous
+// failure. It reports whether readiness changed.
+func (r *readiness) storeDone(err error) bool {
+	r.mu.Lock()
+	changed := (err == nil) != (r.storeErr == nil)
+	r.storeErr = err
 	r.mu.Unlock()
 	if changed {
 		r.publish()

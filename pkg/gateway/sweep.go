@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // runSweep rotates due tokens every SweepInterval until ctx ends.
@@ -16,6 +18,10 @@ func (g *Gateway) runSweep(ctx context.Context) {
 	for {
 		n, err := g.Sweep(ctx)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, store.ErrFenced) {
+			g.fenced(err) // no longer leader: nothing to report as a failure
 			return
 		}
 		g.sweepDone(n, err)

@@ -53,6 +53,11 @@ type ServerConfig struct {
 	OnExit func(ExitReport)
 	// Exchanger serves ExchangeServiceAccountToken; nil refuses it.
 	Exchanger Exchanger
+	// OnRegister and OnUnregister, when set, are called with the sandbox
+	// id after a session of it is registered, and after the registered
+	// session of it ends (not a replaced one), outside the server's lock.
+	// Gateway replicas record there who holds each session.
+	OnRegister, OnUnregister func(sandboxID string)
 }
 
 // ExitReport is a workload's end, as reported by its supervisor.
@@ -143,6 +148,18 @@ func (s *Server) Sessions() int {
 	return len(s.sessions)
 }
 
+// SandboxIDs lists the sandboxes that have a session, in no particular
+// order.
+func (s *Server) SandboxIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.sessions))
+	for id := range s.sessions {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // Disconnect ends sandboxID's session, if any; the supervisor will
 // reconnect.
 func (s *Server) Disconnect(sandboxID string) {
@@ -207,6 +224,9 @@ func (s *Server) register(sess *gwSession) bool {
 	s.metrics.sessions.Set(float64(len(s.sessions)))
 	s.mu.Unlock()
 	s.metrics.accepted.Inc()
+	if s.cfg.OnRegister != nil {
+		s.cfg.OnRegister(sess.sandboxID)
+	}
 	if old != nil {
 		old.end(sessionpb.RejectCode_REJECT_CODE_SESSION_REPLACED,
 			fmt.Sprintf("session %s of sandbox %s replaced this one", sess.id, sess.sandboxID))
@@ -218,12 +238,16 @@ func (s *Server) register(sess *gwSession) bool {
 // removes the session that replaced it.
 func (s *Server) unregister(sess *gwSession) {
 	s.mu.Lock()
-	if s.sessions[sess.sandboxID] == sess {
+	removed := s.sessions[sess.sandboxID] == sess
+	if removed {
 		delete(s.sessions, sess.sandboxID)
 	}
 	s.metrics.sessions.Set(float64(len(s.sessions)))
 	s.mu.Unlock()
 	close(sess.done)
+	if removed && s.cfg.OnUnregister != nil {
+		s.cfg.OnUnregister(sess.sandboxID)
+	}
 }
 
 // credential is what the caller of an RPC proved.
