@@ -171,7 +171,7 @@ func (rs *replicaSet) measureFanOut(t *testing.T, names []string, ids map[string
 		sum, err1 := r.metric("sandkey_fanout_seconds_sum", "")
 		n, err2 := r.metric("sandkey_fanout_seconds_count", "")
 		if err1 == nil && err2 == nil && n > 0 {
-			t.Logf("replica %d: sandkey_fanout_seconds (commit -> push) mean %s over %v pushes", r.n,
+			t.Logf("replica %d: sandkey_fanout_seconds (NOTIFY heard -> pushed) mean %s over %v pushes", r.n,
 				time.Duration(sum/n*float64(time.Second)).Round(time.Microsecond), n)
 		}
 	}
