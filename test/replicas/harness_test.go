@@ -291,6 +291,18 @@ func (r *replica) metric(name, labels string) (float64, error) {
 	return kubeenv.Metric(r.httpAddr, name, labels)
 }
 
+// infoTail is the last n lines of the replica's log above debug.
+func (r *replica) infoTail(n int) string {
+	data, _ := os.ReadFile(r.logPath)
+	var keep []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if !strings.Contains(l, `"level":"debug"`) {
+			keep = append(keep, l)
+		}
+	}
+	return kubeenv.Tail([]byte(strings.Join(keep, "\n")), n)
+}
+
 func (r *replica) logTail(n int) string {
 	data, _ := os.ReadFile(r.logPath)
 	return kubeenv.Tail(data, n)
@@ -602,7 +614,11 @@ func (r *replica) projectedToken(name string) string {
 // dumpLogs shows every replica's log and every pod's, after a failure.
 func (rs *replicaSet) dumpLogs() {
 	for _, r := range rs.replicas {
-		rs.t.Logf("replica %d (%s) log:\n%s", r.n, r.adminAddr, r.logTail(60))
+		keep := filepath.Join(os.TempDir(), fmt.Sprintf("sandkey-replicas-%s-r%d.log", strings.ReplaceAll(rs.t.Name(), "/", "_"), r.n))
+		if data, err := os.ReadFile(r.logPath); err == nil && os.WriteFile(keep, data, 0o600) == nil {
+			rs.t.Logf("replica %d's whole log kept at %s", r.n, keep)
+		}
+		rs.t.Logf("replica %d (%s) log, info and above:\n%s", r.n, r.adminAddr, r.infoTail(60))
 	}
 	ctx := context.Background()
 	list, err := rs.c.Client().CoreV1().Pods(rs.ns).List(ctx, metav1.ListOptions{})

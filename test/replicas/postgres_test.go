@@ -130,13 +130,21 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	}
 	t.Logf("Postgres down %s", upAt.Sub(downAt).Round(time.Millisecond))
 	readyAgain := map[int]time.Duration{}
+	stillNot := map[int]string{}
 	rs.eventually("every replica ready again", bound/3, func() bool {
 		for _, r := range rs.replicas {
 			if _, seen := readyAgain[r.n]; !seen {
-				if ok, _ := r.ready(); ok {
+				ok, why := r.ready()
+				if ok {
 					readyAgain[r.n] = time.Since(upAt)
+					delete(stillNot, r.n)
+				} else {
+					stillNot[r.n] = why
 				}
 			}
+		}
+		if len(readyAgain) < len(rs.replicas) && time.Since(upAt) > bound/3-time.Second {
+			t.Logf("still not ready %s after Postgres came back: %v", time.Since(upAt).Round(time.Millisecond), stillNot)
 		}
 		return len(readyAgain) == len(rs.replicas)
 	})
