@@ -119,9 +119,14 @@ func (s *Server) peerFor(ctx context.Context, op, ref string) (*peerCall, error)
 	if err != nil || h.Local {
 		return nil, err
 	}
-	if s.peers == nil || h.AdminAddr == "" {
+	switch {
+	case h.AdminAddr == "":
 		return nil, holderError(codes.Unavailable, h,
-			"%s sandbox %q: its session is held by gateway replica %s (operator API %q), which this gateway cannot call: it serves no --admin-tcp with a token and certificate",
+			"%s sandbox %q: its session is held by gateway replica %s, which advertises no operator API address to forward to (--replica-advertise)",
+			op, ref, h.ReplicaID)
+	case s.peers == nil:
+		return nil, holderError(codes.Unavailable, h,
+			"%s sandbox %q: its session is held by gateway replica %s at %s, which this gateway cannot call: it serves no --admin-tcp with a certificate and token",
 			op, ref, h.ReplicaID, h.AdminAddr)
 	}
 	client, release, err := s.peers.acquire(h.AdminAddr)

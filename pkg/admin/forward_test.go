@@ -495,3 +495,36 @@ func TestForwardingTrustsPeersSignedByThePeerCA(t *testing.T) {
 		t.Fatalf("exec at a peer the --peer-ca signed: stdout %q, exit %v, err %v", res.stdout, res.exit, res.err)
 	}
 }
+
+func TestForwardingWithoutAWayToTheHolderIsUnavailableSayingWhy(t *testing.T) {
+	tests := []struct {
+		name  string
+		addr  string
+		peers bool
+		want  string
+	}{
+		{"holder advertises no address", "", true, "advertises no operator API address"},
+		{"this gateway has no peers", "127.0.0.1:7444", false, "serves no --admin-tcp"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newReplica(t, writeTLSFiles(t))
+			opts := []Option{WithHolders(elsewhere("replica-a", "replica-b", tt.addr))}
+			if tt.peers {
+				peers, err := NewPeers(PeerConfig{TokenFile: a.files.token, PinFile: a.files.cert})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { peers.Close() })
+				opts = append(opts, WithPeers(peers))
+			}
+			Register(a.srv, a.gw, zaptest.NewLogger(t), opts...)
+			serve(t, a.srv, a.l)
+			a.create(t, "web", false)
+			err := rotateErr(a.client(t))
+			if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "replica-b") {
+				t.Fatalf("rotate: %v, want Unavailable naming replica-b and saying %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -40,7 +40,14 @@
 //     its first token.
 //  9. The gateway is ready (Ready, /readyz, grpc.health.v1) once
 //     reconciled, and not while it cannot mint: from a failed sweep to the
-//     next that succeeds (readiness.go).
+//     next that succeeds (readiness.go), nor while the store fails its
+//     heartbeat (Postgres).
+//  10. Replicas sharing a Postgres store (Config.ReplicaAdvertise;
+//     replica.go): one leader at a time reconciles, sweeps, prunes and
+//     activates keys, each write fenced by its lease's epoch, so a deposed
+//     leader commits nothing; a generation any replica mints reaches the
+//     replica holding its session through store.Listen and is signed
+//     there again, byte for byte, from its stored claims.
 //
 // The gateway never imports a concrete driver: pkg/gatewaycmd registers
 // them. Nor does anything above it import pkg/store: the gateway has its

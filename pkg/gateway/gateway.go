@@ -78,6 +78,8 @@ type Gateway struct {
 	leaderMu   sync.Mutex
 	term       *leaderTerm
 	leaderPoke chan struct{}
+	// solo: on SQLite, Serve leads without a lease.
+	solo atomic.Bool
 	// fan and holders run in replica mode only (nil otherwise).
 	fan     *fanout
 	holders *holders

@@ -11,20 +11,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/goleak"
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+	testmain.Run(m, func() error {
 		removeBenchTemplates()
-		os.Exit(code)
-	}))
+		return postgres.Stop()
+	})
 }
 
 const lifetime = time.Minute

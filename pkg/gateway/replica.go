@@ -83,8 +83,11 @@ func (g *Gateway) ReplicaID() string { return g.replicaID }
 func (g *Gateway) ReplicaMode() bool { return g.cfg.ReplicaAdvertise != "" }
 
 // Leader reports whether this gateway holds the leader lease now, and its
-// epoch.
+// epoch. A gateway on SQLite leads, at epoch 0, while Serve runs.
 func (g *Gateway) Leader() (bool, uint64) {
+	if g.solo.Load() {
+		return true, 0
+	}
 	g.leaderMu.Lock()
 	defer g.leaderMu.Unlock()
 	if g.term == nil || g.term.ended() {
@@ -166,9 +169,13 @@ func (t *leaderTerm) ended() bool {
 // and no fence.
 func (g *Gateway) runLeader(ctx context.Context) {
 	if !g.registered() {
+		g.solo.Store(true)
 		g.metrics.leader.Set(1)
 		g.metrics.storeUp.Set(1)
-		defer g.metrics.leader.Set(0)
+		defer func() {
+			g.solo.Store(false)
+			g.metrics.leader.Set(0)
+		}()
 		g.leaderWork(ctx)
 		return
 	}
@@ -185,12 +192,17 @@ func (g *Gateway) runLeader(ctx context.Context) {
 		case <-t.C:
 		case <-g.leaderPoke:
 		}
+		// Each try is bounded by the renewal interval: a store that hangs
+		// must not hold the loop past the term's deadline.
 		start := time.Now()
-		l, ok, err := g.store.AcquireLease(ctx, leaderLease, g.replicaID, lease)
+		tctx, cancel := context.WithTimeout(ctx, lease/3)
+		l, ok, err := g.store.AcquireLease(tctx, leaderLease, g.replicaID, lease)
+		hbErr := g.heartbeat(tctx)
+		cancel()
 		if ctx.Err() != nil {
 			continue
 		}
-		g.storeDone(errors.Join(err, g.heartbeat(ctx)))
+		g.storeDone(errors.Join(err, hbErr))
 		switch {
 		case err != nil:
 			// The term's deadline stops leader work if no renewal succeeds

@@ -104,3 +104,50 @@ func TestServeRefusesBadConfigAtStart(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want ExitUsage naming the key", code, errb.String())
 	}
 }
+
+func TestServeRefusesContradictoryReplicaSettingsSayingWhy(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "s")
+	full := []string{"--replica-advertise", "gw-0.gw:7443", "--store", "postgres://u:p@127.0.0.1:1/db",
+		"--drivers", "kubernetes", "--admin-tcp", "127.0.0.1:0", "--admin-tls-cert", "c.pem", "--admin-tls-key", "k.pem",
+		"--admin-token-file", "t", "--session-addr", "127.0.0.1:0"}
+	without := func(flag string) []string {
+		var out []string
+		for i := 0; i < len(full); i += 2 {
+			if full[i] != flag {
+				out = append(out, full[i], full[i+1])
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"sqlite store", without("--store"), []string{"--store", "Postgres DSN"}},
+		{"a local driver", append(without("--drivers"), "--drivers", "kubernetes,process"), []string{"--drivers kubernetes,process", "their own host"}},
+		{"no admin token", without("--admin-token-file"), []string{"--admin-token-file", "forward"}},
+		{"no shared session listener", without("--session-addr"), []string{"--session-addr", "Service"}},
+		{"advertise without port", append(without("--replica-advertise"), "--replica-advertise", "gw-0"), []string{"want host:port"}},
+		{"short lease", []string{"--leader-lease", "2s"}, []string{"--leader-lease 2s", "at least 3s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb strings.Builder
+			args := append([]string{"--state-dir", state, "serve", "--http-addr", ""}, tt.args...)
+			code := Main(t.Context(), args, &out, &errb)
+			if code != ExitUsage {
+				t.Fatalf("exit %d, want ExitUsage; stderr %q", code, errb.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr %q does not say %q", errb.String(), w)
+				}
+			}
+		})
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("a refused start created the state directory (stat: %v)", err)
+	}
+}

@@ -19,14 +19,17 @@ import (
 const (
 	outputTable = "table"
 	outputJSON  = "json"
+	// outputWide is the table with more columns where there are more:
+	// sandbox lists add the replica holding the session.
+	outputWide = "wide"
 )
 
 func checkOutput(format string) error {
 	switch format {
-	case outputTable, outputJSON:
+	case outputTable, outputJSON, outputWide:
 		return nil
 	}
-	return Usagef("unknown output format %q: use -o table or -o json", format)
+	return Usagef("unknown output format %q: use -o table, -o wide or -o json", format)
 }
 
 // sandboxJSON is a sandbox in -o json.
@@ -107,7 +110,8 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// printSandboxes writes sandboxes as a table, or as a JSON array.
+// printSandboxes writes sandboxes as a table (wide: with the replica
+// holding each session), or as a JSON array.
 func printSandboxes(w io.Writer, format string, sbs []*adminpb.Sandbox, now time.Time) error {
 	if format == outputJSON {
 		out := make([]sandboxJSON, 0, len(sbs))
@@ -120,12 +124,21 @@ func printSandboxes(w io.Writer, format string, sbs []*adminpb.Sandbox, now time
 		_, err := fmt.Fprintln(w, "No sandboxes. Create one with: gateway sandbox create NAME -- CMD ARGS...")
 		return err
 	}
+	wide := format == outputWide
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tDRIVER\tSTATE\tGEN\tDELIVERED\tCONNECTED\tROTATES\tAGE")
+	fmt.Fprint(tw, "NAME\tID\tDRIVER\tSTATE\tGEN\tDELIVERED\tCONNECTED\tROTATES\tAGE")
+	if wide {
+		fmt.Fprint(tw, "\tREPLICA")
+	}
+	fmt.Fprintln(tw)
 	for _, sb := range sbs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s",
 			sb.GetName(), sb.GetId(), sb.GetDriver(), sb.GetState(), sb.GetLatestGen(), sb.GetDeliveredGen(),
 			yesNo(sb.GetConnected()), rotates(sb, now), age(sb.GetCreatedAt().AsTime(), now, sb.GetCreatedAt() != nil))
+		if wide {
+			fmt.Fprintf(tw, "\t%s", orDash(sb.GetReplicaId()))
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }

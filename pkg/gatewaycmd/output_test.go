@@ -246,4 +246,15 @@ func TestSandboxOutputNamesTheReplicaHoldingTheSession(t *testing.T) {
 	if !strings.Contains(out.String(), "Connected:  yes\nReplica:    9f3c2a71d0e4b658\n") {
 		t.Errorf("detail does not name the holding replica:\n%s", out.String())
 	}
+	out.Reset()
+	if err := printSandboxes(&out, outputWide, []*adminpb.Sandbox{sb, testSandboxes()[1]}, testNow); err != nil {
+		t.Fatal(err)
+	}
+	want := `NAME       ID                                DRIVER   STATE    GEN  DELIVERED  CONNECTED  ROTATES  AGE  REPLICA
+web        0123456789abcdef0123456789abcdef  process  running  7    6          yes        in 25m   3h   9f3c2a71d0e4b658
+batch-job  fedcba9876543210fedcba9876543210  docker   created  0    0          no         -        2d   -
+`
+	if out.String() != want {
+		t.Errorf("wide table:\n%s\nwant:\n%s", out.String(), want)
+	}
 }

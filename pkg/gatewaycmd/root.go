@@ -39,7 +39,7 @@ type globals struct {
 	adminAddr  string // --admin, SANDKEY_ADMIN: unix socket path or tcp host:port of a running gateway
 	adminToken string // --admin-token-file, SANDKEY_ADMIN_TOKEN_FILE: bearer for TCP admin
 	adminCA    string // --admin-ca, SANDKEY_ADMIN_CA: CA bundle for TLS admin
-	output     string // -o: table | json
+	output     string // -o: table | wide | json
 	stdout     io.Writer
 	stderr     io.Writer
 }
@@ -86,7 +86,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.adminAddr, "admin", envOr("SANDKEY_ADMIN", ""), "operator API of a running gateway: a unix socket path, or host:port for TLS (env SANDKEY_ADMIN; default <state-dir>/admin.sock)")
 	pf.StringVar(&g.adminToken, "admin-token-file", envOr("SANDKEY_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token for a TCP operator API (env SANDKEY_ADMIN_TOKEN_FILE)")
 	pf.StringVar(&g.adminCA, "admin-ca", envOr("SANDKEY_ADMIN_CA", ""), "CA bundle that signed the TCP operator API's certificate (env SANDKEY_ADMIN_CA)")
-	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, wide (sandbox lists add the replica holding each session) or json")
 	root.AddCommand(newServeCommand(g), newSandboxCommand(g), newKeysCommand(g), newVMKrunRunCommand())
 	return root
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,8 +21,10 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/auth"
+	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/logging"
+	"github.com/sandkey/sandkey/pkg/store"
 )
 
 // serveOptions are `gateway serve`'s settings; each is a flag, an
@@ -55,6 +58,8 @@ type serveOptions struct {
 	logLevel          string
 	logFormat         string
 	demo              bool
+	replicaAdvertise  string
+	leaderLease       time.Duration
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -70,6 +75,9 @@ func newServeCommand(g *globals) *cobra.Command {
 			}
 			if o.demo && !cmd.Flags().Changed("token-lifetime") {
 				o.lifetime = demoLifetime
+			}
+			if err := checkReplicaMode(o, cmd.Flags().Changed); err != nil {
+				return err
 			}
 			return runServe(cmd.Context(), g, o)
 		},
@@ -102,6 +110,8 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	f.StringVar(&o.replicaAdvertise, "replica-advertise", "", "run as one of several gateway replicas sharing a Postgres --store: host:port where the other replicas reach this one's --admin-tcp; empty: a single gateway (replica mode needs --store postgres://..., --drivers kubernetes alone, --admin-tcp with its TLS pair and --admin-token-file, and --session-addr)")
+	f.DurationVar(&o.leaderLease, "leader-lease", gateway.DefaultLeaderLease, "lease of the leader gateway (the one that sweeps, prunes and activates keys), renewed every third of it; a dead leader is replaced within it; at least 3s")
 	f.BoolVar(&o.demo, "demo", false, "create and start a demo sandbox with a short token lifetime (30s unless set)")
 	return cmd
 }
@@ -142,6 +152,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		SweepInterval: o.sweepInterval, StopGrace: o.stopGrace, HeartbeatInterval: o.heartbeatInterval,
 		JWKSMaxAge: o.jwksMaxAge, KeyPublishDelay: o.keyPublishDelay,
 		DefaultDriver: o.defaultDriver, Logger: log,
+		ReplicaAdvertise: o.replicaAdvertise, LeaderLease: o.leaderLease,
 	}
 	if (o.sessionCert == "") != (o.sessionKey == "") {
 		return Usagef("--session-tls-cert and --session-tls-key go together")
@@ -204,6 +215,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		// --store names a database that does not parse, answer or let us in.
 		if errors.Is(err, gateway.ErrStoreLocation) {
 			return usageError{fmt.Errorf("--store: %w", err)}
+		}
+		// Another live gateway on the store that this one may not join.
+		if errors.Is(err, gateway.ErrReplicaConflict) {
+			return usageError{err}
 		}
 		return err
 	}
@@ -292,4 +307,40 @@ func serveGRPC(wg *sync.WaitGroup, fail chan<- error, srv *grpc.Server, l net.Li
 			fail <- fmt.Errorf("serve %s: %w", l.Addr(), err)
 		}
 	}()
+}
+
+// checkReplicaMode refuses, naming the flag and saying why, settings that
+// contradict --replica-advertise (see docs/operating.md, "Gateway
+// replicas"). With it, --driver defaults to kubernetes.
+func checkReplicaMode(o *serveOptions, changed func(flag string) bool) error {
+	if o.leaderLease < gateway.MinLeaderLease {
+		return Usagef("--leader-lease %s: must be at least %s (it is renewed every third of it)", o.leaderLease, gateway.MinLeaderLease)
+	}
+	if o.replicaAdvertise == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(o.replicaAdvertise); err != nil || port == "" {
+		return Usagef("--replica-advertise %q: want host:port, the address of this replica's --admin-tcp as the other replicas reach it", o.replicaAdvertise)
+	}
+	if !changed("driver") {
+		o.defaultDriver = kubernetes.Name
+	}
+	var errs []error
+	if !store.IsPostgresDSN(o.store) {
+		errs = append(errs, errors.New("--store: replicas share one database: give a Postgres DSN (postgres://USER:PASSWORD@HOST:PORT/DATABASE)"))
+	}
+	if len(o.drivers.enabled) != 1 || o.drivers.enabled[0] != kubernetes.Name {
+		errs = append(errs, fmt.Errorf("--drivers %s: replicas run only the kubernetes driver (--drivers kubernetes): other drivers write token directories and sockets on their own host, which the other replicas cannot reach",
+			strings.Join(o.drivers.enabled, ",")))
+	}
+	if o.adminTCP == "" || o.adminCert == "" || o.adminKey == "" || o.adminTokenFile == "" {
+		errs = append(errs, errors.New("--admin-tcp, --admin-tls-cert, --admin-tls-key and --admin-token-file: replicas forward operator calls to each other's operator API over TLS with that token; set all four"))
+	}
+	if o.sessionAddr == "" {
+		errs = append(errs, errors.New("--session-addr: supervisors reach any replica through the shared session listener (behind a Service); set it"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageError{fmt.Errorf("--replica-advertise %s (replica mode): %w", o.replicaAdvertise, err)}
+	}
+	return nil
 }

@@ -91,12 +91,36 @@ type handle struct {
 	d  dialect
 }
 
+// maxConnAttempts bounds how often a read, or the BEGIN of a transaction,
+// is sent again after the pool handed it a connection the server had cut
+// (Postgres restarted: every idle pooled connection holds the server's
+// goodbye). Nothing ran on such a connection, so sending again is safe.
+const maxConnAttempts = 3
+
+// again reports whether a statement that failed with err on attempt may
+// be sent again.
+func (h *handle) again(ctx context.Context, attempt int, err error) bool {
+	return err != nil && attempt < maxConnAttempts && ctx.Err() == nil && h.d.isRetryable(err)
+}
+
 func (h *handle) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return h.db.QueryContext(ctx, h.d.rebind(query), args...)
+	query = h.d.rebind(query)
+	for attempt := 1; ; attempt++ {
+		rows, err := h.db.QueryContext(ctx, query, args...)
+		if !h.again(ctx, attempt, err) {
+			return rows, err
+		}
+	}
 }
 
 func (h *handle) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return h.db.QueryRowContext(ctx, h.d.rebind(query), args...)
+	query = h.d.rebind(query)
+	for attempt := 1; ; attempt++ {
+		row := h.db.QueryRowContext(ctx, query, args...)
+		if !h.again(ctx, attempt, row.Err()) {
+			return row
+		}
+	}
 }
 
 func (h *handle) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -104,11 +128,15 @@ func (h *handle) ExecContext(ctx context.Context, query string, args ...any) (sq
 }
 
 func (h *handle) begin(ctx context.Context, opts *sql.TxOptions) (*txn, error) {
-	tx, err := h.db.BeginTx(ctx, opts)
-	if err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		tx, err := h.db.BeginTx(ctx, opts)
+		if err == nil {
+			return &txn{tx: tx, d: h.d}, nil
+		}
+		if !h.again(ctx, attempt, err) {
+			return nil, err
+		}
 	}
-	return &txn{tx: tx, d: h.d}, nil
 }
 
 // txn is a transaction whose queries are written with "?" placeholders.

@@ -512,8 +512,23 @@ func TestStoreCarriesOnAfterPostgresRestarts(t *testing.T) {
 	if _, err := s.NextGenerations(ctx, []string{sb.ID}, mint); err != nil {
 		t.Fatal(err)
 	}
+	// Every pooled connection was just used: none is idle long enough for
+	// the driver to ping it before its next use.
+	warm(t, s, sb.ID)
+	restarted := time.Now()
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
+	}
+	t.Logf("Postgres restarted in %v", time.Since(restarted))
+	// Reads on a connection the restart cut are sent again on a new one.
+	if _, err := s.GetSandbox(ctx, sb.ID); err != nil {
+		t.Fatalf("first read after the restart: %v", err)
+	}
+	if _, err := s.LatestGeneration(ctx, sb.ID); err != nil {
+		t.Fatalf("first read transaction after the restart: %v", err)
+	}
+	if _, err := s.ListSandboxes(ctx); err != nil {
+		t.Fatalf("first list after the restart: %v", err)
 	}
 	// The pool's connections were cut: the transaction that finds one dead
 	// runs again on a new one, and nothing is minted twice.
@@ -526,5 +541,51 @@ func TestStoreCarriesOnAfterPostgresRestarts(t *testing.T) {
 	}
 	if v, err := s.IsAcceptable(ctx, sb.ID, 2, gens[0].JTI); err != nil || v != VerdictAccepted {
 		t.Errorf("IsAcceptable(2) = %s, %v; want accepted", v, err)
+	}
+}
+
+// warm uses every connection of s's pool at once, so that each was used a
+// moment ago.
+func warm(t *testing.T, s *Store, id string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range postgresConns {
+		wg.Go(func() {
+			if err := s.readTx(context.Background(), func(tx *txn) error {
+				var n int
+				time.Sleep(20 * time.Millisecond) // hold the connection: the others need their own
+				return tx.QueryRowContext(context.Background(), "SELECT count(*) FROM sandboxes WHERE id = ?", id).Scan(&n)
+			}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestReadsSurviveConnectionsTheServerCut(t *testing.T) {
+	location := postgresBackend.newLocation(t)
+	s := openAt(t, location, Options{})
+	insertTestKey(t, s, testKID, KeyActive)
+	sb := createTestSandbox(t, s, "cut")
+	if _, err := s.NextGenerations(context.Background(), []string{sb.ID}, testMint(testEpoch)); err != nil {
+		t.Fatal(err)
+	}
+	admin := pgAdmin(t, location)
+	ctx := context.Background()
+	for round := range 5 {
+		warm(t, s, sb.ID)
+		var cut int
+		if err := admin.QueryRowContext(ctx,
+			"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
+			pgtest.Role).Scan(&cut); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetSandbox(ctx, sb.ID); err != nil {
+			t.Fatalf("round %d: a read after %d connections were cut: %v", round, cut, err)
+		}
+		if _, err := s.LatestGeneration(ctx, sb.ID); err != nil {
+			t.Fatalf("round %d: a read transaction after the cut: %v", round, err)
+		}
 	}
 }
