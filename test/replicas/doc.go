@@ -17,4 +17,13 @@
 // a stand-in of its own. The tests run one at a time: one restarts
 // Postgres. Under CI=true a missing Postgres or missing Kubernetes
 // binaries fail the tests, never skip them.
+//
+// What the tests read: each replica's /metrics (sandkey_leader) and
+// /readyz, its JSON log ("session accepted" lines date each registration;
+// every token description it logs feeds the check that no generation has
+// two jtis), and the database itself (generations, delivered_gen,
+// session_holders, replicas).
+//
+// TestSoakReplicasNoTokenIsLostUnderChaos is `make soak SOAK_MODE=replicas`
+// (see soak_test.go): it runs only when SANDKEY_SOAK_MODE=replicas.
 package replicas

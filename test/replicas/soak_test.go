@@ -230,14 +230,26 @@ func (s *replicaSoak) verdicts() (map[string]string, error) {
 }
 
 // recovered says whether sandbox id holds an accepted token and a live
-// replica holds its session.
-func (s *replicaSoak) recovered(id string) bool {
+// replica holds its session; with since set, a live replica must also
+// have accepted a session of it at or after since (it registered again).
+func (s *replicaSoak) recovered(id string, since time.Time) bool {
 	v, err := s.verdicts()
 	if err != nil || v[id] != "" {
 		return false
 	}
 	h, err := s.rs.holders()
-	return err == nil && h[id] != nil && h[id].alive()
+	if err != nil || h[id] == nil || !h[id].alive() {
+		return false
+	}
+	if since.IsZero() {
+		return true
+	}
+	for _, r := range s.rs.live() {
+		if _, ok := r.acceptedSince(since)[id]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *replicaSoak) checkerLoop(ctx context.Context) {
@@ -313,15 +325,21 @@ func (s *replicaSoak) newEvent(kind, detail string) *soakEvent {
 	return e
 }
 
-// watch measures the recovery of ids after an event ended at end.
-func (s *replicaSoak) watch(e *soakEvent, end time.Time, ids []string) {
+// watch measures the recovery of ids after an event ended at end: until
+// each holds an accepted token, held by a live replica. Those of
+// reconnect must also have registered again since end.
+func (s *replicaSoak) watch(e *soakEvent, end time.Time, ids []string, reconnect map[string]bool) {
 	s.watchers.Go(func() {
 		left := append([]string(nil), ids...)
 		var worst time.Duration
 		for len(left) > 0 && time.Since(end) < 30*time.Second {
 			still := left[:0]
 			for _, id := range left {
-				if s.recovered(id) {
+				var since time.Time
+				if reconnect[id] {
+					since = end
+				}
+				if s.recovered(id, since) {
 					worst = max(worst, time.Since(end))
 				} else {
 					still = append(still, id)
@@ -338,6 +356,22 @@ func (s *replicaSoak) watch(e *soakEvent, end time.Time, ids []string) {
 		e.lost = append(e.lost, left...)
 		s.mu.Unlock()
 	})
+}
+
+// heldBy returns the running sandboxes whose session r holds now.
+func (s *replicaSoak) heldBy(r *replica) map[string]bool {
+	out := map[string]bool{}
+	h, err := s.rs.holders()
+	if err != nil {
+		s.problem("%v", err)
+		return out
+	}
+	for _, id := range s.runningIDs() {
+		if h[id] == r {
+			out[id] = true
+		}
+	}
+	return out
 }
 
 func (s *replicaSoak) runningIDs() []string {
@@ -383,15 +417,20 @@ func (s *replicaSoak) event(kind string) {
 			victim = rs.replicas[(leaders[0].n+1+s.rng.IntN(replicaCount-1))%replicaCount]
 		}
 		down := time.Duration(500+s.rng.IntN(2500)) * time.Millisecond
-		e := s.newEvent(kind, fmt.Sprintf("SIGKILL replica %d, down %s", victim.n, down))
+		e := s.newEvent(kind, fmt.Sprintf("SIGKILL replica %d, down %s at least", victim.n, down))
 		w := s.open("")
+		orphans := s.heldBy(victim)
 		victim.kill()
 		killed := time.Now()
-		time.Sleep(down)
+		// Its supervisors register again through the Service while it
+		// is down: the recovery runs from the kill.
+		s.watch(e, killed, s.runningIDs(), orphans)
+		// A leader again (another one, when the leader was killed)
+		// before it comes back.
+		e.detail += fmt.Sprintf(" (%d session(s)); a leader after %s", len(orphans), s.leaderAgain(killed))
+		time.Sleep(time.Until(killed.Add(down)))
 		victim.start()
 		s.close(w)
-		e.detail += fmt.Sprintf("; a leader again after %s", s.leaderAgain(killed))
-		s.watch(e, time.Now(), s.runningIDs())
 	case evDBRestart:
 		down := time.Duration(1000+s.rng.IntN(3000)) * time.Millisecond
 		e := s.newEvent(kind, fmt.Sprintf("Postgres stopped for %s", down))
@@ -420,14 +459,16 @@ func (s *replicaSoak) event(kind string) {
 		}
 		s.close(w)
 		e.detail += fmt.Sprintf("; every replica ready %s after", time.Since(up).Round(time.Millisecond))
-		s.watch(e, time.Now(), s.runningIDs())
+		s.watch(e, time.Now(), s.runningIDs(), nil)
 	case evCut:
 		r := rs.replicas[s.rng.IntN(replicaCount)]
 		e := s.newEvent(kind, fmt.Sprintf("the Service drops every connection to replica %d", r.n))
 		w := s.open("")
+		cut := s.heldBy(r)
 		rs.service.cut(r.n)
 		s.close(w)
-		s.watch(e, time.Now(), s.runningIDs())
+		e.detail += fmt.Sprintf(" (%d session(s))", len(cut))
+		s.watch(e, w.to, s.runningIDs(), cut)
 	case evKeys:
 		r := rs.replicas[s.rng.IntN(replicaCount)]
 		e := s.newEvent(kind, fmt.Sprintf("keys rotate --now through replica %d", r.n))
@@ -489,7 +530,7 @@ func (s *replicaSoak) deleteRecreate() {
 	s.ids[name] = v.ID
 	s.mu.Unlock()
 	s.close(w)
-	s.watch(e, time.Now(), []string{v.ID})
+	s.watch(e, time.Now(), []string{v.ID}, nil)
 	for _, other := range rs.live() {
 		s.mu.Lock()
 		s.deletedTries += 3
@@ -521,7 +562,7 @@ func (s *replicaSoak) finalConvergence() {
 		for _, id := range s.runningIDs() {
 			var latest, delivered int64
 			if err := s.rs.db.QueryRow(`SELECT latest_gen, delivered_gen FROM sandboxes WHERE id = $1`, id).Scan(&latest, &delivered); err != nil ||
-				latest != delivered || !s.recovered(id) {
+				latest != delivered || !s.recovered(id, time.Time{}) {
 				all = false
 				break
 			}
