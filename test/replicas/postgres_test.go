@@ -165,7 +165,7 @@ func TestReplicasPostgresRestart(t *testing.T) {
 			if r == h {
 				continue
 			}
-			gen, err := rs.mintElsewhere(context.Background(), r, name)
+			gen, err := mintElsewhere(context.Background(), rs.adminClient(r), name)
 			if err != nil {
 				t.Errorf("mint %s on replica %d after the restart: %v", name, r.n, err)
 				continue
