@@ -120,8 +120,11 @@ func TestReplicasLeaderKilled(t *testing.T) {
 	next := rs.awaitLeader(2*lease + 5*time.Second)
 	failover := time.Since(killedAt)
 	t.Logf("failover: replica %d leads %s after the SIGKILL of replica %d (lease %s)", next.n, failover.Round(time.Millisecond), leader.n, lease)
-	if failover > 2*lease+time.Second {
-		t.Errorf("replica %d took the lease %s after the leader's death; the lease is %s", next.n, failover.Round(time.Millisecond), lease)
+	// The dead leader's lease runs out at most a lease after the kill,
+	// and each survivor tries for it every third of a lease; a second
+	// more for this loaded machine and the 50 ms polling.
+	if limit := lease + lease/3 + time.Second; failover > limit {
+		t.Errorf("replica %d took the lease %s after the leader's death; want within %s (lease %s)", next.n, failover.Round(time.Millisecond), limit, lease)
 	}
 
 	// Its sweeps go on: every sandbox gets a new generation before the
