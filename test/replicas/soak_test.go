@@ -116,6 +116,8 @@ type replicaSoak struct {
 	deletedTries                       int
 	deletedAccepted                    []string
 	problems                           []string
+	restarts                           []string // the store's consistency after each database restart
+	converged                          string   // "" when every sandbox converged after the chaos
 	watchers                           sync.WaitGroup
 }
 
@@ -459,6 +461,14 @@ func (s *replicaSoak) event(kind string) {
 		}
 		s.close(w)
 		e.detail += fmt.Sprintf("; every replica ready %s after", time.Since(up).Round(time.Millisecond))
+		result := "ok"
+		if err := s.storeConsistent(); err != nil {
+			result = err.Error()
+			s.problem("store after database restart #%d: %v", e.n, err)
+		}
+		s.mu.Lock()
+		s.restarts = append(s.restarts, fmt.Sprintf("restart #%d: %s", e.n, result))
+		s.mu.Unlock()
 		s.watch(e, time.Now(), s.runningIDs(), nil)
 	case evCut:
 		r := rs.replicas[s.rng.IntN(replicaCount)]
@@ -573,7 +583,28 @@ func (s *replicaSoak) finalConvergence() {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	s.mu.Lock()
+	s.converged = "not within 30 s"
+	s.mu.Unlock()
 	s.problem("not converged 30 s after the chaos")
+}
+
+// storeConsistent checks what a database restart must not break: every
+// sandbox's latest_gen covers its newest generation row (nothing is
+// minted twice from a stale counter), and no acknowledged generation is
+// beyond the latest.
+func (s *replicaSoak) storeConsistent() error {
+	var behind, ahead int
+	err := s.rs.db.QueryRow(`SELECT
+		(SELECT count(*) FROM sandboxes x WHERE x.latest_gen < (SELECT COALESCE(max(g.gen), 0) FROM generations g WHERE g.sandbox_id = x.id)),
+		(SELECT count(*) FROM sandboxes WHERE delivered_gen > latest_gen)`).Scan(&behind, &ahead)
+	if err != nil {
+		return fmt.Errorf("check the store: %w", err)
+	}
+	if behind+ahead > 0 {
+		return fmt.Errorf("%d sandbox(es) whose latest_gen is below a stored generation, %d acknowledging beyond it", behind, ahead)
+	}
+	return nil
 }
 
 // report is the Markdown report, with the figures of test/soak's.
@@ -590,17 +621,42 @@ func (s *replicaSoak) report(elapsed time.Duration, generations int, doubles []s
 	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		commit = strings.TrimSpace(string(out))
 	}
+	var longest *soakEvent
+	lost, ok := 0, 0
+	for _, e := range s.events {
+		if e.affected > 0 && (longest == nil || e.recovery > longest.recovery) {
+			longest = e
+		}
+		lost += len(e.lost)
+	}
+	for _, r := range s.restarts {
+		if strings.HasSuffix(r, ": ok") {
+			ok++
+		}
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Replicas soak (make soak SOAK_MODE=replicas)\n\n")
-	fmt.Fprintf(&b, "Commit %s, %s; seed %d; %d sandboxes (Kubernetes) on %d gateway replicas, one Postgres; token lifetime %s; leader lease %s; ran %s.\n\n",
-		commit, s.begin.UTC().Format(time.RFC3339), s.cfg.seed, s.cfg.sandboxes, replicaCount, lifetime, lease, elapsed.Round(time.Second))
-	fmt.Fprintf(&b, "| figure | value |\n|---|---|\n")
-	fmt.Fprintf(&b, "| credential availability outside recovery windows | %s (%d of %d sandbox-seconds) |\n", pct(s.outsideOK, s.outside), s.outsideOK, s.outside)
-	fmt.Fprintf(&b, "| credential availability, all samples | %s (%d of %d) |\n", pct(s.totalOK, s.total), s.totalOK, s.total)
-	fmt.Fprintf(&b, "| generations checked / issued twice | %d / %d |\n", generations, len(doubles))
-	fmt.Fprintf(&b, "| deleted sandboxes' credentials presented / accepted | %d / %d |\n", s.deletedTries, len(s.deletedAccepted))
-	fmt.Fprintf(&b, "| recovery bound (2 s + lease) | %s |\n\n", soakRecoveryBound)
-	fmt.Fprintf(&b, "| event | count | recovery p50 | recovery max |\n|---|---|---|---|\n")
+	fmt.Fprintf(&b, "# sandkey replicas soak report\n\n")
+	fmt.Fprintf(&b, "Written by `make soak SOAK_MODE=replicas` (test/replicas) on %s, at commit `%s`. Replay the same chaos with `SANDKEY_SOAK_SEED=%d make soak SOAK_MODE=replicas`.\n\n",
+		s.begin.UTC().Format("2006-01-02 15:04 MST"), commit, s.cfg.seed)
+	fmt.Fprintf(&b, "%d sandboxes on the Kubernetes driver (real pods on a one-node cluster, the real supervisor), served by %d gateway replicas (the real binary) sharing one Postgres, behind a TCP stand-in for the Service; token lifetime %s, leader lease %s; %s of chaos, %d events; every sandbox checked every second from the database (its acknowledged generation: issued, unexpired, at most one behind the latest).\n\n",
+		s.cfg.sandboxes, replicaCount, lifetime, lease, s.cfg.duration, len(s.events))
+	fmt.Fprintf(&b, "## Figures\n\n| Figure | Result | Target |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "| Credential availability outside recovery windows | %s (%d of %d sandbox-seconds) | 100%% |\n", pct(s.outsideOK, s.outside), s.outsideOK, s.outside)
+	fmt.Fprintf(&b, "| Credential availability over all sandbox-seconds | %s (%d of %d; %d inside windows) | — |\n", pct(s.totalOK, s.total), s.totalOK, s.total, s.total-s.outside)
+	if longest != nil {
+		fmt.Fprintf(&b, "| Longest recovery (event to an accepted token, held by a live replica; orphaned sessions registered again) | %s (#%d %s: %s) | ≤ %s |\n",
+			longest.recovery.Round(time.Millisecond), longest.n, longest.kind, longest.detail, soakRecoveryBound)
+	}
+	fmt.Fprintf(&b, "| Sandboxes not recovered within 30 s | %d | 0 |\n", lost)
+	fmt.Fprintf(&b, "| Generations issued twice | %d (of %d generations seen in the replicas' logs) | 0 |\n", len(doubles), generations)
+	fmt.Fprintf(&b, "| Store consistent after each database restart | %d of %d restarts ok | all |\n", ok, len(s.restarts))
+	fmt.Fprintf(&b, "| Credentials of deleted sandboxes accepted | %d of %d presentations | 0 |\n", len(s.deletedAccepted), s.deletedTries)
+	conv := "yes"
+	if s.converged != "" {
+		conv = "no: " + s.converged
+	}
+	fmt.Fprintf(&b, "| Every sandbox converged after the chaos | %s | yes |\n", conv)
+	fmt.Fprintf(&b, "\n## Events by kind\n\n| Kind | Count | Median recovery | Longest recovery |\n|---|---|---|---|\n")
 	for _, k := range soakKinds {
 		var recs []time.Duration
 		n := 0
@@ -612,7 +668,11 @@ func (s *replicaSoak) report(elapsed time.Duration, generations int, doubles []s
 				}
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", k, n, percentile(recs, 50).Round(time.Millisecond), percentile(recs, 100).Round(time.Millisecond))
+		med, worst := "—", "—"
+		if len(recs) > 0 {
+			med, worst = percentile(recs, 50).Round(time.Millisecond).String(), percentile(recs, 100).Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", k, n, med, worst)
 	}
 	fmt.Fprintf(&b, "\n## Events\n\n")
 	for _, e := range s.events {
