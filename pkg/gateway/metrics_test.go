@@ -60,3 +60,28 @@ func TestEveryRejectionReasonIsExportedBeforeTheFirstRejection(t *testing.T) {
 		}
 	}
 }
+
+func TestReplicaMetricsAreExported(t *testing.T) {
+	e := newEnv(t)
+	reg := e.openWithRegistry()
+	stop := e.serve()
+	defer stop()
+	waitFor(t, "leading", func() bool { ok, _ := e.g.Leader(); return ok })
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, f := range families {
+		got[f.GetName()] = true
+	}
+	for _, name := range []string{"sandkey_leader", "sandkey_leader_epoch", "sandkey_leader_changes_total",
+		"sandkey_fanout_total", "sandkey_fanout_seconds", "sandkey_store_up"} {
+		if !got[name] {
+			t.Errorf("%s is not exported", name)
+		}
+	}
+	if v := gaugeValue(t, reg, "sandkey_leader"); v != 1 {
+		t.Errorf("sandkey_leader = %v on a single gateway that serves, want 1", v)
+	}
+}

@@ -58,7 +58,12 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 		if err != nil {
 			g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", sb.ID), zap.Error(err))
 		}
-		if forgotten || sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) || !g.tokenDirPublished(sb.ID) {
+		// A replica has no token directory to fill for a sandbox whose
+		// driver writes none (Kubernetes): any replica signs its latest
+		// generation again from the store, so a new leader re-mints
+		// nothing that is still fresh.
+		noDir := g.ReplicaMode() && d.TokenDelivery() == driver.DeliveryK8sSA
+		if forgotten || sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) || (!noDir && !g.tokenDirPublished(sb.ID)) {
 			remint = append(remint, sb.ID)
 			latest[sb.ID] = sb.LatestGen
 		}

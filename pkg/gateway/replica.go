@@ -74,6 +74,29 @@ func (g *Gateway) SessionHolder(ctx context.Context, sandboxID string) (_ Holder
 	return Holder{ReplicaID: r.ID, AdminAddr: r.AdminAddr, Connected: true}, nil
 }
 
+// SessionHolders is SessionHolder for every sandbox at once (one store
+// query, for listings): the holder of each sandbox whose session some
+// replica holds. Sandboxes absent from the map have no session anywhere.
+func (g *Gateway) SessionHolders(ctx context.Context) (_ map[string]Holder, err error) {
+	defer outwardTo(&err)
+	out := make(map[string]Holder)
+	if g.ReplicaMode() {
+		held, err := g.store.SessionHolders(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for id, r := range held {
+			if r.ID != g.replicaID {
+				out[id] = Holder{ReplicaID: r.ID, AdminAddr: r.AdminAddr, Connected: true}
+			}
+		}
+	}
+	for _, id := range g.sessions.SandboxIDs() {
+		out[id] = Holder{ReplicaID: g.replicaID, Local: true, Connected: true}
+	}
+	return out, nil
+}
+
 // ReplicaID is this gateway process's id among the replicas sharing its
 // store: random, new at every start.
 func (g *Gateway) ReplicaID() string { return g.replicaID }
@@ -228,7 +251,7 @@ func (g *Gateway) holdLease(ctx context.Context, l store.Lease, deadline time.Ti
 		return
 	}
 	if term != nil {
-		g.stepDown("the leader lease changed epoch")
+		g.stepDown("the term ended, or the lease was taken again at a new epoch")
 	}
 	tctx, cancel := context.WithCancel(ctx)
 	term = &leaderTerm{epoch: l.Epoch, ctx: tctx, cancel: cancel, done: make(chan struct{})}
@@ -236,6 +259,7 @@ func (g *Gateway) holdLease(ctx context.Context, l store.Lease, deadline time.Ti
 		g.log.Error("the leader lease was not renewed before its deadline: leader work stops at once",
 			zap.Uint64("epoch", l.Epoch))
 		cancel()
+		g.metrics.leader.Set(0)
 	})
 	g.leaderMu.Lock()
 	g.term = term
@@ -354,7 +378,8 @@ func (f *fanout) Generation(sandboxID string, gen uint64) {
 	if !g.sessions.Connected(sandboxID) {
 		return
 	}
-	if tok := g.cachedToken(sandboxID); tok != nil && tok.Gen() >= gen {
+	// Generation 0: deleted; deliver finds it gone and ends the session.
+	if tok := g.cachedToken(sandboxID); gen > 0 && tok != nil && tok.Gen() >= gen {
 		g.metrics.fanout.WithLabelValues(fanoutCurrent).Inc()
 		return
 	}
@@ -430,8 +455,16 @@ func (f *fanout) deliver(ctx context.Context, id string, heard time.Time) {
 		return
 	}
 	gen, err := g.store.LatestGeneration(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		// Deleted through another replica: its tokens are revoked; end
+		// its session here, as the deleting replica would have.
+		g.forget(id)
+		g.sessions.Disconnect(id)
+		g.log.Info("sandbox deleted through another replica: session ended", zap.String("sandbox", id))
+		return
+	}
 	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrNoGeneration) {
+		if ctx.Err() == nil && !errors.Is(err, store.ErrNoGeneration) {
 			g.metrics.fanout.WithLabelValues(fanoutFailed).Inc()
 			g.log.Warn("fan out a generation: read it", zap.String("sandbox", id), zap.Error(err))
 		}

@@ -38,12 +38,17 @@ const replicaLease = MinLeaderLease
 type fakeCluster struct {
 	mu      sync.Mutex
 	running map[string]bool
+	// delivery is how its sandboxes get their tokens: DeliveryDirBind
+	// unless a test sets DeliveryK8sSA, as the Kubernetes driver says.
+	delivery driver.TokenDelivery
 }
 
-func newFakeCluster() *fakeCluster { return &fakeCluster{running: make(map[string]bool)} }
+func newFakeCluster() *fakeCluster {
+	return &fakeCluster{running: make(map[string]bool), delivery: driver.DeliveryDirBind}
+}
 
 func (c *fakeCluster) Name() string                        { return "fake" }
-func (c *fakeCluster) TokenDelivery() driver.TokenDelivery { return driver.DeliveryDirBind }
+func (c *fakeCluster) TokenDelivery() driver.TokenDelivery { return c.delivery }
 func (c *fakeCluster) Create(context.Context, driver.Spec) error {
 	return nil
 }
@@ -347,6 +352,14 @@ func TestAGenerationMintedOnOneReplicaReachesTheSessionAnotherHolds(t *testing.T
 		return err == nil && !h.Local && h.Connected && h.ReplicaID == b.g.ReplicaID() && h.AdminAddr == "127.0.0.1:7443"
 	})
 
+	all, err := a.g.SessionHolders(ctx)
+	if err != nil || all[sb.ID].ReplicaID != b.g.ReplicaID() || all[sb.ID].Local {
+		t.Fatalf("a's SessionHolders = %v, %v; want %s held by b", all, err, sb.ID)
+	}
+	if all, err := b.g.SessionHolders(ctx); err != nil || !all[sb.ID].Local || !all[sb.ID].Connected {
+		t.Fatalf("b's SessionHolders = %v, %v; want %s held here", all, err, sb.ID)
+	}
+
 	gen, err := a.g.Rotate(ctx, sb.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -471,6 +484,9 @@ func TestAReplicaWhoseStoreHangsIsNotReadyAndStopsLeaderWorkByItsDeadline(t *tes
 		t.Errorf("leader work stopped %v after renewals began to fail, want within the lease %v", stopped, replicaLease)
 	}
 	waitForTB(t, "not ready", 10*time.Second, func() bool { ok, _ := a.g.Ready(); return !ok })
+	if got := testutil.ToFloat64(a.g.metrics.leader); got != 0 {
+		t.Errorf("sandkey_leader = %v once leader work stopped, want 0", got)
+	}
 	if _, why := a.g.Ready(); !strings.HasPrefix(why, "store: ") {
 		t.Errorf("readiness reason %q, want it to start with \"store: \"", why)
 	}
@@ -561,4 +577,72 @@ func TestReplicasCarryOnAfterPostgresRestarts(t *testing.T) {
 		cur := sup.src.Current()
 		return cur != nil && cur.Gen() >= gen
 	})
+}
+
+func TestANewLeaderRemintsNothingFreshForSandboxesWithoutATokenDirectory(t *testing.T) {
+	c := newReplicaCluster(t)
+	c.drv.delivery = driver.DeliveryK8sSA
+	a := c.start()
+	waitLeader(t, a)
+	sb := a.create("pod")
+	a.kill()
+	b := c.start()
+	waitLeader(t, b)
+	// A sweep has run, so the reconcile that precedes it is done.
+	waitForTB(t, "b's first sweep", 10*time.Second, func() bool { return b.g.lastPrune.Load() != 0 })
+	got, err := b.g.Get(context.Background(), sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LatestGen != sb.LatestGen {
+		t.Errorf("generation %d after the new leader reconciled, want %d: a fresh token was minted again", got.LatestGen, sb.LatestGen)
+	}
+	if n := testutil.ToFloat64(b.g.metrics.minted.WithLabelValues("reconcile")); n != 0 {
+		t.Errorf("the new leader's reconcile minted %v generations, want 0", n)
+	}
+	// Its latest token is the one a minted, signed again.
+	tok, err := b.g.Latest(context.Background(), sb.ID)
+	if err != nil || tok.Gen() != sb.LatestGen {
+		t.Fatalf("b's latest token: %v, %v; want generation %d", tok, err, sb.LatestGen)
+	}
+}
+
+func TestDeletingASandboxOnOneReplicaEndsItsSessionOnAnother(t *testing.T) {
+	c := newReplicaCluster(t)
+	a, b := c.start(), c.start()
+	sb := a.create("deleted")
+	connect(t, b, sb.ID, a.dirToken(t, sb.ID), a.g.JWKSJSON())
+	if err := a.g.Delete(context.Background(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitForTB(t, "b ends the deleted sandbox's session", 10*time.Second, func() bool { return !b.g.sessions.Connected(sb.ID) })
+	if tok := b.g.cachedToken(sb.ID); tok != nil {
+		t.Errorf("b still caches %v of the deleted sandbox", tok)
+	}
+}
+
+func TestReplicaSettingsAreCheckedAtOpen(t *testing.T) {
+	base := Config{StateDir: "/tmp/state", Drivers: map[string]driver.Driver{"fake": newFakeCluster()}}
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"replica on SQLite", func(c *Config) { c.ReplicaAdvertise = "10.0.0.1:7443" }, "needs a Postgres store"},
+		{"lease under 3s", func(c *Config) { c.LeaderLease = time.Second }, "leader lease 1s: must be at least 3s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base
+			tt.mod(&cfg)
+			if err := cfg.CheckSettings(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("CheckSettings = %v, want an error saying %q", err, tt.want)
+			}
+		})
+	}
+	cfg := base
+	cfg.setDefaults()
+	if cfg.LeaderLease != DefaultLeaderLease || cfg.ReplicaAdvertise != "" {
+		t.Errorf("defaults: lease %v, advertise %q; want %v and a single gateway", cfg.LeaderLease, cfg.ReplicaAdvertise, DefaultLeaderLease)
+	}
 }

@@ -35,9 +35,13 @@ type dialect interface {
 	lockKeySet(ctx context.Context, tx *txn) error
 	// lockReplicas serialises replica registrations until commit.
 	lockReplicas(ctx context.Context, tx *txn) error
-	// forShare is the suffix that makes a SELECT hold its rows against
-	// writers (not other readers) until commit.
-	forShare() string
+	// forKeyShare is the suffix that makes a SELECT hold its rows until
+	// commit against FOR UPDATE (and deletes), not against plain updates
+	// of non-key columns or other readers.
+	forKeyShare() string
+	// forNoKeyUpdate is the suffix that makes a SELECT lock its rows for an
+	// update of non-key columns: compatible with forKeyShare holders.
+	forNoKeyUpdate() string
 	// clockSQL is an SQL expression for the database's clock in Unix ns,
 	// "" where the store's Go clock (Options.Now) is the clock.
 	clockSQL() string

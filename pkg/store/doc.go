@@ -177,10 +177,11 @@
 // database's clock (clock_timestamp(); the Go clock on SQLite), and its
 // epoch grows each time it changes hands. WithFence marks a context so
 // that every write transaction run with it first checks, inside the
-// transaction and holding the lease row (FOR SHARE), that the holder still
+// transaction and holding the lease row (FOR KEY SHARE), that the holder still
 // holds the lease at its epoch: a deposed leader's write fails with
-// ErrFenced and commits nothing, and a takeover waits for a fenced write
-// in flight to commit. RegisterReplica, HeartbeatReplica and LiveReplicas
+// ErrFenced and commits nothing, and a takeover (FOR UPDATE) waits for a
+// fenced write in flight to commit, while the holder's renewals (FOR NO KEY
+// UPDATE) never wait for its own writes. RegisterReplica, HeartbeatReplica and LiveReplicas
 // keep the registry of gateways, refusing mixed single and replica modes
 // and replicas whose ClusterSettings differ (ErrReplicaConflict);
 // SetSessionHolders and SessionHolder say which live replica holds a

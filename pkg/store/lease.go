@@ -47,34 +47,41 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 			name); err != nil {
 			return err
 		}
-		var expires int64
-		l = Lease{Name: name}
-		if err := tx.QueryRowContext(ctx,
-			"SELECT holder, epoch, expires_at FROM leases WHERE name = ?"+tx.d.forUpdate(), name,
-		).Scan(&l.Holder, &l.Epoch, &expires); err != nil {
-			return err
-		}
-		now, err := s.clock(ctx, tx)
+		// A renewal takes the row's weaker lock, which the holder's own
+		// fenced writes in flight (FOR KEY SHARE) do not block: a long
+		// sweep never delays its leader's renewal.
+		cur, now, err := s.readLease(ctx, tx, name, tx.d.forNoKeyUpdate())
 		if err != nil {
 			return err
 		}
-		live := expires > now
-		if live && l.Holder != holder {
-			l.Expires = goTime(expires)
+		if cur.live(now) && cur.Holder != holder {
+			l = cur
 			return nil
 		}
-		if !live {
-			l.Epoch++
-			l.Holder = holder
+		if !cur.live(now) {
+			// A change of holder waits for every fenced write of the old
+			// holder still in flight to end, then decides again: those
+			// writes commit before the new epoch starts, or not at all.
+			if cur, now, err = s.readLease(ctx, tx, name, tx.d.forUpdate()); err != nil {
+				return err
+			}
+			if cur.live(now) && cur.Holder != holder {
+				l = cur
+				return nil
+			}
+			if !cur.live(now) {
+				cur.Epoch++
+				cur.Holder = holder
+			}
 		}
-		expires = now + ttl.Nanoseconds()
+		expires := now + ttl.Nanoseconds()
 		if _, err := tx.ExecContext(ctx,
 			"UPDATE leases SET holder = ?, epoch = ?, expires_at = ? WHERE name = ?",
-			l.Holder, l.Epoch, expires, name); err != nil {
+			cur.Holder, cur.Epoch, expires, name); err != nil {
 			return err
 		}
-		l.Expires = goTime(expires)
-		ok = true
+		cur.Expires = goTime(expires)
+		l, ok = cur, true
 		return nil
 	})
 	if err != nil {
@@ -82,6 +89,24 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 	}
 	return l, ok, nil
 }
+
+// readLease reads the lease row with the given lock suffix, and the clock
+// after the lock was granted.
+func (s *Store) readLease(ctx context.Context, tx *txn, name, lock string) (Lease, int64, error) {
+	l := Lease{Name: name}
+	var expires int64
+	if err := tx.QueryRowContext(ctx,
+		"SELECT holder, epoch, expires_at FROM leases WHERE name = ?"+lock, name,
+	).Scan(&l.Holder, &l.Epoch, &expires); err != nil {
+		return Lease{}, 0, err
+	}
+	l.Expires = goTime(expires)
+	now, err := s.clock(ctx, tx)
+	return l, now, err
+}
+
+// live reports whether the lease is held at now (Unix ns).
+func (l Lease) live(now int64) bool { return l.Holder != "" && dbTime(l.Expires) > now }
 
 // ReleaseLease gives the lease up at once when holder holds it, so the
 // next holder need not wait for it to expire; otherwise it does nothing.
@@ -109,9 +134,11 @@ type fenceKey struct{}
 // store first checks, inside the transaction, that holder still holds the
 // lease name at epoch and that it has not expired; otherwise the write
 // fails with ErrFenced and commits nothing. On Postgres the check holds the
-// lease row (FOR SHARE) until commit, so the lease cannot change hands
-// between the check and the commit; SQLite's write transaction holds the
-// whole database.
+// lease row (FOR KEY SHARE) until commit, so the lease cannot change hands
+// between the check and the commit (a change of holder locks the row FOR
+// UPDATE, and waits), while the holder's own renewals, which lock it only
+// FOR NO KEY UPDATE, do not wait for its writes; SQLite's write
+// transaction holds the whole database.
 func WithFence(ctx context.Context, name, holder string, epoch uint64) context.Context {
 	return context.WithValue(ctx, fenceKey{}, fence{name: name, holder: holder, epoch: epoch})
 }
@@ -126,7 +153,7 @@ func checkFence(ctx context.Context, tx *txn, s *Store) error {
 	var epoch uint64
 	var expires int64
 	err := tx.QueryRowContext(ctx,
-		"SELECT holder, epoch, expires_at FROM leases WHERE name = ?"+tx.d.forShare(), f.name,
+		"SELECT holder, epoch, expires_at FROM leases WHERE name = ?"+tx.d.forKeyShare(), f.name,
 	).Scan(&holder, &epoch, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: lease %s was never taken", ErrFenced, f.name)

@@ -13,7 +13,8 @@ import (
 // The channels other replicas hear commits on (Postgres NOTIFY).
 const (
 	// ChannelGenerations carries "<sandbox id> <gen>" for each generation
-	// NextGenerations commits.
+	// NextGenerations commits, and "<sandbox id> 0" when DeleteSandbox
+	// removes a sandbox.
 	ChannelGenerations = "sandkey_generations"
 	// ChannelKeys carries the kid of each key InsertKey, ActivateKey or
 	// RetireKey changed.
@@ -25,7 +26,7 @@ const (
 // work to another goroutine.
 type Events interface {
 	// Generation: gen of sandboxID was committed (by any replica, this one
-	// included).
+	// included); gen 0: the sandbox was deleted.
 	Generation(sandboxID string, gen uint64)
 	// KeysChanged: a signing key was inserted, activated or retired.
 	KeysChanged()

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,16 @@ const postgresConns = 8
 // no connect_timeout, so a gateway pointed at an unreachable host fails at
 // start instead of hanging.
 const postgresConnectTimeout = 10 * time.Second
+
+// postgresIdleInTxTimeout is the server-side idle_in_transaction_session_timeout
+// of the store's connections unless the DSN sets one: a gateway paused or
+// cut off in the middle of a transaction (a leader's fenced sweep holding
+// the lease row) loses it, rolled back, instead of holding its locks, and
+// the next leader's takeover, until its TCP connection times out. The
+// store's transactions never sit idle for more than a moment.
+const postgresIdleInTxTimeout = 10 * time.Second
+
+const idleInTxParam = "idle_in_transaction_session_timeout"
 
 // postgresSQLState codes the store acts on (PostgreSQL manual, appendix A).
 const (
@@ -123,9 +134,13 @@ func (postgresDialect) lockReplicas(ctx context.Context, tx *txn) error {
 	return err
 }
 
-// forShare: the row stays readable by others but no writer may change it
-// until commit.
-func (postgresDialect) forShare() string { return " FOR SHARE" }
+// forKeyShare: the weakest row lock; only SELECT ... FOR UPDATE (and a
+// delete) waits for it.
+func (postgresDialect) forKeyShare() string { return " FOR KEY SHARE" }
+
+// forNoKeyUpdate: the lock an UPDATE of non-key columns takes, which
+// forKeyShare holders do not block.
+func (postgresDialect) forNoKeyUpdate() string { return " FOR NO KEY UPDATE" }
 
 // clockSQL is the server's clock, read afresh at each evaluation: replicas
 // on several hosts compare lease and liveness times against one clock.
@@ -257,6 +272,9 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (*Store, error)
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = postgresConnectTimeout
+	}
+	if _, set := cfg.RuntimeParams[idleInTxParam]; !set {
+		cfg.RuntimeParams[idleInTxParam] = strconv.FormatInt(postgresIdleInTxTimeout.Milliseconds(), 10)
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(postgresConns)

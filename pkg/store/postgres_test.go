@@ -589,3 +589,23 @@ func TestReadsSurviveConnectionsTheServerCut(t *testing.T) {
 		}
 	}
 }
+
+func TestPostgresConnectionsDropTransactionsLeftIdle(t *testing.T) {
+	location := postgresBackend.newLocation(t)
+	s := openAt(t, location, Options{})
+	var got string
+	if err := s.reader.QueryRowContext(context.Background(), "SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "10s" {
+		t.Errorf("idle_in_transaction_session_timeout = %q, want 10s: a paused leader's open transaction would hold the lease row", got)
+	}
+	// A DSN that sets it keeps its own value.
+	own := openAt(t, location+"&idle_in_transaction_session_timeout=2500", Options{})
+	if err := own.reader.QueryRowContext(context.Background(), "SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "2500ms" {
+		t.Errorf("with the DSN's own value: %q, want 2500ms", got)
+	}
+}

@@ -318,3 +318,32 @@ func (s *Store) SessionHolder(ctx context.Context, sandboxID string) (Replica, b
 	}
 	return r, true, nil
 }
+
+// SessionHolders returns the live replica holding each session that one
+// holds, by sandbox id: SessionHolder for a whole listing in one query.
+func (s *Store) SessionHolders(ctx context.Context) (map[string]Replica, error) {
+	now, args := s.nowSQL()
+	rows, err := s.reader.QueryContext(ctx,
+		`SELECT h.sandbox_id, r.id, r.admin_addr, r.mode, r.settings, r.expires_at
+		 FROM session_holders h JOIN replicas r ON r.id = h.replica_id
+		 WHERE r.expires_at > `+now, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list session holders: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]Replica)
+	for rows.Next() {
+		var id, settings string
+		var r Replica
+		var expires int64
+		if err := rows.Scan(&id, &r.ID, &r.AdminAddr, &r.Mode, &settings, &expires); err != nil {
+			return nil, fmt.Errorf("list session holders: %w", err)
+		}
+		r.Settings, r.Expires = decodeSettings(settings), goTime(expires)
+		out[id] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list session holders: %w", err)
+	}
+	return out, nil
+}

@@ -276,6 +276,10 @@ func TestSessionHolderIsTheLiveReplicaLastRecorded(t *testing.T) {
 		if _, ok, err := s.SessionHolder(ctx, ids[1]); err != nil || ok {
 			t.Fatalf("SessionHolder of a cleared session = %v, %v; want none", ok, err)
 		}
+		all, err := s.SessionHolders(ctx)
+		if err != nil || len(all) != len(ids)-1 || all[ids[0]].ID != "r2" || all[ids[2]].ID != "r1" {
+			t.Fatalf("SessionHolders = %d holders (%v), want %d with %s on r2 and %s on r1", len(all), err, len(ids)-1, ids[0], ids[2])
+		}
 		if err := s.HeartbeatReplica(ctx, "r1", ttl); err != nil {
 			t.Fatal(err)
 		}
@@ -368,6 +372,12 @@ func TestListenHearsAnotherStoresGenerationsAndKeyChanges(t *testing.T) {
 	if got, want := within(t, rec.gens, "generation notification"), sb.ID+" 2"; got != want {
 		t.Errorf("heard %q, want %q (the rolled-back generation must not be heard)", got, want)
 	}
+	if err := writer.DeleteSandbox(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := within(t, rec.gens, "deletion notification"), sb.ID+" 0"; got != want {
+		t.Errorf("heard %q after the deletion, want %q", got, want)
+	}
 }
 
 func TestListenOnSQLiteReturnsWhenTheContextEnds(t *testing.T) {
@@ -444,5 +454,88 @@ func undoReplicasMigration(t *testing.T, location string) {
 	t.Helper()
 	for _, table := range []string{"session_holders", "replicas", "leases"} {
 		rawExec(t, location, "DROP TABLE "+table)
+	}
+}
+
+// holdFencedWrite runs a write transaction under holder's fence and keeps
+// it open, its lease check done, until release is closed; it returns when
+// the check passed, and the transaction's end arrives on done.
+func holdFencedWrite(t *testing.T, s *Store, holder string, epoch uint64, release <-chan struct{}) (done <-chan error) {
+	t.Helper()
+	checked := make(chan struct{})
+	out := make(chan error, 1)
+	go func() {
+		out <- s.writeTx(WithFence(context.Background(), "leader", holder, epoch), func(tx *txn) error {
+			close(checked)
+			<-release
+			return nil
+		})
+	}()
+	select {
+	case <-checked:
+	case err := <-out:
+		t.Fatalf("the fenced write failed its check: %v", err)
+	}
+	return out
+}
+
+func TestRenewalsDoNotWaitForTheHoldersWritesButATakeoverDoes(t *testing.T) {
+	s := openTestStore(t, postgresBackend)
+	ctx := context.Background()
+	const ttl = 600 * time.Millisecond
+	l, _, err := s.AcquireLease(ctx, "leader", "a", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// a's own fenced write is in flight: a's renewal goes through.
+	release := make(chan struct{})
+	done := holdFencedWrite(t, s, "a", l.Epoch, release)
+	renewed := make(chan error, 1)
+	go func() {
+		_, ok, err := s.AcquireLease(ctx, "leader", "a", ttl)
+		if err == nil && !ok {
+			err = errors.New("refused")
+		}
+		renewed <- err
+	}()
+	select {
+	case err := <-renewed:
+		if err != nil {
+			t.Fatalf("renewal: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a's renewal waited for a's own fenced write")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// Another fenced write of a is in flight when a's lease expires: b's
+	// takeover waits for it to end, so it commits under a's epoch.
+	release = make(chan struct{})
+	done = holdFencedWrite(t, s, "a", l.Epoch, release)
+	time.Sleep(ttl + ttl/2)
+	var writeEnded atomic.Bool
+	took := make(chan Lease, 1)
+	go func() {
+		l, ok, err := s.AcquireLease(ctx, "leader", "b", ttl)
+		if err != nil || !ok {
+			t.Errorf("b's takeover: %v, %v", ok, err)
+		}
+		if !writeEnded.Load() {
+			t.Error("b took the lease while a's fenced write was still open")
+		}
+		took <- l
+	}()
+	time.Sleep(300 * time.Millisecond) // b's takeover is now waiting, or wrongly done
+	writeEnded.Store(true)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("a's fenced write, checked while a held the lease: %v", err)
+	}
+	if l := <-took; l.Holder != "b" || l.Epoch != 2 {
+		t.Errorf("takeover gave %+v, want b at epoch 2", l)
 	}
 }

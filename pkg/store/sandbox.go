@@ -243,10 +243,14 @@ func (s *Store) MarkInstanceStopped(ctx context.Context, id, instanceID string) 
 }
 
 // DeleteSandbox removes a sandbox and, by cascade, all its generations: its
-// tokens become unknown at once.
+// tokens become unknown at once. Listeners hear generation 0 of it on
+// ChannelGenerations: the replica holding its session ends it.
 func (s *Store) DeleteSandbox(ctx context.Context, id string) error {
 	err := s.writeTx(ctx, func(tx *txn) error {
-		return mustAffect(tx.ExecContext(ctx, "DELETE FROM sandboxes WHERE id = ?", id))
+		if err := mustAffect(tx.ExecContext(ctx, "DELETE FROM sandboxes WHERE id = ?", id)); err != nil {
+			return err
+		}
+		return tx.d.notify(ctx, tx, ChannelGenerations, []string{id + " 0"})
 	})
 	if err != nil {
 		return fmt.Errorf("delete sandbox %s: %w", id, err)

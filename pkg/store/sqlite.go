@@ -116,8 +116,10 @@ func (sqliteDialect) lockKeySet(context.Context, *txn) error { return nil }
 // lockReplicas: BEGIN IMMEDIATE holds the whole database.
 func (sqliteDialect) lockReplicas(context.Context, *txn) error { return nil }
 
-// forShare: BEGIN IMMEDIATE already holds the database's write lock.
-func (sqliteDialect) forShare() string { return "" }
+// forKeyShare and forNoKeyUpdate: BEGIN IMMEDIATE already holds the
+// database's write lock.
+func (sqliteDialect) forKeyShare() string    { return "" }
+func (sqliteDialect) forNoKeyUpdate() string { return "" }
 
 // clockSQL: one gateway, one clock: the store's Options.Now.
 func (sqliteDialect) clockSQL() string { return "" }
