@@ -39,6 +39,7 @@ func TestReplicasExecAndRotateThroughAnyReplica(t *testing.T) {
 				t.Errorf("%s: exec of exit 7: %v; want exit status 7", where, err)
 			}
 			before := rs.latestGeneration(ids[name]).gen
+			forwardsBefore := r.forwarded("rotate", ids[name])
 			out, err = r.cli("sandbox", "rotate", name, "-o", "json")
 			if err != nil {
 				t.Errorf("%s: rotate: %v", where, err)
@@ -47,6 +48,11 @@ func TestReplicasExecAndRotateThroughAnyReplica(t *testing.T) {
 			gen := rotatedGen(t, out)
 			if gen <= before {
 				t.Errorf("%s: rotate minted gen %d, not above %d", where, gen, before)
+			}
+			// Minted by the holder, as the design has it (a local mint
+			// would reach the session too, through the fan-out).
+			if forwarded := r.forwarded("rotate", ids[name]) > forwardsBefore; forwarded != (held[ids[name]] != r) {
+				t.Errorf("%s: rotate forwarded %v", where, forwarded)
 			}
 			rs.eventually(fmt.Sprintf("%s: gen %d acknowledged", where, gen), 30*time.Second, func() bool {
 				d, err := rs.deliveredGen(ids[name])
@@ -233,4 +239,16 @@ func BenchmarkReplicasFanOut(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 	}
+}
+
+// forwarded counts the calls of op for sandbox id that r's log says it
+// forwarded to another replica.
+func (r *replica) forwarded(op, id string) int {
+	n := 0
+	for _, e := range r.events("forwarding operator call") {
+		if e.Fields["op"] == op && e.Sandbox == id {
+			n++
+		}
+	}
+	return n
 }
