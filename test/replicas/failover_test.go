@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,4 +246,77 @@ func (rs *replicaSet) hello(addr, bearer, sandboxID string) error {
 		return fmt.Errorf("rejected: %s", strings.TrimSpace(m.GetRejected().GetReason()))
 	}
 	return fmt.Errorf("unexpected first answer %v", m)
+}
+
+// A leader paused past its lease (SIGSTOP, as a long GC pause or a
+// frozen VM would) is replaced; resumed, it stops leading at once and
+// commits nothing as leader: one leader, no generation with two jtis.
+func TestReplicasPausedLeaderStepsDownAndCommitsNothing(t *testing.T) {
+	rs := newReplicaSet(t)
+	_, ids := rs.createSpread(replicaCount)
+	old := rs.awaitLeader(bound)
+	var others []*replica
+	for _, r := range rs.replicas {
+		if r != old {
+			others = append(others, r)
+		}
+	}
+	old.signal(syscall.SIGSTOP)
+	paused := time.Now()
+	resumed := false
+	defer func() {
+		if !resumed {
+			old.signal(syscall.SIGCONT)
+		}
+	}()
+	var next *replica
+	rs.eventually("another replica leads while the leader is paused", 2*lease+5*time.Second, func() bool {
+		for _, r := range others {
+			if v, err := r.metric("sandkey_leader", ""); err == nil && v == 1 {
+				next = r
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("replica %d leads %s after replica %d was paused", next.n, time.Since(paused).Round(time.Millisecond), old.n)
+	// Let the new leader sweep a while, then wake the old one up.
+	time.Sleep(2 * time.Second)
+	old.signal(syscall.SIGCONT)
+	resumed = true
+	woke := time.Now()
+
+	rs.eventually("the resumed replica says it does not lead", lease+5*time.Second, func() bool {
+		v, err := old.metric("sandkey_leader", "")
+		return err == nil && v == 0
+	})
+	t.Logf("replica %d stepped down %s after it resumed", old.n, time.Since(woke).Round(time.Millisecond))
+	for _, e := range old.events("a leader write was fenced off: another gateway holds the lease", "stopped leader work",
+		"the leader lease was not renewed before its deadline: leader work stops at once") {
+		if !e.At.Before(woke) {
+			t.Logf("replica %d, %s after it resumed: %s %v", old.n, e.At.Sub(woke).Round(time.Millisecond), e.Msg, e.Fields["why"])
+		}
+	}
+	// From now on, for a while, one leader and it is the new one.
+	for end := time.Now().Add(lease); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if l := rs.leaders(); len(l) != 1 || l[0] != next {
+			t.Fatalf("leaders after the old one resumed: %v; want replica %d alone", replicaNumbers(l), next.n)
+		}
+	}
+	// Leader work (sweeps, reconciles) minted nothing on it once paused.
+	for _, e := range old.events("minted") {
+		if reason := e.Fields["reason"]; e.At.After(paused) && (reason == "rotation" || reason == "reconcile") {
+			t.Errorf("replica %d, deposed, minted sandbox %s gen %v for %v %s after it resumed", old.n, e.Sandbox, e.Fields["gen"], reason, e.At.Sub(woke).Round(time.Millisecond))
+		}
+	}
+	rs.awaitHeld(ids)
+	t.Logf("%d generations checked: one jti each, as stored", rs.checkNoGenerationTwice())
+}
+
+func replicaNumbers(rs []*replica) []int {
+	var out []int
+	for _, r := range rs {
+		out = append(out, r.n)
+	}
+	return out
 }

@@ -679,3 +679,12 @@ func (rs *replicaSet) deliveredGen(sandboxID string) (uint64, error) {
 func (rs *replicaSet) clientTLS() *tls.Config {
 	return &tls.Config{RootCAs: rs.tls.Pool, MinVersion: tls.VersionTLS12}
 }
+
+// signal sends sig to the replica's process (SIGSTOP, SIGCONT).
+func (r *replica) signal(sig syscall.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		r.cmd.Process.Signal(sig)
+	}
+}
