@@ -132,21 +132,21 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	if err := g.loadKeys(ctx); err != nil {
-		st.Close()
+		g.Close() // leaves the replica registry too
 		return nil, err
 	}
 	// A replica re-signs generations other replicas minted, with whichever
 	// key signed them: it holds the private half of every unretired key.
 	if g.ReplicaMode() {
 		if err := g.reloadKeys(ctx); err != nil {
-			st.Close()
+			g.Close() // leaves the replica registry too
 			return nil, err
 		}
 	}
 	g.issuer, err = auth.NewIssuer(auth.IssuerConfig{Keys: g.keys, Issuer: cfg.Issuer, Audience: cfg.Audience,
 		TrustDomain: cfg.TrustDomain, Lifetime: cfg.Lifetime, Now: cfg.Now})
 	if err != nil {
-		st.Close()
+		g.Close() // leaves the replica registry too
 		return nil, err
 	}
 	g.verify = g.issuer.Verifier()

@@ -30,6 +30,8 @@ package gateway
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -138,7 +140,7 @@ func (g *Gateway) register(ctx context.Context) error {
 		mode = store.ModeReplica
 	}
 	err := g.store.RegisterReplica(ctx, store.Replica{
-		ID: g.replicaID, AdminAddr: g.cfg.ReplicaAdvertise, Mode: mode,
+		ID: g.replicaID, AdminAddr: g.cfg.ReplicaAdvertise, Mode: mode, Origin: g.origin(),
 		Settings: store.ClusterSettings{Issuer: g.cfg.Issuer, Audience: g.cfg.Audience,
 			TrustDomain: g.cfg.TrustDomain, TokenLifetime: g.cfg.Lifetime},
 	}, g.cfg.LeaderLease)
@@ -148,6 +150,23 @@ func (g *Gateway) register(ctx context.Context) error {
 	g.log.Info("registered in the store's replica registry", zap.String("replica", g.replicaID),
 		zap.String("mode", mode), zap.String("advertise", g.cfg.ReplicaAdvertise))
 	return nil
+}
+
+// origin names where this gateway runs, host and state directory (and
+// the advertised address, which tells apart replicas whose containers
+// share a host name and a path): one gateway at a time holds it
+// (LockStateDir), so a live registration of the same origin is a
+// predecessor that crashed.
+func (g *Gateway) origin() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	dir, err := filepath.Abs(g.cfg.StateDir)
+	if err != nil {
+		dir = g.cfg.StateDir
+	}
+	return host + ":" + dir + " " + g.cfg.ReplicaAdvertise
 }
 
 // heartbeat keeps the registration live, registering again when an

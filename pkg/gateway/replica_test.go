@@ -646,3 +646,20 @@ func TestReplicaSettingsAreCheckedAtOpen(t *testing.T) {
 		t.Errorf("defaults: lease %v, advertise %q; want %v and a single gateway", cfg.LeaderLease, cfg.ReplicaAdvertise, DefaultLeaderLease)
 	}
 }
+
+func TestASingleGatewayOnPostgresRestartsAtOnceAfterACrash(t *testing.T) {
+	c := newReplicaCluster(t)
+	cfg := c.config()
+	cfg.ReplicaAdvertise = ""
+	first := c.startWith(cfg)
+	waitLeader(t, first)
+	first.kill() // its registration stays live for a lease
+	// The same state directory: the lock proves the first one is gone.
+	second := c.startWith(cfg)
+	waitLeader(t, second)
+	other := c.config()
+	other.ReplicaAdvertise = ""
+	if _, err := Open(context.Background(), other); !errors.Is(err, ErrReplicaConflict) {
+		t.Fatalf("a single gateway on another state directory: %v, want ErrReplicaConflict", err)
+	}
+}

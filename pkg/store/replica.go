@@ -75,6 +75,11 @@ type Replica struct {
 	Mode string
 	// Settings must be equal across live replicas (ModeReplica only).
 	Settings ClusterSettings
+	// Origin is where the gateway runs: its host and state directory,
+	// which one gateway at a time holds (the state directory's lock). A
+	// live registration of the same origin is this gateway's predecessor,
+	// dead since it let go of the lock: RegisterReplica replaces it.
+	Origin string
 	// Expires is when the registration lapses unless heartbeated, in the
 	// database's clock; filled in by the store.
 	Expires time.Time
@@ -83,7 +88,9 @@ type Replica struct {
 // RegisterReplica records r (or refreshes its row) live for ttl. It refuses
 // with ErrReplicaConflict, saying why, a single gateway while another
 // gateway is live, a replica while a single gateway is live, and a replica
-// whose Settings differ from a live replica's.
+// whose Settings differ from a live replica's. A live registration of r's
+// Origin is r's dead predecessor (a crash, then a restart within ttl): it
+// is removed, with its session holders, instead of refused.
 func (s *Store) RegisterReplica(ctx context.Context, r Replica, ttl time.Duration) error {
 	if r.ID == "" || (r.Mode != ModeSingle && r.Mode != ModeReplica) || ttl <= 0 {
 		return fmt.Errorf("register replica %q (mode %q, ttl %v): %w: an id, mode single or replica and a positive ttl are required",
@@ -98,17 +105,22 @@ func (s *Store) RegisterReplica(ctx context.Context, r Replica, ttl time.Duratio
 			return err
 		}
 		rows, err := tx.QueryContext(ctx,
-			"SELECT id, admin_addr, mode, settings FROM replicas WHERE expires_at > ? AND id <> ? ORDER BY id", now, r.ID)
+			"SELECT id, admin_addr, mode, settings, origin FROM replicas WHERE expires_at > ? AND id <> ? ORDER BY id", now, r.ID)
 		if err != nil {
 			return err
 		}
 		var conflict error
+		var predecessors []string
 		for rows.Next() && conflict == nil {
 			var o Replica
 			var settings string
-			if err := rows.Scan(&o.ID, &o.AdminAddr, &o.Mode, &settings); err != nil {
+			if err := rows.Scan(&o.ID, &o.AdminAddr, &o.Mode, &settings, &o.Origin); err != nil {
 				rows.Close()
 				return err
+			}
+			if r.Origin != "" && o.Origin == r.Origin {
+				predecessors = append(predecessors, o.ID)
+				continue
 			}
 			conflict = r.conflict(o, settings)
 		}
@@ -120,11 +132,16 @@ func (s *Store) RegisterReplica(ctx context.Context, r Replica, ttl time.Duratio
 		if conflict != nil {
 			return conflict
 		}
+		for _, id := range predecessors {
+			if err := removeReplica(ctx, tx, id); err != nil {
+				return err
+			}
+		}
 		_, err = tx.ExecContext(ctx,
-			`INSERT INTO replicas (id, admin_addr, mode, settings, expires_at) VALUES (?, ?, ?, ?, ?)
+			`INSERT INTO replicas (id, admin_addr, mode, settings, origin, expires_at) VALUES (?, ?, ?, ?, ?, ?)
 			 ON CONFLICT (id) DO UPDATE SET admin_addr = excluded.admin_addr, mode = excluded.mode,
-			   settings = excluded.settings, expires_at = excluded.expires_at`,
-			r.ID, r.AdminAddr, r.Mode, r.Settings.encode(), now+ttl.Nanoseconds())
+			   settings = excluded.settings, origin = excluded.origin, expires_at = excluded.expires_at`,
+			r.ID, r.AdminAddr, r.Mode, r.Settings.encode(), r.Origin, now+ttl.Nanoseconds())
 		return err
 	})
 	if err != nil {
@@ -172,17 +189,19 @@ func (s *Store) HeartbeatReplica(ctx context.Context, id string, ttl time.Durati
 // RemoveReplica deletes the registration of id and the session holders
 // naming it (a gateway stopping cleanly).
 func (s *Store) RemoveReplica(ctx context.Context, id string) error {
-	err := s.writeTx(ctx, func(tx *txn) error {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM session_holders WHERE replica_id = ?", id); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, "DELETE FROM replicas WHERE id = ?", id)
-		return err
-	})
+	err := s.writeTx(ctx, func(tx *txn) error { return removeReplica(ctx, tx, id) })
 	if err != nil {
 		return fmt.Errorf("remove gateway %s: %w", id, err)
 	}
 	return nil
+}
+
+func removeReplica(ctx context.Context, tx *txn, id string) error {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM session_holders WHERE replica_id = ?", id); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, "DELETE FROM replicas WHERE id = ?", id)
+	return err
 }
 
 // LiveReplicas returns the gateways whose registration has not lapsed, by
@@ -190,7 +209,7 @@ func (s *Store) RemoveReplica(ctx context.Context, id string) error {
 func (s *Store) LiveReplicas(ctx context.Context) ([]Replica, error) {
 	now, args := s.nowSQL()
 	rows, err := s.reader.QueryContext(ctx,
-		"SELECT id, admin_addr, mode, settings, expires_at FROM replicas WHERE expires_at > "+now+" ORDER BY id", args...)
+		"SELECT id, admin_addr, mode, settings, origin, expires_at FROM replicas WHERE expires_at > "+now+" ORDER BY id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list live gateways: %w", err)
 	}
@@ -213,7 +232,7 @@ func scanReplica(r rowScanner) (Replica, error) {
 	var out Replica
 	var settings string
 	var expires int64
-	if err := r.Scan(&out.ID, &out.AdminAddr, &out.Mode, &settings, &expires); err != nil {
+	if err := r.Scan(&out.ID, &out.AdminAddr, &out.Mode, &settings, &out.Origin, &expires); err != nil {
 		return Replica{}, err
 	}
 	out.Settings = decodeSettings(settings)
@@ -306,7 +325,7 @@ func (s *Store) ClearSessionHolders(ctx context.Context, replicaID string, sandb
 func (s *Store) SessionHolder(ctx context.Context, sandboxID string) (Replica, bool, error) {
 	now, args := s.nowSQL()
 	row := s.reader.QueryRowContext(ctx,
-		`SELECT r.id, r.admin_addr, r.mode, r.settings, r.expires_at
+		`SELECT r.id, r.admin_addr, r.mode, r.settings, r.origin, r.expires_at
 		 FROM session_holders h JOIN replicas r ON r.id = h.replica_id
 		 WHERE h.sandbox_id = ? AND r.expires_at > `+now, append([]any{sandboxID}, args...)...)
 	r, err := scanReplica(row)
@@ -324,7 +343,7 @@ func (s *Store) SessionHolder(ctx context.Context, sandboxID string) (Replica, b
 func (s *Store) SessionHolders(ctx context.Context) (map[string]Replica, error) {
 	now, args := s.nowSQL()
 	rows, err := s.reader.QueryContext(ctx,
-		`SELECT h.sandbox_id, r.id, r.admin_addr, r.mode, r.settings, r.expires_at
+		`SELECT h.sandbox_id, r.id, r.admin_addr, r.mode, r.settings, r.origin, r.expires_at
 		 FROM session_holders h JOIN replicas r ON r.id = h.replica_id
 		 WHERE r.expires_at > `+now, args...)
 	if err != nil {
@@ -336,7 +355,7 @@ func (s *Store) SessionHolders(ctx context.Context) (map[string]Replica, error) 
 		var id, settings string
 		var r Replica
 		var expires int64
-		if err := rows.Scan(&id, &r.ID, &r.AdminAddr, &r.Mode, &settings, &expires); err != nil {
+		if err := rows.Scan(&id, &r.ID, &r.AdminAddr, &r.Mode, &settings, &r.Origin, &expires); err != nil {
 			return nil, fmt.Errorf("list session holders: %w", err)
 		}
 		r.Settings, r.Expires = decodeSettings(settings), goTime(expires)

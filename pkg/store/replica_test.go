@@ -199,6 +199,20 @@ func TestReplicaRegistryRefusesMixedModesAndOtherSettings(t *testing.T) {
 		if !errors.Is(err, ErrReplicaConflict) || !strings.Contains(err.Error(), "solo") {
 			t.Fatalf("a second single gateway: %v, want ErrReplicaConflict naming solo", err)
 		}
+		// solo crashed and its successor starts on the same host and state
+		// directory before solo's registration lapsed.
+		single.Origin = "host-1:/var/lib/sandkey"
+		if err := s.RegisterReplica(ctx, single, ttl); err != nil {
+			t.Fatal(err)
+		}
+		successor := Replica{ID: "solo-2", Mode: ModeSingle, Settings: testSettings, Origin: single.Origin}
+		if err := s.RegisterReplica(ctx, successor, ttl); err != nil {
+			t.Fatalf("the successor on solo's origin: %v, want it to replace solo", err)
+		}
+		if live, err := s.LiveReplicas(ctx); err != nil || len(live) != 1 || live[0].ID != "solo-2" || live[0].Origin != single.Origin {
+			t.Fatalf("LiveReplicas after the successor registered = %+v, %v; want solo-2 alone", live, err)
+		}
+		single = successor
 		err = s.RegisterReplica(ctx, Replica{ID: "r1", AdminAddr: "10.0.0.1:7443", Mode: ModeReplica, Settings: testSettings}, ttl)
 		if !errors.Is(err, ErrReplicaConflict) || !strings.Contains(err.Error(), "--replica-advertise") {
 			t.Fatalf("a replica beside a single gateway: %v, want ErrReplicaConflict", err)

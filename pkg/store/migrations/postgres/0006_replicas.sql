@@ -13,12 +13,14 @@ CREATE TABLE leases (
 
 -- replicas: the gateways using this database, each heartbeating its row
 -- (expires_at in the database's clock). settings are the values replicas
--- must agree on (issuer, audience, trust domain, token lifetime).
+-- must agree on (issuer, audience, trust domain, token lifetime); origin is
+-- the host and state directory, one gateway's at a time (its lock).
 CREATE TABLE replicas (
     id         TEXT COLLATE "C" NOT NULL PRIMARY KEY,
     admin_addr TEXT NOT NULL,
     mode       TEXT NOT NULL CHECK (mode IN ('single', 'replica')),
     settings   TEXT NOT NULL,
+    origin     TEXT NOT NULL DEFAULT '',
     expires_at BIGINT NOT NULL
 );
 

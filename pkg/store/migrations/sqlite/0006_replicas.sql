@@ -18,6 +18,7 @@ CREATE TABLE replicas (
     admin_addr TEXT NOT NULL,
     mode       TEXT NOT NULL CHECK (mode IN ('single', 'replica')),
     settings   TEXT NOT NULL,
+    origin     TEXT NOT NULL DEFAULT '',
     expires_at BIGINT  NOT NULL
 );
 
