@@ -177,7 +177,28 @@ func TestReplicasLeaderKilled(t *testing.T) {
 	if worst > limit {
 		t.Errorf("the slowest orphaned session registered again %s after the kill; want within %s", worst.Round(time.Millisecond), limit)
 	}
-	rs.awaitHeld(ids)
+	held = rs.awaitHeld(ids)
+
+	// The survivors' operator APIs agree on the new holders, and reach
+	// the re-registered sessions.
+	deadID := rs.replicaIDOf(leader)
+	for _, r := range rs.live() {
+		list, err := r.list()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range list {
+			if !v.Connected || v.ReplicaID == "" || v.ReplicaID == deadID || v.ReplicaID != rs.replicaIDOf(held[v.ID]) {
+				t.Errorf("replica %d lists %s connected %v, held by %q; replica %d (%s) holds it, the dead leader was %s",
+					r.n, v.Name, v.Connected, v.ReplicaID, held[v.ID].n, rs.replicaIDOf(held[v.ID]), deadID)
+			}
+		}
+		for _, name := range orphans {
+			if out, err := r.cli("sandbox", "exec", name, "--", "/busybox", "echo", "back"); err != nil || strings.TrimSpace(out) != "back" {
+				t.Errorf("replica %d: exec in %s after the failover: %q, %v", r.n, name, out, err)
+			}
+		}
+	}
 
 	// The doomed sandbox, deleted through a survivor, then the killed
 	// replica back: no replica accepts its credentials.
