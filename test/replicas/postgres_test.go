@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/store/pgtest"
 )
 
@@ -80,6 +81,7 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	defer func() { stopLoad(); loadDone.Wait() }()
 	time.Sleep(2 * time.Second) // rotations under way
 
+	held := rs.awaitHeld(ids)
 	downAt := time.Now()
 	if err := rs.pg.StopServer(); err != nil {
 		t.Fatal(err)
@@ -129,50 +131,70 @@ func TestReplicasPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("Postgres down %s", upAt.Sub(downAt).Round(time.Millisecond))
+	// Readiness is watched from now, beside the mints below.
 	readyAgain := map[int]time.Duration{}
 	stillNot := map[int]string{}
-	rs.eventually("every replica ready again", bound/3, func() bool {
-		for _, r := range rs.replicas {
-			if _, seen := readyAgain[r.n]; !seen {
-				ok, why := r.ready()
-				if ok {
-					readyAgain[r.n] = time.Since(upAt)
-					delete(stillNot, r.n)
-				} else {
-					stillNot[r.n] = why
+	var readyDone sync.WaitGroup
+	readyDone.Go(func() {
+		for deadline := upAt.Add(bound / 3); len(readyAgain) < len(rs.replicas) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			for _, r := range rs.replicas {
+				if _, seen := readyAgain[r.n]; !seen {
+					if ok, why := r.ready(); ok {
+						readyAgain[r.n] = time.Since(upAt)
+						delete(stillNot, r.n)
+					} else {
+						stillNot[r.n] = why
+					}
 				}
 			}
 		}
-		if len(readyAgain) < len(rs.replicas) && time.Since(upAt) > bound/3-time.Second {
-			t.Logf("still not ready %s after Postgres came back: %v", time.Since(upAt).Round(time.Millisecond), stillNot)
-		}
-		return len(readyAgain) == len(rs.replicas)
 	})
+	clients := map[*replica]adminpb.AdminClient{}
 	for _, r := range rs.replicas {
-		t.Logf("replica %d: ready again %s after Postgres came back", r.n, readyAgain[r.n].Round(time.Millisecond))
+		clients[r] = rs.adminClient(r)
 	}
-	leader := rs.awaitLeader(2*lease + 5*time.Second)
-	t.Logf("replica %d leads after the restart", leader.n)
 
-	// Mint on replicas that do not hold the sessions, at once: only the
-	// fan-out (NOTIFY, or the resync after its listener reconnected)
-	// brings these to the supervisors.
-	held := rs.awaitHeld(ids)
+	// At once, while the replicas' store listeners are still backing
+	// off, mint on replicas that do not hold the sessions: only the
+	// fan-out's resync after each listener reconnects brings these to the
+	// supervisors (NOTIFY, for any minted after).
 	want := map[string]uint64{}
+	type mint struct {
+		holder *replica
+		at     time.Time
+	}
+	var mints []mint
 	for _, name := range names {
 		h := held[ids[name]]
 		for _, r := range rs.replicas {
 			if r == h {
 				continue
 			}
-			gen, err := mintElsewhere(context.Background(), rs.adminClient(r), name)
+			var gen uint64
+			var err error
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if gen, err = mintElsewhere(context.Background(), clients[r], name); err == nil || time.Now().After(deadline) {
+					break
+				}
+			}
 			if err != nil {
 				t.Errorf("mint %s on replica %d after the restart: %v", name, r.n, err)
 				continue
 			}
 			want[name] = max(want[name], gen)
+			mints = append(mints, mint{h, time.Now()})
 		}
 	}
+	readyDone.Wait() // the maps are the test goroutine's again
+	if len(readyAgain) < len(rs.replicas) {
+		t.Fatalf("not every replica ready %s after Postgres came back: %v", bound/3, stillNot)
+	}
+	for _, r := range rs.replicas {
+		t.Logf("replica %d: ready again %s after Postgres came back", r.n, readyAgain[r.n].Round(time.Millisecond))
+	}
+	leader := rs.awaitLeader(2*lease + 5*time.Second)
+	t.Logf("replica %d leads after the restart", leader.n)
+
 	time.Sleep(2 * time.Second) // more rotations after the restart
 	stopLoad()
 	loadDone.Wait()
@@ -186,6 +208,21 @@ func TestReplicasPostgresRestart(t *testing.T) {
 			return err == nil && d >= want[name]
 		})
 	}
+
+	// Which of those mints only the resync could deliver: committed
+	// before the holder's store listener was connected again.
+	byResync := 0
+	for _, m := range mints {
+		for _, e := range m.holder.events("store listener connected") {
+			if e.At.After(upAt) {
+				if m.at.Before(e.At) {
+					byResync++
+				}
+				break
+			}
+		}
+	}
+	t.Logf("%d generations minted on other replicas after the restart, all acknowledged; %d of them before the holder's listener was back (the resync's)", len(mints), byResync)
 
 	load.mu.Lock()
 	total := 0
