@@ -2,6 +2,7 @@ package replicas
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"sync"
@@ -242,4 +243,130 @@ func TestReplicasPostgresRestart(t *testing.T) {
 		t.Errorf("no rotation succeeded under load")
 	}
 	t.Logf("%d generations checked: one jti each, as stored", rs.checkNoGenerationTwice())
+}
+
+// The fan-out's catch-up: a generation committed while the holder's
+// store listener is disconnected (its LISTEN connection cut, the rest of
+// the database up) reaches the supervisor once the listener reconnects
+// and resyncs; no NOTIFY is kept for a listener that was away.
+func TestReplicasFanOutResyncsAfterItsListenerIsCut(t *testing.T) {
+	rs := newReplicaSet(t)
+	names, ids := rs.createSpread(replicaCount)
+	held := rs.awaitHeld(ids)
+	admin, err := sql.Open("pgx", rs.pg.AdminDSN(pgtest.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	clients := map[*replica]adminpb.AdminClient{}
+	for _, r := range rs.replicas {
+		clients[r] = rs.adminClient(r)
+	}
+
+	// Cut, then mint at once, within the listeners' first backoff
+	// (100 ms); again if the machine was too slow for any mint to land
+	// before its holder's listener was back.
+	for attempt := 1; ; attempt++ {
+		cutAt := time.Now()
+		n := rs.cutListeners(admin)
+		type mint struct {
+			name   string
+			gen    uint64
+			holder *replica
+			at     time.Time
+		}
+		var mints []mint
+		for _, name := range names {
+			h := held[ids[name]]
+			for _, r := range rs.replicas {
+				if r == h {
+					continue
+				}
+				gen, err := mintElsewhere(context.Background(), clients[r], name)
+				if err != nil {
+					t.Fatalf("mint %s on replica %d: %v", name, r.n, err)
+				}
+				mints = append(mints, mint{name, gen, h, time.Now()})
+			}
+		}
+		// Each sandbox acknowledges the newest generation minted for it,
+		// as that generation: had a later one (the leader's sweep) come
+		// first, it would prove nothing about the resync.
+		want := map[string]uint64{}
+		for _, m := range mints {
+			want[m.name] = max(want[m.name], m.gen)
+		}
+		overtaken := false
+		for name, gen := range want {
+			var delivered, latest int64
+			rs.eventually(fmt.Sprintf("%s acknowledges gen %d", name, gen), 30*time.Second, func() bool {
+				err := rs.db.QueryRow(`SELECT delivered_gen, latest_gen FROM sandboxes WHERE id = $1`, ids[name]).Scan(&delivered, &latest)
+				return err == nil && uint64(delivered) >= gen
+			})
+			if uint64(latest) > gen {
+				overtaken = true
+				t.Logf("attempt %d: %s: gen %d overtaken by gen %d before its acknowledgement", attempt, name, gen, latest)
+			}
+		}
+		missed := 0 // minted before the holder's listener was back
+		for _, m := range mints {
+			for _, e := range m.holder.events("store listener connected") {
+				if e.At.After(cutAt) {
+					if m.at.Before(e.At) {
+						missed++
+					}
+					break
+				}
+			}
+		}
+		t.Logf("attempt %d: %d listener connection(s) cut; %d generations minted on other replicas, all acknowledged, %d of them while the holder's listener was away",
+			attempt, n, len(mints), missed)
+		if missed > 0 && !overtaken {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("in %d attempts, no mint landed while a listener was away, or a newer generation overtook one: the resync was not exercised", attempt)
+		}
+	}
+	t.Logf("%d generations checked: one jti each, as stored", rs.checkNoGenerationTwice())
+}
+
+// cutListeners ends every replica's store listener connection (as a
+// network blip or a proxy's idle timeout would), waits until the
+// server has let go of them, and returns how many it cut.
+func (rs *replicaSet) cutListeners(admin *sql.DB) int {
+	rs.t.Helper()
+	rows, err := admin.Query(`SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'sandkey-listen-%'`)
+	if err != nil {
+		rs.t.Fatal(err)
+	}
+	var pids []int64
+	for rows.Next() {
+		var pid int64
+		if err := rows.Scan(&pid); err != nil {
+			rs.t.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	rows.Close()
+	if len(pids) < replicaCount {
+		rs.t.Fatalf("%d store listener connections, want one per replica (%d)", len(pids), replicaCount)
+	}
+	for _, pid := range pids {
+		if _, err := admin.Exec(`SELECT pg_terminate_backend($1)`, pid); err != nil {
+			rs.t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		var left int
+		if err := admin.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)`, pids).Scan(&left); err != nil {
+			rs.t.Fatal(err)
+		}
+		if left == 0 {
+			return len(pids)
+		}
+		if time.Now().After(deadline) {
+			rs.t.Fatalf("%d store listener connection(s) still there 5 s after pg_terminate_backend", left)
+		}
+	}
 }
