@@ -59,10 +59,25 @@ bench-report:
 
 # The soak: SOAK_SANDBOXES sandboxes under seeded chaos for SOAK_DURATION;
 # figures in bench/SOAK.md. `make test` runs a short one.
+# SOAK_MODE=replicas: three gateway replicas on one Postgres with
+# Kubernetes sandboxes (test/replicas), the chaos adding leader kills,
+# replica kills and database restarts; figures in bench/SOAK-replicas.md.
+# Not part of `make test`.
+SOAK_MODE ?= single
+SOAK_REPLICAS_SANDBOXES ?= 12
 soak:
 	mkdir -p bench
+ifeq ($(SOAK_MODE),replicas)
+	@kube_bin=$$(./scripts/kube-tools.sh) || { echo "make soak: scripts/kube-tools.sh failed to build the Kubernetes test binaries"; exit 1; }; \
+	  SANDKEY_KUBE_BIN=$$kube_bin SANDKEY_SOAK_MODE=replicas SANDKEY_SOAK_DURATION=$(SOAK_DURATION) \
+	  SANDKEY_SOAK_SANDBOXES=$(SOAK_REPLICAS_SANDBOXES) SANDKEY_SOAK_REPORT=$(CURDIR)/bench/SOAK-replicas.md \
+	  $(GO) test -count=1 -v -run '^TestSoakReplicas' -timeout 60m ./test/replicas
+else ifeq ($(SOAK_MODE),single)
 	SANDKEY_SOAK_DURATION=$(SOAK_DURATION) SANDKEY_SOAK_SANDBOXES=$(SOAK_SANDBOXES) SANDKEY_SOAK_REPORT=$(CURDIR)/bench/SOAK.md \
 		$(GO) test -count=1 -v -run '^TestSoak' -timeout 60m ./test/soak
+else
+	@echo "make soak: SOAK_MODE=$(SOAK_MODE): want single (the default) or replicas"; exit 2
+endif
 
 # The Kubernetes soak: the kubelet's own renewal of a projected token
 # (~9 min with the API's 600 s minimum) reaches the next exchange.

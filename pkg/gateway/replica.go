@@ -316,6 +316,9 @@ func (g *Gateway) stepDown(why string) {
 	term.deadline.Stop()
 	term.cancel()
 	<-term.done
+	// A failed sweep made it not ready; it sweeps no more, so only the
+	// store's own failure (the heartbeat's) may keep it so.
+	g.ready.sweepDone(nil)
 	g.metrics.leader.Set(0)
 	g.metrics.leaderChanges.Inc()
 	g.log.Info("stopped leader work", zap.Uint64("epoch", term.epoch), zap.String("why", why))

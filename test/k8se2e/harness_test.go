@@ -1,25 +1,16 @@
 package k8se2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,7 +18,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -37,6 +27,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/test/binaries"
+	"github.com/sandkey/sandkey/test/kubeenv"
 )
 
 const (
@@ -100,21 +91,14 @@ func newEnvWith(t testing.TB, gatewayFlags ...string) *env {
 	e.state = filepath.Join(e.dir, "state")
 	c.Namespace(t, e.ns)
 	c.ServiceAccount(t, e.ns, sandboxSA)
-	e.grantGateway()
+	kubeenv.GrantGateway(t, c, e.ns, gatewayUser)
 	e.kubeconfig = c.KubeconfigFor(t, gatewayUser)
-	e.writeTLS()
-	imageOnce.Do(func() { importImage(t, c) })
-	var port int
-	port, err = freePort(c.HostIP())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.sessionAddr = net.JoinHostPort(c.HostIP(), strconv.Itoa(port))
-	hport, err := freePort("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.httpAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(hport))
+	// The bridge's host address, where pods reach the gateway.
+	tlsFiles := kubeenv.WriteTLS(t, e.dir, c.HostIP())
+	e.caFile, e.certFile, e.keyFile, e.caPool = tlsFiles.CAFile, tlsFiles.CertFile, tlsFiles.KeyFile, tlsFiles.Pool
+	imageOnce.Do(func() { kubeenv.ImportSandboxImage(t, c, imageRef) })
+	e.sessionAddr = kubeenv.FreeAddr(t, c.HostIP())
+	e.httpAddr = kubeenv.FreeAddr(t, "127.0.0.1")
 	t.Cleanup(func() {
 		if e.gw != nil {
 			e.gw.stop()
@@ -125,87 +109,6 @@ func newEnvWith(t testing.TB, gatewayFlags ...string) *env {
 	})
 	e.startGateway()
 	return e
-}
-
-// grantGateway gives the gateway's user what deploy/kubernetes gives the
-// gateway's ServiceAccount: TokenReview (system:auth-delegator), pods and
-// their logs in the sandboxes' namespace. Nothing else.
-func (e *env) grantGateway() {
-	ctx := context.Background()
-	rbac := e.c.Client().RbacV1()
-	user := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: gatewayUser}}
-	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: gatewayUser + "-auth-delegator"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"},
-		Subjects: user}
-	if _, err := rbac.ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !strings.Contains(err.Error(), "already exists") {
-		e.t.Fatal(err)
-	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "sandkey-gateway"}, Rules: []rbacv1.PolicyRule{{
-		APIGroups: []string{""}, Resources: []string{"pods"},
-		Verbs: []string{"get", "list", "watch", "create", "delete"},
-	}, {
-		APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"},
-	}}}
-	if _, err := rbac.Roles(e.ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "sandkey-gateway"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "sandkey-gateway"},
-		Subjects: user}
-	if _, err := rbac.RoleBindings(e.ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-// writeTLS makes a CA and a serving certificate for the bridge's host
-// address, where pods reach the gateway.
-func (e *env) writeTLS() {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "k8se2e CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sandkey gateway"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP(e.c.HostIP())}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	e.caFile, e.certFile, e.keyFile = filepath.Join(e.dir, "ca.pem"), filepath.Join(e.dir, "tls.crt"), filepath.Join(e.dir, "tls.key")
-	for path, block := range map[string]*pem.Block{
-		e.caFile: {Type: "CERTIFICATE", Bytes: caDER}, e.certFile: {Type: "CERTIFICATE", Bytes: der},
-		e.keyFile: {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			e.t.Fatal(err)
-		}
-	}
-	e.caPool = x509.NewCertPool()
-	e.caPool.AddCert(caCert)
-}
-
-// importImage puts the real supervisor binary and a static busybox into
-// the node's image store.
-func importImage(t testing.TB, c *kubetest.Cluster) {
-	layer := t.TempDir()
-	for src, dst := range map[string]string{binaries.Supervisor: "supervisor", "/bin/busybox": "busybox"} {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatalf("image file %s: %v (busybox comes from Debian's busybox-static)", src, err)
-		}
-		if err := os.WriteFile(filepath.Join(layer, dst), data, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.ImportImage(t, imageRef, layer, []string{"/supervisor", "--"})
 }
 
 // gatewayProc is the real gateway binary running serve.
@@ -365,23 +268,11 @@ func (e *env) exchange(sandboxID, credential string) (string, error) {
 // metric returns the value of a sample of the gateway's /metrics.
 func (e *env) metric(name, labels string) float64 {
 	e.t.Helper()
-	resp, err := http.Get("http://" + e.httpAddr + "/metrics")
+	v, err := kubeenv.Metric(e.httpAddr, name, labels)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	prefix := name + labels + " "
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				e.t.Fatal(err)
-			}
-			return f
-		}
-	}
-	return 0
+	return v
 }
 
 func (e *env) exchanges(result string) float64 {
@@ -401,7 +292,7 @@ func (e *env) pod(name string) *corev1.Pod {
 // dumpLogs shows the gateway's log and every pod's, after a failure.
 func (e *env) dumpLogs() {
 	if data, err := os.ReadFile(filepath.Join(e.dir, "gateway.log")); err == nil {
-		e.t.Logf("gateway log:\n%s", tail(data, 60))
+		e.t.Logf("gateway log:\n%s", kubeenv.Tail(data, 60))
 	}
 	ctx := context.Background()
 	list, err := e.c.Client().CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
@@ -410,25 +301,8 @@ func (e *env) dumpLogs() {
 	}
 	for _, p := range list.Items {
 		data, err := e.c.Client().CoreV1().Pods(e.ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
-		e.t.Logf("pod %s (%s) log (%v):\n%s", p.Name, p.Status.Phase, err, tail(data, 30))
+		e.t.Logf("pod %s (%s) log (%v):\n%s", p.Name, p.Status.Phase, err, kubeenv.Tail(data, 30))
 	}
-}
-
-func tail(data []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func freePort(ip string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func kubernetesClient(t testing.TB, cfg *rest.Config) k8s.Interface {

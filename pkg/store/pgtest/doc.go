@@ -25,8 +25,10 @@
 // Stop ends the server by its PID (SIGINT, Postgres' fast shutdown, then
 // SIGKILL if it must) and removes the directory. Restart stops it the same
 // way and starts it again on the same port and data, cutting every client
-// connection, as an operator's restart would. Should the test binary die
-// first, the kernel sends the server SIGQUIT (Pdeathsig).
+// connection, as an operator's restart would; StopServer and StartServer
+// are its two halves, for a test that looks at its clients while the
+// database is down. Should the test binary die first, the kernel sends
+// the server SIGQUIT (Pdeathsig).
 //
 // # Tests
 //

@@ -255,15 +255,26 @@ func (s *Server) Stop() error {
 // starts it again on the same port and data, as an operator's restart or
 // a failover would. It returns once the server accepts connections again.
 func (s *Server) Restart() error {
+	if err := s.StopServer(); err != nil {
+		return err
+	}
+	return s.StartServer()
+}
+
+// StopServer stops the server (fast shutdown: every connection is cut)
+// and leaves it down, keeping its port and data, until StartServer: for
+// tests of what clients do while the database is away.
+func (s *Server) StopServer() error {
 	if s.admin != nil {
 		s.admin.Close()
 		s.admin = nil
 	}
-	if err := s.shutdown(); err != nil {
-		return err
-	}
-	return s.serve(s.port)
+	return s.shutdown()
 }
+
+// StartServer starts a server StopServer stopped, on the same port and
+// data, and returns once it accepts connections.
+func (s *Server) StartServer() error { return s.serve(s.port) }
 
 // shutdown ends the server process by its PID: SIGINT (fast shutdown),
 // SIGKILL if it does not end in time.

@@ -104,3 +104,41 @@ func (r *recorder) Helper()               {}
 func (r *recorder) Skipf(string, ...any)  { r.skipped = true; panic(stop{}) }
 func (r *recorder) Fatal(...any)          { r.failed = true; panic(stop{}) }
 func (r *recorder) Fatalf(string, ...any) { r.failed = true; panic(stop{}) }
+
+// StopServer leaves the server down on its port, cutting its clients;
+// StartServer brings the same data back there.
+func TestStopServerKeepsPortAndDataUntilStartServer(t *testing.T) {
+	var shared Shared
+	srv := shared.Server(t)
+	defer shared.Stop()
+	ctx := context.Background()
+	dsn, _, err := srv.NewSchema(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('before the stop')"); err != nil {
+		t.Fatal(err)
+	}
+	port := srv.Port()
+	if err := srv.StopServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PingContext(ctx); err == nil {
+		t.Error("the server answers after StopServer")
+	}
+	if err := srv.StartServer(); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Port() != port {
+		t.Errorf("port %d after StartServer, was %d", srv.Port(), port)
+	}
+	var v string
+	if err := db.QueryRowContext(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != "before the stop" {
+		t.Errorf("after StartServer: %q, %v; want the row written before the stop", v, err)
+	}
+}

@@ -1,0 +1,197 @@
+// Package kubeenv holds what the end-to-end suites that run real gateway
+// binaries on the kubetest cluster (test/k8se2e, test/replicas) set up
+// alike: the TLS material of the gateway's listeners, the gateway's RBAC
+// in a namespace, the sandbox image, and reading a gateway's /metrics.
+package kubeenv
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/sandkey/sandkey/pkg/driver/kubetest"
+	"github.com/sandkey/sandkey/test/binaries"
+)
+
+// TLS is a CA and a serving certificate it signed, as files.
+type TLS struct {
+	CAFile, CertFile, KeyFile string
+	// Pool trusts the CA.
+	Pool *x509.CertPool
+}
+
+// WriteTLS makes a CA and a serving certificate for the given IP
+// addresses (the bridge's host address, where pods reach a gateway;
+// 127.0.0.1 for an operator API) in dir: ca.pem, tls.crt, tls.key.
+func WriteTLS(t testing.TB, dir string, ips ...string) *TLS {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sandkey e2e CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sandkey gateway"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &TLS{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
+	for path, block := range map[string]*pem.Block{
+		m.CAFile: {Type: "CERTIFICATE", Bytes: caDER}, m.CertFile: {Type: "CERTIFICATE", Bytes: der},
+		m.KeyFile: {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Pool = x509.NewCertPool()
+	m.Pool.AddCert(caCert)
+	return m
+}
+
+// GrantGateway gives user what deploy/kubernetes gives the gateway's
+// ServiceAccount: TokenReview (system:auth-delegator), pods and their
+// logs in namespace ns. Nothing else.
+func GrantGateway(t testing.TB, c *kubetest.Cluster, ns, user string) {
+	t.Helper()
+	ctx := context.Background()
+	rbac := c.Client().RbacV1()
+	subjects := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user + "-auth-delegator"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"},
+		Subjects: subjects}
+	if _, err := rbac.ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !strings.Contains(err.Error(), "already exists") {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "sandkey-gateway"}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{""}, Resources: []string{"pods"},
+		Verbs: []string{"get", "list", "watch", "create", "delete"},
+	}, {
+		APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"},
+	}}}
+	if _, err := rbac.Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "sandkey-gateway"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "sandkey-gateway"},
+		Subjects: subjects}
+	if _, err := rbac.RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ImportSandboxImage puts the real supervisor binary (the entrypoint, as
+// sandkey-base has it) and a static busybox (the workload's tools) into
+// the node's image store as ref.
+func ImportSandboxImage(t testing.TB, c *kubetest.Cluster, ref string) {
+	t.Helper()
+	layer := t.TempDir()
+	for src, dst := range map[string]string{binaries.Supervisor: "supervisor", "/bin/busybox": "busybox"} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatalf("image file %s: %v (busybox comes from Debian's busybox-static)", src, err)
+		}
+		if err := os.WriteFile(filepath.Join(layer, dst), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.ImportImage(t, ref, layer, []string{"/supervisor", "--"})
+}
+
+// FreePort returns a TCP port free on ip now.
+func FreePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// FreeAddr is FreePort as host:port.
+func FreeAddr(t testing.TB, ip string) string {
+	t.Helper()
+	port, err := FreePort(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort(ip, strconv.Itoa(port))
+}
+
+// Tail is the last n lines of data.
+func Tail(data []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Metric returns the value of one sample (name and labels exactly as
+// exposed, e.g. `{result="ok"}`, or "" for none) of the /metrics a
+// gateway serves at httpAddr; 0 when the sample is absent.
+func Metric(httpAddr, name, labels string) (float64, error) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s/metrics: %s", httpAddr, resp.Status)
+	}
+	prefix := name + labels + " "
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("metric %s%s: %w", name, labels, err)
+			}
+			return f, nil
+		}
+	}
+	return 0, sc.Err()
+}
