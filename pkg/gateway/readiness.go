@@ -38,10 +38,12 @@ func (r *readiness) stateLocked() (bool, string) {
 	switch {
 	case !r.serving:
 		return false, "reconciling sandboxes"
-	case r.mintErr != nil:
-		return false, fmt.Sprintf("cannot mint tokens: %v", r.mintErr)
+	// A store that fails is named first: a failed sweep is then only
+	// its consequence.
 	case r.storeErr != nil:
 		return false, fmt.Sprintf("store: %v", r.storeErr)
+	case r.mintErr != nil:
+		return false, fmt.Sprintf("cannot mint tokens: %v", r.mintErr)
 	}
 	return true, ""
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,4 +144,18 @@ func gaugeValue(t *testing.T, reg interface {
 	}
 	t.Fatalf("metric %s not gathered", name)
 	return 0
+}
+
+func TestReadinessNamesAFailingStoreBeforeTheSweepItFailed(t *testing.T) {
+	r := newReadiness()
+	r.setServing(true)
+	r.sweepDone(errors.New("begin: connection refused"))
+	r.storeDone(errors.New("dial: connection refused"))
+	if ready, why := r.state(); ready || !strings.HasPrefix(why, "store: ") {
+		t.Fatalf("state = %v, %q; want not ready, naming the store first", ready, why)
+	}
+	r.storeDone(nil)
+	if ready, why := r.state(); ready || !strings.HasPrefix(why, "cannot mint tokens: ") {
+		t.Fatalf("state with the store back = %v, %q; want the sweep's failure until a sweep succeeds", ready, why)
+	}
 }
