@@ -51,6 +51,7 @@ type harness struct {
 	e        *engine
 	dir      string
 	lifetime time.Duration
+	grace    time.Duration // the gateway's StopGrace
 	drv      *container.Driver
 	engine   *client.Client
 
@@ -66,6 +67,12 @@ type harness struct {
 // deletes every sandbox and closes when t ends.
 func newHarness(t testing.TB, e *engine, lifetime time.Duration) *harness {
 	t.Helper()
+	return newHarnessGrace(t, e, lifetime, stopGrace)
+}
+
+// newHarnessGrace is newHarness with a gateway whose StopGrace is grace.
+func newHarnessGrace(t testing.TB, e *engine, lifetime, grace time.Duration) *harness {
+	t.Helper()
 	c := e.client(t)
 	drv, err := e.newDrv(container.Config{Host: "unix://" + e.socket(t), Supervisor: supervisorBin})
 	if err != nil {
@@ -75,7 +82,7 @@ func newHarness(t testing.TB, e *engine, lifetime time.Duration) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, e: e, dir: dir, lifetime: lifetime, drv: drv, engine: c}
+	h := &harness{t: t, e: e, dir: dir, lifetime: lifetime, grace: grace, drv: drv, engine: c}
 	t.Cleanup(func() {
 		if t.Failed() {
 			h.dumpLogs()
@@ -112,7 +119,7 @@ func (h *harness) open() {
 		Lifetime:          h.lifetime,
 		SweepInterval:     sweepInterval,
 		HeartbeatInterval: heartbeat,
-		StopGrace:         stopGrace,
+		StopGrace:         h.grace,
 		Drivers:           map[string]driver.Driver{h.e.name: h.drv},
 		DefaultDriver:     h.e.name,
 		Logger:            zap.New(core),

@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"os"
 	"path/filepath"
@@ -30,6 +31,7 @@ type harness struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	lifet time.Duration
+	grace time.Duration // the gateway's StopGrace; 2 s when 0
 }
 
 func newHarness(t *testing.T, lifetime time.Duration) *harness {
@@ -62,7 +64,7 @@ func (h *harness) start() {
 	}
 	h.proc = proc
 	gw, err := gateway.Open(context.Background(), gateway.Config{
-		StateDir: filepath.Join(h.dir, "state"), Lifetime: h.lifet, StopGrace: 2 * time.Second,
+		StateDir: filepath.Join(h.dir, "state"), Lifetime: h.lifet, StopGrace: cmp.Or(h.grace, 2*time.Second),
 		SweepInterval: 100 * time.Millisecond, HeartbeatInterval: time.Second,
 		Drivers: map[string]driver.Driver{process.Name: proc}, DefaultDriver: process.Name,
 	})

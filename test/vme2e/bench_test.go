@@ -65,22 +65,47 @@ func BenchmarkVMBootToRegistered(b *testing.B) {
 // BenchmarkVMRotationToSwapThroughSession measures the time from a
 // rotation to the guest's supervisor holding the new token, pushed over
 // the session (the host sees the guest's log line on its console).
+//
+// Two things make a rotation's push line fail to appear, neither a lost
+// token, and the benchmark allows for both:
+//   - the supervisor logs JSON through zap's production sampling, which
+//     keeps the first 100 lines of a message each second and then one in
+//     100: rotations are paced at most rotationsPerSecond, below it;
+//   - the guest also polls its share every second, and a poll that lands
+//     between the directory write and the push takes the token first (the
+//     push is then acknowledged without a line of its own): that rotation
+//     gives no push sample, and counts in dir-first/op.
 func BenchmarkVMRotationToSwapThroughSession(b *testing.B) {
 	e, id := bootForBench(b)
 	c := e.console(id)
 	var samples []time.Duration
+	dirFirst := 0
+	var last time.Time
 	for b.Loop() {
+		b.StopTimer()
+		time.Sleep(time.Until(last.Add(time.Second / rotationsPerSecond)))
+		b.StartTimer()
 		mark := c.mark()
 		start := time.Now()
+		last = start
 		gen, err := e.gw.Rotate(context.Background(), id)
 		if err != nil {
 			b.Fatal(err)
 		}
-		line := c.waitFor(b, mark, 30*time.Second, "the pushed token", tokenAccepted(session.OriginSessionPush, gen))
+		line := c.waitFor(b, mark, 30*time.Second, "the new token", tokenAccepted("", gen))
+		if line.Origin != session.OriginSessionPush {
+			dirFirst++
+			continue
+		}
 		samples = append(samples, line.Seen.Sub(start))
 	}
 	reportPercentiles(b, samples)
+	b.ReportMetric(float64(dirFirst)/float64(b.N), "dir-first/op")
 }
+
+// rotationsPerSecond keeps a benchmark's "token accepted" lines under the
+// 100 a second that the supervisor's logger keeps of one message.
+const rotationsPerSecond = 80
 
 // BenchmarkVMRotationToSwapByPolling measures the same with the session
 // blocked: the guest finds the new token by polling its read-only share
@@ -110,13 +135,34 @@ func BenchmarkVMRotationToSwapByPolling(b *testing.B) {
 	reportPercentiles(b, samples)
 }
 
-// bootForBench boots one VM for a benchmark and waits until it is
-// registered; the boot is not measured.
+// benchVM is the VM the rotation benchmarks share, booted by the first
+// of them and destroyed by TestMain: each run of a benchmark (-count)
+// booting its own under TCG took longer than its measurement.
+var benchVM struct {
+	e  *env
+	id string
+}
+
+// bootForBench returns the benchmarks' VM, registered; the boot is not
+// measured.
 func bootForBench(b *testing.B) (*env, string) {
 	b.Helper()
-	e := newEnv(b, benchLifetime)
-	b.Cleanup(e.destroy)
-	sb := e.create("bench", "sleep", "100000")
-	eventually(b, bootBound, "registered", func() bool { return e.gw.Sessions().Connected(sb.ID) })
-	return e, sb.ID
+	if benchVM.e == nil {
+		e := newEnv(b, benchLifetime)
+		sb := e.create("bench", "sleep", "100000")
+		benchVM.e, benchVM.id = e, sb.ID
+	} else {
+		benchVM.e.use(b)
+	}
+	// A benchmark that blocked the session restored it: the guest dials
+	// again within its backoff.
+	eventually(b, gapBound, "registered", func() bool { return benchVM.e.gw.Sessions().Connected(benchVM.id) })
+	return benchVM.e, benchVM.id
+}
+
+func closeBenchVM() {
+	if benchVM.e != nil {
+		benchVM.e.destroy()
+		benchVM.e = nil
+	}
 }

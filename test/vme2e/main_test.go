@@ -13,9 +13,9 @@
 // CI=true, where they fail.
 //
 // To stay within minutes on two cores, one VM serves the token tests in
-// turn (each leaves it running and registered); the conformance suite and
-// the benchmarks boot their own. VME2E_DEBUG=1 logs the shared guest's
-// console once it has booted.
+// turn (each leaves it running and registered); the conformance suite boots
+// its own, and the rotation benchmarks share one (bootForBench).
+// VME2E_DEBUG=1 logs the shared guest's console once it has booted.
 package vme2e
 
 import (
@@ -53,6 +53,7 @@ func TestMain(m *testing.M) {
 	}
 	testmain.Run(m, func() error {
 		closeShared()
+		closeBenchVM()
 		os.RemoveAll(dir)
 		return nil
 	})
