@@ -36,9 +36,11 @@ var (
 	clientGo      = Ref{pkgSource, "BenchmarkReferenceClientGoCachedFileTokenSource"}
 	registration  = Ref{pkgSession, "BenchmarkRegistrationToFreshToken"}
 	supervisorIdl = Ref{pkgE2E, "BenchmarkSupervisorIdle"}
+	fanout        = Ref{pkgGateway, "BenchmarkFanout"}
 )
 
 func sweepAt(n int) string     { return fmt.Sprintf("BenchmarkSweep/sandboxes=%d", n) }
+func sweepPGAt(n int) string   { return fmt.Sprintf("BenchmarkSweepPostgres/sandboxes=%d", n) }
 func mintOnlyAt(n int) string  { return fmt.Sprintf("BenchmarkMintOnly/sandboxes=%d", n) }
 func sessionsAt(n int) string  { return fmt.Sprintf("BenchmarkGatewaySessions/N=%d", n) }
 func recoveryAt(n int) string  { return fmt.Sprintf("BenchmarkRecovery/sandboxes=%d", n) }
@@ -70,8 +72,16 @@ func Sandkey() Layout {
 	for _, n := range []int{100, 1000, 10000} {
 		pairs = append(pairs, Pair{
 			Title:  fmt.Sprintf("Rotation sweep of %s sandboxes", groupThousands(float64(n))),
-			Figure: Ref{pkgGateway, sweepAt(n)}, Reference: Ref{pkgGateway, mintOnlyAt(n)}, Units: []string{unitNsPerOp},
-			Note: "BenchmarkMintOnly, minting the same count of tokens and nothing else: the ratio is what the store transaction and the directory writes add",
+			Figure: Ref{pkgGateway, sweepAt(n)}, Reference: Ref{pkgGateway, mintOnlyAt(n)}, Units: []string{unitNsPerOp, "cpu-ms"},
+			Note: "BenchmarkMintOnly, minting the same count of tokens on the same cores and nothing else: the ratio is what the store transaction and the directory writes add; " +
+				"cpu-ms is the CPU time of both cores, steadier than wall time on a shared machine",
+		})
+	}
+	for _, n := range []int{1000, 10000} {
+		pairs = append(pairs, Pair{
+			Title:  fmt.Sprintf("Rotation sweep of %s sandboxes on Postgres", groupThousands(float64(n))),
+			Figure: Ref{pkgGateway, sweepPGAt(n)}, Reference: Ref{pkgGateway, sweepAt(n)}, Units: []string{unitNsPerOp},
+			Note: "BenchmarkSweep, the same sweep on the embedded SQLite file: the ratio is what a Postgres server (local, over its unix socket) and the leader's fence cost",
 		})
 	}
 	pairs = append(pairs,
@@ -87,18 +97,22 @@ func Sandkey() Layout {
 		{Title: "Mint a token", Figure: mint, Reference: rawSign, Units: []string{unitNsPerOp}, Note: "raw Ed25519 sign"},
 		{Title: "Verify a token", Figure: verify, Reference: rawVerify, Units: []string{unitNsPerOp}, Note: "raw Ed25519 verify"},
 		{Title: "Rotate 10,000 sandboxes in one sweep", Figure: Ref{pkgGateway, sweepAt(10000)},
-			Reference: Ref{pkgGateway, mintOnlyAt(10000)}, Units: []string{unitNsPerOp}, Note: "minting 10,000 tokens only"},
+			Reference: Ref{pkgGateway, mintOnlyAt(10000)}, Units: []string{unitNsPerOp, "cpu-ms"}, Note: "minting 10,000 tokens only, on the same cores"},
+		{Title: "Rotate 10,000 sandboxes in one sweep, on Postgres", Figure: Ref{pkgGateway, sweepPGAt(10000)},
+			Reference: Ref{pkgGateway, sweepAt(10000)}, Units: []string{unitNsPerOp}, Note: "the same sweep on SQLite"},
+		{Title: "Replicas: a rotation on one replica reaches the supervisor whose session another holds (p50, p99)", Figure: fanout,
+			Units: []string{"fanout-p50-ms", "fanout-p99-ms"}},
 		{Title: "New token in the supervisor's source after a write (fsnotify, p99)", Figure: propFsnotify, Reference: rawInotify,
 			Units: []string{"p99-µs"}, Note: "raw inotify on the same directory"},
 		{Title: "New token in the source after a write (100 ms polling, p50)", Figure: propPoll, Reference: clientGo,
 			Units: []string{"p50-µs"}, Note: "client-go cached file token source"},
 		{Title: "Registration to fresh token over the socket (p50, p99)", Figure: registration, Units: []string{"p50-ns", "p99-ns"}},
 		{Title: "Recovery after an outage: 10,000 sandboxes' expired tokens re-minted and written, sockets reopened",
-			Figure: Ref{pkgGateway, recoveryAt(10000)}, Units: []string{unitNsPerOp, "written-ms"}},
+			Figure: Ref{pkgGateway, recoveryAt(10000)}, Units: []string{unitNsPerOp, "written-ms", "cpu-ms"}},
 		{Title: "Push one rotation to 10,000 sessions, all acknowledged", Figure: Ref{pkgSession, sessionsAt(10000)},
 			Units: []string{"ns/rotation-to-all"}},
 		{Title: "What a connected sandbox costs the gateway, at 10,000 sessions (one connection each)", Figure: Ref{pkgSession, sessionsAt(10000)},
-			Units: []string{"gateway-bytes/session", "gateway-goroutines/session"}},
+			Units: []string{"gateway-bytes/session", "gateway-heap-bytes/session", "gateway-stack-bytes/session", "gateway-goroutines/session"}},
 		{Title: "What its session costs the supervisor's side, at 10,000 sessions", Figure: Ref{pkgSession, sessionsAt(10000)},
 			Units: []string{"supervisor-bytes/session"}},
 		{Title: "Idle supervisor: anonymous RSS, CPU", Figure: supervisorIdl, Units: []string{"rss-anon-MiB", "cpu-ms/s"}},
@@ -116,6 +130,7 @@ func Sandkey() Layout {
 				{Header: "mint only per sandbox", Pkg: pkgGateway, Name: mintOnlyAt, Unit: unitNsPerOp, PerLoad: true},
 				{Header: "store per sandbox", Pkg: pkgStore, Name: storeGensAt, Unit: unitNsPerOp, PerLoad: true},
 				{Header: "sweep tokens/s", Pkg: pkgGateway, Name: sweepAt, Unit: "tokens/s"},
+				{Header: "sweep on Postgres", Pkg: pkgGateway, Name: sweepPGAt, Unit: unitNsPerOp},
 			},
 		},
 		{
