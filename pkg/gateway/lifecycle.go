@@ -277,7 +277,7 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) (err error) {
 		return err
 	}
 	g.forget(sb.ID)
-	g.sessions.Disconnect(sb.ID)
+	g.sessions.EndDeleted(sb.ID)
 	g.inotify.ended(sb.ID)
 	if err := g.sockets.RemoveSandbox(sb.ID); err != nil {
 		g.log.Warn("close sandbox socket", zap.String("sandbox", sb.ID), zap.Error(err))

@@ -489,7 +489,7 @@ func (f *fanout) deliver(ctx context.Context, id string, heard time.Time) {
 		// Deleted through another replica: its tokens are revoked; end
 		// its session here, as the deleting replica would have.
 		g.forget(id)
-		g.sessions.Disconnect(id)
+		g.sessions.EndDeleted(id)
 		g.log.Info("sandbox deleted through another replica: session ended", zap.String("sandbox", id))
 		return
 	}

@@ -93,6 +93,10 @@ type Client struct {
 	dials     atomic.Uint64
 	dialEnded chan dialOutcome
 
+	// unknown is set when the gateway said it knows the sandbox no more
+	// (deleted), and cleared by the next accepted session.
+	unknown atomic.Bool
+
 	mu        sync.Mutex
 	connected bool
 	sessionID string
@@ -513,6 +517,7 @@ func (c *Client) runSession(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	acceptedAt := c.cfg.Now()
+	c.unknown.Store(false)
 	c.setState(true, acc.GetSessionId(), nil)
 	log := c.log.With(zap.String("session", acc.GetSessionId()))
 	log.Info("session accepted", zap.Uint64("held_gen", held), zap.Uint64("latest_gen", acc.GetTokenGen()),
@@ -652,6 +657,8 @@ func (c *Client) rejected(r *sessionpb.Rejected) error {
 	switch r.GetCode() {
 	case sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED, sessionpb.RejectCode_REJECT_CODE_SUPERSEDED:
 		c.cfg.Source.MarkRejected()
+	case sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX:
+		c.unknown.Store(true)
 	}
 	return &RejectedError{Code: r.GetCode(), Reason: r.GetReason()}
 }
@@ -823,7 +830,14 @@ func closeOutput(out sessionpb.SupervisorSession_ExecOutputClient) func() error 
 
 // ReportExit tells the gateway that the workload ended, retrying a few
 // times (the gateway may be restarting) within ctx.
+//
+// Once the gateway has said that it knows the sandbox no more (deleted),
+// it fails at once with ErrUnknownSandbox: there is no one to report the
+// exit to, and a supervisor being stopped should not wait trying.
 func (c *Client) ReportExit(ctx context.Context, code, signal int) error {
+	if c.unknown.Load() {
+		return fmt.Errorf("report exit code %d of %s: %w", code, c.cfg.SandboxID, ErrUnknownSandbox)
+	}
 	req := &sessionpb.ReportExitRequest{SandboxId: c.cfg.SandboxID, InstanceId: c.cfg.InstanceID,
 		ExitCode: int32(code), Signal: int32(signal)}
 	var err error

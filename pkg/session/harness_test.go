@@ -69,6 +69,7 @@ type TestAuthority interface {
 	Authority
 	Mint(sandboxID string) (*auth.Token, error)
 	Delivered(sandboxID string) uint64
+	Forget(sandboxID string)
 }
 
 // NewTestAuthority returns an empty authority minting with issuer and

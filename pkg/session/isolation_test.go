@@ -381,3 +381,33 @@ func TestInteractiveExecAnsweredByAnOldSupervisorFailsSayingWhy(t *testing.T) {
 		t.Fatal("exec still waits for a supervisor that will never stream")
 	}
 }
+
+func TestADeletedSandboxesSupervisorDoesNotWaitToReportItsExit(t *testing.T) {
+	exits := make(chan ExitReport, 4)
+	e := newEnv(t, envConfig{onExit: func(r ExitReport) { exits <- r }})
+	target, tok := e.sandbox("sb-gone")
+	c := e.startClient(ClientConfig{Target: target, SandboxID: "sb-gone", Source: e.newSource("sb-gone", tok)})
+	eventually(t, "session", func() bool { return e.srv.Connected("sb-gone") })
+
+	e.authority.Forget("sb-gone")
+	e.srv.EndDeleted("sb-gone")
+	eventually(t, "the client heard that the sandbox is deleted", func() bool {
+		_, _, err := c.State()
+		var rej *RejectedError
+		return errors.As(err, &rej) && rej.Code == sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX
+	})
+	// A context that would let every retry run: the answer must not need it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.ReportExit(ctx, 0, 15); !errors.Is(err, ErrUnknownSandbox) {
+		t.Fatalf("ReportExit after deletion = %v, want ErrUnknownSandbox at once", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("ReportExit waited out its context")
+	}
+	select {
+	case r := <-exits:
+		t.Fatalf("an exit was reported for a deleted sandbox: %+v", r)
+	default:
+	}
+}

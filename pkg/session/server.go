@@ -182,6 +182,18 @@ func (s *Server) Disconnect(sandboxID string) {
 	}
 }
 
+// EndDeleted ends the session of a sandbox that was deleted, telling its
+// supervisor so (REJECT_CODE_UNKNOWN_SANDBOX): it then has no gateway to
+// report its workload's exit to, and need not wait trying.
+func (s *Server) EndDeleted(sandboxID string) {
+	s.mu.Lock()
+	sess := s.sessions[sandboxID]
+	s.mu.Unlock()
+	if sess != nil {
+		sess.end(sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX, "sandbox deleted")
+	}
+}
+
 // Close ends every session, fails pending execs, refuses new sessions and
 // waits for the session goroutines to stop. A session whose supervisor
 // stopped reading ends only once its send has been stalled for three

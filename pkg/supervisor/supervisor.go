@@ -122,7 +122,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	exit := runner.Wait()
 	log.Info("workload exited", zap.Int("code", exit.Code), zap.Int("signal", int(exit.Signal)))
 	reportCtx, cancel := context.WithTimeout(context.Background(), reportExitTimeout)
-	if err := client.ReportExit(reportCtx, exit.Code, int(exit.Signal)); err != nil {
+	switch err := client.ReportExit(reportCtx, exit.Code, int(exit.Signal)); {
+	case errors.Is(err, session.ErrUnknownSandbox):
+		log.Info("the sandbox was deleted: no exit to report")
+	case err != nil:
 		log.Warn("report exit to the gateway", zap.Error(err))
 	}
 	cancel()

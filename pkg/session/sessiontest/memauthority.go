@@ -33,6 +33,13 @@ type memSandbox struct {
 	floor            uint64 // newest generation Reissue was shown
 }
 
+// Forget deletes a sandbox: the authority knows it no more.
+func (a *MemAuthority) Forget(sandboxID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.sandboxes, sandboxID)
+}
+
 // NewMemAuthority returns an empty authority minting with issuer and
 // verifying against keys, with the issuer's clock.
 func NewMemAuthority(issuer *auth.Issuer, keys *auth.KeySet) *MemAuthority {
