@@ -19,6 +19,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/store"
+	"github.com/sandkey/sandkey/pkg/testclock"
 )
 
 // BenchmarkSweep rotates every sandbox of a gateway at once: the store
@@ -228,7 +229,7 @@ func newBenchEnv(b *testing.B, n int, tmpfs bool) *env {
 		}
 		b.Cleanup(func() { os.RemoveAll(dir) })
 	}
-	e := &env{t: b, dir: dir, clock: &clock{now: tpl.now}}
+	e := &env{t: b, dir: dir, clock: testclock.New(tpl.now)}
 	e.tokenRoot = memoryTokenRoot(b)
 	state := filepath.Join(e.dir, "state")
 	if err := os.Mkdir(state, 0o700); err != nil {
@@ -290,7 +291,7 @@ func benchTemplate(b *testing.B, n int) template {
 	}
 	start := time.Now()
 	dir := filepath.Join(templateDir, fmt.Sprint(n))
-	e := &env{t: b, dir: dir, clock: &clock{now: time.Now().Truncate(time.Second)}}
+	e := &env{t: b, dir: dir, clock: testclock.New(time.Now().Truncate(time.Second))}
 	e.tokenRoot = filepath.Join(dir, "tokens")
 	e.drv = &checkingDriver{Driver: benchDriver{}, t: b, g: func() *Gateway { return e.g }}
 	g, err := Open(context.Background(), e.config())

@@ -14,6 +14,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/testclock"
 )
 
 // credentialDriver is a stand-in for the kubernetes driver: the real
@@ -48,14 +49,14 @@ func (d *credentialDriver) VerifyCredential(_ context.Context, _, credential str
 	return "", session.RefuseExchange(session.ExchangeNotAuthenticated, "not a credential")
 }
 
-func newExchangeEnv(t *testing.T) (*Gateway, *clock) {
+func newExchangeEnv(t *testing.T) (*Gateway, *testclock.Clock) {
 	t.Helper()
 	dir := shortTempDir(t)
 	proc, err := process.New(process.Config{SupervisorPath: "/usr/bin/env", StateRoot: filepath.Join(dir, "process")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now().Truncate(time.Second)}
+	clk := testclock.New(time.Now().Truncate(time.Second))
 	g, err := Open(context.Background(), Config{StateDir: filepath.Join(dir, "state"), Lifetime: lifetime, StopGrace: time.Second,
 		Drivers:       map[string]driver.Driver{"k8s": &credentialDriver{Driver: proc}, "process": proc},
 		DefaultDriver: "k8s", Now: clk.Now, Jitter: func() float64 { return 0 }})

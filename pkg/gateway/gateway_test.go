@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/testclock"
 	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
@@ -28,19 +28,6 @@ func TestMain(m *testing.M) {
 }
 
 const lifetime = time.Minute
-
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // checkingDriver wraps the real process driver and records, at each
 // Start, whether the token directory already held a valid token of the
@@ -76,7 +63,7 @@ type env struct {
 	tokenRoot string
 	// store is the store's location; "": the SQLite file in the state directory.
 	store string
-	clock *clock
+	clock *testclock.Clock
 	drv   *checkingDriver
 	proc  *process.Driver
 	g     *Gateway
@@ -92,7 +79,7 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
 // before the gateway opens (to mount the state directory, say).
 func newEnvWith(t *testing.T, prepare func(dir string)) *env {
 	t.Helper()
-	e := &env{t: t, dir: shortTempDir(t), clock: &clock{now: time.Now().Truncate(time.Second)}}
+	e := &env{t: t, dir: shortTempDir(t), clock: testclock.New(time.Now().Truncate(time.Second))}
 	if prepare != nil {
 		prepare(e.dir)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/store"
+	"github.com/sandkey/sandkey/pkg/testclock"
 )
 
 // BenchmarkFanout is the latency from a rotation on one replica to the
@@ -89,7 +90,7 @@ func newPostgresBenchEnv(b *testing.B, n int) *env {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
-	e := &env{t: b, dir: dir, clock: &clock{now: time.Now().Truncate(time.Second)}, store: postgres.NewSchema(b)}
+	e := &env{t: b, dir: dir, clock: testclock.New(time.Now().Truncate(time.Second)), store: postgres.NewSchema(b)}
 	e.tokenRoot = memoryTokenRoot(b)
 	if err := os.Mkdir(filepath.Join(dir, "state"), 0o700); err != nil {
 		b.Fatal(err)

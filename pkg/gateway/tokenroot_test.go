@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver/process"
+	"github.com/sandkey/sandkey/pkg/testclock"
 )
 
 // needRoot skips a test that mounts, except under CI, where it fails.
@@ -117,7 +118,7 @@ func TestGatewayReportsWhetherTokenDirectoriesAreMemoryBacked(t *testing.T) {
 		{"root on a tmpfs", 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := &env{t: t, dir: shortTempDir(t), clock: &clock{}}
+			e := &env{t: t, dir: shortTempDir(t), clock: new(testclock.Clock)}
 			proc, err := process.New(process.Config{SupervisorPath: "/usr/bin/env", StateRoot: filepath.Join(e.dir, "process")})
 			if err != nil {
 				t.Fatal(err)

@@ -23,32 +23,16 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/source"
 	"github.com/sandkey/sandkey/pkg/session/sessionpb"
+	"github.com/sandkey/sandkey/pkg/testclock"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeClock is the injected clock of the issuer, verifier and server.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newFakeClock is the injected clock of the issuer, verifier and server.
+func newFakeClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC))
 }
 
 type envConfig struct {
@@ -80,7 +64,7 @@ var NewTestAuthority func(issuer *auth.Issuer, keys *auth.KeySet) TestAuthority
 // shared TCP listener and per-sandbox unix sockets.
 type env struct {
 	t         testing.TB
-	clock     *fakeClock
+	clock     *testclock.Clock
 	keys      *auth.KeySet
 	issuer    *auth.Issuer
 	authority TestAuthority

@@ -267,7 +267,7 @@ func TestClientJudgesGatewaySilenceByItsClock(t *testing.T) {
 	if ok, _, err := c.State(); !ok {
 		t.Fatalf("session ended (%v) although the client's clock stood still", err)
 	}
-	clock.Advance(3 * 20 * time.Millisecond)
+	clock.Add(3 * 20 * time.Millisecond)
 	select {
 	case <-g.connects: // the session ended, and the client reconnected
 	case <-time.After(5 * time.Second):
@@ -288,7 +288,7 @@ func TestSessionEndsWhenItsCredentialExpires(t *testing.T) {
 	r.accepted()
 
 	// An acknowledged push moves the session's expiry to the new token's.
-	e.clock.Advance(8 * time.Second)
+	e.clock.Add(8 * time.Second)
 	gen2 := e.mint("sb-exp")
 	e.srv.Push("sb-exp")
 	if u, err := r.tokenUpdate(5 * time.Second); err != nil || u.GetGen() != gen2.Gen() {
@@ -296,12 +296,12 @@ func TestSessionEndsWhenItsCredentialExpires(t *testing.T) {
 	}
 	r.ack(gen2.Gen())
 	eventually(t, "ack recorded", func() bool { return e.authority.Delivered("sb-exp") == gen2.Gen() })
-	e.clock.Advance(3 * time.Second) // gen 1 expired, gen 2 has 7 s left
+	e.clock.Add(3 * time.Second) // gen 1 expired, gen 2 has 7 s left
 	time.Sleep(5 * hb)
 	if !e.srv.Connected("sb-exp") {
 		t.Fatal("session ended although its acknowledged token is valid")
 	}
-	e.clock.Advance(7 * time.Second) // gen 2 expired too
+	e.clock.Add(7 * time.Second) // gen 2 expired too
 	rej := r.expectRejected(sessionpb.RejectCode_REJECT_CODE_UNAUTHENTICATED)
 	t.Logf("rejected: %s", rej.GetReason())
 	eventually(t, "unregistered", func() bool { return !e.srv.Connected("sb-exp") })
@@ -315,13 +315,13 @@ func TestUnacknowledgedPushDoesNotExtendTheSession(t *testing.T) {
 	r.hello("sb-noack", tok.Gen())
 	defer startBeating(r, hb/2)()
 	r.accepted()
-	e.clock.Advance(5 * time.Second)
+	e.clock.Add(5 * time.Second)
 	e.mint("sb-noack")
 	e.srv.Push("sb-noack")
 	if _, err := r.tokenUpdate(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	e.clock.Advance(5 * time.Second)
+	e.clock.Add(5 * time.Second)
 	for {
 		m := r.mustNext(5 * time.Second)
 		if m.GetTokenUpdate() != nil {
@@ -338,7 +338,7 @@ func TestExpiredTokenAcceptedOnAttestedSocketRefusedOnTCP(t *testing.T) {
 	e := newEnv(t, envConfig{lifetime: 10 * time.Second})
 	target, old := e.sandbox("sb-sleep")
 	sleeper := e.newSource("sb-sleep", old) // goes to sleep holding gen 1
-	e.clock.Advance(72 * time.Hour)         // suspended for days
+	e.clock.Add(72 * time.Hour)             // suspended for days
 	latest := e.mint("sb-sleep")
 
 	t.Run("tcp refuses", func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/testclock"
 )
 
 // podDriver is a stand-in for the kubernetes driver behind a real
@@ -49,18 +50,6 @@ func (d *podDriver) exchanges() []string {
 	return append([]string(nil), d.presented...)
 }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestK8sSAExchangesAtStartOnRefusalAndOnExpiryWithTheNewestProjectedToken(t *testing.T) {
 	dir, err := os.MkdirTemp("", "sk")
 	if err != nil {
@@ -73,7 +62,7 @@ func TestK8sSAExchangesAtStartOnRefusalAndOnExpiryWithTheNewestProjectedToken(t 
 	}
 	defer proc.Close()
 	pods := &podDriver{Driver: proc}
-	clk := &clock{now: time.Now()}
+	clk := testclock.New(time.Now())
 	ctx := context.Background()
 	g, err := gateway.Open(ctx, gateway.Config{StateDir: filepath.Join(dir, "state"), Lifetime: time.Minute,
 		Drivers: map[string]driver.Driver{"k8s": pods}, DefaultDriver: "k8s", Now: clk.Now, Jitter: func() float64 { return 0 }})
