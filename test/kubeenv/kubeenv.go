@@ -159,6 +159,23 @@ func FreeAddr(t testing.TB, ip string) string {
 	return net.JoinHostPort(ip, strconv.Itoa(port))
 }
 
+// FreeAddrs is n distinct host:port addresses free on ip now. Every
+// listener stays open until all n are chosen: ports found one at a time,
+// each closed before the next is asked for, can come back twice.
+func FreeAddrs(t testing.TB, ip string, n int) []string {
+	t.Helper()
+	addrs := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
 // Tail is the last n lines of data.
 func Tail(data []byte, n int) string {
 	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")

@@ -128,11 +128,11 @@ func newReplicaSet(t testing.TB) *replicaSet {
 	imageOnce.Do(func() { kubeenv.ImportSandboxImage(t, c, imageRef) })
 
 	var backends []string
+	addrs := kubeenv.FreeAddrs(t, "127.0.0.1", 3*replicaCount)
 	for i := range replicaCount {
 		r := &replica{rs: rs, n: i, state: filepath.Join(dir, fmt.Sprintf("r%d", i)),
 			logPath:     filepath.Join(dir, fmt.Sprintf("r%d.log", i)),
-			sessionAddr: kubeenv.FreeAddr(t, "127.0.0.1"), adminAddr: kubeenv.FreeAddr(t, "127.0.0.1"),
-			httpAddr: kubeenv.FreeAddr(t, "127.0.0.1")}
+			sessionAddr: addrs[3*i], adminAddr: addrs[3*i+1], httpAddr: addrs[3*i+2]}
 		rs.replicas = append(rs.replicas, r)
 		backends = append(backends, r.sessionAddr)
 	}
