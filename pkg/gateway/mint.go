@@ -404,6 +404,28 @@ func (g *Gateway) cacheToken(tok *auth.Token) {
 	g.latestMu.Unlock()
 }
 
+// uncacheBelow drops the cached token of a sandbox when it is older than
+// gen, or whatever it is when gen is 0 (the sandbox was deleted).
+func (g *Gateway) uncacheBelow(id string, gen uint64) {
+	g.latestMu.Lock()
+	if cur := g.latest[id]; cur != nil && (gen == 0 || cur.Gen() < gen) {
+		delete(g.latest, id)
+	}
+	g.latestMu.Unlock()
+}
+
+// uncacheUnless drops every cached token but those of the sandboxes in
+// keep.
+func (g *Gateway) uncacheUnless(keep map[string]bool) {
+	g.latestMu.Lock()
+	for id := range g.latest {
+		if !keep[id] {
+			delete(g.latest, id)
+		}
+	}
+	g.latestMu.Unlock()
+}
+
 func (g *Gateway) forget(id string) {
 	g.latestMu.Lock()
 	delete(g.latest, id)

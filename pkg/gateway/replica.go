@@ -406,6 +406,11 @@ var _ store.Events = (*fanout)(nil)
 func (f *fanout) Generation(sandboxID string, gen uint64) {
 	g := f.g
 	if !g.sessions.Connected(sandboxID) {
+		// Not held here. A token this replica cached (minting it as
+		// leader, or re-signing it for a session since moved) is no longer
+		// the newest: drop it, so that a session the sandbox opens here
+		// later is given the store's newest at its Hello, not this one.
+		g.uncacheBelow(sandboxID, gen)
 		return
 	}
 	// Generation 0: deleted; deliver finds it gone and ends the session.
@@ -430,7 +435,15 @@ func (f *fanout) KeysChanged() {
 // listened, every local session is brought up to the store's newest.
 func (f *fanout) Resync() {
 	f.KeysChanged()
-	for _, id := range f.g.sessions.SandboxIDs() {
+	// What was missed may have made any token cached here stale: keep
+	// only those of the sessions held here, which deliver checks now.
+	local := f.g.sessions.SandboxIDs()
+	held := make(map[string]bool, len(local))
+	for _, id := range local {
+		held[id] = true
+	}
+	f.g.uncacheUnless(held)
+	for _, id := range local {
 		f.enqueue(id)
 	}
 }

@@ -383,6 +383,40 @@ func TestAGenerationMintedOnOneReplicaReachesTheSessionAnotherHolds(t *testing.T
 	})
 }
 
+// A replica that minted a sandbox's token (as leader, say) and does not
+// hold its session must not answer a later Hello there with that token
+// once another replica has minted a newer one: the pull at Hello is what
+// covers a push the supervisor missed while it moved.
+func TestASessionMovingToAnotherReplicaIsGivenTheNewestGenerationAtHello(t *testing.T) {
+	c := newReplicaCluster(t)
+	a, b := c.start(), c.start()
+	sb := a.create("mover")
+	first := a.dirToken(t, sb.ID) // a minted it, and caches it
+	sup := connect(t, b, sb.ID, first, a.g.JWKSJSON())
+	ctx := context.Background()
+	gen, err := b.g.Rotate(ctx, sb.ID) // minted on b, which holds the session
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForTB(t, fmt.Sprintf("generation %d at the supervisor on b", gen), 10*time.Second, func() bool {
+		cur := sup.src.Current()
+		return cur != nil && cur.Gen() == gen
+	})
+	sup.close()
+	waitForTB(t, "a has heard of generation "+fmt.Sprint(gen), 10*time.Second, func() bool {
+		tok := a.g.cachedToken(sb.ID)
+		return tok == nil || tok.Gen() >= gen
+	})
+
+	// A supervisor that missed generation gen (it still holds the first,
+	// which is one of the two newest and so still accepted) registers on a.
+	moved := connect(t, a, sb.ID, first, a.g.JWKSJSON())
+	waitForTB(t, fmt.Sprintf("generation %d given at the Hello on a", gen), 10*time.Second, func() bool {
+		cur := moved.src.Current()
+		return cur != nil && cur.Gen() == gen
+	})
+}
+
 func TestKeysRotatedOnOneReplicaAreInTheOthersJWKS(t *testing.T) {
 	c := newReplicaCluster(t)
 	a, b := c.start(), c.start()
