@@ -174,23 +174,23 @@ func (s *Server) SandboxIDs() []string {
 // Disconnect ends sandboxID's session, if any; the supervisor will
 // reconnect.
 func (s *Server) Disconnect(sandboxID string) {
-	s.mu.Lock()
-	sess := s.sessions[sandboxID]
-	s.mu.Unlock()
-	if sess != nil {
-		sess.end(sessionpb.RejectCode_REJECT_CODE_DISCONNECTED, "session ended by the gateway")
-	}
+	s.endSession(sandboxID, sessionpb.RejectCode_REJECT_CODE_DISCONNECTED, "session ended by the gateway")
 }
 
 // EndDeleted ends the session of a sandbox that was deleted, telling its
 // supervisor so (REJECT_CODE_UNKNOWN_SANDBOX): it then has no gateway to
 // report its workload's exit to, and need not wait trying.
 func (s *Server) EndDeleted(sandboxID string) {
+	s.endSession(sandboxID, sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX, "sandbox deleted")
+}
+
+// endSession ends sandboxID's session, if any, with code and reason.
+func (s *Server) endSession(sandboxID string, code sessionpb.RejectCode, reason string) {
 	s.mu.Lock()
 	sess := s.sessions[sandboxID]
 	s.mu.Unlock()
 	if sess != nil {
-		sess.end(sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX, "sandbox deleted")
+		sess.end(code, reason)
 	}
 }
 

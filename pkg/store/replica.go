@@ -263,30 +263,13 @@ func decodeSettings(s string) ClusterSettings {
 // sandboxIDs, in batches of rowBatch rows per statement. Sandboxes that do
 // not exist are skipped.
 func (s *Store) SetSessionHolders(ctx context.Context, replicaID string, sandboxIDs []string) error {
-	ids := uniqueIDs(sandboxIDs)
-	if len(ids) == 0 {
-		return nil
-	}
-	err := s.writeTx(ctx, func(tx *txn) error {
-		for start := 0; start < len(ids); start += rowBatch {
-			batch := ids[start:min(start+rowBatch, len(ids))]
-			args := make([]any, 0, len(batch)+1)
-			args = append(args, replicaID)
-			for _, id := range batch {
-				args = append(args, id)
-			}
-			// WHERE before ON CONFLICT: SQLite needs it to parse the upsert.
-			if _, err := tx.ExecContext(ctx,
-				"INSERT INTO session_holders (sandbox_id, replica_id) SELECT id, ? FROM sandboxes WHERE id IN ("+
-					placeholders(len(batch), 1)+") ON CONFLICT (sandbox_id) DO UPDATE SET replica_id = excluded.replica_id",
-				args...); err != nil {
-				return err
-			}
-		}
-		return nil
+	// WHERE before ON CONFLICT: SQLite needs it to parse the upsert.
+	err := s.holdersByBatch(ctx, replicaID, sandboxIDs, func(n int) string {
+		return "INSERT INTO session_holders (sandbox_id, replica_id) SELECT id, ? FROM sandboxes WHERE id IN (" +
+			placeholders(n, 1) + ") ON CONFLICT (sandbox_id) DO UPDATE SET replica_id = excluded.replica_id"
 	})
 	if err != nil {
-		return fmt.Errorf("record %s as session holder of %d sandboxes: %w", replicaID, len(ids), err)
+		return fmt.Errorf("record %s as session holder of %d sandboxes: %w", replicaID, len(sandboxIDs), err)
 	}
 	return nil
 }
@@ -294,11 +277,24 @@ func (s *Store) SetSessionHolders(ctx context.Context, replicaID string, sandbox
 // ClearSessionHolders forgets replicaID as the holder of sandboxIDs; rows
 // that name another replica (the session moved there) stay.
 func (s *Store) ClearSessionHolders(ctx context.Context, replicaID string, sandboxIDs []string) error {
+	err := s.holdersByBatch(ctx, replicaID, sandboxIDs, func(n int) string {
+		return "DELETE FROM session_holders WHERE replica_id = ? AND sandbox_id IN (" + placeholders(n, 1) + ")"
+	})
+	if err != nil {
+		return fmt.Errorf("clear %s as session holder of %d sandboxes: %w", replicaID, len(sandboxIDs), err)
+	}
+	return nil
+}
+
+// holdersByBatch runs, in one write transaction, the statement query(n)
+// for every batch of up to rowBatch distinct sandboxIDs, with replicaID
+// and then the batch's ids as its arguments.
+func (s *Store) holdersByBatch(ctx context.Context, replicaID string, sandboxIDs []string, query func(n int) string) error {
 	ids := uniqueIDs(sandboxIDs)
 	if len(ids) == 0 {
 		return nil
 	}
-	err := s.writeTx(ctx, func(tx *txn) error {
+	return s.writeTx(ctx, func(tx *txn) error {
 		for start := 0; start < len(ids); start += rowBatch {
 			batch := ids[start:min(start+rowBatch, len(ids))]
 			args := make([]any, 0, len(batch)+1)
@@ -306,18 +302,12 @@ func (s *Store) ClearSessionHolders(ctx context.Context, replicaID string, sandb
 			for _, id := range batch {
 				args = append(args, id)
 			}
-			if _, err := tx.ExecContext(ctx,
-				"DELETE FROM session_holders WHERE replica_id = ? AND sandbox_id IN ("+placeholders(len(batch), 1)+")",
-				args...); err != nil {
+			if _, err := tx.ExecContext(ctx, query(len(batch)), args...); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("clear %s as session holder of %d sandboxes: %w", replicaID, len(ids), err)
-	}
-	return nil
 }
 
 // SessionHolder returns the live replica that holds the session of
