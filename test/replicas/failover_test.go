@@ -9,11 +9,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/sandkey/sandkey/pkg/session"
-	"github.com/sandkey/sandkey/pkg/session/sessionpb"
+	"github.com/sandkey/sandkey/pkg/session/sessiontest"
 )
 
 // sandboxCount is how many sandboxes the failover test runs.
@@ -243,30 +242,7 @@ func (rs *replicaSet) reRegistered(names []string, ids map[string]string, since 
 func (rs *replicaSet) hello(addr, bearer, sandboxID string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := session.Dial(ctx, "tls://"+addr, session.WithTLSConfig(rs.clientTLS()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+bearer)
-	stream, err := sessionpb.NewSupervisorSessionClient(conn).Connect(ctx)
-	if err != nil {
-		return err
-	}
-	if err := stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Hello{Hello: &sessionpb.Hello{
-		SandboxId: sandboxID, InstanceId: "replicas-deleted-token-check", Version: "replicas-test"}}}); err != nil {
-		return err
-	}
-	m, err := stream.Recv()
-	switch {
-	case err != nil:
-		return err
-	case m.GetAccepted() != nil:
-		return nil
-	case m.GetRejected() != nil:
-		return fmt.Errorf("rejected: %s", strings.TrimSpace(m.GetRejected().GetReason()))
-	}
-	return fmt.Errorf("unexpected first answer %v", m)
+	return sessiontest.Hello(ctx, "tls://"+addr, bearer, sandboxID, "replicas-deleted-token-check", session.WithTLSConfig(rs.clientTLS()))
 }
 
 // A leader paused past its lease (SIGSTOP, as a long GC pause or a

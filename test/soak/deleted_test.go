@@ -2,7 +2,6 @@ package soak
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,12 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/metadata"
-
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
-	"github.com/sandkey/sandkey/pkg/session"
-	"github.com/sandkey/sandkey/pkg/session/sessionpb"
+	"github.com/sandkey/sandkey/pkg/session/sessiontest"
 	"github.com/sandkey/sandkey/pkg/store"
 	"github.com/sandkey/sandkey/test/binaries"
 )
@@ -98,30 +94,7 @@ func presentOnSockets(ctx context.Context, d deletedToken, liveID, liveSocket st
 func hello(ctx context.Context, socket, bearer, sandboxID string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := session.Dial(ctx, "unix://"+socket)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+bearer)
-	stream, err := sessionpb.NewSupervisorSessionClient(conn).Connect(ctx)
-	if err != nil {
-		return err
-	}
-	if err := stream.Send(&sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Hello{Hello: &sessionpb.Hello{
-		SandboxId: sandboxID, InstanceId: "soak-deleted-token-check", Version: "soak"}}}); err != nil {
-		return err
-	}
-	m, err := stream.Recv()
-	switch {
-	case err != nil:
-		return err
-	case m.GetAccepted() != nil:
-		return nil
-	case m.GetRejected() != nil:
-		return errors.New(m.GetRejected().GetReason())
-	}
-	return fmt.Errorf("unexpected first answer %v", m)
+	return sessiontest.Hello(ctx, "unix://"+socket, bearer, sandboxID, "soak-deleted-token-check")
 }
 
 // verdictsInStore asks a stopped gateway's store about every token; it
