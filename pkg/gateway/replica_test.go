@@ -572,17 +572,7 @@ func postgresAdmin(t testing.TB, dsn string) *sql.DB {
 
 func TestReplicasCarryOnAfterPostgresRestarts(t *testing.T) {
 	// A server of its own: the restart cuts every connection.
-	var own pgtest.Shared
-	srv := own.Server(t)
-	t.Cleanup(func() {
-		if err := own.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	dsn, _, err := srv.NewSchema(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, dsn := pgtest.Own(t)
 	c := &replicaCluster{t: t, dsn: dsn, drv: newFakeCluster()}
 	a, b := c.start(), c.start()
 	sb := a.create("restarted")

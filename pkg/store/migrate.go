@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -153,4 +154,17 @@ func schemaVersion(ctx context.Context, q querier) (int64, error) {
 // SchemaVersion reports the database's schema version.
 func (s *Store) SchemaVersion(ctx context.Context) (int64, error) {
 	return schemaVersion(ctx, s.reader)
+}
+
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
+var migrationFiles embed.FS
+
+// migrationsOf is the directory of a dialect's migrations inside the
+// embed.FS: migrations/<dialect>.
+func migrationsOf(dialect string) fs.FS {
+	sub, err := fs.Sub(migrationFiles, "migrations/"+dialect)
+	if err != nil {
+		panic(err) // the paths are constants compiled into the binary
+	}
+	return sub
 }

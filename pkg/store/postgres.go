@@ -7,7 +7,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -84,24 +83,12 @@ const (
 	advisoryReplicas   int64 = applicationID + 2
 )
 
-//go:embed migrations/postgres/*.sql
-var postgresMigrationFiles embed.FS
-
-// postgresMigrations is the directory of Postgres migrations inside the embed.FS.
-func postgresMigrations() fs.FS {
-	sub, err := fs.Sub(postgresMigrationFiles, "migrations/postgres")
-	if err != nil {
-		panic(err) // the path is a constant compiled into the binary
-	}
-	return sub
-}
-
 // postgresDialect is a Postgres database's dialect (see dialect.go).
 type postgresDialect struct{}
 
 func (postgresDialect) name() string               { return "postgres" }
 func (postgresDialect) rebind(query string) string { return rebindDollar(query) }
-func (postgresDialect) migrations() fs.FS          { return postgresMigrations() }
+func (postgresDialect) migrations() fs.FS          { return migrationsOf("postgres") }
 
 // forUpdate: writers run in parallel at READ COMMITTED; a row they read to
 // decide a write stays locked until they commit.

@@ -493,18 +493,8 @@ func TestWriteTxRunsAgainAfterARealDeadlock(t *testing.T) {
 
 func TestStoreCarriesOnAfterPostgresRestarts(t *testing.T) {
 	// A server of its own: the restart cuts every connection.
-	var own pgtest.Shared
-	srv := own.Server(t)
-	t.Cleanup(func() {
-		if err := own.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	srv, dsn := pgtest.Own(t)
 	ctx := context.Background()
-	dsn, _, err := srv.NewSchema(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := openAt(t, dsn, Options{})
 	insertTestKey(t, s, testKID, KeyActive)
 	sb := createTestSandbox(t, s, "a")

@@ -407,18 +407,8 @@ func TestListenOnSQLiteReturnsWhenTheContextEnds(t *testing.T) {
 
 func TestListenResyncsAfterItsConnectionIsKilledAndAfterPostgresRestarts(t *testing.T) {
 	// A server of its own: the restart cuts every connection.
-	var own pgtest.Shared
-	srv := own.Server(t)
-	t.Cleanup(func() {
-		if err := own.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	srv, dsn := pgtest.Own(t)
 	ctx := context.Background()
-	dsn, _, err := srv.NewSchema(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	writer := openAt(t, dsn, Options{})
 	insertTestKey(t, writer, testKID, KeyActive)
 	sb := createTestSandbox(t, writer, "a")

@@ -7,7 +7,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,18 +31,6 @@ const sqliteHeaderSize = 100
 // the first migration) so that an SQLite file of another program is refused
 // rather than migrated. The value spells "SDKY".
 const applicationID = 0x53444b59
-
-//go:embed migrations/sqlite/*.sql
-var sqliteMigrationFiles embed.FS
-
-// sqliteMigrations is the directory of SQLite migrations inside the embed.FS.
-func sqliteMigrations() fs.FS {
-	sub, err := fs.Sub(sqliteMigrationFiles, "migrations/sqlite")
-	if err != nil {
-		panic(err) // the path is a constant compiled into the binary
-	}
-	return sub
-}
 
 // connRole selects the connection settings of one of the store's pools.
 type connRole int
@@ -99,7 +86,7 @@ type sqliteDialect struct{}
 
 func (sqliteDialect) name() string               { return "sqlite" }
 func (sqliteDialect) rebind(query string) string { return query }
-func (sqliteDialect) migrations() fs.FS          { return sqliteMigrations() }
+func (sqliteDialect) migrations() fs.FS          { return migrationsOf("sqlite") }
 
 // forUpdate: BEGIN IMMEDIATE already holds the database's write lock.
 func (sqliteDialect) forUpdate() string { return "" }

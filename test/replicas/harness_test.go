@@ -232,21 +232,15 @@ func (r *replica) alive() bool {
 }
 
 // kill ends the replica with SIGKILL, as a crashed node would.
-func (r *replica) kill() {
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	<-done
-}
+func (r *replica) kill() { r.end(syscall.SIGKILL, 0) }
 
-// stop ends the replica as an operator would (SIGTERM); its pods keep
-// running.
-func (r *replica) stop() {
+// stop ends the replica as an operator would (SIGTERM), with SIGKILL
+// after 30 s; its pods keep running.
+func (r *replica) stop() { r.end(syscall.SIGTERM, 30*time.Second) }
+
+// end sends sig to the running replica, if any, and waits for it to exit,
+// sending SIGKILL once grace has passed (at once, for a grace of 0).
+func (r *replica) end(sig syscall.Signal, grace time.Duration) {
 	r.mu.Lock()
 	cmd, done := r.cmd, r.done
 	r.cmd = nil
@@ -254,10 +248,10 @@ func (r *replica) stop() {
 	if cmd == nil {
 		return
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(sig)
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(grace):
 		cmd.Process.Signal(syscall.SIGKILL)
 		<-done
 	}

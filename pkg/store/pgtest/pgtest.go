@@ -374,6 +374,22 @@ func (s *Shared) Server(t testing.TB) *Server {
 	return s.server
 }
 
+// Own starts a server for t alone, stopped when t ends, and returns it
+// with the DSN of a fresh schema on it: for a test that restarts or cuts
+// its server, which would cut every other test's connections to a shared
+// one. A missing Postgres skips t, or fails it under CI=true, as Server.
+func Own(t testing.TB) (*Server, string) {
+	t.Helper()
+	var own Shared
+	srv := own.Server(t)
+	t.Cleanup(func() {
+		if err := own.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return srv, own.NewSchema(t)
+}
+
 // NewSchema returns the DSN of a fresh, empty schema on the shared server.
 func (s *Shared) NewSchema(t testing.TB) string {
 	t.Helper()
