@@ -15,6 +15,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/testclock"
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // needRoot skips a test that mounts, except under CI, where it fails.
@@ -23,10 +24,7 @@ func needRoot(t *testing.T) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test mounts a tmpfs and needs root")
-	}
-	t.Skip("mounting a tmpfs needs root")
+	testmain.SkipIfMissing(t, errors.New("this test mounts a tmpfs and needs root"), true)
 }
 
 // mountsAt counts the mounts at path in this process's mount table.

@@ -2,6 +2,7 @@ package vmfs
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,10 +32,7 @@ func requireVirtiofsd(t *testing.T) {
 	default:
 		return
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal(why + "; CI is set, so this must run")
-	}
-	t.Skip(why)
+	testmain.SkipIfMissing(t, errors.New(why), true)
 }
 
 // startTestVirtiofsd starts virtiofsd on a new directory holding one file

@@ -154,11 +154,7 @@ func (e *engine) socket(t testing.TB) string {
 func requireBusybox(t testing.TB) {
 	t.Helper()
 	if err := container.CheckStatic(busyboxPath); err != nil {
-		msg := fmt.Sprintf("%v: install the Debian package busybox-static (scripts/test-deps.sh installs it)", err)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip("skipping: " + msg)
+		testmain.SkipIfMissing(t, fmt.Errorf("%w: install the Debian package busybox-static (scripts/test-deps.sh installs it)", err), true)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +28,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/dirwatch/dirwatchtest"
 	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/supervisor"
+	"github.com/sandkey/sandkey/pkg/testmain"
 	"github.com/sandkey/sandkey/test/binaries"
 )
 
@@ -55,10 +57,7 @@ const (
 // limit counts them alone: nothing else on the machine shares or feels it.
 func TestEverySupervisorRecoversWithinTwoSecondsOfGatewayReadiness(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the scale test runs its gateway as a user of its own and sets fs.inotify.max_user_instances: it needs root")
-		}
-		t.Skip("needs root: runs its gateway as a user of its own and sets fs.inotify.max_user_instances")
+		testmain.SkipIfMissing(t, errors.New("the scale test runs its gateway as a user of its own and sets fs.inotify.max_user_instances: it needs root"), true)
 	}
 	for _, tc := range []struct {
 		name      string

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -97,10 +100,7 @@ func TestBuildWritesKernelInitrdCmdlineAndRootfs(t *testing.T) {
 	}
 	cpio, err := exec.LookPath("cpio")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("cpio is missing and CI is set: run scripts/vm-deps.sh")
-		}
-		t.Skip("cpio missing (scripts/vm-deps.sh installs it)")
+		testmain.SkipIfMissing(t, fmt.Errorf("cpio is missing (scripts/vm-deps.sh installs it): %w", err), true)
 	}
 	cmd := exec.Command(cpio, "-itv", "--quiet")
 	cmd.Stdin = bytes.NewReader(archive)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/testmain"
 	"github.com/sandkey/sandkey/pkg/vmfs/krun"
 	"github.com/sandkey/sandkey/pkg/vmfs/krun/kruntest"
 )
@@ -182,10 +183,7 @@ func TestInitrdIsTheImageFollowedByAnAlignedBootArchive(t *testing.T) {
 	}
 	cpio, err := exec.LookPath("cpio")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("cpio is missing and CI is set: run scripts/vm-deps.sh")
-		}
-		t.Skip("cpio missing (scripts/vm-deps.sh installs it)")
+		testmain.SkipIfMissing(t, fmt.Errorf("cpio is missing (scripts/vm-deps.sh installs it): %w", err), true)
 	}
 	x := t.TempDir()
 	cmd := exec.Command(cpio, "-id", "--quiet")

@@ -1,11 +1,14 @@
 package vminit
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // helperEnv selects a helper mode: the test binary re-executes itself in
@@ -38,8 +41,5 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root, and CI is set: run the tests as root")
-	}
-	t.Skip("needs root (namespaces); runs under CI")
+	testmain.SkipIfMissing(t, errors.New("this test needs root (namespaces): run the tests as root"), true)
 }

@@ -3,6 +3,7 @@ package workload
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 // helperEnv selects a helper mode: the test binary re-executes itself as a
@@ -168,10 +171,7 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root, and CI is set: run the tests as root")
-	}
-	t.Skip("needs root (namespaces); runs under CI")
+	testmain.SkipIfMissing(t, errors.New("this test needs root (namespaces): run the tests as root"), true)
 }
 
 // waitGone waits until /proc/<pid> no longer exists: the process ended and

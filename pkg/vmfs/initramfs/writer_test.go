@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/sandkey/sandkey/pkg/testmain"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,10 +43,7 @@ func requireCpio(t *testing.T) string {
 	if err == nil {
 		return p
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("cpio is missing and CI is set: run scripts/vm-deps.sh")
-	}
-	t.Skip("cpio missing; scripts/vm-deps.sh installs it")
+	testmain.SkipIfMissing(t, errors.New("cpio is missing: scripts/vm-deps.sh installs it"), true)
 	return ""
 }
 
