@@ -54,7 +54,8 @@ func BenchmarkSweep(b *testing.B) {
 // BenchmarkRecovery is what users feel after an outage: n sandboxes kept
 // running while the gateway was down, long enough for every token to
 // expire. It times the gateway's start (Open): every token re-minted and
-// written (written-ms), then every sandbox's socket reopened, after
+// written (written-ms), then every sandbox's socket reopened (on the
+// socket root's tmpfs, as `gateway serve` mounts it), after
 // which each supervisor's next Hello gets its token in Accepted (the
 // session benchmarks measure registrations). The token root is empty, as
 // after a host reboot. cpu-ms is the CPU time the start took, every core
@@ -70,9 +71,8 @@ func BenchmarkRecovery(b *testing.B) {
 				e.clock.Add(2 * lifetime) // the gateway was down past every token's life
 				// The sandboxes' directories outlived the outage; their
 				// sockets are made anew.
-				state := &Gateway{cfg: e.config()}
 				for _, id := range benchTemplate(b, n).ids {
-					if err := os.MkdirAll(state.socketDir(id), 0o700); err != nil {
+					if err := os.MkdirAll(filepath.Join(e.socketRoot, id), 0o700); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -205,7 +205,8 @@ func (benchDriver) TokenDelivery() driver.TokenDelivery { return driver.Delivery
 const (
 	// onDisk is the machine's temporary directory, a disk as in
 	// production: what a gateway's start costs includes the state
-	// directory's file system (each sandbox's socket is made there).
+	// directory's file system (the store, and a look for each sandbox's
+	// socket directory of an older layout there).
 	onDisk = false
 	// onTmpfs is /dev/shm, for benchmarks whose timing the state
 	// directory does not enter (a sweep commits in the store about twenty
@@ -216,8 +217,8 @@ const (
 
 // newBenchEnv makes a gateway's state with n running sandboxes, each with
 // a generation whose token is valid at e.clock, from a template seeded
-// once per process, and a token root on a tmpfs (/dev/shm) as in
-// production. It opens nothing: call e.openBench.
+// once per process, and token and socket roots on a tmpfs (/dev/shm) as
+// in production. It opens nothing: call e.openBench.
 func newBenchEnv(b *testing.B, n int, tmpfs bool) *env {
 	b.Helper()
 	tpl := benchTemplate(b, n)
@@ -230,7 +231,7 @@ func newBenchEnv(b *testing.B, n int, tmpfs bool) *env {
 		b.Cleanup(func() { os.RemoveAll(dir) })
 	}
 	e := &env{t: b, dir: dir, clock: testclock.New(tpl.now)}
-	e.tokenRoot = memoryTokenRoot(b)
+	e.tokenRoot, e.socketRoot = memoryTokenRoot(b), memorySocketRoot(b)
 	state := filepath.Join(e.dir, "state")
 	if err := os.Mkdir(state, 0o700); err != nil {
 		b.Fatal(err)
@@ -374,6 +375,17 @@ func copyFile(from, to string) error {
 		err = cerr
 	}
 	return err
+}
+
+// memorySocketRoot is a socket root on /dev/shm, a tmpfs, as in
+// production where the gateway mounts one.
+func memorySocketRoot(b *testing.B) string {
+	dir, err := os.MkdirTemp("/dev/shm", "sk-sockets")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // memoryTokenRoot is a token root on /dev/shm, a tmpfs, as in production

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
@@ -59,6 +60,12 @@ type Config struct {
 	// makes it memory-backed first (PrepareTokenRoot), and Open reports
 	// whether it is.
 	TokenRoot string
+	// SocketRoot holds every sandbox's socket directory, as
+	// <SocketRoot>/<id>; default <StateDir>/sockets. `gateway serve` makes
+	// it memory-backed first where it can (PrepareSocketRoot). A sandbox
+	// whose socket directory a gateway before this one made at
+	// <StateDir>/sandboxes/<id>/gw keeps it there: its driver mounted it.
+	SocketRoot string
 	// Store is where the store lives: a Postgres DSN (postgres://...) or
 	// the path of an SQLite file; StateDir/StoreFile when empty.
 	Store string
@@ -110,6 +117,9 @@ func (c *Config) setDefaults() {
 	if c.TokenRoot == "" && c.StateDir != "" {
 		c.TokenRoot = DefaultTokenRoot(c.StateDir)
 	}
+	if c.SocketRoot == "" && c.StateDir != "" {
+		c.SocketRoot = DefaultSocketRoot(c.StateDir)
+	}
 	if c.Lifetime == 0 {
 		c.Lifetime = auth.DefaultLifetime
 	}
@@ -159,10 +169,10 @@ func (c *Config) setDefaults() {
 
 // maxSocketPath is the longest unix socket path Linux binds (sun_path is
 // 108 bytes with its terminating NUL), and socketSuffix is what the gateway
-// appends to the state directory for a sandbox's socket.
+// appends to the socket root for a sandbox's socket.
 const (
 	maxSocketPath = 107
-	socketSuffix  = "/sandboxes/0123456789abcdef0123456789abcdef/gw/gw.sock"
+	socketSuffix  = "/0123456789abcdef0123456789abcdef/" + guest.SocketName
 )
 
 func (c *Config) validate() error {
@@ -177,8 +187,8 @@ func (c *Config) validateSettings() error {
 	if err := auth.CheckLifetime(c.Lifetime); err != nil {
 		errs = append(errs, err)
 	}
-	if n := len(c.StateDir) + len(socketSuffix); c.StateDir != "" && n > maxSocketPath {
-		errs = append(errs, fmt.Errorf("state directory %s: its sandbox sockets would be %d bytes long, over the %d-byte limit of unix socket paths; use a shorter path", c.StateDir, n, maxSocketPath))
+	if n := len(c.SocketRoot) + len(socketSuffix); c.SocketRoot != "" && n > maxSocketPath {
+		errs = append(errs, fmt.Errorf("socket root %s: its sandbox sockets would be %d bytes long, over the %d-byte limit of unix socket paths; use a shorter state directory", c.SocketRoot, n, maxSocketPath))
 	}
 	if c.SweepInterval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("sweep interval %s: must be at least 10ms", c.SweepInterval))

@@ -44,8 +44,9 @@ type Gateway struct {
 	verify   *auth.Verifier
 	jwks     atomic.Pointer[[]byte]
 	metrics  *metrics
-	// tokens is where the token directories live, and whether in memory.
-	tokens TokenRoot
+	// tokens is where the token directories live, and whether in memory;
+	// socketRoot is where the sandbox sockets live.
+	tokens, socketRoot MemoryRoot
 
 	sessions *session.Server
 	grpc     *grpc.Server // serves sessions on every sandbox socket
@@ -113,6 +114,13 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.tokens = tokens
+	if g.socketRoot, err = InspectSocketRoot(cfg.SocketRoot); err != nil {
+		return nil, err
+	}
+	if !g.socketRoot.MemoryBacked {
+		g.log.Info("sandbox sockets are on disk: a restart with thousands of sandboxes binds them more slowly than on a tmpfs",
+			zap.String("socket_root", g.socketRoot.Path), zap.String("fs_type", g.socketRoot.FSType))
+	}
 	if !tokens.MemoryBacked {
 		g.log.Warn("token directories are on disk, not in memory: tokens reach the disk; run the gateway as root to mount a tmpfs there, or point --token-root at a tmpfs",
 			zap.String("token_root", tokens.Path), zap.String("fs_type", tokens.FSType))
@@ -241,7 +249,10 @@ func (g *Gateway) sessionChanged(sandboxID string) {
 
 // TokenRoot reports where the token directories live and whether they are
 // memory-backed.
-func (g *Gateway) TokenRoot() TokenRoot { return g.tokens }
+func (g *Gateway) TokenRoot() MemoryRoot { return g.tokens }
+
+// SocketRoot reports where the sandbox sockets live.
+func (g *Gateway) SocketRoot() MemoryRoot { return g.socketRoot }
 
 // Ready reports whether the gateway has reconciled, serves sessions and
 // can mint; when not, the reason says why (with the error of the last
@@ -317,8 +328,26 @@ func (g *Gateway) JWKSJSON() []byte { return *g.jwks.Load() }
 
 func (g *Gateway) sandboxDir(id string) string { return filepath.Join(g.cfg.StateDir, "sandboxes", id) }
 func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.tokens.Path, id) }
-func (g *Gateway) socketDir(id string) string  { return filepath.Join(g.sandboxDir(id), "gw") }
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
+
+// socketDir is the directory of a sandbox's socket: <socket root>/<id>,
+// or <state>/sandboxes/<id>/gw where a gateway before the socket root
+// made it, which the sandbox's driver mounted and a restart must keep.
+func (g *Gateway) socketDir(id string) string {
+	if fi, err := os.Lstat(g.legacySocketDir(id)); err == nil && fi.IsDir() {
+		return g.legacySocketDir(id)
+	}
+	return filepath.Join(g.socketRoot.Path, id)
+}
+
+func (g *Gateway) legacySocketDir(id string) string { return filepath.Join(g.sandboxDir(id), "gw") }
+
+// removeSandboxFiles removes what the gateway keeps for a sandbox: its
+// directory under the state directory, its socket directory and its token
+// directory.
+func (g *Gateway) removeSandboxFiles(id string) error {
+	return errors.Join(removeAll(g.sandboxDir(id)), removeAll(filepath.Join(g.socketRoot.Path, id)), g.removeTokenDir(id))
+}
 
 func (g *Gateway) lock(id string) func() { return g.locks.Lock(id) }
 

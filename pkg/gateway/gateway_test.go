@@ -59,8 +59,9 @@ func (d *checkingDriver) Start(ctx context.Context, spec driver.Spec) error {
 type env struct {
 	t   testing.TB
 	dir string
-	// tokenRoot, when set, is the gateway's token root (default under dir).
-	tokenRoot string
+	// tokenRoot and socketRoot, when set, are the gateway's token and
+	// socket roots (default under dir).
+	tokenRoot, socketRoot string
 	// store is the store's location; "": the SQLite file in the state directory.
 	store string
 	clock *testclock.Clock
@@ -129,7 +130,7 @@ func (e *env) config() Config {
 	return Config{
 		StateDir: filepath.Join(e.dir, "state"), Store: e.store, Lifetime: lifetime, StopGrace: time.Second,
 		Drivers: map[string]driver.Driver{"process": e.drv}, DefaultDriver: "process",
-		Now: e.clock.Now, Jitter: func() float64 { return 0 }, TokenRoot: e.tokenRoot,
+		Now: e.clock.Now, Jitter: func() float64 { return 0 }, TokenRoot: e.tokenRoot, SocketRoot: e.socketRoot,
 	}
 }
 

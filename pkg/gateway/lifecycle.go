@@ -119,8 +119,7 @@ func (g *Gateway) undoCreate(ctx context.Context, id string, cause error) error 
 	if err := g.store.DeleteSandbox(ctx, id); err != nil {
 		g.log.Error("undo sandbox create", zap.String("sandbox", id), zap.Error(err))
 	}
-	removeAll(g.sandboxDir(id))
-	g.removeTokenDir(id)
+	g.removeSandboxFiles(id)
 	return cause
 }
 
@@ -291,7 +290,7 @@ func (g *Gateway) Delete(ctx context.Context, idOrName string) (err error) {
 	if err := d.Delete(ctx, sb.ID); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		errs = append(errs, fmt.Errorf("driver %s delete: %w", sb.Driver, err))
 	}
-	errs = append(errs, removeAll(g.sandboxDir(sb.ID)), g.removeTokenDir(sb.ID))
+	errs = append(errs, g.removeSandboxFiles(sb.ID))
 	g.log.Info("sandbox deleted; its tokens are revoked", zap.String("sandbox", sb.ID), zap.String("name", sb.Name))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete sandbox %s: tokens revoked, but cleanup failed: %w", sb.Name, err)

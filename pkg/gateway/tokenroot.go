@@ -39,22 +39,33 @@ import (
 // TokenRootDir is the default token root's name under the state directory.
 const TokenRootDir = "tokens"
 
+// SocketRootDir is the default socket root's name under the state
+// directory: it holds each sandbox's socket directory, <socket root>/<id>.
+const SocketRootDir = "sockets"
+
 // DefaultTokenRootSize is the default size limit of the tmpfs mounted at
 // the token root: a sandbox takes about 12 KiB there (two generations of a
 // token and one JWKS, a page each), so this holds some 20,000.
 const DefaultTokenRootSize = "256m"
 
-// TokenRoot says where token directories live and whether they stay in
-// memory.
-type TokenRoot struct {
+// socketRootSize is the size limit of the tmpfs mounted at the socket
+// root: a socket takes an inode and no data.
+const socketRootSize = "1m"
+
+// MemoryRoot is a directory the gateway keeps its sandboxes' files under,
+// and whether they stay in memory.
+type MemoryRoot struct {
 	Path         string // the root; each sandbox's directory is Path/<id>
 	FSType       string // the file system's name (tmpfs, ramfs, ext4, ...)
-	MemoryBacked bool   // tmpfs or ramfs: no token reaches a disk
-	Mounted      bool   // this call mounted the tmpfs
+	MemoryBacked bool   // tmpfs or ramfs: nothing under it reaches a disk
+	Mounted      bool   // PrepareTokenRoot or PrepareSocketRoot mounted the tmpfs
 }
 
 // DefaultTokenRoot is the token root of a state directory: <state>/tokens.
 func DefaultTokenRoot(stateDir string) string { return filepath.Join(stateDir, TokenRootDir) }
+
+// DefaultSocketRoot is the socket root of a state directory: <state>/sockets.
+func DefaultSocketRoot(stateDir string) string { return filepath.Join(stateDir, SocketRootDir) }
 
 var tmpfsSize = regexp.MustCompile(`^[1-9][0-9]*[kmg%]?$`)
 
@@ -67,70 +78,110 @@ func CheckTokenRootSize(size string) error {
 	return nil
 }
 
+// rootKind is what tells a token root's preparation from a socket root's.
+type rootKind struct {
+	name   string // in errors: "token root"
+	base   string // the default root's name under the state directory
+	source string // the tmpfs's name in the mount table
+	// keepFilled leaves a root on disk that holds something already,
+	// rather than empty it to mount a tmpfs there.
+	keepFilled bool
+}
+
+var (
+	tokenRootKind  = rootKind{name: "token root", base: TokenRootDir, source: "sandkey-tokens"}
+	socketRootKind = rootKind{name: "socket root", base: SocketRootDir, source: "sandkey-sockets", keepFilled: true}
+)
+
 // PrepareTokenRoot makes the token root for the state directory stateDir
 // memory-backed where it can (see the steps above). dir is the root the
 // operator chose, "" for the default. size limits a tmpfs it mounts.
-func PrepareTokenRoot(stateDir, dir, size string) (TokenRoot, error) {
+func PrepareTokenRoot(stateDir, dir, size string) (MemoryRoot, error) {
 	if err := CheckTokenRootSize(size); err != nil {
-		return TokenRoot{}, err
+		return MemoryRoot{}, err
 	}
+	return prepareMemoryRoot(tokenRootKind, stateDir, dir, size)
+}
+
+// PrepareSocketRoot makes <stateDir>/sockets, where sandboxes' sockets
+// live, memory-backed where it can, in the steps of PrepareTokenRoot but
+// for one: a socket root on disk that is not empty holds the sockets of
+// running sandboxes, which see it through their mounts, and stays as it
+// is. Sockets hold no secret; on a tmpfs they are made in a fraction of
+// the time a disk's journal takes, which is most of a restart with
+// thousands of sandboxes.
+func PrepareSocketRoot(stateDir string) (MemoryRoot, error) {
+	return prepareMemoryRoot(socketRootKind, stateDir, "", socketRootSize)
+}
+
+func prepareMemoryRoot(kind rootKind, stateDir, dir, size string) (MemoryRoot, error) {
 	chosen := dir != ""
 	if !chosen {
-		dir = DefaultTokenRoot(stateDir)
+		dir = filepath.Join(stateDir, kind.base)
 	}
-	root, err := InspectTokenRoot(dir)
+	root, err := inspectRoot(kind, dir)
 	if err != nil || root.MemoryBacked {
 		return root, err
 	}
-	err = mountTmpfs(dir, size)
+	if kind.keepFilled {
+		if entries, err := os.ReadDir(root.Path); err != nil || len(entries) > 0 {
+			return root, nil
+		}
+	}
+	err = mountTmpfs(kind, root.Path, size)
 	if err == nil {
-		root, err = InspectTokenRoot(dir)
+		root, err = inspectRoot(kind, root.Path)
 		root.Mounted = true
 		return root, err
 	}
 	if !errors.Is(err, unix.EPERM) || chosen {
 		return root, nil // on disk; the caller warns
 	}
-	if alt, ok := runtimeDirTokenRoot(stateDir); ok {
-		return InspectTokenRoot(alt)
+	if alt, ok := runtimeDirRoot(kind, stateDir); ok {
+		return inspectRoot(kind, alt)
 	}
 	return root, nil
 }
 
 // InspectTokenRoot creates dir 0700 if it is missing and reports its file
 // system. It mounts nothing.
-func InspectTokenRoot(dir string) (TokenRoot, error) {
+func InspectTokenRoot(dir string) (MemoryRoot, error) { return inspectRoot(tokenRootKind, dir) }
+
+// InspectSocketRoot is InspectTokenRoot for the socket root.
+func InspectSocketRoot(dir string) (MemoryRoot, error) { return inspectRoot(socketRootKind, dir) }
+
+func inspectRoot(kind rootKind, dir string) (MemoryRoot, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return TokenRoot{}, fmt.Errorf("token root %s: %w", dir, err)
+		return MemoryRoot{}, fmt.Errorf("%s %s: %w", kind.name, dir, err)
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return TokenRoot{}, fmt.Errorf("create token root %s: %w", abs, err)
+		return MemoryRoot{}, fmt.Errorf("create %s %s: %w", kind.name, abs, err)
 	}
 	if err := os.Chmod(abs, 0o700); err != nil {
-		return TokenRoot{}, fmt.Errorf("token root %s: %w", abs, err)
+		return MemoryRoot{}, fmt.Errorf("%s %s: %w", kind.name, abs, err)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(abs, &st); err != nil {
-		return TokenRoot{}, fmt.Errorf("token root %s: statfs: %w", abs, err)
+		return MemoryRoot{}, fmt.Errorf("%s %s: statfs: %w", kind.name, abs, err)
 	}
-	root := TokenRoot{Path: abs, FSType: fsTypeName(st.Type)}
+	root := MemoryRoot{Path: abs, FSType: fsTypeName(st.Type)}
 	root.MemoryBacked = st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC
 	return root, nil
 }
 
-// UnmountTokenRoot unmounts a tmpfs PrepareTokenRoot mounted, for a
-// gateway that failed to start before anything used it.
-func UnmountTokenRoot(dir string) error {
+// UnmountRoot unmounts a tmpfs PrepareTokenRoot or PrepareSocketRoot
+// mounted, for a gateway that failed to start before anything used it.
+func UnmountRoot(dir string) error {
 	if err := unix.Unmount(dir, 0); err != nil {
-		return fmt.Errorf("unmount token root %s: %w", dir, err)
+		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
 	return nil
 }
 
-// mountTmpfs empties dir, so that no token a previous run wrote stays on
-// the disk beneath the mount, and mounts a private tmpfs there.
-func mountTmpfs(dir, size string) error {
+// mountTmpfs empties dir, so that nothing a previous run wrote (a token)
+// stays on the disk beneath the mount, and mounts a private tmpfs there.
+func mountTmpfs(kind rootKind, dir, size string) error {
 	if !mayMount() {
 		// Checked first: emptying a directory of live tokens that then
 		// stays on disk would break the running sandboxes' views of it.
@@ -142,16 +193,16 @@ func mountTmpfs(dir, size string) error {
 	}
 	for _, e := range entries {
 		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("empty token root %s before mounting a tmpfs: %w", dir, err)
+			return fmt.Errorf("empty %s %s before mounting a tmpfs: %w", kind.name, dir, err)
 		}
 	}
-	return unix.Mount("sandkey-tokens", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
+	return unix.Mount(kind.source, dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
 		"mode=0700,size="+size)
 }
 
-// runtimeDirTokenRoot returns a token root under $XDG_RUNTIME_DIR, one per
-// state directory, when that is a memory-backed directory of this user.
-func runtimeDirTokenRoot(stateDir string) (string, bool) {
+// runtimeDirRoot returns a root under $XDG_RUNTIME_DIR, one per state
+// directory, when that is a memory-backed directory of this user.
+func runtimeDirRoot(kind rootKind, stateDir string) (string, bool) {
 	run := os.Getenv("XDG_RUNTIME_DIR")
 	if run == "" || !filepath.IsAbs(run) {
 		return "", false
@@ -165,7 +216,7 @@ func runtimeDirTokenRoot(stateDir string) (string, bool) {
 		return "", false
 	}
 	sum := sha256.Sum256([]byte(abs))
-	return filepath.Join(run, "sandkey", "tokens-"+hex.EncodeToString(sum[:6])), true
+	return filepath.Join(run, "sandkey", kind.base+"-"+hex.EncodeToString(sum[:6])), true
 }
 
 func fsTypeName(magic int64) string {

@@ -51,7 +51,7 @@ Stop the gateway with Ctrl-C; the sandbox keeps running and the next gateway fin
 }
 
 // memoryNote says, for a person, where the token directories' bytes live.
-func memoryNote(root gateway.TokenRoot) string {
+func memoryNote(root gateway.MemoryRoot) string {
 	if root.MemoryBacked {
 		return "in memory, " + root.FSType
 	}

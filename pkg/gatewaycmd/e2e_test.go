@@ -80,7 +80,7 @@ type testGateway struct {
 
 func startTestGateway(t *testing.T) *testGateway {
 	t.Helper()
-	// Sandbox sockets live at <state>/sandboxes/<32 hex>/gw/gw.sock: the
+	// Sandbox sockets live at <state>/sockets/<32 hex>/gw.sock: the
 	// state directory's path must stay short for a unix socket.
 	state := binaries.TempDir(t, "skcli")
 	self, err := os.Executable()

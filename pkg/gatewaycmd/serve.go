@@ -198,6 +198,11 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return err
 	}
 	cfg.TokenRoot = tokens.Path
+	sockets, err := gateway.PrepareSocketRoot(g.stateDir)
+	if err != nil {
+		return err
+	}
+	cfg.SocketRoot = sockets.Path
 	drivers, err := buildDrivers(driverEnv{stateDir: g.stateDir, log: log,
 		supervisor: func() (string, error) { return findSupervisor(o.drivers.supervisorF) }}, &o.drivers)
 	if err != nil {
@@ -209,8 +214,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	cfg.Drivers, cfg.Registerer = drivers, reg
 	gw, err := gateway.Open(ctx, cfg)
 	if err != nil {
-		if tokens.Mounted { // nothing can hold a view of it yet
-			gateway.UnmountTokenRoot(tokens.Path)
+		for _, root := range []gateway.MemoryRoot{tokens, sockets} {
+			if root.Mounted { // nothing can hold a view of it yet
+				gateway.UnmountRoot(root.Path)
+			}
 		}
 		// --store names a database that does not parse, answer or let us in.
 		if errors.Is(err, gateway.ErrStoreLocation) {

@@ -198,7 +198,7 @@ func (l *live) sandboxDir(name string) string {
 }
 func (l *live) tokenDir(name string) string { return binaries.TokenDir(l.state, l.ids[name]) }
 func (l *live) socket(name string) string {
-	return filepath.Join(l.sandboxDir(name), "gw", "gw.sock")
+	return binaries.Socket(l.state, l.ids[name])
 }
 
 // status reads the supervisor's status file of a sandbox.

@@ -53,8 +53,12 @@ func RunTests(m *testing.M, after ...func() error) {
 // token root, <state>/tokens/<id>.
 func TokenDir(stateDir, id string) string { return filepath.Join(stateDir, "tokens", id) }
 
+// Socket is a sandbox's attested socket under the gateway's default socket
+// root, <state>/sockets/<id>/gw.sock.
+func Socket(stateDir, id string) string { return filepath.Join(stateDir, "sockets", id, "gw.sock") }
+
 // UnmountUnder unmounts every mount at or below dir, deepest first: the
-// tmpfs a gateway running as root mounts at its token root outlives it on
+// tmpfs a gateway running as root mounts at its token and socket roots outlives it on
 // purpose, so a test that ran one unmounts it before removing its files.
 func UnmountUnder(dir string) error {
 	data, err := os.ReadFile("/proc/self/mountinfo")

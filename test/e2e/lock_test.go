@@ -35,7 +35,7 @@ func TestSecondGatewayOnALiveStateDirExitsAndTouchesNothing(t *testing.T) {
 	id = g.list()[0].ID
 	waitFor(t, 20*time.Second, "the sandbox registered", func() bool { return g.list()[0].Connected },
 		func() string { return fmt.Sprintf("%+v", g.list()) })
-	sockets := []string{filepath.Join(state, "sandboxes", id, "gw", "gw.sock"), filepath.Join(state, "admin.sock")}
+	sockets := []string{binaries.Socket(state, id), filepath.Join(state, "admin.sock")}
 	before := make([]os.FileInfo, len(sockets))
 	for i, p := range sockets {
 		var err error

@@ -436,7 +436,7 @@ func runRecovery(t *testing.T, wantDegraded bool) *host {
 	// Every sandbox's socket was bound before /readyz said ready.
 	var missing []string
 	for id := range heldGen {
-		if _, err := os.Stat(h.sandboxFile(id, "gw", "gw.sock")); err != nil {
+		if _, err := os.Stat(binaries.Socket(h.state, id)); err != nil {
 			missing = append(missing, id)
 		}
 	}

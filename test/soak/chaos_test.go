@@ -466,7 +466,7 @@ func (s *soak) deleteRecreate(ctx context.Context) {
 	e.detail += fmt.Sprintf(" (id %.8s… → %.8s…; %d old token(s) kept)", oldID, newID, len(kept))
 	s.watch(e, time.Now(), []string{newID})
 	for _, d := range kept {
-		tries, accepted := presentOnSockets(ctx, d, newID, filepath.Join(s.gw.sandboxDir(newID), "gw", "gw.sock"))
+		tries, accepted := presentOnSockets(ctx, d, newID, binaries.Socket(s.gw.state, newID))
 		s.mu.Lock()
 		s.deletedTries += tries
 		s.mu.Unlock()
@@ -580,7 +580,7 @@ func (s *soak) finalDeletedChecks(ctx context.Context) {
 		var liveID, liveSocket string
 		if len(live) > 0 {
 			liveID = live[i%len(live)][1]
-			liveSocket = filepath.Join(s.gw.sandboxDir(liveID), "gw", "gw.sock")
+			liveSocket = binaries.Socket(s.gw.state, liveID)
 		}
 		tries, accepted := presentOnSockets(ctx, d, liveID, liveSocket)
 		s.mu.Lock()

@@ -40,7 +40,7 @@ type deletedToken struct {
 // token directory, before it is deleted.
 func tokensOf(name, id, stateDir string) []deletedToken {
 	dir := binaries.TokenDir(stateDir, id)
-	socket := filepath.Join(stateDir, "sandboxes", id, "gw", "gw.sock")
+	socket := binaries.Socket(stateDir, id)
 	seen := map[uint64]bool{}
 	var out []deletedToken
 	add := func(raw []byte) {

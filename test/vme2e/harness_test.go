@@ -172,7 +172,7 @@ func (e *env) tokenDir(id string) string {
 }
 
 func (e *env) socketDir(id string) string {
-	return filepath.Join(e.dir, "state", "sandboxes", id, "gw")
+	return filepath.Join(gateway.DefaultSocketRoot(filepath.Join(e.dir, "state")), id)
 }
 
 // vmRecord reads the driver's record of the sandbox's current start.

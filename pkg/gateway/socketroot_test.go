@@ -1,0 +1,106 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandkey/sandkey/pkg/guest"
+)
+
+func TestSandboxSocketsLiveUnderTheSocketRootAndGoWithTheSandbox(t *testing.T) {
+	e := newEnv(t)
+	sb := e.create("one")
+	state := e.config().StateDir
+	dir := filepath.Join(DefaultSocketRoot(state), sb.ID)
+	fi, err := os.Lstat(filepath.Join(dir, guest.SocketName))
+	if err != nil || fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket under the socket root: %v (%v), want a 0600 socket", fi, err)
+	}
+	if _, err := os.Lstat(e.g.legacySocketDir(sb.ID)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a new sandbox got a socket directory of the old layout: %v", err)
+	}
+	if err := e.g.Delete(context.Background(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket directory survived its sandbox: %v", err)
+	}
+}
+
+// A sandbox made by a gateway before the socket root has its socket
+// directory mounted from <state>/sandboxes/<id>/gw: a restart keeps
+// listening there, or its supervisor could never reach the gateway again.
+func TestASandboxOfTheOlderLayoutKeepsItsSocketDirectory(t *testing.T) {
+	e := newEnv(t)
+	sb := e.create("old")
+	legacy := e.g.legacySocketDir(sb.ID)
+	e.g.Close()
+	e.g = nil
+	if err := os.Mkdir(legacy, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.proc.Close()
+	e.open()
+	conn, err := net.Dial("unix", filepath.Join(legacy, guest.SocketName))
+	if err != nil {
+		t.Fatalf("no socket where the older layout put it: %v", err)
+	}
+	conn.Close()
+	if got := e.g.socketDir(sb.ID); got != legacy {
+		t.Errorf("socketDir = %s, want %s", got, legacy)
+	}
+}
+
+func TestPrepareSocketRootMountsATmpfsOnAnEmptyRootOnly(t *testing.T) {
+	needRoot(t)
+	base := shortTempDir(t)
+	unmount := func(root string) {
+		t.Cleanup(func() {
+			for mountsAt(t, root) > 0 {
+				if err := unix.Unmount(root, 0); err != nil {
+					t.Errorf("unmount %s: %v", root, err)
+					return
+				}
+			}
+		})
+	}
+
+	fresh := filepath.Join(base, "fresh")
+	unmount(DefaultSocketRoot(fresh))
+	got, err := PrepareSocketRoot(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Mounted || got.FSType != "tmpfs" || got.Path != DefaultSocketRoot(fresh) {
+		t.Fatalf("PrepareSocketRoot = %+v, want a tmpfs mounted at %s", got, DefaultSocketRoot(fresh))
+	}
+	if again, err := PrepareSocketRoot(fresh); err != nil || again.Mounted || !again.MemoryBacked {
+		t.Errorf("second PrepareSocketRoot = %+v, %v; want the existing tmpfs reused", again, err)
+	}
+
+	// Sockets of running sandboxes, on disk from a run that could not
+	// mount: their sandboxes see them through mounts, so they stay.
+	old := filepath.Join(base, "old")
+	unmount(DefaultSocketRoot(old))
+	live := filepath.Join(DefaultSocketRoot(old), "running-sandbox")
+	if err := os.MkdirAll(live, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	got, err = PrepareSocketRoot(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Mounted || got.MemoryBacked || mountsAt(t, got.Path) != 0 {
+		t.Errorf("PrepareSocketRoot over live sockets = %+v, want the disk directory kept", got)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a running sandbox's socket directory is gone: %v", err)
+	}
+}
