@@ -59,13 +59,10 @@ func IsHolderError(st *status.Status) bool {
 // *gateway.Gateway is one; tests give another.
 type Holders interface {
 	SessionHolder(ctx context.Context, sandboxID string) (gateway.Holder, error)
+	// SessionHolders answers for many sandboxes with one question, for
+	// listings; a sandbox absent from the map has no session anywhere.
+	SessionHolders(ctx context.Context, sandboxIDs []string) (map[string]gateway.Holder, error)
 	ReplicaID() string
-}
-
-// allHolders is what a Holders may add to answer a listing with one
-// question instead of one per sandbox, as the gateway does.
-type allHolders interface {
-	SessionHolders(ctx context.Context) (map[string]gateway.Holder, error)
 }
 
 // Option configures a Server.

@@ -42,6 +42,15 @@ func (h *holderDouble) SessionHolder(context.Context, string) (gateway.Holder, e
 	return h.holder, nil
 }
 
+func (h *holderDouble) SessionHolders(_ context.Context, ids []string) (map[string]gateway.Holder, error) {
+	h.asked.Add(1)
+	held := make(map[string]gateway.Holder, len(ids))
+	for _, id := range ids {
+		held[id] = h.holder
+	}
+	return held, nil
+}
+
 func (h *holderDouble) ReplicaID() string { return h.self }
 
 // elsewhere is a holder double naming the replica id at addr as the

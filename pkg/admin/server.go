@@ -96,25 +96,21 @@ func (s *Server) ListSandboxes(ctx context.Context, _ *adminpb.ListSandboxesRequ
 		return nil, s.fail("list", "", err)
 	}
 	resp := &adminpb.ListSandboxesResponse{Sandboxes: make([]*adminpb.Sandbox, 0, len(all))}
-	if batch, ok := s.holders.(allHolders); ok {
-		held, err := batch.SessionHolders(ctx)
-		if err != nil {
+	held := map[string]gateway.Holder{}
+	if s.holders != nil {
+		ids := make([]string, len(all))
+		for i, sb := range all {
+			ids[i] = sb.ID
+		}
+		if held, err = s.holders.SessionHolders(ctx, ids); err != nil {
 			s.log.Warn("session holders lookup failed", zap.String("op", "list"), zap.Error(err))
 			return nil, status.Errorf(codes.Unavailable, "list sandboxes: cannot tell which gateway replicas hold their sessions: %v; retry shortly", err)
 		}
-		for _, sb := range all {
-			p := SandboxProto(sb)
-			if h, ok := held[sb.ID]; ok && h.Connected {
-				p.Connected, p.ReplicaId = true, h.ReplicaID
-			}
-			resp.Sandboxes = append(resp.Sandboxes, p)
-		}
-		return resp, nil
 	}
 	for _, sb := range all {
-		p, err := s.sandboxProto(ctx, "list", sb)
-		if err != nil {
-			return nil, err
+		p := SandboxProto(sb)
+		if h, ok := held[sb.ID]; ok && h.Connected {
+			p.Connected, p.ReplicaId = true, h.ReplicaID
 		}
 		resp.Sandboxes = append(resp.Sandboxes, p)
 	}

@@ -76,25 +76,24 @@ func (g *Gateway) SessionHolder(ctx context.Context, sandboxID string) (_ Holder
 	return Holder{ReplicaID: r.ID, AdminAddr: r.AdminAddr, Connected: true}, nil
 }
 
-// SessionHolders is SessionHolder for every sandbox at once (one store
-// query, for listings): the holder of each sandbox whose session some
+// SessionHolders is SessionHolder for many sandboxes at once (one store
+// query, for listings): the holder of each of ids whose session some
 // replica holds. Sandboxes absent from the map have no session anywhere.
-func (g *Gateway) SessionHolders(ctx context.Context) (_ map[string]Holder, err error) {
+func (g *Gateway) SessionHolders(ctx context.Context, ids []string) (_ map[string]Holder, err error) {
 	defer outwardTo(&err)
-	out := make(map[string]Holder)
+	var held map[string]store.Replica
 	if g.ReplicaMode() {
-		held, err := g.store.SessionHolders(ctx)
-		if err != nil {
+		if held, err = g.store.SessionHolders(ctx); err != nil {
 			return nil, err
 		}
-		for id, r := range held {
-			if r.ID != g.replicaID {
-				out[id] = Holder{ReplicaID: r.ID, AdminAddr: r.AdminAddr, Connected: true}
-			}
-		}
 	}
-	for _, id := range g.sessions.SandboxIDs() {
-		out[id] = Holder{ReplicaID: g.replicaID, Local: true, Connected: true}
+	out := make(map[string]Holder)
+	for _, id := range ids {
+		if g.sessions.Connected(id) {
+			out[id] = Holder{ReplicaID: g.replicaID, Local: true, Connected: true}
+		} else if r, ok := held[id]; ok && r.ID != g.replicaID {
+			out[id] = Holder{ReplicaID: r.ID, AdminAddr: r.AdminAddr, Connected: true}
+		}
 	}
 	return out, nil
 }

@@ -352,11 +352,11 @@ func TestAGenerationMintedOnOneReplicaReachesTheSessionAnotherHolds(t *testing.T
 		return err == nil && !h.Local && h.Connected && h.ReplicaID == b.g.ReplicaID() && h.AdminAddr == "127.0.0.1:7443"
 	})
 
-	all, err := a.g.SessionHolders(ctx)
+	all, err := a.g.SessionHolders(ctx, []string{sb.ID})
 	if err != nil || all[sb.ID].ReplicaID != b.g.ReplicaID() || all[sb.ID].Local {
 		t.Fatalf("a's SessionHolders = %v, %v; want %s held by b", all, err, sb.ID)
 	}
-	if all, err := b.g.SessionHolders(ctx); err != nil || !all[sb.ID].Local || !all[sb.ID].Connected {
+	if all, err := b.g.SessionHolders(ctx, []string{sb.ID}); err != nil || !all[sb.ID].Local || !all[sb.ID].Connected {
 		t.Fatalf("b's SessionHolders = %v, %v; want %s held here", all, err, sb.ID)
 	}
 
