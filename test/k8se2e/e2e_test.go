@@ -21,6 +21,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
 	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/test/kubeenv"
 )
 
 // Acceptance 1: a sandbox is a running pod with the projected volume, the
@@ -35,7 +36,7 @@ func TestSandboxRunsAsAPodAndRegistersThroughTheExchange(t *testing.T) {
 	if sb.RunID == "" || sb.RunID != string(pod.UID) {
 		t.Errorf("recorded run %q, pod uid %q: the store must hold the pod's UID", sb.RunID, pod.UID)
 	}
-	if pod.Spec.ServiceAccountName != sandboxSA || pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
+	if pod.Spec.ServiceAccountName != kubeenv.SandboxSA || pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
 		t.Errorf("pod service account %q, automount %v", pod.Spec.ServiceAccountName, pod.Spec.AutomountServiceAccountToken)
 	}
 	if pod.Labels[kubernetes.LabelSandboxID] != sb.ID || pod.Labels[kubernetes.LabelInstanceID] != sb.InstanceID {
@@ -86,7 +87,7 @@ func TestExchangeRefusesEveryBadCredentialWithItsReason(t *testing.T) {
 	// A decoy pod of the sandbox ServiceAccount that is no run of the sandbox
 	// (no node: it stays Pending).
 	decoy := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "decoy"}, Spec: corev1.PodSpec{
-		ServiceAccountName: sandboxSA, AutomountServiceAccountToken: new(false), NodeName: "nowhere",
+		ServiceAccountName: kubeenv.SandboxSA, AutomountServiceAccountToken: new(false), NodeName: "nowhere",
 		Containers: []corev1.Container{{Name: "c", Image: imageRef}}}}
 	decoy, err := client.CoreV1().Pods(e.ns).Create(ctx, decoy, metav1.CreateOptions{})
 	if err != nil {
@@ -102,13 +103,13 @@ func TestExchangeRefusesEveryBadCredentialWithItsReason(t *testing.T) {
 		name, token, reason string
 		code                codes.Code
 	}{
-		{"wrong audience", request(sandboxSA, "someone-else", pod), session.ExchangeWrongAudience, codes.Unauthenticated},
+		{"wrong audience", request(kubeenv.SandboxSA, "someone-else", pod), session.ExchangeWrongAudience, codes.Unauthenticated},
 		{"another ServiceAccount", request("other", kubernetes.DefaultAudience, nil), session.ExchangeWrongAccount, codes.Unauthenticated},
-		{"not bound to a pod", request(sandboxSA, kubernetes.DefaultAudience, nil), session.ExchangeNotBound, codes.Unauthenticated},
-		{"bound to another pod", request(sandboxSA, kubernetes.DefaultAudience, decoy), session.ExchangeNotCurrentRun, codes.Unauthenticated},
+		{"not bound to a pod", request(kubeenv.SandboxSA, kubernetes.DefaultAudience, nil), session.ExchangeNotBound, codes.Unauthenticated},
+		{"bound to another pod", request(kubeenv.SandboxSA, kubernetes.DefaultAudience, decoy), session.ExchangeNotCurrentRun, codes.Unauthenticated},
 		{"garbage", "not.a.token", session.ExchangeNotAuthenticated, codes.Unauthenticated},
 		{"1 MB", strings.Repeat("A", 1_000_000), session.ExchangeTooLarge, codes.InvalidArgument},
-		{"expired", expired(t, e.c.Dir(), request(sandboxSA, kubernetes.DefaultAudience, pod)), session.ExchangeExpired, codes.Unauthenticated},
+		{"expired", expired(t, e.c.Dir(), request(kubeenv.SandboxSA, kubernetes.DefaultAudience, pod)), session.ExchangeExpired, codes.Unauthenticated},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -126,7 +127,7 @@ func TestExchangeRefusesEveryBadCredentialWithItsReason(t *testing.T) {
 	// A pod deleted and recreated under the same name (new UID): its old
 	// token, which TokenReview has just accepted (and so caches for ~10 s),
 	// is refused by the live pod's UID.
-	old := request(sandboxSA, kubernetes.DefaultAudience, decoy)
+	old := request(kubeenv.SandboxSA, kubernetes.DefaultAudience, decoy)
 	if _, err := e.exchange(sb.ID, old); err == nil || !strings.Contains(err.Error(), session.ExchangeNotCurrentRun) {
 		t.Fatalf("decoy's token: %v; want %s", err, session.ExchangeNotCurrentRun)
 	}
@@ -215,7 +216,7 @@ func TestGatewayRestartPastExpiryReexchanges(t *testing.T) {
 	e.stopGateway()
 	stopped := time.Now()
 	// Every sandkey token the supervisor holds has expired by now.
-	time.Sleep(time.Until(stopped.Add(lifetime + time.Second)))
+	time.Sleep(time.Until(stopped.Add(kubeenv.Lifetime + time.Second)))
 
 	e.startGateway()
 	ready := time.Now()
@@ -243,14 +244,14 @@ func TestGatewayStartReconcilesPodsByLabel(t *testing.T) {
 	}
 	stray := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "stray", Labels: map[string]string{
 		kubernetes.LabelManagedBy: kubernetes.ManagedBy, kubernetes.LabelSandboxID: "0000000000000000000000000000dead"}},
-		Spec: corev1.PodSpec{ServiceAccountName: sandboxSA, AutomountServiceAccountToken: new(false), NodeName: "nowhere",
+		Spec: corev1.PodSpec{ServiceAccountName: kubeenv.SandboxSA, AutomountServiceAccountToken: new(false), NodeName: "nowhere",
 			Containers: []corev1.Container{{Name: "c", Image: imageRef}}}}
 	if _, err := pods.Create(ctx, stray, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	zero := int64(0)
 	t.Cleanup(func() { pods.Delete(context.Background(), "stray", metav1.DeleteOptions{GracePeriodSeconds: &zero}) })
-	e.eventually("killed pod gone", bound, func() bool {
+	e.eventually("killed pod gone", kubeenv.Bound, func() bool {
 		_, err := pods.Get(ctx, killed.Name, metav1.GetOptions{})
 		return err != nil
 	})
@@ -283,13 +284,13 @@ func TestAPIServerDownMakesTheExchangeUnavailableButSessionsGoOn(t *testing.T) {
 		t.Errorf("sandkey_exchange_total{result=unavailable} = %v", n)
 	}
 	delivered := e.get("live").DeliveredGen
-	e.eventually("a rotation delivered while the API server is down", 3*lifetime, func() bool {
+	e.eventually("a rotation delivered while the API server is down", 3*kubeenv.Lifetime, func() bool {
 		v := e.get("live")
 		return v.Connected && v.DeliveredGen > delivered
 	})
 
 	e.c.StartAPIServer(t)
-	e.eventually("the exchange works again", bound, func() bool {
+	e.eventually("the exchange works again", kubeenv.Bound, func() bool {
 		_, err := e.exchange(sb.ID, projected)
 		return err == nil
 	})

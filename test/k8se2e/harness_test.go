@@ -34,15 +34,6 @@ const (
 	// imageRef is the sandbox image: the supervisor as entrypoint, as
 	// sandkey-base has it, and busybox as the workload's tools.
 	imageRef = "sandkey.local/k8se2e-sandbox:1"
-	// sandboxSA is the sandboxes' ServiceAccount, without any RBAC.
-	sandboxSA = "sandbox"
-	// gatewayUser is the gateway's identity in the cluster.
-	gatewayUser = "sandkey-gateway"
-	// lifetime is the sandkey token lifetime, the shortest allowed.
-	lifetime = 10 * time.Second
-	// bound is the generous limit of waits for pods and sessions on a
-	// loaded 2-core machine.
-	bound = 90 * time.Second
 )
 
 var imageOnce sync.Once
@@ -90,9 +81,9 @@ func newEnvWith(t testing.TB, gatewayFlags ...string) *env {
 	e := &env{t: t, c: c, ns: "k8se2e-" + randid.New(4), dir: dir, gatewayFlags: gatewayFlags}
 	e.state = filepath.Join(e.dir, "state")
 	c.Namespace(t, e.ns)
-	c.ServiceAccount(t, e.ns, sandboxSA)
-	kubeenv.GrantGateway(t, c, e.ns, gatewayUser)
-	e.kubeconfig = c.KubeconfigFor(t, gatewayUser)
+	c.ServiceAccount(t, e.ns, kubeenv.SandboxSA)
+	kubeenv.GrantGateway(t, c, e.ns, kubeenv.GatewayUser)
+	e.kubeconfig = c.KubeconfigFor(t, kubeenv.GatewayUser)
 	// The bridge's host address, where pods reach the gateway.
 	tlsFiles := kubeenv.WriteTLS(t, e.dir, c.HostIP())
 	e.caFile, e.certFile, e.keyFile, e.caPool = tlsFiles.CAFile, tlsFiles.CertFile, tlsFiles.KeyFile, tlsFiles.Pool
@@ -127,10 +118,10 @@ func (e *env) startGateway() {
 	cmd := exec.Command(binaries.Gateway, "serve", "--state-dir", e.state,
 		"--drivers", "kubernetes", "--driver", "kubernetes",
 		"--kubernetes-kubeconfig", e.kubeconfig, "--kubernetes-namespace", e.ns,
-		"--kubernetes-service-account", sandboxSA, "--kubernetes-gateway", "tls://"+e.sessionAddr,
+		"--kubernetes-service-account", kubeenv.SandboxSA, "--kubernetes-gateway", "tls://"+e.sessionAddr,
 		"--kubernetes-ca-file", e.caFile, "--kubernetes-image-pull-policy", "Never",
 		"--session-addr", e.sessionAddr, "--session-tls-cert", e.certFile, "--session-tls-key", e.keyFile,
-		"--token-lifetime", lifetime.String(), "--sweep-interval", "100ms", "--heartbeat-interval", "1s",
+		"--token-lifetime", kubeenv.Lifetime.String(), "--sweep-interval", "100ms", "--heartbeat-interval", "1s",
 		"--http-addr", e.httpAddr, "--stop-grace", "2s", "--log-level", "debug")
 	cmd.Args = append(cmd.Args, e.gatewayFlags...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -140,7 +131,7 @@ func (e *env) startGateway() {
 	}
 	e.gw = &gatewayProc{cmd: cmd, log: logf, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(e.gw.done) }()
-	deadline := time.Now().Add(bound)
+	deadline := time.Now().Add(kubeenv.Bound)
 	for {
 		if resp, err := http.Get("http://" + e.httpAddr + "/readyz"); err == nil {
 			resp.Body.Close()
@@ -149,7 +140,7 @@ func (e *env) startGateway() {
 			}
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("gateway not ready within %s", bound)
+			e.t.Fatalf("gateway not ready within %s", kubeenv.Bound)
 		}
 		select {
 		case <-e.gw.done:
@@ -234,7 +225,7 @@ func (e *env) eventually(what string, limit time.Duration, cond func() bool) {
 
 func (e *env) awaitConnected(name string) {
 	e.t.Helper()
-	e.eventually("sandbox "+name+" connected", bound, func() bool { return e.get(name).Connected })
+	e.eventually("sandbox "+name+" connected", kubeenv.Bound, func() bool { return e.get(name).Connected })
 }
 
 // projectedToken reads the pod's projected token through sandbox exec.

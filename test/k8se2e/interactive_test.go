@@ -17,6 +17,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/session/exectest"
 	"github.com/sandkey/sandkey/test/binaries"
+	"github.com/sandkey/sandkey/test/kubeenv"
 )
 
 // Issue 17 on Kubernetes: `sandbox logs` prints the workload's output
@@ -50,26 +51,26 @@ func TestLogsOfAPodAndATerminalInIt(t *testing.T) {
 			<-ended
 		}
 	}()
-	e.eventually("logs -f shows the workload's first line", bound, func() bool { return strings.Contains(followed.String(), "from-the-workload") })
+	e.eventually("logs -f shows the workload's first line", kubeenv.Bound, func() bool { return strings.Contains(followed.String(), "from-the-workload") })
 	e.mustCLI("sandbox", "exec", "chatty", "--", "/busybox", "touch", "/mark")
-	e.eventually("logs -f shows the line written after it started", bound, func() bool { return strings.Contains(followed.String(), "marked") })
+	e.eventually("logs -f shows the line written after it started", kubeenv.Bound, func() bool { return strings.Contains(followed.String(), "marked") })
 	select {
 	case err := <-ended:
 		t.Fatalf("logs -f ended while the pod runs: %v; output %q", err, followed.String())
 	default:
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	ctx, cancel := context.WithTimeout(context.Background(), kubeenv.Bound)
 	defer cancel()
 	term := exectest.Start(ctx, e.adminExec("chatty"), "/busybox", "sh")
 	if err := term.Type("test -t 0 && test -t 1 && echo on-a-$((6*7))-tty\n"); err != nil {
 		t.Fatal(err)
 	}
-	e.eventually("on-a-42-tty on the terminal", bound, func() bool { return strings.Contains(term.Output(), "on-a-42-tty") })
+	e.eventually("on-a-42-tty on the terminal", kubeenv.Bound, func() bool { return strings.Contains(term.Output(), "on-a-42-tty") })
 	if err := term.Type("exit 4\n"); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := term.Wait(bound); err != nil || res.ExitCode != 4 {
+	if res, err := term.Wait(kubeenv.Bound); err != nil || res.ExitCode != 4 {
 		t.Fatalf("exec -it sh: %+v, %v; want exit 4; output %q", res, err, term.Output())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/sandkey/sandkey/test/kubeenv"
 )
 
 // SoakEnv opts into the slow tests of this package: `make k8s-soak` sets it.
@@ -35,10 +36,10 @@ func TestKubeletRotationIsWhatTheNextExchangePresents(t *testing.T) {
 	// Make the supervisor exchange again: its sandkey token expires while
 	// the gateway is down.
 	e.stopGateway()
-	time.Sleep(lifetime + time.Second)
+	time.Sleep(kubeenv.Lifetime + time.Second)
 	mark := gatewayLogSize(e)
 	e.startGateway()
-	e.eventually("re-registered", bound, func() bool { return e.get("soak").Connected })
+	e.eventually("re-registered", kubeenv.Bound, func() bool { return e.get("soak").Connected })
 	log, _ := os.ReadFile(filepath.Join(e.dir, "gateway.log"))
 	want := `"credential_id":"JTI=` + jti(t, renewed) + `"`
 	if !strings.Contains(string(log[mark:]), want) {

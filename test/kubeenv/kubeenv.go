@@ -31,6 +31,20 @@ import (
 	"github.com/sandkey/sandkey/test/binaries"
 )
 
+// What the Kubernetes suites (k8se2e, replicas) share.
+const (
+	// SandboxSA is the sandboxes' ServiceAccount, without any RBAC.
+	SandboxSA = "sandbox"
+	// GatewayUser is the gateway's identity in the cluster (for replicas,
+	// one ServiceAccount for the Deployment's pods, in a real cluster).
+	GatewayUser = "sandkey-gateway"
+	// Lifetime is the sandkey token lifetime, the shortest allowed.
+	Lifetime = 10 * time.Second
+	// Bound is the generous limit of waits for pods, starts and sessions
+	// on a loaded 2-core machine.
+	Bound = 90 * time.Second
+)
+
 // TLS is a CA and a serving certificate it signed, as files.
 type TLS struct {
 	CAFile, CertFile, KeyFile string

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/session/sessiontest"
+	"github.com/sandkey/sandkey/test/kubeenv"
 )
 
 // sandboxCount is how many sandboxes the failover test runs.
@@ -39,7 +40,7 @@ func (rs *replicaSet) createSpread(n int) (names []string, ids map[string]string
 func (rs *replicaSet) awaitHeld(ids map[string]string) map[string]*replica {
 	rs.t.Helper()
 	var held map[string]*replica
-	rs.eventually("every session held by a live replica", bound, func() bool {
+	rs.eventually("every session held by a live replica", kubeenv.Bound, func() bool {
 		h, err := rs.holders()
 		if err != nil {
 			return false
@@ -74,7 +75,7 @@ func spread(held map[string]*replica, ids map[string]string) []int {
 func TestReplicasLeaderKilled(t *testing.T) {
 	rs := newReplicaSet(t)
 	names, ids := rs.createSpread(sandboxCount)
-	leader := rs.awaitLeader(bound)
+	leader := rs.awaitLeader(kubeenv.Bound)
 	held := rs.awaitHeld(ids)
 	// The leader must hold sessions, or the test proves nothing: cut the
 	// others' connections at the Service until their supervisors land on
@@ -131,7 +132,7 @@ func TestReplicasLeaderKilled(t *testing.T) {
 	// token it had at the kill expires. (Seen when polled: no later than
 	// minted.)
 	rotatedSeen := map[string]time.Time{}
-	rs.eventually("every sandbox rotated after the kill", lifetime+bound/3, func() bool {
+	rs.eventually("every sandbox rotated after the kill", kubeenv.Lifetime+kubeenv.Bound/3, func() bool {
 		for name, id := range ids {
 			if _, ok := rotatedSeen[name]; !ok && rs.latestGeneration(id).gen > lastBefore[id].gen {
 				rotatedSeen[name] = time.Now()
@@ -150,7 +151,7 @@ func TestReplicasLeaderKilled(t *testing.T) {
 	}
 	// And it sweeps on: its own rotations (not only what it minted on
 	// taking the lease) come within a rotation period.
-	rs.eventually(fmt.Sprintf("a rotation swept by the new leader (replica %d)", next.n), lifetime+lease, func() bool {
+	rs.eventually(fmt.Sprintf("a rotation swept by the new leader (replica %d)", next.n), kubeenv.Lifetime+lease, func() bool {
 		v, err := next.metric("sandkey_tokens_minted_total", `{reason="rotation"}`)
 		return err == nil && v > 0
 	})
@@ -163,7 +164,7 @@ func TestReplicasLeaderKilled(t *testing.T) {
 
 	// Re-registration of every orphaned supervisor through the Service.
 	limit := 2*time.Second + lease
-	rs.eventually("every orphaned session registered again", bound, func() bool {
+	rs.eventually("every orphaned session registered again", kubeenv.Bound, func() bool {
 		return len(rs.reRegistered(orphans, ids, killedAt)) == len(orphans)
 	})
 	var worst time.Duration
@@ -251,7 +252,7 @@ func (rs *replicaSet) hello(addr, bearer, sandboxID string) error {
 func TestReplicasPausedLeaderStepsDownAndCommitsNothing(t *testing.T) {
 	rs := newReplicaSet(t)
 	_, ids := rs.createSpread(replicaCount)
-	old := rs.awaitLeader(bound)
+	old := rs.awaitLeader(kubeenv.Bound)
 	var others []*replica
 	for _, r := range rs.replicas {
 		if r != old {

@@ -38,18 +38,8 @@ const (
 	// imageRef is the sandbox image: the supervisor as entrypoint and
 	// busybox as the workload's tools.
 	imageRef = "sandkey.local/replicas-sandbox:1"
-	// sandboxSA is the sandboxes' ServiceAccount, without any RBAC.
-	sandboxSA = "sandbox"
-	// gatewayUser is the replicas' identity in the cluster (one
-	// ServiceAccount for the Deployment's pods, in a real cluster).
-	gatewayUser = "sandkey-gateway"
-	// lifetime is the sandkey token lifetime, the shortest allowed.
-	lifetime = 10 * time.Second
 	// lease is the leader lease, the shortest allowed.
 	lease = 3 * time.Second
-	// bound is the generous limit of waits for pods, starts and sessions
-	// on a loaded 2-core machine.
-	bound = 90 * time.Second
 	// replicaCount is how many gateway replicas a test runs.
 	replicaCount = 3
 )
@@ -114,9 +104,9 @@ func newReplicaSet(t testing.TB) *replicaSet {
 	t.Cleanup(func() { rs.db.Close() })
 
 	c.Namespace(t, rs.ns)
-	c.ServiceAccount(t, rs.ns, sandboxSA)
-	kubeenv.GrantGateway(t, c, rs.ns, gatewayUser)
-	rs.kubeconfig = c.KubeconfigFor(t, gatewayUser)
+	c.ServiceAccount(t, rs.ns, kubeenv.SandboxSA)
+	kubeenv.GrantGateway(t, c, rs.ns, kubeenv.GatewayUser)
+	rs.kubeconfig = c.KubeconfigFor(t, kubeenv.GatewayUser)
 	// One certificate for every replica, as from one Kubernetes Secret:
 	// valid where pods reach the Service, and where peers and operators
 	// reach the operator APIs.
@@ -169,12 +159,12 @@ func (r *replica) start() {
 		"--replica-advertise", r.adminAddr, "--leader-lease", lease.String(),
 		"--drivers", "kubernetes", "--driver", "kubernetes",
 		"--kubernetes-kubeconfig", rs.kubeconfig, "--kubernetes-namespace", rs.ns,
-		"--kubernetes-service-account", sandboxSA, "--kubernetes-gateway", "tls://"+rs.service.Addr(),
+		"--kubernetes-service-account", kubeenv.SandboxSA, "--kubernetes-gateway", "tls://"+rs.service.Addr(),
 		"--kubernetes-ca-file", rs.tls.CAFile, "--kubernetes-image-pull-policy", "Never",
 		"--session-addr", r.sessionAddr, "--session-tls-cert", rs.tls.CertFile, "--session-tls-key", rs.tls.KeyFile,
 		"--admin-tcp", r.adminAddr, "--admin-tls-cert", rs.tls.CertFile, "--admin-tls-key", rs.tls.KeyFile,
 		"--admin-token-file", rs.tokenFile,
-		"--token-lifetime", lifetime.String(), "--sweep-interval", "100ms", "--heartbeat-interval", "1s",
+		"--token-lifetime", kubeenv.Lifetime.String(), "--sweep-interval", "100ms", "--heartbeat-interval", "1s",
 		"--http-addr", r.httpAddr, "--stop-grace", "2s", "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a signal meant for the test never reaches it.
@@ -187,13 +177,13 @@ func (r *replica) start() {
 	r.mu.Lock()
 	r.cmd, r.done = cmd, done
 	r.mu.Unlock()
-	deadline := time.Now().Add(bound)
+	deadline := time.Now().Add(kubeenv.Bound)
 	for {
 		if ok, _ := r.ready(); ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica %d not ready within %s; see %s", r.n, bound, r.logPath)
+			t.Fatalf("replica %d not ready within %s; see %s", r.n, kubeenv.Bound, r.logPath)
 		}
 		select {
 		case <-done:
@@ -259,7 +249,7 @@ func (r *replica) end(sig syscall.Signal, grace time.Duration) {
 
 // cli runs the gateway command line against this replica's operator API.
 func (r *replica) cli(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	ctx, cancel := context.WithTimeout(context.Background(), kubeenv.Bound)
 	defer cancel()
 	var out, errb bytes.Buffer
 	cmd := exec.CommandContext(ctx, binaries.Gateway, append([]string{"--admin", r.adminAddr,

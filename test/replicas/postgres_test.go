@@ -11,6 +11,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/store/pgtest"
+	"github.com/sandkey/sandkey/test/kubeenv"
 )
 
 // downFor is how long the test keeps Postgres down: several lease
@@ -73,7 +74,7 @@ func parseGen(out string) (uint64, bool) {
 func TestReplicasPostgresRestart(t *testing.T) {
 	rs := newReplicaSet(t)
 	names, ids := rs.createSpread(replicaCount)
-	rs.awaitLeader(bound)
+	rs.awaitLeader(kubeenv.Bound)
 
 	ctx, stopLoad := context.WithCancel(context.Background())
 	load := &rotationLoad{rs: rs, names: names, minted: map[string][]uint64{}}
@@ -91,7 +92,7 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	// some reason it gives names the store.
 	notReadyAt := map[int]time.Duration{}
 	reasons := map[int][]string{}
-	rs.eventually("every replica not ready while Postgres is down", bound/3, func() bool {
+	rs.eventually("every replica not ready while Postgres is down", kubeenv.Bound/3, func() bool {
 		for _, r := range rs.replicas {
 			if _, seen := notReadyAt[r.n]; seen {
 				continue
@@ -137,7 +138,7 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	stillNot := map[int]string{}
 	var readyDone sync.WaitGroup
 	readyDone.Go(func() {
-		for deadline := upAt.Add(bound / 3); len(readyAgain) < len(rs.replicas) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for deadline := upAt.Add(kubeenv.Bound / 3); len(readyAgain) < len(rs.replicas) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			for _, r := range rs.replicas {
 				if _, seen := readyAgain[r.n]; !seen {
 					if ok, why := r.ready(); ok {
@@ -188,7 +189,7 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	}
 	readyDone.Wait() // the maps are the test goroutine's again
 	if len(readyAgain) < len(rs.replicas) {
-		t.Fatalf("not every replica ready %s after Postgres came back: %v", bound/3, stillNot)
+		t.Fatalf("not every replica ready %s after Postgres came back: %v", kubeenv.Bound/3, stillNot)
 	}
 	for _, r := range rs.replicas {
 		t.Logf("replica %d: ready again %s after Postgres came back", r.n, readyAgain[r.n].Round(time.Millisecond))

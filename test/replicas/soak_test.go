@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sandkey/sandkey/test/kubeenv"
 )
 
 // The replicas soak (`make soak SOAK_MODE=replicas`): the soak of
@@ -151,7 +153,7 @@ func TestSoakReplicasNoTokenIsLostUnderChaos(t *testing.T) {
 	s := &replicaSoak{t: t, cfg: cfg, rs: newReplicaSet(t), rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x5eed)), ids: map[string]string{}}
 	s.begin = time.Now()
 	s.printf("seed %d (SANDKEY_SOAK_SEED replays it); %d sandboxes on 3 replicas; token lifetime %s; lease %s; %s of chaos",
-		cfg.seed, cfg.sandboxes, lifetime, lease, cfg.duration)
+		cfg.seed, cfg.sandboxes, kubeenv.Lifetime, lease, cfg.duration)
 	for i := range cfg.sandboxes {
 		name := fmt.Sprintf("sb%03d", i)
 		v := s.rs.replicas[i%replicaCount].create(name)
@@ -647,7 +649,7 @@ func (s *replicaSoak) report(elapsed time.Duration, generations int, doubles []s
 	fmt.Fprintf(&b, "Written by `make soak SOAK_MODE=replicas` (test/replicas) on %s, at commit `%s`. Replay the same chaos with `SANDKEY_SOAK_SEED=%d make soak SOAK_MODE=replicas`.\n\n",
 		s.begin.UTC().Format("2006-01-02 15:04 MST"), commit, s.cfg.seed)
 	fmt.Fprintf(&b, "%d sandboxes on the Kubernetes driver (real pods on a one-node cluster, the real supervisor), served by %d gateway replicas (the real binary) sharing one Postgres, behind a TCP stand-in for the Service; token lifetime %s, leader lease %s; %s of chaos, %d events; every sandbox checked every second from the database (its acknowledged generation: issued, unexpired, at most one behind the latest).\n\n",
-		s.cfg.sandboxes, replicaCount, lifetime, lease, s.cfg.duration, len(s.events))
+		s.cfg.sandboxes, replicaCount, kubeenv.Lifetime, lease, s.cfg.duration, len(s.events))
 	fmt.Fprintf(&b, "## Figures\n\n| Figure | Result | Target |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| Credential availability outside recovery windows | %s (%d of %d sandbox-seconds) | 100%% |\n", pct(s.outsideOK, s.outside), s.outsideOK, s.outside)
 	fmt.Fprintf(&b, "| Credential availability over all sandbox-seconds | %s (%d of %d; %d inside windows) | — |\n", pct(s.totalOK, s.total), s.totalOK, s.total, s.total-s.outside)
