@@ -160,32 +160,10 @@ func TestReplicasPostgresRestart(t *testing.T) {
 	// off, mint on replicas that do not hold the sessions: only the
 	// fan-out's resync after each listener reconnects brings these to the
 	// supervisors (NOTIFY, for any minted after).
+	mints := rs.mintOnNonHolders(t, clients, names, func(name string) *replica { return held[ids[name]] }, 10*time.Second)
 	want := map[string]uint64{}
-	type mint struct {
-		holder *replica
-		at     time.Time
-	}
-	var mints []mint
-	for _, name := range names {
-		h := held[ids[name]]
-		for _, r := range rs.replicas {
-			if r == h {
-				continue
-			}
-			var gen uint64
-			var err error
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				if gen, err = mintElsewhere(context.Background(), clients[r], name); err == nil || time.Now().After(deadline) {
-					break
-				}
-			}
-			if err != nil {
-				t.Errorf("mint %s on replica %d after the restart: %v", name, r.n, err)
-				continue
-			}
-			want[name] = max(want[name], gen)
-			mints = append(mints, mint{h, time.Now()})
-		}
+	for _, m := range mints {
+		want[m.name] = max(want[m.name], m.gen)
 	}
 	readyDone.Wait() // the maps are the test goroutine's again
 	if len(readyAgain) < len(rs.replicas) {
@@ -213,17 +191,7 @@ func TestReplicasPostgresRestart(t *testing.T) {
 
 	// Which of those mints only the resync could deliver: committed
 	// before the holder's store listener was connected again.
-	byResync := 0
-	for _, m := range mints {
-		for _, e := range m.holder.events("store listener connected") {
-			if e.At.After(upAt) {
-				if m.at.Before(e.At) {
-					byResync++
-				}
-				break
-			}
-		}
-	}
+	byResync := mintedWhileAway(mints, upAt)
 	t.Logf("%d generations minted on other replicas after the restart, all acknowledged; %d of them before the holder's listener was back (the resync's)", len(mints), byResync)
 
 	load.mu.Lock()
@@ -270,25 +238,9 @@ func TestReplicasFanOutResyncsAfterItsListenerIsCut(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		cutAt := time.Now()
 		n := rs.cutListeners(admin)
-		type mint struct {
-			name   string
-			gen    uint64
-			holder *replica
-			at     time.Time
-		}
-		var mints []mint
-		for _, name := range names {
-			h := held[ids[name]]
-			for _, r := range rs.replicas {
-				if r == h {
-					continue
-				}
-				gen, err := mintElsewhere(context.Background(), clients[r], name)
-				if err != nil {
-					t.Fatalf("mint %s on replica %d: %v", name, r.n, err)
-				}
-				mints = append(mints, mint{name, gen, h, time.Now()})
-			}
+		mints := rs.mintOnNonHolders(t, clients, names, func(name string) *replica { return held[ids[name]] }, 0)
+		if t.Failed() {
+			t.FailNow()
 		}
 		// Each sandbox acknowledges the newest generation minted for it,
 		// as that generation: had a later one (the leader's sweep) come
@@ -309,17 +261,7 @@ func TestReplicasFanOutResyncsAfterItsListenerIsCut(t *testing.T) {
 				t.Logf("attempt %d: %s: gen %d overtaken by gen %d before its acknowledgement", attempt, name, gen, latest)
 			}
 		}
-		missed := 0 // minted before the holder's listener was back
-		for _, m := range mints {
-			for _, e := range m.holder.events("store listener connected") {
-				if e.At.After(cutAt) {
-					if m.at.Before(e.At) {
-						missed++
-					}
-					break
-				}
-			}
-		}
+		missed := mintedWhileAway(mints, cutAt)
 		t.Logf("attempt %d: %d listener connection(s) cut; %d generations minted on other replicas, all acknowledged, %d of them while the holder's listener was away",
 			attempt, n, len(mints), missed)
 		if missed > 0 && !overtaken {
@@ -370,4 +312,56 @@ func (rs *replicaSet) cutListeners(admin *sql.DB) int {
 			rs.t.Fatalf("%d store listener connection(s) still there 5 s after pg_terminate_backend", left)
 		}
 	}
+}
+
+// nonHolderMint is a generation minted on a replica that does not hold
+// the sandbox's session.
+type nonHolderMint struct {
+	name   string
+	gen    uint64
+	holder *replica
+	at     time.Time
+}
+
+// mintOnNonHolders rotates each sandbox of names once on every replica
+// but the holder of its session, trying each for up to retry (0: once).
+func (rs *replicaSet) mintOnNonHolders(t *testing.T, clients map[*replica]adminpb.AdminClient, names []string, holderOf func(name string) *replica, retry time.Duration) []nonHolderMint {
+	t.Helper()
+	var mints []nonHolderMint
+	for _, name := range names {
+		h := holderOf(name)
+		for _, r := range rs.replicas {
+			if r == h {
+				continue
+			}
+			gen, err := mintElsewhere(context.Background(), clients[r], name)
+			for deadline := time.Now().Add(retry); err != nil && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+				gen, err = mintElsewhere(context.Background(), clients[r], name)
+			}
+			if err != nil {
+				t.Errorf("mint %s on replica %d: %v", name, r.n, err)
+				continue
+			}
+			mints = append(mints, nonHolderMint{name, gen, h, time.Now()})
+		}
+	}
+	return mints
+}
+
+// mintedWhileAway counts the mints committed before their holder's store
+// listener connected again, its first connection after since.
+func mintedWhileAway(mints []nonHolderMint, since time.Time) int {
+	n := 0
+	for _, m := range mints {
+		for _, e := range m.holder.events("store listener connected") {
+			if e.At.After(since) {
+				if m.at.Before(e.At) {
+					n++
+				}
+				break
+			}
+		}
+	}
+	return n
 }
