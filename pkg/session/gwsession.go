@@ -356,10 +356,14 @@ func (l *sessionLoop) serveDueLocked() error {
 		return l.endReq
 	}
 	if due&dueAcks != 0 {
-		for _, gen := range l.acks {
+		acks := l.acks
+		l.acks = nil // the handler appends the next ones meanwhile
+		for _, gen := range acks {
 			l.ackLocked(gen)
 		}
-		l.acks = nil
+		if l.over {
+			return nil
+		}
 	}
 	if due&dueOut != 0 {
 		for more := true; more; {
@@ -530,22 +534,26 @@ func (l *sessionLoop) accept(ctx context.Context, hello *sessionpb.Hello, cred c
 		}
 		return status.Errorf(codes.Unavailable, "gateway cannot read the latest token: %v", err)
 	}
+	notCurrent := cred.presented == nil || !s.cfg.Now().Before(cred.presented.ExpiresAt())
+	if !notCurrent {
+		// The supervisor holds what it presented: record it as delivered
+		// (it may have come from the directory). Before mu is taken: the
+		// session is registered, and the heartbeat ticker and pushes take
+		// mu; none may wait on the store.
+		if err := s.cfg.Authority.RecordDelivered(ctx, l.sess.sandboxID, cred.presented.Gen()); err != nil {
+			l.log(zapcore.WarnLevel, "record delivered generation", zap.Uint64("gen", cred.presented.Gen()), zap.Error(err))
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	hb := s.cfg.HeartbeatInterval
-	notCurrent := cred.presented == nil || !s.cfg.Now().Before(cred.presented.ExpiresAt())
 	if notCurrent {
 		// Attested, with no usable token: the session lives as long as it
 		// takes to acknowledge the latest one.
 		l.credentialExpiry = s.cfg.Now().Add(missedHeartbeats * hb)
 	} else {
-		// The supervisor holds what it presented: record it as delivered
-		// (it may have come from the directory).
 		l.acked = cred.presented.Gen()
 		l.credentialExpiry = cred.presented.ExpiresAt()
-		if err := s.cfg.Authority.RecordDelivered(ctx, l.sess.sandboxID, l.acked); err != nil {
-			l.log(zapcore.WarnLevel, "record delivered generation", zap.Uint64("gen", l.acked), zap.Error(err))
-		}
 	}
 	acc := &sessionpb.Accepted{
 		SessionId:         l.sess.id,
@@ -609,7 +617,9 @@ func (l *sessionLoop) ackLocked(gen uint64) {
 		return
 	}
 	l.s.metrics.acks.Inc()
-	if err := l.s.cfg.Authority.RecordDelivered(l.ctx, l.sess.sandboxID, gen); err != nil {
+	var err error
+	l.outside(func() { err = l.s.cfg.Authority.RecordDelivered(l.ctx, l.sess.sandboxID, gen) })
+	if err != nil {
 		l.log(zapcore.WarnLevel, "record delivered generation", zap.Uint64("gen", gen), zap.Error(err))
 	}
 	if gen > l.acked {
@@ -626,11 +636,28 @@ func (l *sessionLoop) ackLocked(gen uint64) {
 	l.log(zapcore.DebugLevel, "token acknowledged", zap.Stringer("token", tok))
 }
 
+// outside runs fn, a call into the gateway (its store may be slow, or
+// away for minutes), without mu, so that the handler's reads, the
+// heartbeat ticker, which serves every session, and pushes never wait on
+// it. Only the pump calls it; pumping keeps a second pump from starting
+// meanwhile. It reports whether the session is still going once mu is
+// held again.
+func (l *sessionLoop) outside(fn func()) bool {
+	l.mu.Unlock()
+	fn()
+	l.mu.Lock()
+	return !l.over
+}
+
 // deliverLocked sends the latest token if the supervisor lacks it and it
 // has not been sent yet; resends are the tick's business.
 func (l *sessionLoop) deliverLocked() error {
 	l.pushDue = false
-	latest, err := l.s.cfg.Authority.Latest(l.ctx, l.sess.sandboxID)
+	var latest *auth.Token
+	var err error
+	if !l.outside(func() { latest, err = l.s.cfg.Authority.Latest(l.ctx, l.sess.sandboxID) }) {
+		return nil // ended meanwhile
+	}
 	if err != nil {
 		if errors.Is(err, ErrUnknownSandbox) {
 			return reject(sessionpb.RejectCode_REJECT_CODE_UNKNOWN_SANDBOX, err.Error())

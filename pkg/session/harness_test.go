@@ -43,6 +43,8 @@ type envConfig struct {
 	verbose      bool
 	logger       *zap.Logger // zap.NewNop() when nil (and not verbose)
 	clock        Clock       // the server's heartbeat clock; the real one when nil
+	// wrap, when set, stands between the server and the test authority.
+	wrap func(TestAuthority) TestAuthority
 }
 
 // TestAuthority is what this package's tests need of an authority: a
@@ -112,6 +114,9 @@ func newEnv(t testing.TB, cfg envConfig) *env {
 	}
 	e := &env{t: t, clock: clock, keys: keys, issuer: issuer, authority: NewTestAuthority(issuer, keys),
 		reg: prometheus.NewRegistry(), dir: dir}
+	if cfg.wrap != nil {
+		e.authority = cfg.wrap(e.authority)
+	}
 	e.srv = NewServer(ServerConfig{Authority: e.authority, HeartbeatInterval: cfg.heartbeat, HelloTimeout: cfg.helloTimeout,
 		Now: clock.Now, Clock: cfg.clock, Logger: logger, Registerer: e.reg, OnExit: cfg.onExit})
 	e.grpc = grpc.NewServer(ServerOptions(nil)...)
