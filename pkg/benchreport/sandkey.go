@@ -17,6 +17,7 @@ type Layout struct {
 const (
 	pkgAuth     = Module + "/pkg/auth"
 	pkgSource   = Module + "/pkg/auth/source"
+	pkgTokenDir = Module + "/pkg/auth/tokendir"
 	pkgGateway  = Module + "/pkg/gateway"
 	pkgStore    = Module + "/pkg/store"
 	pkgSession  = Module + "/pkg/session"
@@ -37,6 +38,9 @@ var (
 	registration  = Ref{pkgSession, "BenchmarkRegistrationToFreshToken"}
 	supervisorIdl = Ref{pkgE2E, "BenchmarkSupervisorIdle"}
 	fanout        = Ref{pkgGateway, "BenchmarkFanout"}
+	dirWrite      = Ref{pkgTokenDir, "BenchmarkWrite"}
+	layoutFloor   = Ref{pkgTokenDir, "BenchmarkLayoutFloor/atomic-writer"}
+	plainRename   = Ref{pkgTokenDir, "BenchmarkLayoutFloor/plain-rename"}
 )
 
 func sweepAt(n int) string     { return fmt.Sprintf("BenchmarkSweep/sandboxes=%d", n) }
@@ -85,6 +89,12 @@ func Sandkey() Layout {
 		})
 	}
 	pairs = append(pairs,
+		Pair{Title: "Write one token directory (tmpfs)", Figure: dirWrite, Reference: layoutFloor, Units: []string{unitNsPerOp},
+			Note: "BenchmarkLayoutFloor/atomic-writer, the bare system calls of one write of DESIGN.md §4's layout, without lock, listing or check: " +
+				"the ratio is what Writer's guarantees cost"},
+		Pair{Title: "§4's layout, at its floor, against a plain rename of the token (tmpfs)", Figure: layoutFloor, Reference: plainRename,
+			Units: []string{unitNsPerOp}, Note: "BenchmarkLayoutFloor/plain-rename, the token alone replaced by a rename: " +
+				"the ratio is what the ..data swap and the generation directories cost, whoever writes them"},
 		Pair{Title: "Directory write to the source, fsnotify", Figure: propFsnotify, Reference: rawInotify,
 			Units: []string{"p50-µs", "p99-µs"}, Note: inotifyNote},
 		Pair{Title: "Directory write to the source, fsnotify, against client-go", Figure: propFsnotify, Reference: clientGo,

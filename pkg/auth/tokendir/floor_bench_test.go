@@ -22,7 +22,7 @@ import (
 // different contract.
 func BenchmarkLayoutFloor(b *testing.B) {
 	token := stamp("floor", 1000)
-	b.Run("§4", func(b *testing.B) {
+	b.Run("atomic-writer", func(b *testing.B) {
 		fd := tmpfsDir(b)
 		gen := func(i int) string { return fmt.Sprintf("..g%09d", i) }
 		for i := range 2 {
