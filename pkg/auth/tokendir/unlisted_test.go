@@ -140,7 +140,11 @@ func TestUnlistedWriteNeverLeavesTheDirectory(t *testing.T) {
 // left: what a change racing the end of that Write looks like.
 func restamp(t *testing.T, w *Writer) {
 	t.Helper()
-	must(t, unix.Stat(w.Dir(), &w.last.dir))
+	fd, err := unix.Open(w.Dir(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	w.last.dir, err = statDir(fd)
+	must(t, err)
 }
 
 // TestWriteFillsGenerationsWithoutOverridingPermissions pins the Writer of

@@ -89,7 +89,7 @@ type published struct {
 	// right after it; dirKnown is false when the stat proves nothing.
 	after    layout
 	names    []string // the payload's names, sorted
-	dir      unix.Stat_t
+	dir      dirStat
 	dirKnown bool
 }
 
@@ -289,13 +289,14 @@ func (w *Writer) unchangedLayout(fd int, names []string) (layout, bool) {
 	if w.fs.known && !w.fs.fine {
 		return layout{}, false
 	}
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil {
+	st, err := statDir(fd)
+	if err != nil { // no statx (before Linux 4.11, or a seccomp profile): always list
+		w.fs = fileSystem{known: true}
 		return layout{}, false
 	}
-	w.learnFileSystem(fd, st.Dev)
+	w.learnFileSystem(fd, st.dev)
 	last := &w.last
-	if !w.fs.fine || !last.dirKnown || !sameDirStat(&last.dir, &st) || !slices.Equal(last.names, names) {
+	if !w.fs.fine || !last.dirKnown || last.dir != st || !slices.Equal(last.names, names) {
 		return layout{}, false
 	}
 	return last.after, true
@@ -317,10 +318,11 @@ func (w *Writer) recordLayout(fd int, names []string, before layout, gen string)
 			after.links[name] = dataLink + "/" + name
 		}
 	}
-	if unix.Fstat(fd, &w.last.dir) != nil || w.last.dir.Dev != w.fs.dev {
+	st, err := statDir(fd)
+	if err != nil || st.dev != w.fs.dev {
 		return
 	}
-	w.last.after, w.last.names, w.last.dirKnown = after, names, true
+	w.last.after, w.last.names, w.last.dir, w.last.dirKnown = after, names, st, true
 }
 
 func allLinked(links map[string]string, names []string) bool {
@@ -338,9 +340,36 @@ func isLinkTarget(target, name string) bool {
 	return ok && rest == name
 }
 
-func sameDirStat(a, b *unix.Stat_t) bool {
-	return a.Dev == b.Dev && a.Ino == b.Ino && a.Nlink == b.Nlink && a.Size == b.Size &&
-		a.Mode == b.Mode && a.Uid == b.Uid && a.Gid == b.Gid && a.Mtim == b.Mtim && a.Ctim == b.Ctim
+// dirStat is what a stat says of the token directory, as far as it proves
+// the directory unchanged. The birth time tells a directory removed and
+// made again from the one it replaced, should the new one get the old
+// inode number (ext4 reuses them) and its stat match in all else.
+type dirStat struct {
+	dev, ino            uint64
+	nlink               uint32
+	mode                uint16
+	uid, gid            uint32
+	size                uint64
+	btime, mtime, ctime unix.StatxTimestamp
+}
+
+// statDir stats the directory open at fd. Asking for the change time is
+// what makes a multigrain file system give the next change a time of its
+// own (see fineChangeTimes).
+func statDir(fd int) (dirStat, error) {
+	var x unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x); err != nil {
+		return dirStat{}, err
+	}
+	st := dirStat{
+		dev: uint64(x.Dev_major)<<32 | uint64(x.Dev_minor), ino: x.Ino,
+		nlink: x.Nlink, mode: x.Mode, uid: x.Uid, gid: x.Gid, size: x.Size,
+		mtime: x.Mtime, ctime: x.Ctime,
+	}
+	if x.Mask&unix.STATX_BTIME != 0 {
+		st.btime = x.Btime
+	}
+	return st, nil
 }
 
 // learnFileSystem finds out, once per device, whether the directory's file
