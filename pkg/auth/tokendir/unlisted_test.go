@@ -85,9 +85,6 @@ func TestWriteStartsOverWithAListingWhenAnUnlistedStepFails(t *testing.T) {
 	w := newTestWriter(t)
 	must(t, w.Write(payload("t1")))
 	must(t, w.Write(payload("t2")))
-	if !w.fs.fine {
-		t.Skip("no unlisted writes on this file system: every Write lists")
-	}
 	hostileTree(t, filepath.Join(w.Dir(), dataTmpLink)) // in the way of the swap
 	restamp(t, w)
 
@@ -108,21 +105,14 @@ func TestUnlistedWriteNeverLeavesTheDirectory(t *testing.T) {
 	must(t, w.Write(payload("t1")))
 	must(t, w.Write(payload("t2")))
 	must(t, w.Write(payload("t3")))
-	if !w.fs.fine {
-		t.Skip("no unlisted writes on this file system: every Write lists")
-	}
 	current, err := os.Readlink(filepath.Join(w.Dir(), dataLink))
 	must(t, err)
-	for _, gen := range w.last.after.generations {
-		if gen == current {
-			continue
-		}
-		// The next Write removes this one, by name; it holds a
-		// token and a jwks.json outside too.
-		writeFile(t, filepath.Join(outside, TokenFile), "outside")
-		writeFile(t, filepath.Join(outside, JWKSFile), "outside")
-		replaceWith(t, filepath.Join(w.Dir(), gen), func(t *testing.T, p string) { symlink(t, outside, p) })
-	}
+	// The next Write removes the previous generation by name; it holds
+	// a token and a jwks.json outside too.
+	writeFile(t, filepath.Join(outside, TokenFile), "outside")
+	writeFile(t, filepath.Join(outside, JWKSFile), "outside")
+	prev := filepath.Join(w.Dir(), otherGeneration(t, w.Dir(), current))
+	replaceWith(t, prev, func(t *testing.T, p string) { symlink(t, outside, p) })
 	restamp(t, w)
 
 	must(t, w.Write(payload("t4")))
@@ -226,4 +216,25 @@ func TestKernelAtLeast(t *testing.T) {
 			t.Errorf("kernelAtLeast(%q, 6, 13) = %v, want %v", tt.release, got, tt.want)
 		}
 	}
+}
+
+// TestWriteListsEveryTimeWhereChangeTimesProveNothing pins the other side
+// of fineChangeTimes: on a file system whose change times are one per
+// clock tick (as the Writer found out), every Write lists.
+func TestWriteListsEveryTimeWhereChangeTimesProveNothing(t *testing.T) {
+	for _, fsType := range []int64{unix.NFS_SUPER_MAGIC, unix.OVERLAYFS_SUPER_MAGIC, unix.FUSE_SUPER_MAGIC, unix.V9FS_MAGIC} {
+		if fineChangeTimes(fsType) {
+			t.Errorf("fineChangeTimes(%#x) = true, want false", fsType)
+		}
+	}
+	w := newTestWriter(t)
+	must(t, w.Write(payload("t1")))
+	w.fs.fine = false // as learnFileSystem finds it on such a file system
+	for _, tok := range []string{"t2", "t3"} {
+		must(t, w.Write(payload(tok)))
+	}
+	if w.listings != 3 {
+		t.Errorf("%d of 3 writes listed the directory, want all", w.listings)
+	}
+	checkLayout(t, w.Dir(), TokenFile, JWKSFile)
 }
