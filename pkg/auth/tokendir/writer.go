@@ -271,10 +271,10 @@ func (w *Writer) write(fd int, files map[string][]byte, names []string) (listed 
 
 // unchangedLayout returns the layout the last Write left, if the
 // directory's stat proves nobody changed it since: same inode, link count,
-// size, mode, owner, modification and change time. The change time is the
-// proof, and only where the file system gives a change made after a stat
-// a change time of its own (fineChangeTimes); elsewhere two changes in one
-// clock tick share one and every Write lists.
+// size, mode, owner, birth, modification and change time. The change
+// time is the proof, and only where the file system gives a change made
+// after a stat a change time of its own (fineChangeTimes); elsewhere two
+// changes in one clock tick share one and every Write lists.
 //
 // One change escapes it: one made after the last step of that Write and
 // before its stat, by a process that does not take the flock (a sandbox
@@ -415,11 +415,11 @@ func kernelAtLeast(release string, major, minor int) bool {
 	if i := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
 		digits = digits[:i] // "13-rc1"
 	}
-	min, err2 := strconv.Atoi(digits)
+	mnr, err2 := strconv.Atoi(digits)
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	return maj > major || maj == major && min >= minor
+	return maj > major || maj == major && mnr >= minor
 }
 
 // lock opens the directory, refusing a symlink or anything but a directory,
