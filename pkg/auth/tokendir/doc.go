@@ -32,7 +32,9 @@
 //     symlink, generation directories, the symlinks of the names this
 //     Write publishes, and strays: everything else (a real file or
 //     directory at ..data or at a published name, a temporary link left by
-//     a crash, any other name);
+//     a crash, any other name). A Writer that wrote the directory last
+//     skips the listing (and step 3) when a stat proves nobody changed the
+//     directory since: see "Unlisted writes" below;
 //  3. removeStrays: remove every stray, a directory with all it holds
 //     (made writable first), so that nothing stands in the way of the
 //     renames below: any state of the directory is repaired by the next
@@ -42,7 +44,8 @@
 //     generation, so names are unique and sort in write order even for two
 //     writes in the same nanosecond or a clock that steps back;
 //  5. fillGeneration: write every file 0400, then close the directory
-//     to mode 0500. A file whose content is the one this Writer wrote
+//     to mode 0500 (a process that may write into a 0500 directory, with
+//     CAP_DAC_OVERRIDE, makes it 0500 at once and fills it as it is). A file whose content is the one this Writer wrote
 //     into the current generation (the JWKS, which changes only with the
 //     keys) is hard-linked from there instead of written, and the link is
 //     kept only if it is the very inode the Writer left (same inode, size,
@@ -71,6 +74,27 @@
 // directory left torn by a crash is repaired by the next Write (stray
 // temporary links and generations are removed), and a reader judges a
 // token by the generation inside it, never by the directory's names.
+//
+// # Unlisted writes
+//
+// Listing the directory costs five of a Write's two dozen system calls.
+// After each Write the Writer notes the layout it left and the directory's
+// statx; the next Write stats the locked directory and, if nothing
+// differs (inode, birth, change and modification time, link count, size,
+// mode, owner) and the payload has the same names, takes that layout as
+// the listing's. The change time is the proof: from Linux 6.13 tmpfs,
+// ext4, xfs and btrfs give a change made after a stat a change time of its
+// own (multigrain timestamps), where elsewhere every change within one
+// clock tick shares one. On other file systems and kernels every Write
+// lists. Another Writer's Write always shows: it takes the flock after
+// this Writer's stat. A change by a process that ignores the flock (a
+// sandbox writing its own directory under WithOwner) can escape, if it
+// lands between the last step of a Write and its stat; it is harmless:
+// every step still goes through the directory's descriptor and never
+// follows a symlink, what was planted stays where its planter could have
+// put it anyway until a later change brings a listing, and a step it makes
+// fail (an entry where a new name goes) starts the Write over with a
+// listing, which repairs everything.
 //
 // # Permissions and ownership
 //

@@ -103,6 +103,15 @@ func TestWriteRepairsAnyStateOfItsDirectory(t *testing.T) {
 		{"old generation holds a deep read-only tree", func(t *testing.T, dir, _, _ string) {
 			hostileTree(t, filepath.Join(dir, "..2000_01_01_00_00_00.000000000"))
 		}, nil},
+		{"previous generation holds planted entries", func(t *testing.T, dir, current, outside string) {
+			// Inside a generation: the directory's own stat does not change.
+			prev := filepath.Join(dir, otherGeneration(t, dir, current))
+			must(t, os.Chmod(prev, 0o700))
+			writeFile(t, filepath.Join(prev, "planted"), "x")
+			symlink(t, outside, filepath.Join(prev, "link-outside"))
+			hostileTree(t, filepath.Join(prev, "tree"))
+			must(t, os.Chmod(prev, 0o500))
+		}, nil},
 		{"temporary links are real directories", func(t *testing.T, dir, _, _ string) {
 			hostileTree(t, filepath.Join(dir, dataTmpLink))
 			hostileTree(t, filepath.Join(dir, linkTmp))
@@ -227,4 +236,18 @@ func inode(t *testing.T, path string) uint64 {
 	var st unix.Stat_t
 	must(t, unix.Stat(path, &st))
 	return st.Ino
+}
+
+// otherGeneration returns the generation of dir that is not current.
+func otherGeneration(t *testing.T, dir, current string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	must(t, err)
+	for _, e := range entries {
+		if name := e.Name(); name != current && generationName.MatchString(name) {
+			return name
+		}
+	}
+	t.Fatalf("no generation but %s in %s", current, dir)
+	return ""
 }

@@ -53,12 +53,28 @@ type Writer struct {
 	// umaskHidesFileMode is set when the process umask, read at
 	// NewWriter, takes bits of fileMode away, so each file needs a chmod.
 	umaskHidesFileMode bool
+	// fillNeedsWrite is set when the process, without CAP_DAC_OVERRIDE,
+	// cannot fill a generation made 0500 (or the umask takes bits of
+	// 0500): generations are then made 0700, filled, and closed to 0500.
+	fillNeedsWrite bool
 
 	mu sync.Mutex
 	// last is what this Writer published last, so that a file whose
 	// content did not change (the JWKS, between key rotations) is linked
-	// into the next generation instead of written again.
+	// into the next generation instead of written again, and the next
+	// Write need not list a directory nobody changed since.
 	last published
+	// fs tells whether the directory's file system proves a change by
+	// its change time (see fineChangeTimes), learnt once per device.
+	fs fileSystem
+	// listings counts the Writes that listed the directory (for tests).
+	listings int
+}
+
+type fileSystem struct {
+	dev   uint64
+	known bool
+	fine  bool
 }
 
 type owner struct{ uid, gid int }
@@ -68,6 +84,13 @@ type owner struct{ uid, gid int }
 type published struct {
 	generation string
 	files      map[string]fileStamp
+
+	// after is the layout the Write left and dir the directory's stat
+	// right after it; dirKnown is false when the stat proves nothing.
+	after    layout
+	names    []string // the payload's names, sorted
+	dir      dirStat
+	dirKnown bool
 }
 
 // fileStamp identifies a file's content as written: a file changed in
@@ -102,7 +125,8 @@ func NewWriter(dir string, opts ...Option) (*Writer, error) {
 	if dir == "" {
 		return nil, errors.New("token dir: empty path")
 	}
-	w := &Writer{dir: filepath.Clean(dir), now: time.Now, umaskHidesFileMode: processUmask()&fileMode != 0}
+	w := &Writer{dir: filepath.Clean(dir), now: time.Now,
+		umaskHidesFileMode: processUmask()&fileMode != 0, fillNeedsWrite: processUmask()&generationMode != 0}
 	for _, opt := range opts {
 		opt(w)
 	}
@@ -188,38 +212,214 @@ func (w *Writer) Write(files map[string][]byte) error {
 		return fmt.Errorf("write token dir %s: %w", w.dir, err)
 	}
 	defer unix.Close(fd) // closing the descriptor releases the flock
-	if err := w.write(fd, files); err != nil {
+	names := slices.Sorted(maps.Keys(files))
+	listed, err := w.write(fd, files, names)
+	if err != nil && !listed {
+		// The Write trusted the layout it left last time and a step
+		// failed: whatever changed unseen, a listing repairs it.
+		w.last = published{}
+		_, err = w.write(fd, files, names)
+	}
+	if err != nil {
 		w.last = published{}
 		return fmt.Errorf("write token dir %s: %w", w.dir, err)
 	}
 	return nil
 }
 
-func (w *Writer) write(fd int, files map[string][]byte) error {
-	before, err := readLayout(fd, files)
-	if err != nil {
-		return err
+// write runs the steps of a Write on the locked directory fd. It lists the
+// directory unless the layout its last Write left is proved unchanged
+// (see unchangedLayout), and says whether it listed.
+func (w *Writer) write(fd int, files map[string][]byte, names []string) (listed bool, err error) {
+	before, ok := w.unchangedLayout(fd, names)
+	if !ok {
+		listed = true
+		w.listings++
+		if before, err = readLayout(fd, files); err != nil {
+			return listed, err
+		}
+		if err := removeStrays(fd, before.strays); err != nil {
+			return listed, err
+		}
 	}
-	if err := removeStrays(fd, before.strays); err != nil {
-		return err
+	mode := generationMode // a chmod saved, where the process can fill it
+	if w.fillNeedsWrite {
+		mode = dirMode
 	}
-	gen, err := createGeneration(fd, w.now(), before.generations)
+	gen, err := createGeneration(fd, w.now(), before.generations, mode)
 	if err != nil {
-		return err
+		return listed, err
 	}
-	stamps, err := w.fillGeneration(fd, gen, before.current, files)
+	stamps, err := w.fillGeneration(fd, gen, mode == dirMode, before.current, names, files)
 	if err != nil {
-		return errors.Join(err, removeEntry(fd, gen, files))
+		return listed, errors.Join(err, removeEntry(fd, gen, files))
 	}
 	if err := swapData(fd, gen); err != nil {
-		return errors.Join(err, removeEntry(fd, gen, files))
+		return listed, errors.Join(err, removeEntry(fd, gen, files))
 	}
 	w.last = published{generation: gen, files: stamps}
 	// The new generation is published; what follows tidies up around it.
-	if err := linkFiles(fd, files, before.links); err != nil {
-		return err
+	if err := linkFiles(fd, names, before.links); err != nil {
+		return listed, err
 	}
-	return removeOldGenerations(fd, before.generations, before.current, files)
+	if err := removeOldGenerations(fd, before.generations, before.current, files); err != nil {
+		return listed, err
+	}
+	w.recordLayout(fd, names, before, gen)
+	return listed, nil
+}
+
+// unchangedLayout returns the layout the last Write left, if the
+// directory's stat proves nobody changed it since: same inode, link count,
+// size, mode, owner, birth, modification and change time. The change
+// time is the proof, and only where the file system gives a change made
+// after a stat a change time of its own (fineChangeTimes); elsewhere two
+// changes in one clock tick share one and every Write lists.
+//
+// One change escapes it: one made after the last step of that Write and
+// before its stat, by a process that does not take the flock (a sandbox
+// writing its own directory under WithOwner; other Writers wait for the
+// flock). That is harmless. Every step still works through *at calls that
+// never follow a symlink, so what the Write does not see it cannot be
+// led outside by; what is planted and left stays in a directory the
+// planter could write anyway, until a later change sends a Write back to
+// listing; and a step that fails on it (an entry in the way of a new name)
+// makes Write start over with a listing, which repairs everything.
+func (w *Writer) unchangedLayout(fd int, names []string) (layout, bool) {
+	if w.fs.known && !w.fs.fine {
+		return layout{}, false
+	}
+	st, err := statDir(fd)
+	if err != nil { // no statx (before Linux 4.11, or a seccomp profile): always list
+		w.fs = fileSystem{known: true}
+		return layout{}, false
+	}
+	w.learnFileSystem(fd, st.dev)
+	last := &w.last
+	if !w.fs.fine || !last.dirKnown || last.dir != st || !slices.Equal(last.names, names) {
+		return layout{}, false
+	}
+	return last.after, true
+}
+
+// recordLayout notes the layout a Write left, and the directory's stat
+// right after it, for unchangedLayout.
+func (w *Writer) recordLayout(fd int, names []string, before layout, gen string) {
+	if !w.fs.fine {
+		return
+	}
+	after := layout{current: gen, generations: []string{gen}, links: before.links}
+	if slices.Contains(before.generations, before.current) {
+		after.generations = append(after.generations, before.current)
+	}
+	if len(after.links) != len(names) || !allLinked(after.links, names) {
+		after.links = make(map[string]string, len(names))
+		for _, name := range names {
+			after.links[name] = dataLink + "/" + name
+		}
+	}
+	st, err := statDir(fd)
+	if err != nil || st.dev != w.fs.dev {
+		return
+	}
+	w.last.after, w.last.names, w.last.dir, w.last.dirKnown = after, names, st, true
+}
+
+func allLinked(links map[string]string, names []string) bool {
+	for _, name := range names {
+		if !isLinkTarget(links[name], name) {
+			return false
+		}
+	}
+	return true
+}
+
+// isLinkTarget tells whether target is ..data/<name>, without building it.
+func isLinkTarget(target, name string) bool {
+	rest, ok := strings.CutPrefix(target, dataLink+"/")
+	return ok && rest == name
+}
+
+// dirStat is what a stat says of the token directory, as far as it proves
+// the directory unchanged. The birth time tells a directory removed and
+// made again from the one it replaced, should the new one get the old
+// inode number (ext4 reuses them) and its stat match in all else.
+type dirStat struct {
+	dev, ino            uint64
+	nlink               uint32
+	mode                uint16
+	uid, gid            uint32
+	size                uint64
+	btime, mtime, ctime unix.StatxTimestamp
+}
+
+// statDir stats the directory open at fd. Asking for the change time is
+// what makes a multigrain file system give the next change a time of its
+// own (see fineChangeTimes).
+func statDir(fd int) (dirStat, error) {
+	var x unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x); err != nil {
+		return dirStat{}, err
+	}
+	st := dirStat{
+		dev: uint64(x.Dev_major)<<32 | uint64(x.Dev_minor), ino: x.Ino,
+		nlink: x.Nlink, mode: x.Mode, uid: x.Uid, gid: x.Gid, size: x.Size,
+		mtime: x.Mtime, ctime: x.Ctime,
+	}
+	if x.Mask&unix.STATX_BTIME != 0 {
+		st.btime = x.Btime
+	}
+	return st, nil
+}
+
+// learnFileSystem finds out, once per device, whether the directory's file
+// system has fine change times.
+func (w *Writer) learnFileSystem(fd int, dev uint64) {
+	if w.fs.known && w.fs.dev == dev {
+		return
+	}
+	var sfs unix.Statfs_t
+	w.fs = fileSystem{dev: dev, known: true, fine: unix.Fstatfs(fd, &sfs) == nil && fineChangeTimes(sfs.Type)}
+}
+
+// fineChangeTimes tells whether a file system of type fsType gives every
+// change made after a stat of an inode a change time later than the one
+// that stat saw, even within one tick of the coarse clock: the multigrain
+// timestamps of Linux 6.13, on tmpfs, ext4, xfs and btrfs. Elsewhere a
+// change time is one per clock tick (a few milliseconds) at best.
+func fineChangeTimes(fsType int64) bool {
+	switch uint32(fsType) {
+	case unix.TMPFS_MAGIC, unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC:
+		return kernelHasMultigrainTimes()
+	}
+	return false
+}
+
+var kernelHasMultigrainTimes = sync.OnceValue(func() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 6, 13)
+})
+
+// kernelAtLeast tells whether the kernel release (as uname gives it,
+// "6.18.44-fc-v509") is major.minor or later.
+func kernelAtLeast(release string, major, minor int) bool {
+	parts := strings.SplitN(release, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	maj, err1 := strconv.Atoi(parts[0])
+	digits := parts[1]
+	if i := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		digits = digits[:i] // "13-rc1"
+	}
+	mnr, err2 := strconv.Atoi(digits)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return maj > major || maj == major && mnr >= minor
 }
 
 // lock opens the directory, refusing a symlink or anything but a directory,
@@ -292,8 +492,9 @@ func isGenerationName(name string) bool {
 	if !ok || len(rest) != len(generationLayout) {
 		return false
 	}
-	_, err := time.Parse(generationLayout, rest)
-	return err == nil
+	// Only the canonical form: names then sort in time order as strings.
+	t, err := time.Parse(generationLayout, rest)
+	return err == nil && t.Format(generationLayout) == rest
 }
 
 // removeStrays removes what is not part of the layout, first of all what
@@ -310,37 +511,48 @@ func removeStrays(fd int, strays []string) error {
 
 // createGeneration makes the new generation's directory, named after now
 // but later than every existing generation.
-func createGeneration(fd int, now time.Time, existing []string) (string, error) {
+func createGeneration(fd int, now time.Time, existing []string, mode fs.FileMode) (string, error) {
 	name := nextGenerationName(now, existing)
-	if err := unix.Mkdirat(fd, name, uint32(dirMode)); err != nil {
+	if err := unix.Mkdirat(fd, name, uint32(mode)); err != nil {
 		return "", fmt.Errorf("create generation %s: %w", name, err)
 	}
 	return name, nil
 }
 
+// nextGenerationName names a generation after now, bumped a nanosecond past
+// the latest of existing (generation names, as isGenerationName accepts)
+// if now is not later. Names are fixed width, so they compare as strings
+// in time order and only a bump parses one.
 func nextGenerationName(now time.Time, existing []string) string {
-	t := now.UTC()
-	for _, name := range existing {
-		prev, err := time.Parse(generationLayout, strings.TrimPrefix(name, generationPrefix))
-		if err == nil && !t.After(prev) {
-			t = prev.Add(time.Nanosecond)
-		}
+	name := generationPrefix + now.UTC().Format(generationLayout)
+	latest := ""
+	for _, g := range existing {
+		latest = max(latest, g)
 	}
-	return generationPrefix + t.Format(generationLayout)
+	if name > latest {
+		return name
+	}
+	prev, err := time.Parse(generationLayout, strings.TrimPrefix(latest, generationPrefix))
+	if err != nil { // not a generation name: nothing to bump past
+		return name
+	}
+	return generationPrefix + prev.Add(time.Nanosecond).Format(generationLayout)
 }
 
 // fillGeneration writes every file of gen 0400 (or links it from the
 // current generation when this Writer wrote the same content there and
-// nobody changed it since), then closes gen to 0500. It returns the stamp
-// of each file.
-func (w *Writer) fillGeneration(fd int, gen, current string, files map[string][]byte) (map[string]fileStamp, error) {
+// nobody changed it since), then closes gen to 0500. A gen made 0500
+// (writable says it is not) is filled as it is where the process may
+// (CAP_DAC_OVERRIDE), else opened up first, and the Writer remembers to
+// make the next ones writable. It returns the stamp of each file.
+func (w *Writer) fillGeneration(fd int, gen string, writable bool, current string, names []string, files map[string][]byte) (map[string]fileStamp, error) {
 	genfd, err := openDirBeneath(fd, gen)
 	if err != nil {
 		return nil, fmt.Errorf("open generation %s: %w", gen, err)
 	}
 	defer unix.Close(genfd)
 	stamps := make(map[string]fileStamp, len(files))
-	for _, name := range slices.Sorted(maps.Keys(files)) {
+	for _, name := range names {
 		data := files[name]
 		prev, seen := w.last.files[name]
 		unchanged := seen && bytes.Equal(prev.data, data)
@@ -352,6 +564,14 @@ func (w *Writer) fillGeneration(fd int, gen, current string, files map[string][]
 		// A file written again with the content it had is stamped, so
 		// the next write can link it; one that changes (a token) is not.
 		st, err := w.writeFile(genfd, name, data, unchanged)
+		if errors.Is(err, unix.EACCES) && !writable {
+			w.fillNeedsWrite = true
+			if err := unix.Fchmod(genfd, uint32(dirMode)); err != nil {
+				return nil, fmt.Errorf("chmod generation: %w", err)
+			}
+			writable = true
+			st, err = w.writeFile(genfd, name, data, unchanged)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("write %s: %w", name, err)
 		}
@@ -362,8 +582,10 @@ func (w *Writer) fillGeneration(fd int, gen, current string, files map[string][]
 			return nil, fmt.Errorf("chown generation: %w", err)
 		}
 	}
-	if err := unix.Fchmod(genfd, uint32(generationMode)); err != nil {
-		return nil, fmt.Errorf("chmod generation: %w", err)
+	if writable {
+		if err := unix.Fchmod(genfd, uint32(generationMode)); err != nil {
+			return nil, fmt.Errorf("chmod generation: %w", err)
+		}
 	}
 	return stamps, nil
 }
@@ -371,8 +593,9 @@ func (w *Writer) fillGeneration(fd int, gen, current string, files map[string][]
 // linkUnchanged hard-links name from the generation current into the one
 // open at to, and keeps the link only if it is the very file of stamp st.
 // The link names its source through current, which a sandbox could have
-// replaced since the listing; the check after the link is what makes that
-// harmless: nothing but the Writer's own file passes it.
+// replaced since the listing (or since the last Write, when this one does
+// not list); the check after the link is what makes that harmless:
+// nothing but the Writer's own file passes it.
 func linkUnchanged(fd int, current string, to int, name string, st fileStamp) bool {
 	if unix.Linkat(fd, current+"/"+name, to, name, 0) != nil {
 		return false
@@ -454,14 +677,13 @@ func replaceSymlink(fd int, target, tmp, name string) error {
 	return nil
 }
 
-// linkFiles makes each name of files a symlink to ..data/<name>.
-func linkFiles(fd int, files map[string][]byte, links map[string]string) error {
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		target := dataLink + "/" + name
-		if links[name] == target {
+// linkFiles makes each of names a symlink to ..data/<name>.
+func linkFiles(fd int, names []string, links map[string]string) error {
+	for _, name := range names {
+		if isLinkTarget(links[name], name) {
 			continue
 		}
-		if err := replaceSymlink(fd, target, linkTmp, name); err != nil {
+		if err := replaceSymlink(fd, dataLink+"/"+name, linkTmp, name); err != nil {
 			return fmt.Errorf("link %s: %w", name, err)
 		}
 	}
