@@ -1,13 +1,29 @@
 package tokendir
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 )
 
 // BenchmarkWrite writes a new token (about 1 KiB, like a real one) and the
-// same JWKS each time, as a rotation does.
+// same JWKS each time, as a rotation does, on a tmpfs as the gateway's
+// token root is.
 func BenchmarkWrite(b *testing.B) {
-	w := newTestWriter(b)
+	dir, err := os.MkdirTemp("/dev/shm", "sk-write")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := RemoveDir(filepath.Join(dir, "auth")); err != nil {
+			b.Error(err)
+		}
+		os.Remove(dir)
+	})
+	w, err := NewWriter(filepath.Join(dir, "auth"))
+	if err != nil {
+		b.Fatal(err)
+	}
 	jwks := []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1"}]}`)
 	seq := 1000
 	for b.Loop() {
