@@ -64,6 +64,8 @@ type Gateway struct {
 	ready *readiness
 	// inotify compares the host's inotify limits with its sandboxes.
 	inotify *inotifyCheck
+	// fds compares the open-file limit with the session listeners.
+	fds *fdCheck
 	// writers holds each sandbox's token directory writer, by id.
 	writers sync.Map
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
@@ -160,6 +162,7 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.verify = g.issuer.Verifier()
 	g.metrics = newMetrics(cfg.Registerer, g)
 	g.inotify = newInotifyCheck(inotifyDir, cfg.Logger.Named("inotify"), cfg.Registerer)
+	g.fds = newFDCheck(cfg.Logger.Named("fds"))
 	g.sessions = session.NewServer(session.ServerConfig{
 		Authority:         g,
 		HeartbeatInterval: cfg.HeartbeatInterval,

@@ -200,7 +200,9 @@ func (g *Gateway) Start(ctx context.Context, idOrName string) (_ Sandbox, err er
 	if err != nil {
 		return Sandbox{}, fmt.Errorf("start sandbox %s: %w", sb.Name, err)
 	}
-	if _, err := g.sockets.AddSandbox(g.socketDir(sb.ID), sb.ID); err != nil {
+	_, err = g.sockets.AddSandbox(g.socketDir(sb.ID), sb.ID)
+	g.fds.check(g.sockets.Len())
+	if err != nil {
 		return Sandbox{}, fmt.Errorf("start sandbox %s: %w", sb.Name, err)
 	}
 	var spec Spec

@@ -71,11 +71,11 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 	if _, err := g.mintAll(ctx, remint, latest, "reconcile"); err != nil {
 		return err
 	}
-	// Only now, with every token fresh, do the sandboxes' sockets open.
-	// Each socket is a few file system operations on the state directory's
-	// disk: opened WriteParallelism at a time, 10,000 take a fraction of
-	// the time they take one by one.
-	if err := g.openSockets(serve); err != nil {
+	// Only now, with every token fresh, do the sandboxes' sockets open,
+	// WriteParallelism at a time.
+	err = g.openSockets(serve)
+	g.fds.check(g.sockets.Len())
+	if err != nil {
 		return err
 	}
 	g.log.Info("reconciled sandboxes", zap.Int("running", len(running)), zap.Int("reminted", len(remint)))
