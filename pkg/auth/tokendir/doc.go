@@ -45,10 +45,11 @@
 //     writes in the same nanosecond or a clock that steps back;
 //  5. fillGeneration: write every file 0400, then close the directory
 //     to mode 0500 (a process that may write into a 0500 directory, with
-//     CAP_DAC_OVERRIDE, makes it 0500 at once and fills it as it is). A file whose content is the one this Writer wrote
-//     into the current generation (the JWKS, which changes only with the
-//     keys) is hard-linked from there instead of written, and the link is
-//     kept only if it is the very inode the Writer left (same inode, size,
+//     CAP_DAC_OVERRIDE, makes it 0500 at once and fills it as it is). A
+//     file whose content is the one this Writer wrote into the current
+//     generation (the JWKS, which changes only with the keys) is
+//     hard-linked from there instead of written, and the link is kept
+//     only if it is the very inode the Writer left (same inode, size,
 //     modification time and mode): a file changed or replaced since is
 //     written afresh. (The second write of unchanged content writes and
 //     stamps it; the links start from the third.)
