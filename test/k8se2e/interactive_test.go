@@ -2,19 +2,15 @@ package k8se2e
 
 import (
 	"context"
-	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sandkey/sandkey/pkg/admin"
-	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/gatewaycmd"
-	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/session/exectest"
 	"github.com/sandkey/sandkey/test/binaries"
 	"github.com/sandkey/sandkey/test/kubeenv"
@@ -78,52 +74,10 @@ func TestLogsOfAPodAndATerminalInIt(t *testing.T) {
 // adminExec is an exectest.ExecFunc on the gateway's operator API, as
 // `sandbox exec -i -t` calls it, for the sandbox ref.
 func (e *env) adminExec(ref string) exectest.ExecFunc {
-	return func(ctx context.Context, req session.ExecRequest) (session.ExecResult, error) {
-		c, closer, err := admin.Dial(ctx, filepath.Join(e.state, gatewaycmd.AdminSocketName), admin.DialOptions{})
-		if err != nil {
-			return session.ExecResult{}, err
-		}
-		defer closer.Close()
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stream, err := c.Exec(ctx)
-		if err != nil {
-			return session.ExecResult{}, err
-		}
-		start := &adminpb.ExecStart{Request: &adminpb.ExecSandboxRequest{Sandbox: ref, Argv: req.Argv, Env: req.Env},
-			Stdin: req.StreamStdin, Tty: req.TTY,
-			Window: &adminpb.WindowSize{Rows: uint32(req.Window.Rows), Cols: uint32(req.Window.Cols)}}
-		if err := stream.Send(&adminpb.ExecInput{Msg: &adminpb.ExecInput_Start{Start: start}}); err != nil {
-			return session.ExecResult{}, err
-		}
-		var sender sync.WaitGroup
-		sender.Go(func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case in := <-req.Input:
-					if stream.Send(&adminpb.ExecInput{Msg: &adminpb.ExecInput_Stdin{Stdin: in.Stdin}}) != nil {
-						return
-					}
-				}
-			}
-		})
-		defer func() { cancel(); sender.Wait() }()
-		for {
-			msg, err := stream.Recv()
-			if err != nil {
-				return session.ExecResult{}, fmt.Errorf("exec stream ended without an exit: %w", err)
-			}
-			switch {
-			case msg.GetStdout() != nil:
-				req.Stdout.Write(msg.GetStdout())
-			case msg.GetStderr() != nil:
-				req.Stderr.Write(msg.GetStderr())
-			case msg.GetExit() != nil:
-				x := msg.GetExit()
-				return session.ExecResult{ExitCode: int(x.GetCode()), Signal: int(x.GetSignal()), Error: x.GetError()}, nil
-			}
-		}
+	c, closer, err := admin.Dial(context.Background(), filepath.Join(e.state, gatewaycmd.AdminSocketName), admin.DialOptions{})
+	if err != nil {
+		e.t.Fatal(err)
 	}
+	e.t.Cleanup(func() { closer.Close() })
+	return kubeenv.AdminExec(c, ref)
 }

@@ -21,13 +21,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/sandkey/sandkey/pkg/admin/adminpb"
 	"github.com/sandkey/sandkey/pkg/driver/kubetest"
+	"github.com/sandkey/sandkey/pkg/session"
+	"github.com/sandkey/sandkey/pkg/session/exectest"
 	"github.com/sandkey/sandkey/test/binaries"
 )
 
@@ -225,4 +229,52 @@ func Metric(httpAddr, name, labels string) (float64, error) {
 		}
 	}
 	return 0, sc.Err()
+}
+
+// AdminExec is an exectest.ExecFunc on the operator API c, as `sandbox
+// exec -i -t` calls it, for the sandbox ref.
+func AdminExec(c adminpb.AdminClient, ref string) exectest.ExecFunc {
+	return func(ctx context.Context, req session.ExecRequest) (session.ExecResult, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := c.Exec(ctx)
+		if err != nil {
+			return session.ExecResult{}, err
+		}
+		start := &adminpb.ExecStart{Request: &adminpb.ExecSandboxRequest{Sandbox: ref, Argv: req.Argv, Env: req.Env},
+			Stdin: req.StreamStdin, Tty: req.TTY,
+			Window: &adminpb.WindowSize{Rows: uint32(req.Window.Rows), Cols: uint32(req.Window.Cols)}}
+		if err := stream.Send(&adminpb.ExecInput{Msg: &adminpb.ExecInput_Start{Start: start}}); err != nil {
+			return session.ExecResult{}, err
+		}
+		var sender sync.WaitGroup
+		sender.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case in := <-req.Input:
+					if stream.Send(&adminpb.ExecInput{Msg: &adminpb.ExecInput_Stdin{Stdin: in.Stdin}}) != nil {
+						return
+					}
+				}
+			}
+		})
+		defer func() { cancel(); sender.Wait() }()
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				return session.ExecResult{}, fmt.Errorf("exec stream ended without an exit: %w", err)
+			}
+			switch {
+			case msg.GetStdout() != nil:
+				req.Stdout.Write(msg.GetStdout())
+			case msg.GetStderr() != nil:
+				req.Stderr.Write(msg.GetStderr())
+			case msg.GetExit() != nil:
+				x := msg.GetExit()
+				return session.ExecResult{ExitCode: int(x.GetCode()), Signal: int(x.GetSignal()), Error: x.GetError()}, nil
+			}
+		}
+	}
 }

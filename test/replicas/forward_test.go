@@ -12,6 +12,8 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
+	"github.com/sandkey/sandkey/pkg/session/exectest"
+	"github.com/sandkey/sandkey/test/kubeenv"
 )
 
 // fanoutRotations is how many rotations the fan-out figure samples.
@@ -82,6 +84,36 @@ func TestReplicasExecAndRotateThroughAnyReplica(t *testing.T) {
 		table := r.mustCLI("sandbox", "list")
 		if got := connectedColumn(table); len(got) != len(names) || strings.Count(strings.Join(got, " "), "yes") != len(names) {
 			t.Errorf("replica %d: sandbox list's CONNECTED column %v; want yes for each of %v:\n%s", r.n, got, names, table)
+		}
+	}
+
+	// A terminal exec (-it) through a replica that does not hold the
+	// session: stdin, the terminal and the exit code cross the forwarding.
+	name := names[0]
+	for _, r := range rs.replicas {
+		if r == held[ids[name]] {
+			continue
+		}
+		before := r.forwarded("exec in", ids[name])
+		ctx, cancel := context.WithTimeout(context.Background(), kubeenv.Bound)
+		term := exectest.Start(ctx, kubeenv.AdminExec(rs.adminClient(r), name), "/busybox", "sh")
+		if err := term.Type("test -t 0 && test -t 1 && echo on-a-$((6*7))-tty\n"); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		rs.eventually(fmt.Sprintf("replica %d: on-a-42-tty on %s's terminal", r.n, name), kubeenv.Bound,
+			func() bool { return strings.Contains(term.Output(), "on-a-42-tty") })
+		if err := term.Type("exit 4\n"); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		res, err := term.Wait(kubeenv.Bound)
+		cancel()
+		if err != nil || res.ExitCode != 4 {
+			t.Errorf("replica %d: exec -it sh in %s: %+v, %v; want exit 4; output %q", r.n, name, res, err, term.Output())
+		}
+		if r.forwarded("exec in", ids[name]) == before {
+			t.Errorf("replica %d answered the terminal exec in %s itself; replica %d holds its session", r.n, name, held[ids[name]].n)
 		}
 	}
 
