@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/testmain"
 	"golang.org/x/sys/unix"
 )
@@ -106,4 +107,24 @@ func TempDir(t testing.TB, prefix string) string {
 		}
 	})
 	return dir
+}
+
+// MemoryRoots makes the token and socket roots of the state directory
+// stateDir as `gateway serve` does: tmpfs mounts of their own where the
+// test may mount (root, as under CI), so that container engines and VMs
+// are tested on the layout they see in production. It fails the test
+// when root could not mount them. Unmount them with UnmountUnder.
+func MemoryRoots(t testing.TB, stateDir string) {
+	t.Helper()
+	tokens, err := gateway.PrepareTokenRoot(stateDir, "", "16m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockets, err := gateway.PrepareSocketRoot(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 && (!tokens.MemoryBacked || !sockets.MemoryBacked) {
+		t.Fatalf("as root, the token root (%s) and socket root (%s) should be tmpfs mounts", tokens.FSType, sockets.FSType)
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // Settings of every harness gateway.
@@ -83,6 +84,7 @@ func newHarnessGrace(t testing.TB, e *engine, lifetime, grace time.Duration) *ha
 		t.Fatal(err)
 	}
 	h := &harness{t: t, e: e, dir: dir, lifetime: lifetime, grace: grace, drv: drv, engine: c}
+	binaries.MemoryRoots(t, filepath.Join(dir, "state"))
 	t.Cleanup(func() {
 		if t.Failed() {
 			h.dumpLogs()
@@ -101,6 +103,9 @@ func newHarnessGrace(t testing.TB, e *engine, lifetime, grace time.Duration) *ha
 		}
 		h.close()
 		drv.Close()
+		if err := binaries.UnmountUnder(dir); err != nil {
+			t.Error(err)
+		}
 		os.RemoveAll(dir)
 	})
 	h.open()

@@ -37,7 +37,11 @@ func reportPercentiles(b *testing.B, samples []time.Duration) {
 // the kernel booted, the supervisor's init duties, the first session.
 func BenchmarkVMBootToRegistered(b *testing.B) {
 	e := newEnv(b, benchLifetime)
-	defer e.destroy()
+	defer func() {
+		if err := e.destroy(); err != nil {
+			b.Error(err)
+		}
+	}()
 	ctx := context.Background()
 	var samples []time.Duration
 	for i := 0; b.Loop(); i++ {
@@ -160,9 +164,11 @@ func bootForBench(b *testing.B) (*env, string) {
 	return benchVM.e, benchVM.id
 }
 
-func closeBenchVM() {
+func closeBenchVM() error {
+	var err error
 	if benchVM.e != nil {
-		benchVM.e.destroy()
+		err = benchVM.e.destroy()
 		benchVM.e = nil
 	}
+	return err
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/guest"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor"
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 // Settings of the gateway under test. The token tests' tokens live the
@@ -59,6 +60,7 @@ func newEnv(t testing.TB, lifetime time.Duration) *env {
 		t.Fatal(err)
 	}
 	e := &env{dir: dir, lifetime: lifetime}
+	binaries.MemoryRoots(t, filepath.Join(dir, "state"))
 	if e.logFile, err = os.Create(filepath.Join(dir, "gateway.log")); err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +124,9 @@ func (e *env) close() {
 	e.gw = nil
 }
 
-// destroy deletes every sandbox and everything on disk.
-func (e *env) destroy() {
+// destroy deletes every sandbox and everything on disk. An error is the
+// unmount of the state directory's tmpfs roots, which outlive the test.
+func (e *env) destroy() error {
 	if e.gw != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		if all, err := e.gw.List(ctx); err == nil {
@@ -138,7 +141,9 @@ func (e *env) destroy() {
 	e.close()
 	e.log.Sync()
 	e.logFile.Close()
+	err := binaries.UnmountUnder(e.dir)
 	os.RemoveAll(e.dir)
+	return err
 }
 
 // create creates and starts a VM sandbox running argv.

@@ -19,6 +19,7 @@
 package vme2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -52,10 +53,9 @@ func TestMain(m *testing.M) {
 		}
 	}
 	testmain.Run(m, func() error {
-		closeShared()
-		closeBenchVM()
+		err := errors.Join(closeShared(), closeBenchVM())
 		os.RemoveAll(dir)
-		return nil
+		return err
 	})
 }
 

@@ -59,11 +59,13 @@ func shared(t *testing.T) (*env, gateway.Sandbox) {
 	return sharedEnv, sharedSB
 }
 
-func closeShared() {
+func closeShared() error {
+	var err error
 	if sharedEnv != nil {
-		sharedEnv.destroy()
+		err = sharedEnv.destroy()
 		sharedEnv = nil
 	}
+	return err
 }
 
 func (e *env) console(id string) *console {
