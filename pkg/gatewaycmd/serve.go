@@ -141,6 +141,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return Usagef("%v", err)
 	}
 	defer log.Sync()
+	// Before any key, token or operator credential is in memory.
+	if err := keepMemoryPrivate(); err != nil {
+		log.Warn("the gateway's memory stays readable to its user and may be dumped to a disk on a crash", zap.Error(err))
+	}
 	// gateway.Config takes a zero lifetime for the default; a zero given
 	// here is a request for tokens that never expire, which is refused.
 	if err := auth.CheckLifetime(o.lifetime); err != nil {
