@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -596,5 +597,32 @@ func TestStoreRestoredFromBackupNeverIssuesAGenerationTwice(t *testing.T) {
 		if _, err := e.g.Authenticate(ctx, held[sb.ID].Raw(), sb.ID, true); !errors.As(err, &notIssued) {
 			t.Fatalf("sandbox %s's forgotten gen %d: err = %v, want not issued", sb.Name, held[sb.ID].Gen(), err)
 		}
+	}
+}
+
+// A sweep commits a sandbox's generation, the sandbox is deleted, then
+// the sweep writes the token: the write makes the directory again, after
+// Delete removed it. The deliver step, told by the store that the
+// sandbox is gone, removes it and forgets the sandbox.
+func TestATokenWrittenAfterItsSandboxWasDeletedLeavesNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb := e.create("racer")
+	tok, err := e.g.latestToken(ctx, sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.g.Delete(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.g.deliver(ctx, minted{sb.ID: tok}, "rotation")
+	if _, err := os.Lstat(e.g.tokenDir(sb.ID)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the deleted sandbox's token directory is back: %v", err)
+	}
+	if e.g.cachedToken(sb.ID) != nil {
+		t.Error("the gateway still caches the deleted sandbox's token")
+	}
+	if _, ok := e.g.writers.Load(sb.ID); ok {
+		t.Error("the gateway still keeps a writer for the deleted sandbox")
 	}
 }

@@ -205,8 +205,19 @@ func (g *Gateway) deliver(ctx context.Context, tokens minted, reason string) {
 	for id, gen := range g.writeAll(toWrite) {
 		written[id] = gen
 	}
-	if err := g.store.RecordWrittenBatch(ctx, written); err != nil {
+	gone, err := g.store.RecordWrittenBatch(ctx, written)
+	if err != nil {
 		g.log.Warn("record written generations", zap.Error(err))
+	}
+	// Deleted while their tokens were written: Delete removed each one's
+	// directory before the write made it again, or removes it after (its
+	// store delete came after this check). Forget what the write and the
+	// commit kept of it too.
+	for _, id := range gone {
+		g.forget(id)
+		if err := g.removeTokenDir(id); err != nil {
+			g.log.Warn("remove the token directory of a sandbox deleted during its write", zap.String("sandbox", id), zap.Error(err))
+		}
 	}
 	for id, tok := range tokens {
 		g.sessions.Push(id)

@@ -471,23 +471,31 @@ func (s *Store) IsAcceptable(ctx context.Context, sandboxID string, gen uint64, 
 // RecordWritten notes that generation gen was written into the sandbox's
 // token directory. WrittenGen never goes down: a late report of an older
 // write is a no-op. A generation that was never issued is ErrUnknownGeneration.
+// An unknown sandbox is ErrNotFound.
 func (s *Store) RecordWritten(ctx context.Context, sandboxID string, gen uint64) error {
-	return s.RecordWrittenBatch(ctx, map[string]uint64{sandboxID: gen})
+	gone, err := s.RecordWrittenBatch(ctx, map[string]uint64{sandboxID: gen})
+	if err == nil && len(gone) > 0 {
+		err = fmt.Errorf("record generation %d of sandbox %s written: %w", gen, sandboxID, ErrNotFound)
+	}
+	return err
 }
 
 // RecordWrittenBatch records, in one transaction, the generation written
 // into each sandbox's token directory after a sweep. A sandbox deleted
-// meanwhile is skipped; a generation never issued fails the batch.
-func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint64) error {
+// meanwhile is skipped, and returned in gone: its directory, made again by
+// the write, is the caller's to remove. A generation never issued fails
+// the batch.
+func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint64) (gone []string, err error) {
 	if len(written) == 0 {
-		return nil
+		return nil, nil
 	}
 	ids := make([]string, 0, len(written))
 	for id := range written {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	err := s.writeTx(ctx, func(tx *txn) error {
+	err = s.writeTx(ctx, func(tx *txn) error {
+		gone = nil
 		quiet := context.WithoutCancel(ctx)
 		// Row locks in id order, like NextGenerations, so theirs never
 		// deadlock with these.
@@ -504,10 +512,9 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 			gen := written[id]
 			c, ok := counters[id]
 			switch {
-			case !ok && len(written) > 1:
-				continue // deleted meanwhile
 			case !ok:
-				return fmt.Errorf("sandbox %s generation %d: %w", id, gen, ErrNotFound)
+				gone = append(gone, id) // deleted meanwhile
+				continue
 			case gen == 0 || gen > uint64(c.latest):
 				return fmt.Errorf("sandbox %s generation %d: %w: newest generation is %d", id, gen, ErrUnknownGeneration, c.latest)
 			}
@@ -536,9 +543,9 @@ func (s *Store) RecordWrittenBatch(ctx context.Context, written map[string]uint6
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("record %d written generation(s): %w", len(written), err)
+		return nil, fmt.Errorf("record %d written generation(s): %w", len(written), err)
 	}
-	return nil
+	return gone, nil
 }
 
 // RecordDelivered notes that the supervisor acknowledged generation gen.

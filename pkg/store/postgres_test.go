@@ -205,7 +205,7 @@ func TestSeveralGatewaysRotatingTheSameSandboxesNeverIssueAGenerationTwice(t *te
 						written[gen.SandboxID] = gen.Gen
 					}
 					mu.Unlock()
-					if err := s.RecordWrittenBatch(ctx, written); err != nil {
+					if _, err := s.RecordWrittenBatch(ctx, written); err != nil {
 						errs <- fmt.Errorf("gateway %d: %w", g, err)
 						return
 					}
