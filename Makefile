@@ -126,6 +126,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) ./pkg/auth
 	$(GO) test -run '^$$' -fuzz FuzzParseJWKS -fuzztime $(FUZZTIME) ./pkg/auth
 	$(GO) test -run '^$$' -fuzz FuzzReadFile -fuzztime $(FUZZTIME) ./pkg/auth/tokendir
+	$(GO) test -run '^$$' -fuzz '^FuzzWrite$$' -fuzztime $(FUZZTIME) ./pkg/auth/tokendir
 	$(GO) test -run '^$$' -fuzz FuzzOffer -fuzztime $(FUZZTIME) ./pkg/auth/source
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./pkg/benchreport
 

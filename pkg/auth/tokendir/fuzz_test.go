@@ -3,6 +3,9 @@ package tokendir
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,4 +143,81 @@ func FuzzReadFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzWrite: whatever a sandbox that can write its own token directory
+// left there (fuzzLayout's files, directories and links, in and out), a
+// Write publishes a good layout that reads back as written, and touches
+// nothing outside the directory; so does the next Write, which may take
+// the unlisted path (the directory unchanged since the first).
+func FuzzWrite(f *testing.F) {
+	for _, seed := range [][]byte{
+		{1, 0x82, 0, 10, 2, 1, 0x00, 2, 2, 0, 0x01, 1, 0},
+		{2, 0, 0x41, 7, 0},
+		{2, 1, 0x40, 7},
+		{2, 1, 0x81, 6, 2},
+		{0, 0x83, 0, 2, 0, 0x82, 3, 9, 9, 7},
+		{2, 2, 0x81, 7, 1, 0x82, 2, 5},
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := fuzzLayout(t, data)
+		outside := filepath.Join(filepath.Dir(dir), "outside")
+		before := snapshot(t, outside)
+		w, err := NewWriter(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 2; i++ {
+			want := fmt.Sprintf("tok-%d", i)
+			if err := w.Write(payload(want)); err != nil {
+				t.Fatalf("write %d over the planted layout: %v", i, err)
+			}
+			checkLayout(t, dir, TokenFile, JWKSFile)
+			if got, err := ReadToken(dir); err != nil || string(got) != want {
+				t.Fatalf("after write %d, ReadToken = %q, %v; want %q", i, got, err, want)
+			}
+		}
+		if after := snapshot(t, outside); !maps.Equal(before, after) {
+			t.Fatalf("the writes changed what is outside the directory:\nbefore %v\nafter  %v", before, after)
+		}
+	})
+}
+
+// snapshot describes every entry under root without following a link:
+// its type and mode, and a file's content or a link's target.
+func snapshot(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		desc := fi.Mode().String()
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			desc += " -> " + target
+		case fi.Mode().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			desc += " " + string(data)
+		}
+		out[p] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
