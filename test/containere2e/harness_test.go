@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -79,10 +78,8 @@ func newHarnessGrace(t testing.TB, e *engine, lifetime, grace time.Duration) *ha
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "sk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Removed, its tmpfs roots unmounted, after the cleanup below.
+	dir := binaries.TempDir(t, "sk")
 	h := &harness{t: t, e: e, dir: dir, lifetime: lifetime, grace: grace, drv: drv, engine: c}
 	binaries.MemoryRoots(t, filepath.Join(dir, "state"))
 	t.Cleanup(func() {
@@ -103,10 +100,6 @@ func newHarnessGrace(t testing.TB, e *engine, lifetime, grace time.Duration) *ha
 		}
 		h.close()
 		drv.Close()
-		if err := binaries.UnmountUnder(dir); err != nil {
-			t.Error(err)
-		}
-		os.RemoveAll(dir)
 	})
 	h.open()
 	return h

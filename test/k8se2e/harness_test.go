@@ -67,17 +67,8 @@ func newEnvWith(t testing.TB, gatewayFlags ...string) *env {
 	t.Helper()
 	c := cluster.Cluster(t)
 	// Short: the state directory's sandbox sockets must fit a unix path.
-	dir, err := os.MkdirTemp("", "k8s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// The gateway, as root, mounted a tmpfs at its token root.
-		if err := binaries.UnmountUnder(dir); err != nil {
-			t.Error(err)
-		}
-		os.RemoveAll(dir)
-	})
+	// The gateway, as root, mounts tmpfs roots there.
+	dir := binaries.TempDir(t, "k8s")
 	e := &env{t: t, c: c, ns: "k8se2e-" + randid.New(4), dir: dir, gatewayFlags: gatewayFlags}
 	e.state = filepath.Join(e.dir, "state")
 	c.Namespace(t, e.ns)

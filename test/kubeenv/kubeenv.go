@@ -7,14 +7,7 @@ package kubeenv
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -49,63 +42,20 @@ const (
 	Bound = 90 * time.Second
 )
 
-// TLS is a CA and a serving certificate it signed, as files.
-type TLS struct {
-	CAFile, CertFile, KeyFile string
-	// Pool trusts the CA.
-	Pool *x509.CertPool
-}
-
 // WriteTLS makes a CA and a serving certificate for the given IP
 // addresses (the bridge's host address, where pods reach a gateway;
 // 127.0.0.1 for an operator API) in dir: ca.pem, tls.crt, tls.key.
-func WriteTLS(t testing.TB, dir string, ips ...string) *TLS {
+func WriteTLS(t testing.TB, dir string, ips ...string) kubetest.ServingTLS {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sandkey e2e CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sandkey gateway"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	var addrs []net.IP
 	for _, ip := range ips {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+		addrs = append(addrs, net.ParseIP(ip))
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	files, err := kubetest.WriteServingTLS(dir, addrs...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &TLS{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
-	for path, block := range map[string]*pem.Block{
-		m.CAFile: {Type: "CERTIFICATE", Bytes: caDER}, m.CertFile: {Type: "CERTIFICATE", Bytes: der},
-		m.KeyFile: {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m.Pool = x509.NewCertPool()
-	m.Pool.AddCert(caCert)
-	return m
+	return files
 }
 
 // GrantGateway gives user what deploy/kubernetes gives the gateway's

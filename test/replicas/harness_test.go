@@ -58,7 +58,7 @@ type replicaSet struct {
 	ns         string
 	dir        string
 	kubeconfig string
-	tls        *kubeenv.TLS
+	tls        kubetest.ServingTLS
 	tokenFile  string // the operator token every replica requires
 	service    *serviceStandIn
 	replicas   []*replica
@@ -84,17 +84,9 @@ func newReplicaSet(t testing.TB) *replicaSet {
 	c := cluster.Cluster(t)
 	pg := postgres.Server(t)
 	// Short: state directories hold unix sockets whose paths must fit.
-	dir, err := os.MkdirTemp("", "rep")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Each replica, as root, mounted a tmpfs at its token root.
-		if err := binaries.UnmountUnder(dir); err != nil {
-			t.Error(err)
-		}
-		os.RemoveAll(dir)
-	})
+	// Each replica, as root, mounts tmpfs roots there.
+	dir := binaries.TempDir(t, "rep")
+	var err error
 	rs := &replicaSet{t: t, c: c, pg: pg, dir: dir, ns: "replicas-" + randid.New(4)}
 	rs.dsn = postgres.NewSchema(t)
 	rs.db, err = sql.Open("pgx", rs.dsn)

@@ -128,3 +128,34 @@ func writeFile(path string, data []byte) error {
 	}
 	return nil
 }
+
+// ServingTLS is a CA and a serving certificate it signed, as files.
+type ServingTLS struct {
+	CAFile, CertFile, KeyFile string
+	// Pool trusts the CA.
+	Pool *x509.CertPool
+}
+
+// WriteServingTLS makes a CA of its own, as a cluster's, and a serving
+// certificate it signs for ips, and writes them in dir (0600): ca.pem,
+// tls.crt and tls.key. For what the tests serve beside a cluster: a
+// gateway's session and operator listeners.
+func WriteServingTLS(dir string, ips ...net.IP) (ServingTLS, error) {
+	ca, err := newAuthority()
+	if err != nil {
+		return ServingTLS{}, err
+	}
+	cert, key, err := ca.issue("sandkey gateway", nil, true, ips, nil)
+	if err != nil {
+		return ServingTLS{}, err
+	}
+	s := ServingTLS{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
+		Pool: x509.NewCertPool()}
+	for path, data := range map[string][]byte{s.CAFile: ca.certPEM, s.CertFile: cert, s.KeyFile: key} {
+		if err := writeFile(path, data); err != nil {
+			return ServingTLS{}, err
+		}
+	}
+	s.Pool.AddCert(ca.cert)
+	return s, nil
+}
