@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 )
 
 func TestFDCheckWarnsOnceEachTimeTheListenersOutgrowTheLimit(t *testing.T) {
@@ -53,9 +54,22 @@ func TestFDCheckSaysOnceThatItCannotReadTheLimit(t *testing.T) {
 	}
 }
 
-func TestOpenFileLimitIsTheProcessLimit(t *testing.T) {
-	got, err := openFileLimit()
-	if err != nil || got == 0 {
-		t.Fatalf("openFileLimit = %d, %v", got, err)
+// The check reads the soft limit, the one the kernel enforces, not the
+// hard one it could be raised to.
+func TestOpenFileLimitIsTheProcessSoftLimit(t *testing.T) {
+	var was unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &was); err != nil {
+		t.Fatal(err)
+	}
+	if was.Cur < 1000 {
+		t.Fatalf("RLIMIT_NOFILE %+v: too low to lower for this test", was)
+	}
+	lowered := unix.Rlimit{Cur: was.Cur - 1, Max: was.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lowered); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &was)
+	if got, err := openFileLimit(); err != nil || got != lowered.Cur {
+		t.Fatalf("openFileLimit = %d, %v; want the soft limit %d", got, err, lowered.Cur)
 	}
 }

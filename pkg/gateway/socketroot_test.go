@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sandkey/sandkey/pkg/guest"
 )
 
@@ -61,16 +59,7 @@ func TestASandboxOfTheOlderLayoutKeepsItsSocketDirectory(t *testing.T) {
 func TestPrepareSocketRootMountsATmpfsOnAnEmptyRootOnly(t *testing.T) {
 	needRoot(t)
 	base := shortTempDir(t)
-	unmount := func(root string) {
-		t.Cleanup(func() {
-			for mountsAt(t, root) > 0 {
-				if err := unix.Unmount(root, 0); err != nil {
-					t.Errorf("unmount %s: %v", root, err)
-					return
-				}
-			}
-		})
-	}
+	unmount := func(root string) { t.Cleanup(func() { unmountAll(t, root) }) }
 
 	fresh := filepath.Join(base, "fresh")
 	unmount(DefaultSocketRoot(fresh))

@@ -45,6 +45,17 @@ func mountsAt(t *testing.T, path string) int {
 	return n
 }
 
+// unmountAll unmounts every mount at path.
+func unmountAll(t *testing.T, path string) {
+	t.Helper()
+	for mountsAt(t, path) > 0 {
+		if err := unix.Unmount(path, 0); err != nil {
+			t.Errorf("unmount %s: %v", path, err)
+			return
+		}
+	}
+}
+
 func TestPrepareTokenRootMountsATmpfsOnceAndReusesIt(t *testing.T) {
 	needRoot(t)
 	state := filepath.Join(shortTempDir(t), "state")
@@ -63,12 +74,7 @@ func TestPrepareTokenRootMountsATmpfsOnceAndReusesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for mountsAt(t, root) > 0 {
-			if err := unix.Unmount(root, 0); err != nil {
-				t.Errorf("unmount %s: %v", root, err)
-				return
-			}
-		}
+		unmountAll(t, root)
 		if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("the stale token stays on disk beneath the mount: %v", err)
 		}
