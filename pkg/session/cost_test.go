@@ -2,7 +2,9 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -88,7 +90,14 @@ func TestConnectOnAServerWithoutServerOptionsSaysSo(t *testing.T) {
 	t.Cleanup(func() { g.Stop(); <-done })
 
 	r := openRaw(t, dialRaw(t, "tcp://"+l.Addr().String()), tok.Raw())
-	r.hello("sb-bare", tok.Gen())
+	// The handler fails before it reads anything, so the Hello may find the
+	// stream already ended: gRPC's Send then returns io.EOF, and the
+	// stream's status comes from the receiving side.
+	hello := &sessionpb.SupervisorMessage{Msg: &sessionpb.SupervisorMessage_Hello{Hello: &sessionpb.Hello{
+		SandboxId: "sb-bare", InstanceId: "raw", TokenGen: tok.Gen(), Version: "test"}}}
+	if err := r.trySend(hello); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("send hello: %v", err)
+	}
 	_, err = r.next(5 * time.Second)
 	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "session.ServerOptions") {
 		t.Fatalf("Connect on a bare gRPC server: %v, want Internal naming session.ServerOptions", err)
