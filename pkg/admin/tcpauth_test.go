@@ -2,16 +2,10 @@ package admin
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
+	"github.com/sandkey/sandkey/pkg/testpki"
 )
 
 const testAdminToken = "correct-horse-battery-staple-42"
@@ -61,36 +56,11 @@ type tlsFiles struct {
 func writeTLSFiles(t *testing.T) tlsFiles {
 	t.Helper()
 	dir := t.TempDir()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, err := testpki.WriteSelfSigned(dir, net.IPv4(127, 0, 0, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "sandkey test gateway"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := tlsFiles{
-		cert:  filepath.Join(dir, "cert.pem"),
-		key:   filepath.Join(dir, "key.pem"),
-		token: filepath.Join(dir, "admin.token"),
-	}
-	writeFile(t, f.cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	writeFile(t, f.key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	f := tlsFiles{cert: s.CertFile, key: s.KeyFile, token: filepath.Join(dir, "admin.token")}
 	writeFile(t, f.token, []byte(testAdminToken+"\n"), 0o600)
 	return f
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/kubetest"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/session/exectest"
+	"github.com/sandkey/sandkey/pkg/testpki"
 	"github.com/sandkey/sandkey/test/binaries"
 )
 
@@ -45,13 +46,13 @@ const (
 // WriteTLS makes a CA and a serving certificate for the given IP
 // addresses (the bridge's host address, where pods reach a gateway;
 // 127.0.0.1 for an operator API) in dir: ca.pem, tls.crt, tls.key.
-func WriteTLS(t testing.TB, dir string, ips ...string) kubetest.ServingTLS {
+func WriteTLS(t testing.TB, dir string, ips ...string) testpki.Serving {
 	t.Helper()
 	var addrs []net.IP
 	for _, ip := range ips {
 		addrs = append(addrs, net.ParseIP(ip))
 	}
-	files, err := kubetest.WriteServingTLS(dir, addrs...)
+	files, err := testpki.WriteServing(dir, addrs...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/store/pgtest"
+	"github.com/sandkey/sandkey/pkg/testpki"
 	"github.com/sandkey/sandkey/test/binaries"
 	"github.com/sandkey/sandkey/test/kubeenv"
 )
@@ -58,7 +59,7 @@ type replicaSet struct {
 	ns         string
 	dir        string
 	kubeconfig string
-	tls        kubetest.ServingTLS
+	tls        testpki.Serving
 	tokenFile  string // the operator token every replica requires
 	service    *serviceStandIn
 	replicas   []*replica

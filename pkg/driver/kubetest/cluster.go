@@ -22,6 +22,7 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/driver/enginetest"
 	"github.com/sandkey/sandkey/pkg/randid"
+	"github.com/sandkey/sandkey/pkg/testpki"
 )
 
 // Options says what to start.
@@ -61,7 +62,7 @@ type Cluster struct {
 	opts       Options
 	bin        binaries
 	dir        string // the scratch tree: every file of the cluster
-	ca         *authority
+	ca         *testpki.Authority
 	adminToken string
 	apiPort    int
 	apiArgs    []string
@@ -160,21 +161,21 @@ func (c *Cluster) path(name ...string) string {
 // writeControlPlaneFiles writes the certificates, keys, the token file and
 // the admin kubeconfig, and builds the admin client.
 func (c *Cluster) writeControlPlaneFiles() error {
-	ca, err := newAuthority()
+	ca, err := testpki.NewAuthority("sandkey-kubetest-ca")
 	if err != nil {
 		return err
 	}
 	c.ca = ca
-	serverCert, serverKey, err := ca.issue("kube-apiserver", nil, true,
-		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
-		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
+	serverCert, serverKey, err := ca.Issue(testpki.Leaf{CN: "kube-apiserver", Server: true,
+		IPs:      []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
+		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}})
 	if err != nil {
 		return err
 	}
 	c.adminToken = randid.New(32)
 	tokens := fmt.Sprintf("%s,%s,%s-uid,system:masters\n", c.adminToken, AdminUser, AdminUser)
 	for name, data := range map[string][]byte{
-		"ca.crt":        ca.certPEM,
+		"ca.crt":        ca.CertPEM,
 		"apiserver.crt": serverCert,
 		"apiserver.key": serverKey,
 		"tokens.csv":    []byte(tokens),
@@ -192,7 +193,7 @@ func (c *Cluster) writeControlPlaneFiles() error {
 	c.restConfig = &rest.Config{
 		Host:            "https://127.0.0.1:" + strconv.Itoa(c.apiPort),
 		BearerToken:     c.adminToken,
-		TLSClientConfig: rest.TLSClientConfig{CAData: ca.certPEM},
+		TLSClientConfig: rest.TLSClientConfig{CAData: ca.CertPEM},
 		QPS:             100,
 		Burst:           200,
 	}
@@ -377,7 +378,7 @@ func (c *Cluster) populateNamespace(ns string) error {
 	defer cancel()
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: rootCAConfigMap, Namespace: ns},
-		Data:       map[string]string{"ca.crt": string(c.ca.certPEM)},
+		Data:       map[string]string{"ca.crt": string(c.ca.CertPEM)},
 	}
 	if _, err := c.client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create ConfigMap %s/%s: %w", ns, rootCAConfigMap, err)
@@ -502,14 +503,14 @@ func (c *Cluster) ConfigFor(t testing.TB, user string, groups ...string) *rest.C
 }
 
 func (c *Cluster) configFor(user string, groups []string) (*rest.Config, error) {
-	cert, key, err := c.ca.issue(user, groups, false, nil, nil)
+	cert, key, err := c.ca.Issue(testpki.Leaf{CN: user, Orgs: groups})
 	if err != nil {
 		return nil, err
 	}
 	return &rest.Config{
 		Host: c.restConfig.Host,
 		TLSClientConfig: rest.TLSClientConfig{
-			CAData:   c.ca.certPEM,
+			CAData:   c.ca.CertPEM,
 			CertData: cert,
 			KeyData:  key,
 		},
