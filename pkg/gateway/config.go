@@ -14,6 +14,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/driver"
 	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/memroot"
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
@@ -57,12 +58,12 @@ type Config struct {
 	StateDir string
 	// TokenRoot holds every sandbox's token directory, as <TokenRoot>/<id>;
 	// default <StateDir>/tokens. Open mounts nothing there: `gateway serve`
-	// makes it memory-backed first (PrepareTokenRoot), and Open reports
+	// makes it memory-backed first (memroot.PrepareTokens), and Open reports
 	// whether it is.
 	TokenRoot string
 	// SocketRoot holds every sandbox's socket directory, as
 	// <SocketRoot>/<id>; default <StateDir>/sockets. `gateway serve` makes
-	// it memory-backed first where it can (PrepareSocketRoot). A sandbox
+	// it memory-backed first where it can (memroot.PrepareSockets). A sandbox
 	// whose socket directory a gateway before this one made at
 	// <StateDir>/sandboxes/<id>/gw keeps it there: its driver mounted it.
 	SocketRoot string
@@ -115,10 +116,10 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.TokenRoot == "" && c.StateDir != "" {
-		c.TokenRoot = DefaultTokenRoot(c.StateDir)
+		c.TokenRoot = memroot.TokenRoot(c.StateDir)
 	}
 	if c.SocketRoot == "" && c.StateDir != "" {
-		c.SocketRoot = DefaultSocketRoot(c.StateDir)
+		c.SocketRoot = memroot.SocketRoot(c.StateDir)
 	}
 	if c.Lifetime == 0 {
 		c.Lifetime = auth.DefaultLifetime

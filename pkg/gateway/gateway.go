@@ -20,6 +20,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
 	"github.com/sandkey/sandkey/pkg/driver"
+	"github.com/sandkey/sandkey/pkg/memroot"
 	"github.com/sandkey/sandkey/pkg/randid"
 	"github.com/sandkey/sandkey/pkg/sandboxlock"
 	"github.com/sandkey/sandkey/pkg/session"
@@ -46,7 +47,7 @@ type Gateway struct {
 	metrics  *metrics
 	// tokens is where the token directories live, and whether in memory;
 	// socketRoot is where the sandbox sockets live.
-	tokens, socketRoot MemoryRoot
+	tokens, socketRoot memroot.Root
 
 	sessions *session.Server
 	grpc     *grpc.Server // serves sessions on every sandbox socket
@@ -111,12 +112,12 @@ func Open(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if g.ReplicaMode() {
 		g.fan, g.holders = newFanout(g), newHolders(g)
 	}
-	tokens, err := InspectTokenRoot(cfg.TokenRoot)
+	tokens, err := memroot.InspectTokens(cfg.TokenRoot)
 	if err != nil {
 		return nil, err
 	}
 	g.tokens = tokens
-	if g.socketRoot, err = InspectSocketRoot(cfg.SocketRoot); err != nil {
+	if g.socketRoot, err = memroot.InspectSockets(cfg.SocketRoot); err != nil {
 		return nil, err
 	}
 	if !g.socketRoot.MemoryBacked {
@@ -252,10 +253,10 @@ func (g *Gateway) sessionChanged(sandboxID string) {
 
 // TokenRoot reports where the token directories live and whether they are
 // memory-backed.
-func (g *Gateway) TokenRoot() MemoryRoot { return g.tokens }
+func (g *Gateway) TokenRoot() memroot.Root { return g.tokens }
 
 // SocketRoot reports where the sandbox sockets live.
-func (g *Gateway) SocketRoot() MemoryRoot { return g.socketRoot }
+func (g *Gateway) SocketRoot() memroot.Root { return g.socketRoot }
 
 // Ready reports whether the gateway has reconciled, serves sessions and
 // can mint; when not, the reason says why (with the error of the last
@@ -332,6 +333,14 @@ func (g *Gateway) JWKSJSON() []byte { return *g.jwks.Load() }
 func (g *Gateway) sandboxDir(id string) string { return filepath.Join(g.cfg.StateDir, "sandboxes", id) }
 func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.tokens.Path, id) }
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
+
+// tokenDirPublished reports whether a sandbox's token directory holds a
+// published generation: after a host reboot the tmpfs is empty, and
+// reconcile re-mints what it lacks.
+func (g *Gateway) tokenDirPublished(id string) bool {
+	_, err := os.Lstat(filepath.Join(g.tokenDir(id), "..data"))
+	return err == nil
+}
 
 // socketDir is the directory of a sandbox's socket: <socket root>/<id>,
 // or <state>/sandboxes/<id>/gw where a gateway before the socket root

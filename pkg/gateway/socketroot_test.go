@@ -10,13 +10,14 @@ import (
 	"testing"
 
 	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/memroot"
 )
 
 func TestSandboxSocketsLiveUnderTheSocketRootAndGoWithTheSandbox(t *testing.T) {
 	e := newEnv(t)
 	sb := e.create("one")
 	state := e.config().StateDir
-	dir := filepath.Join(DefaultSocketRoot(state), sb.ID)
+	dir := filepath.Join(memroot.SocketRoot(state), sb.ID)
 	fi, err := os.Lstat(filepath.Join(dir, guest.SocketName))
 	if err != nil || fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket under the socket root: %v (%v), want a 0600 socket", fi, err)
@@ -53,43 +54,5 @@ func TestASandboxOfTheOlderLayoutKeepsItsSocketDirectory(t *testing.T) {
 	conn.Close()
 	if got := e.g.socketDir(sb.ID); got != legacy {
 		t.Errorf("socketDir = %s, want %s", got, legacy)
-	}
-}
-
-func TestPrepareSocketRootMountsATmpfsOnAnEmptyRootOnly(t *testing.T) {
-	needRoot(t)
-	base := shortTempDir(t)
-	unmount := func(root string) { t.Cleanup(func() { unmountAll(t, root) }) }
-
-	fresh := filepath.Join(base, "fresh")
-	unmount(DefaultSocketRoot(fresh))
-	got, err := PrepareSocketRoot(fresh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !got.Mounted || got.FSType != "tmpfs" || got.Path != DefaultSocketRoot(fresh) {
-		t.Fatalf("PrepareSocketRoot = %+v, want a tmpfs mounted at %s", got, DefaultSocketRoot(fresh))
-	}
-	if again, err := PrepareSocketRoot(fresh); err != nil || again.Mounted || !again.MemoryBacked {
-		t.Errorf("second PrepareSocketRoot = %+v, %v; want the existing tmpfs reused", again, err)
-	}
-
-	// Sockets of running sandboxes, on disk from a run that could not
-	// mount: their sandboxes see them through mounts, so they stay.
-	old := filepath.Join(base, "old")
-	unmount(DefaultSocketRoot(old))
-	live := filepath.Join(DefaultSocketRoot(old), "running-sandbox")
-	if err := os.MkdirAll(live, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	got, err = PrepareSocketRoot(old)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Mounted || got.MemoryBacked || mountsAt(t, got.Path) != 0 {
-		t.Errorf("PrepareSocketRoot over live sockets = %+v, want the disk directory kept", got)
-	}
-	if _, err := os.Stat(live); err != nil {
-		t.Errorf("a running sandbox's socket directory is gone: %v", err)
 	}
 }

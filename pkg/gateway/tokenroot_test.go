@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io/fs"
@@ -14,99 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkey/sandkey/pkg/driver/process"
+	"github.com/sandkey/sandkey/pkg/memroot"
 	"github.com/sandkey/sandkey/pkg/testclock"
-	"github.com/sandkey/sandkey/pkg/testmain"
 )
-
-// needRoot skips a test that mounts, except under CI, where it fails.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	testmain.SkipIfMissing(t, errors.New("this test mounts a tmpfs and needs root"), true)
-}
-
-// mountsAt counts the mounts at path in this process's mount table.
-func mountsAt(t *testing.T, path string) int {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 && fields[4] == path {
-			n++
-		}
-	}
-	return n
-}
-
-// unmountAll unmounts every mount at path.
-func unmountAll(t *testing.T, path string) {
-	t.Helper()
-	for mountsAt(t, path) > 0 {
-		if err := unix.Unmount(path, 0); err != nil {
-			t.Errorf("unmount %s: %v", path, err)
-			return
-		}
-	}
-}
-
-func TestPrepareTokenRootMountsATmpfsOnceAndReusesIt(t *testing.T) {
-	needRoot(t)
-	state := filepath.Join(shortTempDir(t), "state")
-	root := DefaultTokenRoot(state)
-	// A token a previous run left on disk, which the mount would hide.
-	stale := filepath.Join(root, "old-sandbox", "token")
-	if err := os.MkdirAll(filepath.Dir(stale), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(stale, []byte("stale"), 0o400); err != nil {
-		t.Fatal(err)
-	}
-
-	got, err := PrepareTokenRoot(state, "", "1m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		unmountAll(t, root)
-		if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("the stale token stays on disk beneath the mount: %v", err)
-		}
-	})
-	if !got.Mounted || !got.MemoryBacked || got.FSType != "tmpfs" || got.Path != root {
-		t.Fatalf("PrepareTokenRoot = %+v, want a tmpfs mounted at %s", got, root)
-	}
-	fi, err := os.Stat(root)
-	if err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("token root mode %v (%v), want 0700", fi.Mode(), err)
-	}
-
-	// A restarted gateway finds it mounted and stacks nothing over it.
-	again, err := PrepareTokenRoot(state, "", "1m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if again.Mounted || !again.MemoryBacked {
-		t.Errorf("second PrepareTokenRoot = %+v, want the existing tmpfs reused", again)
-	}
-	if n := mountsAt(t, root); n != 1 {
-		t.Errorf("%d mounts at %s, want 1", n, root)
-	}
-}
-
-func TestPrepareTokenRootRefusesABadSize(t *testing.T) {
-	for _, size := range []string{"", "0", "-1", "12q", "1m; rm", "size=1m"} {
-		if _, err := PrepareTokenRoot(t.TempDir(), "", size); err == nil || !strings.Contains(err.Error(), "token root size") {
-			t.Errorf("size %q: error %v, want a refusal naming the token root size", size, err)
-		}
-	}
-}
 
 func TestGatewayReportsWhetherTokenDirectoriesAreMemoryBacked(t *testing.T) {
 	shm := "/dev/shm"
@@ -173,7 +82,7 @@ func TestDeleteRemovesTheTokenDirectory(t *testing.T) {
 	e := newEnv(t)
 	sb := e.create("gone")
 	dir := e.g.tokenDir(sb.ID)
-	if !strings.HasPrefix(dir, DefaultTokenRoot(e.config().StateDir)+"/") {
+	if !strings.HasPrefix(dir, memroot.TokenRoot(e.config().StateDir)+"/") {
 		t.Fatalf("token directory %s is not under the token root", dir)
 	}
 	if err := e.g.Delete(context.Background(), sb.ID); err != nil {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/memroot"
 )
 
 // demoLifetime is the token lifetime of `serve --demo`: short enough that
@@ -51,7 +52,7 @@ Stop the gateway with Ctrl-C; the sandbox keeps running and the next gateway fin
 }
 
 // memoryNote says, for a person, where the token directories' bytes live.
-func memoryNote(root gateway.MemoryRoot) string {
+func memoryNote(root memroot.Root) string {
 	if root.MemoryBacked {
 		return "in memory, " + root.FSType
 	}

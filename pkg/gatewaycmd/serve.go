@@ -24,6 +24,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/logging"
+	"github.com/sandkey/sandkey/pkg/memroot"
 	"github.com/sandkey/sandkey/pkg/store"
 )
 
@@ -105,7 +106,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
 	addDriverFlags(f, &o.drivers)
 	f.StringVar(&o.tokenRoot, "token-root", "", "directory of the sandboxes' token directories; default <state-dir>/tokens, mounted as a tmpfs when the gateway may mount (else $XDG_RUNTIME_DIR/sandkey/..., else on disk with a warning)")
-	f.StringVar(&o.tokenRootSize, "token-root-size", gateway.DefaultTokenRootSize, "size limit of the tmpfs mounted at the token root (bytes, or with a k, m, g or % suffix)")
+	f.StringVar(&o.tokenRootSize, "token-root-size", memroot.DefaultTokenSize, "size limit of the tmpfs mounted at the token root (bytes, or with a k, m, g or % suffix)")
 	f.StringVar(&o.store, "store", "", "where the gateway keeps its state: an SQLite file path, or a Postgres DSN postgres://USER:PASSWORD@HOST:PORT/DATABASE (default <state-dir>/"+gateway.StoreFile+")")
 	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -171,7 +172,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if err := cfg.CheckSettings(); err != nil {
 		return usageError{fmt.Errorf("gateway config: %w", err)}
 	}
-	if err := gateway.CheckTokenRootSize(o.tokenRootSize); err != nil {
+	if err := memroot.CheckTokenSize(o.tokenRootSize); err != nil {
 		return usageError{fmt.Errorf("--token-root-size: %w", err)}
 	}
 	if _, err := enabledDrivers(&o.drivers); err != nil {
@@ -197,12 +198,12 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return err
 	}
 	defer lock.Close()
-	tokens, err := gateway.PrepareTokenRoot(g.stateDir, o.tokenRoot, o.tokenRootSize)
+	tokens, err := memroot.PrepareTokens(g.stateDir, o.tokenRoot, o.tokenRootSize)
 	if err != nil {
 		return err
 	}
 	cfg.TokenRoot = tokens.Path
-	sockets, err := gateway.PrepareSocketRoot(g.stateDir)
+	sockets, err := memroot.PrepareSockets(g.stateDir)
 	if err != nil {
 		return err
 	}
@@ -218,9 +219,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	cfg.Drivers, cfg.Registerer = drivers, reg
 	gw, err := gateway.Open(ctx, cfg)
 	if err != nil {
-		for _, root := range []gateway.MemoryRoot{tokens, sockets} {
+		for _, root := range []memroot.Root{tokens, sockets} {
 			if root.Mounted { // nothing can hold a view of it yet
-				gateway.UnmountRoot(root.Path)
+				memroot.Unmount(root.Path)
 			}
 		}
 		// --store names a database that does not parse, answer or let us in.

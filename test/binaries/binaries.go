@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sandkey/sandkey/pkg/gateway"
+	"github.com/sandkey/sandkey/pkg/memroot"
 	"github.com/sandkey/sandkey/pkg/testmain"
 	"golang.org/x/sys/unix"
 )
@@ -116,11 +116,11 @@ func TempDir(t testing.TB, prefix string) string {
 // when root could not mount them. Unmount them with UnmountUnder.
 func MemoryRoots(t testing.TB, stateDir string) {
 	t.Helper()
-	tokens, err := gateway.PrepareTokenRoot(stateDir, "", "16m")
+	tokens, err := memroot.PrepareTokens(stateDir, "", "16m")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sockets, err := gateway.PrepareSocketRoot(stateDir)
+	sockets, err := memroot.PrepareSockets(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}

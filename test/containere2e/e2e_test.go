@@ -14,8 +14,8 @@ import (
 	"github.com/docker/docker/api/types/mount"
 
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
-	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/memroot"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 )
 
@@ -269,7 +269,7 @@ func TestRotationShowsThroughTheReadOnlyDirectoryMountWhichTheSandboxCannotWrite
 		if got := h.hostToken(sb.ID); got != hostToken {
 			t.Error("the host's token changed under the sandbox's writes")
 		}
-		if _, err := os.Stat(filepath.Join(gateway.DefaultSocketRoot(filepath.Join(h.dir, "state")), sb.ID, "planted")); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(memroot.SocketRoot(filepath.Join(h.dir, "state")), sb.ID, "planted")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("the sandbox planted a file in its socket directory: %v", err)
 		}
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/sandkey/sandkey/pkg/driver/vm"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/memroot"
 	"github.com/sandkey/sandkey/pkg/session"
 	"github.com/sandkey/sandkey/pkg/supervisor"
 	"github.com/sandkey/sandkey/test/binaries"
@@ -177,7 +178,7 @@ func (e *env) tokenDir(id string) string {
 }
 
 func (e *env) socketDir(id string) string {
-	return filepath.Join(gateway.DefaultSocketRoot(filepath.Join(e.dir, "state")), id)
+	return filepath.Join(memroot.SocketRoot(filepath.Join(e.dir, "state")), id)
 }
 
 // vmRecord reads the driver's record of the sandbox's current start.

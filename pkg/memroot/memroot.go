@@ -1,23 +1,13 @@
-package gateway
-
-import (
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"regexp"
-
-	"golang.org/x/sys/unix"
-)
-
+// Package memroot keeps the roots a gateway puts its sandboxes' files
+// under, token directories and socket directories, on a memory-backed
+// file system where it can.
+//
 // Token directories live on a memory-backed file system, as the kubelet
 // keeps secrets and projected tokens: no token byte reaches a disk, a
 // backup or a disk image. Each sandbox's directory is <token root>/<id>.
 //
-// PrepareTokenRoot, run by `gateway serve` before Open, makes the token
-// root memory-backed where it can:
+// PrepareTokens, run by `gateway serve` before the gateway opens, makes
+// the token root memory-backed where it can:
 //
 //  1. a root that is already tmpfs or ramfs is used as it is: a gateway
 //     restarted after a stop finds the tmpfs it mounted before, still
@@ -35,45 +25,58 @@ import (
 //  4. where none of this works the gateway still runs, on disk: it warns
 //     at start, says so on /readyz and in the metric
 //     sandkey_token_dir_memory_backed.
+package memroot
 
-// TokenRootDir is the default token root's name under the state directory.
-const TokenRootDir = "tokens"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 
-// SocketRootDir is the default socket root's name under the state
+	"golang.org/x/sys/unix"
+)
+
+// TokenDirName is the default token root's name under the state directory.
+const TokenDirName = "tokens"
+
+// SocketDirName is the default socket root's name under the state
 // directory: it holds each sandbox's socket directory, <socket root>/<id>.
-const SocketRootDir = "sockets"
+const SocketDirName = "sockets"
 
-// DefaultTokenRootSize is the default size limit of the tmpfs mounted at
+// DefaultTokenSize is the default size limit of the tmpfs mounted at
 // the token root: a sandbox takes about 12 KiB there (two generations of a
 // token and one JWKS, a page each), so this holds some 20,000.
-const DefaultTokenRootSize = "256m"
+const DefaultTokenSize = "256m"
 
 // socketRootSize is the size limit of the tmpfs mounted at the socket
 // root: a socket takes an inode and no data.
 const socketRootSize = "1m"
 
-// MemoryRoot is a directory the gateway keeps its sandboxes' files under,
+// Root is a directory the gateway keeps its sandboxes' files under,
 // and whether they stay in memory.
-type MemoryRoot struct {
+type Root struct {
 	Path         string // the root; each sandbox's directory is Path/<id>
 	FSType       string // the file system's name (tmpfs, ramfs, ext4, ...)
 	MemoryBacked bool   // tmpfs or ramfs: nothing under it reaches a disk
-	Mounted      bool   // PrepareTokenRoot or PrepareSocketRoot mounted the tmpfs
+	Mounted      bool   // PrepareTokens or PrepareSockets mounted the tmpfs
 }
 
-// DefaultTokenRoot is the token root of a state directory: <state>/tokens.
-func DefaultTokenRoot(stateDir string) string { return filepath.Join(stateDir, TokenRootDir) }
+// TokenRoot is the token root of a state directory: <state>/tokens.
+func TokenRoot(stateDir string) string { return filepath.Join(stateDir, TokenDirName) }
 
-// DefaultSocketRoot is the socket root of a state directory: <state>/sockets.
-func DefaultSocketRoot(stateDir string) string { return filepath.Join(stateDir, SocketRootDir) }
+// SocketRoot is the socket root of a state directory: <state>/sockets.
+func SocketRoot(stateDir string) string { return filepath.Join(stateDir, SocketDirName) }
 
 var tmpfsSize = regexp.MustCompile(`^[1-9][0-9]*[kmg%]?$`)
 
-// CheckTokenRootSize validates a tmpfs size= value (bytes, or with a k, m,
+// CheckTokenSize validates a tmpfs size= value (bytes, or with a k, m,
 // g or % suffix).
-func CheckTokenRootSize(size string) error {
+func CheckTokenSize(size string) error {
 	if !tmpfsSize.MatchString(size) {
-		return fmt.Errorf("token root size %q: want a number of bytes with an optional k, m, g or %% suffix, such as %s", size, DefaultTokenRootSize)
+		return fmt.Errorf("token root size %q: want a number of bytes with an optional k, m, g or %% suffix, such as %s", size, DefaultTokenSize)
 	}
 	return nil
 }
@@ -89,32 +92,32 @@ type rootKind struct {
 }
 
 var (
-	tokenRootKind  = rootKind{name: "token root", base: TokenRootDir, source: "sandkey-tokens"}
-	socketRootKind = rootKind{name: "socket root", base: SocketRootDir, source: "sandkey-sockets", keepFilled: true}
+	tokenRootKind  = rootKind{name: "token root", base: TokenDirName, source: "sandkey-tokens"}
+	socketRootKind = rootKind{name: "socket root", base: SocketDirName, source: "sandkey-sockets", keepFilled: true}
 )
 
-// PrepareTokenRoot makes the token root for the state directory stateDir
+// PrepareTokens makes the token root for the state directory stateDir
 // memory-backed where it can (see the steps above). dir is the root the
 // operator chose, "" for the default. size limits a tmpfs it mounts.
-func PrepareTokenRoot(stateDir, dir, size string) (MemoryRoot, error) {
-	if err := CheckTokenRootSize(size); err != nil {
-		return MemoryRoot{}, err
+func PrepareTokens(stateDir, dir, size string) (Root, error) {
+	if err := CheckTokenSize(size); err != nil {
+		return Root{}, err
 	}
-	return prepareMemoryRoot(tokenRootKind, stateDir, dir, size)
+	return prepare(tokenRootKind, stateDir, dir, size)
 }
 
-// PrepareSocketRoot makes <stateDir>/sockets, where sandboxes' sockets
-// live, memory-backed where it can, in the steps of PrepareTokenRoot but
+// PrepareSockets makes <stateDir>/sockets, where sandboxes' sockets
+// live, memory-backed where it can, in the steps of PrepareTokens but
 // for one: a socket root on disk that is not empty holds the sockets of
 // running sandboxes, which see it through their mounts, and stays as it
 // is. Sockets hold no secret; on a tmpfs they are made in a fraction of
 // the time a disk's journal takes, which is most of a restart with
 // thousands of sandboxes.
-func PrepareSocketRoot(stateDir string) (MemoryRoot, error) {
-	return prepareMemoryRoot(socketRootKind, stateDir, "", socketRootSize)
+func PrepareSockets(stateDir string) (Root, error) {
+	return prepare(socketRootKind, stateDir, "", socketRootSize)
 }
 
-func prepareMemoryRoot(kind rootKind, stateDir, dir, size string) (MemoryRoot, error) {
+func prepare(kind rootKind, stateDir, dir, size string) (Root, error) {
 	chosen := dir != ""
 	if !chosen {
 		dir = filepath.Join(stateDir, kind.base)
@@ -143,36 +146,36 @@ func prepareMemoryRoot(kind rootKind, stateDir, dir, size string) (MemoryRoot, e
 	return root, nil
 }
 
-// InspectTokenRoot creates dir 0700 if it is missing and reports its file
+// InspectTokens creates dir 0700 if it is missing and reports its file
 // system. It mounts nothing.
-func InspectTokenRoot(dir string) (MemoryRoot, error) { return inspectRoot(tokenRootKind, dir) }
+func InspectTokens(dir string) (Root, error) { return inspectRoot(tokenRootKind, dir) }
 
-// InspectSocketRoot is InspectTokenRoot for the socket root.
-func InspectSocketRoot(dir string) (MemoryRoot, error) { return inspectRoot(socketRootKind, dir) }
+// InspectSockets is InspectTokens for the socket root.
+func InspectSockets(dir string) (Root, error) { return inspectRoot(socketRootKind, dir) }
 
-func inspectRoot(kind rootKind, dir string) (MemoryRoot, error) {
+func inspectRoot(kind rootKind, dir string) (Root, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return MemoryRoot{}, fmt.Errorf("%s %s: %w", kind.name, dir, err)
+		return Root{}, fmt.Errorf("%s %s: %w", kind.name, dir, err)
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return MemoryRoot{}, fmt.Errorf("create %s %s: %w", kind.name, abs, err)
+		return Root{}, fmt.Errorf("create %s %s: %w", kind.name, abs, err)
 	}
 	if err := os.Chmod(abs, 0o700); err != nil {
-		return MemoryRoot{}, fmt.Errorf("%s %s: %w", kind.name, abs, err)
+		return Root{}, fmt.Errorf("%s %s: %w", kind.name, abs, err)
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(abs, &st); err != nil {
-		return MemoryRoot{}, fmt.Errorf("%s %s: statfs: %w", kind.name, abs, err)
+		return Root{}, fmt.Errorf("%s %s: statfs: %w", kind.name, abs, err)
 	}
-	root := MemoryRoot{Path: abs, FSType: fsTypeName(st.Type)}
+	root := Root{Path: abs, FSType: fsTypeName(st.Type)}
 	root.MemoryBacked = st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC
 	return root, nil
 }
 
-// UnmountRoot unmounts a tmpfs PrepareTokenRoot or PrepareSocketRoot
+// Unmount unmounts a tmpfs PrepareTokens or PrepareSockets
 // mounted, for a gateway that failed to start before anything used it.
-func UnmountRoot(dir string) error {
+func Unmount(dir string) error {
 	if err := unix.Unmount(dir, 0); err != nil {
 		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
@@ -235,14 +238,6 @@ func fsTypeName(magic int64) string {
 		return "overlay"
 	}
 	return fmt.Sprintf("0x%x", magic)
-}
-
-// tokenDirPublished reports whether a sandbox's token directory holds a
-// published generation: after a host reboot the tmpfs is empty, and
-// reconcile re-mints what it lacks.
-func (g *Gateway) tokenDirPublished(id string) bool {
-	_, err := os.Lstat(filepath.Join(g.tokenDir(id), "..data"))
-	return err == nil
 }
 
 // mayMount reports whether this process has CAP_SYS_ADMIN, which mount
