@@ -12,8 +12,10 @@
 //     guest forward, tcp://10.0.2.100:1024, which runs a socat per
 //     connection to the socket (the cmd: form, so that gRPC can
 //     reconnect); under libkrun, vsock port 1024 mapped to the socket
-//     (vsock://2:1024). Only this sandbox's VM reaches that socket, so
-//     the channel stays attested;
+//     (vsock://2:1024), on a vsock device without libkrun's socket
+//     impersonation (TSI), which would give the guest the host's network.
+//     Only this sandbox's VM reaches that socket, so the channel stays
+//     attested;
 //   - the supervisor's environment (DESIGN.md §8's SANDKEY_* variables,
 //     with SANDKEY_GATEWAY and SANDKEY_TOKEN_DIR for the guest) and the
 //     workload's command.

@@ -280,6 +280,8 @@ func TestKrunBackendMakesTheLibkrunCallsOfTheSandbox(t *testing.T) {
 		"krun_set_vm_config(7, 2, 256)",
 		fmt.Sprintf(`krun_set_root(7, "%s")`, root),
 		fmt.Sprintf(`krun_add_virtiofs3(7, "sandkey-auth", "%s", 0, true)`, spec.TokenDir),
+		"krun_disable_implicit_vsock(7)",
+		"krun_add_vsock(7, 0)",
 		fmt.Sprintf(`krun_add_vsock_port(7, 1024, "%s/gw.sock")`, spec.SocketDir),
 		fmt.Sprintf(`krun_set_console_output(7, "%s/console.log")`, spec.StateDir),
 		`krun_set_exec(7, "/init", ["--","sleep","600"], ` + env + `)`,

@@ -16,6 +16,7 @@ typedef int32_t (*krun_vm_config_fn)(uint32_t, uint8_t, uint32_t);
 typedef int32_t (*krun_path_fn)(uint32_t, const char *);
 typedef int32_t (*krun_virtiofs3_fn)(uint32_t, const char *, const char *, uint64_t, bool);
 typedef int32_t (*krun_vsock_port_fn)(uint32_t, uint32_t, const char *);
+typedef int32_t (*krun_add_vsock_fn)(uint32_t, uint32_t);
 typedef int32_t (*krun_exec_fn)(uint32_t, const char *, const char *const *, const char *const *);
 typedef int32_t (*krun_env_fn)(uint32_t, const char *const *);
 
@@ -25,6 +26,7 @@ static int32_t call_ctx_id(void *f, uint32_t ctx) { return ((krun_ctx_id_fn)f)(c
 static int32_t call_vm_config(void *f, uint32_t ctx, uint8_t cpus, uint32_t mib) { return ((krun_vm_config_fn)f)(ctx, cpus, mib); }
 static int32_t call_path(void *f, uint32_t ctx, const char *p) { return ((krun_path_fn)f)(ctx, p); }
 static int32_t call_virtiofs3(void *f, uint32_t ctx, const char *tag, const char *p, uint64_t shm, bool ro) { return ((krun_virtiofs3_fn)f)(ctx, tag, p, shm, ro); }
+static int32_t call_add_vsock(void *f, uint32_t ctx, uint32_t tsi) { return ((krun_add_vsock_fn)f)(ctx, tsi); }
 static int32_t call_vsock_port(void *f, uint32_t ctx, uint32_t port, const char *p) { return ((krun_vsock_port_fn)f)(ctx, port, p); }
 static int32_t call_exec(void *f, uint32_t ctx, const char *exec, char **argv, char **envp) { return ((krun_exec_fn)f)(ctx, exec, (const char *const *)argv, (const char *const *)envp); }
 static int32_t call_env(void *f, uint32_t ctx, char **envp) { return ((krun_env_fn)f)(ctx, (const char *const *)envp); }
@@ -39,22 +41,28 @@ import (
 )
 
 // symbols are the entry points Run needs; optional ones may be missing
-// from older libkrun releases.
+// from older libkrun releases. why, when set, says what a libkrun without
+// the entry point would cost.
 var symbols = []struct {
 	name     string
 	optional bool
+	why      string
 }{
-	{"krun_create_ctx", false},
-	{"krun_free_ctx", false},
-	{"krun_set_vm_config", false},
-	{"krun_set_root", false},
-	{"krun_add_virtiofs3", false},
-	{"krun_add_vsock_port", false},
-	{"krun_set_console_output", true},
-	{"krun_set_exec", false},
-	{"krun_set_env", false},
-	{"krun_start_enter", false},
+	{"krun_create_ctx", false, ""},
+	{"krun_free_ctx", false, ""},
+	{"krun_set_vm_config", false, ""},
+	{"krun_set_root", false, ""},
+	{"krun_add_virtiofs3", false, ""},
+	{"krun_disable_implicit_vsock", false, noTSI},
+	{"krun_add_vsock", false, noTSI},
+	{"krun_add_vsock_port", false, ""},
+	{"krun_set_console_output", true, ""},
+	{"krun_set_exec", false, ""},
+	{"krun_set_env", false, ""},
+	{"krun_start_enter", false, ""},
 }
+
+const noTSI = "without it libkrun gives every guest the host's network (TSI), which a sandbox must not have"
 
 // library is a loaded libkrun.
 type library struct {
@@ -81,7 +89,11 @@ func open(name string) (*library, error) {
 		C.free(unsafe.Pointer(cs))
 		if p == nil && !s.optional {
 			C.dlclose(h)
-			return nil, fmt.Errorf("load libkrun %s: it has no %s: a newer libkrun is needed", name, s.name)
+			why := ""
+			if s.why != "" {
+				why = " (" + s.why + ")"
+			}
+			return nil, fmt.Errorf("load libkrun %s: it has no %s%s: a newer libkrun is needed", name, s.name, why)
 		}
 		lib.fn[s.name] = p
 	}
@@ -142,6 +154,17 @@ func (lib *library) configure(ctx C.uint32_t, vm VM) error {
 		if ret < 0 {
 			return callError(fmt.Sprintf("krun_add_virtiofs3(%d, %q, %q, 0, %t)", ctx, s.Tag, s.Path, s.ReadOnly), ret)
 		}
+	}
+	// The guest's one way out is its vsock ports. libkrun's implicit vsock
+	// device would also hijack the guest's AF_INET sockets (TSI) and open
+	// them in this process, on the host: its loopback, where the gateway
+	// listens, and every network the host reaches. It is replaced by a
+	// device without TSI, which still carries the ports.
+	if ret := C.call_ctx_id(lib.fn["krun_disable_implicit_vsock"], ctx); ret < 0 {
+		return callError(fmt.Sprintf("krun_disable_implicit_vsock(%d)", ctx), ret)
+	}
+	if ret := C.call_add_vsock(lib.fn["krun_add_vsock"], ctx, 0); ret < 0 {
+		return callError(fmt.Sprintf("krun_add_vsock(%d, 0)", ctx), ret)
 	}
 	for _, p := range vm.VsockPorts {
 		if ret := C.call_vsock_port(lib.fn["krun_add_vsock_port"], ctx, C.uint32_t(p.Port), strs.c(p.Path)); ret < 0 {

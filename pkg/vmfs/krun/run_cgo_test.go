@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,6 +65,8 @@ func TestRunMakesTheLibkrunCallsInOrderAndLetsStartEnterTakeOver(t *testing.T) {
 		"krun_set_vm_config(7, 2, 512)",
 		fmt.Sprintf(`krun_set_root(7, "%s/rootfs")`, dir),
 		fmt.Sprintf(`krun_add_virtiofs3(7, "sandkey-auth", "%s/auth", 0, true)`, dir),
+		"krun_disable_implicit_vsock(7)",
+		"krun_add_vsock(7, 0)",
 		fmt.Sprintf(`krun_add_vsock_port(7, 1024, "%s/gw/gw.sock")`, dir),
 		fmt.Sprintf(`krun_set_console_output(7, "%s/console.log")`, dir),
 		`krun_set_exec(7, "/init", ["--","sleep","600"], ` + env + `)`,
@@ -86,7 +89,75 @@ func TestRunWithoutArgumentsOrEnvironmentPassesEmptyArraysNotNull(t *testing.T) 
 		t.Fatalf("runner: %v\n%s", err, out)
 	}
 	// NULL would make libkrun copy the runner's (the gateway's) environment.
-	wantCalls(t, kruntest.Calls(t, log)[3:5], []string{`krun_set_exec(7, "/init", [], [])`, `krun_set_env(7, [])`})
+	calls := kruntest.Calls(t, log)
+	wantCalls(t, calls[max(len(calls)-3, 0):], []string{`krun_set_exec(7, "/init", [], [])`, `krun_set_env(7, [])`, "krun_start_enter(7)"})
+}
+
+// TestRunGivesTheGuestNoHostNetwork pins that the guest's only way out is
+// its vsock port to the sandbox's socket. Left alone, libkrun adds a vsock
+// device that hijacks the guest's AF_INET sockets (TSI) and opens them in
+// the runner, on the host: the guest would reach the host's loopback (the
+// gateway's HTTP and shared listeners) and every network the host
+// reaches, where a container has network "none" and QEMU a restricted
+// user network. Run turns that device off and adds one without TSI, before
+// any vsock port, even for a VM that has no port at all.
+func TestRunGivesTheGuestNoHostNetwork(t *testing.T) {
+	for _, ports := range [][]VsockPort{nil, {{Port: 1024, Path: "/run/gw.sock"}}} {
+		dir := t.TempDir()
+		log := filepath.Join(dir, "calls.log")
+		t.Setenv(kruntest.LogEnv, log)
+		vm := sandboxVM(kruntest.Build(t, true), dir)
+		vm.VsockPorts = ports
+		runToStartEnter(t, vm, log)
+		calls := kruntest.Calls(t, log)
+		disable, add, port := slices.Index(calls, "krun_disable_implicit_vsock(7)"), slices.Index(calls, "krun_add_vsock(7, 0)"), -1
+		for i, c := range calls {
+			if strings.HasPrefix(c, "krun_add_vsock_port(") {
+				port = i
+				break
+			}
+		}
+		if disable < 0 || add < disable || (ports != nil && port < add) || (ports == nil && port >= 0) {
+			t.Errorf("with vsock ports %v, libkrun calls:\n  %s\nwant krun_disable_implicit_vsock(7), then krun_add_vsock(7, 0) (no TSI), then the ports",
+				ports, strings.Join(calls, "\n  "))
+		}
+	}
+}
+
+// runToStartEnter runs vm in a child (this test binary as the runner, see
+// TestMain), since krun_start_enter ends its process, and fails unless the
+// child got as far as the stand-in's krun_start_enter.
+func runToStartEnter(t *testing.T, vm VM, log string) {
+	t.Helper()
+	spec := filepath.Join(filepath.Dir(log), "vm.json")
+	data, err := json.Marshal(vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(spec, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), runnerEnv+"="+spec, kruntest.LogEnv+"="+log)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != kruntest.StartEnterExit {
+		t.Fatalf("runner ended with %v, want exit status %d from the stand-in's krun_start_enter; output:\n%s", err, kruntest.StartEnterExit, out)
+	}
+}
+
+func TestRunRefusesALibkrunThatCannotTurnOffTSIBeforeAnyCall(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "calls.log")
+	t.Setenv(kruntest.LogEnv, log)
+	lib := kruntest.BuildWithoutVsockConfig(t)
+	err := Run(sandboxVM(lib, dir))
+	if err == nil || !strings.Contains(err.Error(), lib+": it has no krun_disable_implicit_vsock") || !strings.Contains(err.Error(), "host's network") {
+		t.Fatalf("Run = %v, want an error naming the missing krun_disable_implicit_vsock and saying what it would cost", err)
+	}
+	if calls := kruntest.Calls(t, log); len(calls) != 0 {
+		t.Errorf("calls made with a libkrun that would give the guest the host's network: %q", calls)
+	}
 }
 
 func TestRunReportsAFailingCallAndFreesTheContext(t *testing.T) {

@@ -21,11 +21,20 @@
 //	krun_set_vm_config(ctx, cpus, ram_mib)
 //	krun_set_root(ctx, root)
 //	krun_add_virtiofs3(ctx, tag, path, 0, read_only)   for each share
+//	krun_disable_implicit_vsock(ctx)
+//	krun_add_vsock(ctx, 0)                             a vsock device without TSI
 //	krun_add_vsock_port(ctx, port, path)               for each port
 //	krun_set_console_output(ctx, path)                 when a console file is set
 //	krun_set_exec(ctx, exec, args, env)
 //	krun_set_env(ctx, env)
 //	krun_start_enter(ctx)
+//
+// The guest gets no network but its vsock ports. Left alone, libkrun adds
+// a vsock device with socket impersonation (TSI): the guest's AF_INET
+// sockets are opened by the runner, on the host, so the guest would reach
+// the host's loopback (the gateway's listeners) and every network the host
+// reaches. Run replaces that device with one without TSI, and refuses a
+// libkrun too old to let it.
 //
 // The environment goes to both krun_set_exec and krun_set_env, never
 // NULL: given NULL, libkrun copies the calling process's environment,

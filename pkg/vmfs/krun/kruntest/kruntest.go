@@ -30,9 +30,26 @@ const StartEnterExit = 42
 const FailRoot = "/standin/fail"
 
 // Build compiles the stand-in with gcc into a directory of t and returns
-// its path. Without krun_add_virtiofs3 (withVirtiofs3 false) it stands in
-// for an old libkrun.
+// its path. With withVirtiofs3 it has every entry point Run calls; without
+// (false) it lacks krun_add_virtiofs3 and the vsock configuration
+// (krun_disable_implicit_vsock, krun_add_vsock), as an old libkrun does.
 func Build(t testing.TB, withVirtiofs3 bool) string {
+	t.Helper()
+	if withVirtiofs3 {
+		return build(t, "-DWITH_VIRTIOFS3", "-DWITH_VSOCK_CONFIG")
+	}
+	return build(t)
+}
+
+// BuildWithoutVsockConfig compiles a stand-in that has krun_add_virtiofs3
+// but neither krun_disable_implicit_vsock nor krun_add_vsock: a libkrun
+// that cannot keep its guests off the host's network.
+func BuildWithoutVsockConfig(t testing.TB) string {
+	t.Helper()
+	return build(t, "-DWITH_VIRTIOFS3")
+}
+
+func build(t testing.TB, defines ...string) string {
 	t.Helper()
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
@@ -44,10 +61,7 @@ func Build(t testing.TB, withVirtiofs3 bool) string {
 		t.Fatal(err)
 	}
 	lib := filepath.Join(dir, "libkrun-standin.so")
-	args := []string{"-shared", "-fPIC", "-Wall", "-Werror", "-o", lib, src}
-	if withVirtiofs3 {
-		args = append(args, "-DWITH_VIRTIOFS3")
-	}
+	args := append([]string{"-shared", "-fPIC", "-Wall", "-Werror", "-o", lib, src}, defines...)
 	if out, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
 		t.Fatalf("build the libkrun stand-in: %v\n%s", err, out)
 	}

@@ -8,7 +8,9 @@
  *
  * Failures to provoke: krun_set_root fails with -ENOENT for the root
  * "/standin/fail". Built without -DWITH_VIRTIOFS3, it lacks
- * krun_add_virtiofs3, as an old libkrun does.
+ * krun_add_virtiofs3, as an old libkrun does; built without
+ * -DWITH_VSOCK_CONFIG, it lacks krun_disable_implicit_vsock and
+ * krun_add_vsock, as a libkrun that cannot turn off TSI does.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -70,6 +72,18 @@ int32_t krun_set_root(uint32_t ctx, const char *root) {
 #ifdef WITH_VIRTIOFS3
 int32_t krun_add_virtiofs3(uint32_t ctx, const char *tag, const char *path, uint64_t shm, bool ro) {
 	record("krun_add_virtiofs3(%" PRIu32 ", \"%s\", \"%s\", %" PRIu64 ", %s)", ctx, tag, path, shm, ro ? "true" : "false");
+	return 0;
+}
+#endif
+
+#ifdef WITH_VSOCK_CONFIG
+int32_t krun_disable_implicit_vsock(uint32_t ctx) {
+	record("krun_disable_implicit_vsock(%" PRIu32 ")", ctx);
+	return 0;
+}
+
+int32_t krun_add_vsock(uint32_t ctx, uint32_t tsi_features) {
+	record("krun_add_vsock(%" PRIu32 ", %" PRIu32 ")", ctx, tsi_features);
 	return 0;
 }
 #endif
