@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -92,6 +93,13 @@ func (c *Config) Check() error {
 		if !strings.HasPrefix(c.Gateway, "tls://") && !strings.HasPrefix(c.Gateway, "tcp://") {
 			return configErr(ExitConfig, "auth mode %s needs the gateway's shared listener: want a tls:// gateway address, not %q", guest.ModeK8sSA, c.Gateway)
 		}
+		// The exchange sends the projected ServiceAccount token, the
+		// sandbox's root credential, and the gateway serves plaintext
+		// on loopback only: anywhere else tcp:// would only hand both
+		// tokens, in clear, to whoever answers at that address.
+		if addr, ok := strings.CutPrefix(c.Gateway, "tcp://"); ok && !isLoopback(addr) {
+			return configErr(ExitConfig, "auth mode %s would send the pod's ServiceAccount token to %q in clear: want a tls:// gateway address (tcp:// is for loopback only)", guest.ModeK8sSA, c.Gateway)
+		}
 		return nil
 	case "":
 		return configErr(ExitConfig, "no auth mode: the driver sets %s (dir, static, k8s-sa)", guest.EnvAuthMode)
@@ -132,6 +140,19 @@ func checkTokenDir(dir string) error {
 // checkGateway refuses a unix gateway socket that is not there: the
 // gateway opens it before the sandbox starts, so its absence is a
 // misconfiguration, not a gateway restart.
+// isLoopback reports whether host:port names a loopback address.
+func isLoopback(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 func checkGateway(target string) error {
 	path, ok := strings.CutPrefix(target, "unix://")
 	if !ok {

@@ -60,6 +60,14 @@ func TestConfigCheckRefusesWhatItCannotServeWithItsExitCode(t *testing.T) {
 			ExitConfig, "exactly one of"},
 		{"static: no gateway socket", Config{Mode: guest.ModeStatic, SandboxID: "sb", StaticToken: "t", Gateway: "unix://" + filepath.Join(tokenDir, "gw.sock"), Argv: argv},
 			ExitUnavailable, "gateway socket"},
+		// The projected ServiceAccount token is the sandbox's root
+		// credential: it must not cross a network in clear.
+		{"k8s-sa: plaintext gateway off loopback", Config{Mode: guest.ModeK8sSA, SandboxID: "sb", TokenDir: tokenDir, Gateway: "tcp://10.96.0.10:7443", Argv: argv},
+			ExitConfig, "tls://"},
+		{"k8s-sa: plaintext gateway by name", Config{Mode: guest.ModeK8sSA, SandboxID: "sb", TokenDir: tokenDir, Gateway: "tcp://sandkey-gateway.sandkey.svc:7443", Argv: argv},
+			ExitConfig, "tls://"},
+		{"k8s-sa: unix gateway", Config{Mode: guest.ModeK8sSA, SandboxID: "sb", TokenDir: tokenDir, Gateway: gw, Argv: argv},
+			ExitConfig, "tls://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Check()
@@ -88,6 +96,9 @@ func TestConfigCheckAcceptsEachModeConfiguredWhole(t *testing.T) {
 		{"dir over TCP", Config{Mode: guest.ModeDir, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: "dns:///gateway:7443", Argv: argv}},
 		{"static token", Config{Mode: guest.ModeStatic, SandboxID: "sb", StaticToken: "t", Gateway: gw, Argv: argv}},
 		{"static token file", Config{Mode: guest.ModeStatic, SandboxID: "sb", TokenFile: "/run/token", Gateway: gw, Argv: argv}},
+		{"k8s-sa", Config{Mode: guest.ModeK8sSA, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: "tls://sandkey-gateway.sandkey.svc:7443", Argv: argv}},
+		{"k8s-sa, plaintext on loopback", Config{Mode: guest.ModeK8sSA, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: "tcp://127.0.0.1:7443", Argv: argv}},
+		{"k8s-sa, plaintext on IPv6 loopback", Config{Mode: guest.ModeK8sSA, SandboxID: "sb", TokenDir: t.TempDir(), Gateway: "tcp://[::1]:7443", Argv: argv}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.cfg.Check(); err != nil {
