@@ -442,15 +442,17 @@ func TestOpenRefusesACorruptStoreAndLeavesItAlone(t *testing.T) {
 func TestCreateRefusesBadRequests(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	e.create("dup")
+	dup := e.create("dup")
 	for name, req := range map[string]CreateRequest{
-		"duplicate name": {Name: "dup", Spec: Spec{Command: []string{"true"}}},
-		"bad name":       {Name: "../etc", Spec: Spec{Command: []string{"true"}}},
-		"no command":     {Name: "empty"},
-		"unknown driver": {Name: "x", Driver: "kvm", Spec: Spec{Command: []string{"true"}}},
+		"another sandbox's id": {Name: dup.ID, Spec: Spec{Command: []string{"true"}}},
+		"an id's form":         {Name: strings.Repeat("0a", 16), Spec: Spec{Command: []string{"true"}}},
+		"duplicate name":       {Name: "dup", Spec: Spec{Command: []string{"true"}}},
+		"bad name":             {Name: "../etc", Spec: Spec{Command: []string{"true"}}},
+		"no command":           {Name: "empty"},
+		"unknown driver":       {Name: "x", Driver: "kvm", Spec: Spec{Command: []string{"true"}}},
 	} {
-		if _, err := e.g.Create(ctx, req); err == nil {
-			t.Errorf("%s: create succeeded", name)
+		if _, err := e.g.Create(ctx, req); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrExists) {
+			t.Errorf("%s: create: %v, want it refused as invalid or existing", name, err)
 		}
 	}
 	all, _ := e.g.List(ctx)

@@ -81,6 +81,11 @@ func (g *Gateway) Create(ctx context.Context, req CreateRequest) (_ Sandbox, err
 	if !validName.MatchString(req.Name) {
 		return Sandbox{}, fmt.Errorf("sandbox name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit: %w", req.Name, ErrInvalid)
 	}
+	// Every command takes an id or a name, the id first: a name of an id's
+	// form could stand for another sandbox, or be shadowed by it.
+	if store.IsSandboxID(req.Name) {
+		return Sandbox{}, fmt.Errorf("sandbox name %q: 32 lower-case hex digits read as a sandbox id; choose a name of another form: %w", req.Name, ErrInvalid)
+	}
 	// With an image, an empty command runs the image's own (its CMD); the
 	// driver refuses an image with nothing to run.
 	if len(req.Spec.Command) == 0 && req.Spec.Image == "" {

@@ -63,7 +63,11 @@ func newSandboxCreateCommand(g *globals) *cobra.Command {
 		Long: `Create a sandbox that runs CMD ARGS under its supervisor. With --image,
 CMD ARGS may be left out: the sandbox runs what the image would run (its
 ENTRYPOINT and CMD). Any local image works with the docker and podman
-drivers; the gateway mounts its supervisor into images that lack one.`,
+drivers; the gateway mounts its supervisor into images that lack one.
+
+NAME is 1-63 letters, digits, '.', '_' or '-', starting with a letter or
+digit, and not of a sandbox id's form (32 lower-case hex digits): every
+command takes a sandbox's id or its name.`,
 		Example: `  gateway sandbox create web --start -- python3 -m http.server 8080
   gateway sandbox create job --driver docker --image busybox -e MODE=batch --start -- sh -c 'echo "mode $MODE"; sleep 3600'
   gateway sandbox create app --driver podman --image my-team/agent:1.4 --start`,

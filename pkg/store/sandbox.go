@@ -36,6 +36,20 @@ func (st SandboxState) Valid() bool {
 // is never reused, even across deletions, and cannot be guessed.
 const sandboxIDBytes = 16
 
+// IsSandboxID reports whether s has the form of a sandbox id: 32
+// lower-case hex digits.
+func IsSandboxID(s string) bool {
+	if len(s) != 2*sandboxIDBytes {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Sandbox is one sandbox's row.
 type Sandbox struct {
 	ID         string // 32 hex digits, chosen by CreateSandbox
