@@ -1,6 +1,8 @@
 package gatewaycmd
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/sandkey/sandkey/test/binaries"
 )
 
 func newTestFlags() (*pflag.FlagSet, *time.Duration, *string, *[]string) {
@@ -149,5 +153,78 @@ func TestServeRefusesContradictoryReplicaSettingsSayingWhy(t *testing.T) {
 	}
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("a refused start created the state directory (stat: %v)", err)
+	}
+}
+
+func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
+	dir := binaries.TempDir(t, "skcfg")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		// The gateway reads a zero as its default: 0 given on purpose
+		// would silently be 10s; a negative one reached a ticker.
+		{"zero heartbeat", []string{"--heartbeat-interval", "0"}, nil, []string{"--heartbeat-interval 0s", "must be positive"}},
+		{"negative heartbeat", []string{"--heartbeat-interval", "-1s"}, nil, []string{"--heartbeat-interval -1s", "must be positive"}},
+		{"zero stop grace", []string{"--stop-grace", "0"}, nil, []string{"--stop-grace 0s", "default 10s"}},
+		{"zero sweep from the environment", nil, map[string]string{"SANDKEY_SWEEP_INTERVAL": "0s"}, []string{"--sweep-interval 0s"}},
+		{"zero JWKS max-age", []string{"--jwks-max-age", "0"}, nil, []string{"--jwks-max-age 0s"}},
+		{"default driver not enabled", []string{"--drivers", "kubernetes", "--driver", "process"}, nil,
+			[]string{"--driver process", "not among --drivers kubernetes", "--drivers kubernetes,process"}},
+		{"admin TCP without TLS", []string{"--admin-tcp", "127.0.0.1:0"}, nil,
+			[]string{"--admin-tcp 127.0.0.1:0", "--admin-tls-cert", "--admin-tls-key", "--admin-token-file"}},
+		{"missing key file", []string{"--key-file", filepath.Join(dir, "absent.key")}, nil,
+			[]string{"--key-file", "absent.key", "no such file"}},
+		{"store in a missing directory", []string{"--store", filepath.Join(dir, "absent", "sandkey.db")}, nil,
+			[]string{"--store", "does not exist", "mkdir -m 700"}},
+		{"the CLI's own flag in the config file", []string{"--config", writeConfig(t, "output: json\n")}, nil,
+			[]string{`unknown setting "output"`}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			state := filepath.Join(dir, fmt.Sprintf("s%d", i))
+			var out, errb strings.Builder
+			// The process driver is built before the store opens; it needs a
+			// supervisor path, not a supervisor.
+			args := append([]string{"--state-dir", state, "serve", "--http-addr", "", "--supervisor", "/bin/true"}, tt.args...)
+			// A gateway that accepts the setting serves until this ends.
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			if code := Main(ctx, args, &out, &errb); code != ExitUsage {
+				t.Fatalf("exit %d, want ExitUsage (2); stderr %q", code, errb.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr %q does not say %q", errb.String(), w)
+				}
+			}
+		})
+	}
+}
+
+func TestServeDefaultDriverIsAnEnabledOne(t *testing.T) {
+	tests := []struct {
+		enabled []string
+		given   string // "" leaves --driver unset
+		want    string
+	}{
+		{[]string{"process"}, "", "process"},
+		{[]string{"docker"}, "", "docker"},
+		{[]string{"podman", "process"}, "", "process"},
+		{[]string{"docker", "podman"}, "podman", "podman"},
+	}
+	for _, tt := range tests {
+		o := &serveOptions{defaultDriver: "process", drivers: driverOptions{enabled: tt.enabled}}
+		if tt.given != "" {
+			o.defaultDriver = tt.given
+		}
+		if err := checkDefaultDriver(o, tt.given != ""); err != nil || o.defaultDriver != tt.want {
+			t.Errorf("--drivers %v --driver %q: default %q (err %v), want %q", tt.enabled, tt.given, o.defaultDriver, err, tt.want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,12 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
+	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/logging"
 	"github.com/sandkey/sandkey/pkg/memroot"
@@ -70,14 +73,21 @@ func newServeCommand(g *globals) *cobra.Command {
 		Short: "Run the gateway: mint and rotate tokens, run sandboxes, serve supervisors and operators",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			skip := map[string]bool{"config": true}
+			// The CLI's own flags are no settings of a gateway.
+			skip := map[string]bool{"config": true, "help": true, "admin": true, "admin-ca": true, "output": true}
 			if err := applyConfig(cmd.Flags(), o.configFile, skip); err != nil {
 				return usageError{err}
+			}
+			if err := checkDurations(cmd.Flags()); err != nil {
+				return err
 			}
 			if o.demo && !cmd.Flags().Changed("token-lifetime") {
 				o.lifetime = demoLifetime
 			}
 			if err := checkReplicaMode(o, cmd.Flags().Changed); err != nil {
+				return err
+			}
+			if err := checkDefaultDriver(o, cmd.Flags().Changed("driver")); err != nil {
 				return err
 			}
 			return runServe(cmd.Context(), g, o)
@@ -103,7 +113,7 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.adminKey, "admin-tls-key", "", "TLS private key for --admin-tcp")
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires")
 	addPeerFlags(f, o)
-	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
+	f.StringVar(&o.defaultDriver, "driver", process.Name, "driver for sandboxes created without one; one of --drivers (default: process, or the first of --drivers when process is not among them)")
 	addDriverFlags(f, &o.drivers)
 	f.StringVar(&o.tokenRoot, "token-root", "", "directory of the sandboxes' token directories; default <state-dir>/tokens, mounted as a tmpfs when the gateway may mount (else $XDG_RUNTIME_DIR/sandkey/..., else on disk with a warning)")
 	f.StringVar(&o.tokenRootSize, "token-root-size", memroot.DefaultTokenSize, "size limit of the tmpfs mounted at the token root (bytes, or with a k, m, g or % suffix)")
@@ -161,6 +171,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	}
 	if (o.sessionCert == "") != (o.sessionKey == "") {
 		return Usagef("--session-tls-cert and --session-tls-key go together")
+	}
+	if o.adminTCP != "" && (o.adminCert == "" || o.adminKey == "" || o.adminTokenFile == "") {
+		return Usagef("--admin-tcp %s: the operator API on TCP needs --admin-tls-cert, --admin-tls-key and --admin-token-file; set all three", o.adminTCP)
 	}
 	if o.sessionCert != "" {
 		pair, err := tls.LoadX509KeyPair(o.sessionCert, o.sessionKey)
@@ -228,6 +241,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		if errors.Is(err, gateway.ErrStoreLocation) {
 			return usageError{fmt.Errorf("--store: %w", err)}
 		}
+		if errors.Is(err, gateway.ErrKeyFile) {
+			return usageError{fmt.Errorf("--key-file: %w", err)}
+		}
 		// Another live gateway on the store that this one may not join.
 		if errors.Is(err, gateway.ErrReplicaConflict) {
 			return usageError{err}
@@ -287,7 +303,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 			return usageError{fmt.Errorf("--session-addr %s: %w", o.sessionAddr, err)}
 		}
 		if err := gw.ServeShared("tcp", sl); err != nil {
-			return usageError{err}
+			if cfg.SessionTLS == nil {
+				return Usagef("--session-addr %s: %v: give --session-tls-cert and --session-tls-key, or a loopback address", o.sessionAddr, err)
+			}
+			return Usagef("--session-addr %s: %v", o.sessionAddr, err)
 		}
 		log.Info("sessions serving on a shared listener", zap.String("addr", sl.Addr().String()), zap.Bool("tls", cfg.SessionTLS != nil))
 	}
@@ -309,6 +328,42 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	case err := <-fail:
 		return err
 	}
+}
+
+// checkDurations refuses a duration setting that is not positive: the
+// gateway reads a zero as its default, so a 0 given on purpose ("no
+// grace", "no heartbeat") would silently become 10s, and a negative one
+// would reach a ticker.
+func checkDurations(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Value.Type() != "duration" {
+			return
+		}
+		if v, err := time.ParseDuration(f.Value.String()); err == nil && v <= 0 {
+			errs = append(errs, fmt.Errorf("--%s %s: must be positive (default %s)", f.Name, v, f.DefValue))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+// checkDefaultDriver makes --driver one of --drivers: left unset, it is
+// process when enabled, else the first enabled driver; set, it must be
+// enabled, or every create without --driver would fail.
+func checkDefaultDriver(o *serveOptions, changed bool) error {
+	enabled := o.drivers.enabled
+	if slices.Contains(enabled, o.defaultDriver) || len(enabled) == 0 {
+		return nil
+	}
+	if !changed {
+		o.defaultDriver = enabled[0]
+		return nil
+	}
+	return Usagef("--driver %s: not among --drivers %s; enable it (--drivers %s,%s) or pick one of those",
+		o.defaultDriver, strings.Join(enabled, ","), strings.Join(enabled, ","), o.defaultDriver)
 }
 
 func serveGRPC(wg *sync.WaitGroup, fail chan<- error, srv *grpc.Server, l net.Listener) {
