@@ -84,7 +84,7 @@ func dialUnix(ctx context.Context, path string) (adminpb.AdminClient, io.Closer,
 
 func dialTLS(hostport string, opts DialOptions) (adminpb.AdminClient, io.Closer, error) {
 	if opts.TokenFile == "" {
-		return nil, nil, fmt.Errorf("operator API at %s is reached over TCP, which needs the admin token: pass its file", hostport)
+		return nil, nil, fmt.Errorf("operator API at %s is reached over TCP, which needs the admin token: pass its file with --admin-token-file (or SANDKEY_ADMIN_TOKEN_FILE)", hostport)
 	}
 	token, err := readToken(opts.TokenFile)
 	if err != nil {

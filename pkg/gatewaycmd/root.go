@@ -84,8 +84,8 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", envOr("SANDKEY_STATE_DIR", DefaultStateDir()), "state directory (env SANDKEY_STATE_DIR)")
 	pf.StringVar(&g.adminAddr, "admin", envOr("SANDKEY_ADMIN", ""), "operator API of a running gateway: a unix socket path, or host:port for TLS (env SANDKEY_ADMIN; default <state-dir>/admin.sock)")
-	pf.StringVar(&g.adminToken, "admin-token-file", envOr("SANDKEY_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token for a TCP operator API (env SANDKEY_ADMIN_TOKEN_FILE)")
-	pf.StringVar(&g.adminCA, "admin-ca", envOr("SANDKEY_ADMIN_CA", ""), "CA bundle that signed the TCP operator API's certificate (env SANDKEY_ADMIN_CA)")
+	pf.StringVar(&g.adminToken, "admin-token-file", envOr("SANDKEY_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token for a TCP operator API (env SANDKEY_ADMIN_TOKEN_FILE; default: none, required with a host:port --admin)")
+	pf.StringVar(&g.adminCA, "admin-ca", envOr("SANDKEY_ADMIN_CA", ""), "CA bundle that signed the TCP operator API's certificate (env SANDKEY_ADMIN_CA; default: the system roots)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, wide (sandbox lists add the replica holding each session) or json")
 	root.AddCommand(newServeCommand(g), newSandboxCommand(g), newKeysCommand(g), newVMKrunRunCommand())
 	return root

@@ -89,8 +89,8 @@ drivers; the gateway mounts its supervisor into images that lack one.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&drv, "driver", "", "compute driver (default: the gateway's default driver)")
-	f.StringVar(&image, "image", "", "container or VM image, for drivers that run images")
-	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE of the workload (repeatable)")
+	f.StringVar(&image, "image", "", "container or VM image, for drivers that run images (default: none)")
+	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE of the workload (repeatable; default: none)")
 	f.BoolVar(&start, "start", false, "start the sandbox right after creating it")
 	return cmd
 }
@@ -288,8 +288,8 @@ group in the sandbox; a sandbox whose session drops ends its commands.`,
 	f.BoolVar(&stdin, "stdin", false, "read this command's standard input to its end and send it to the command in one piece")
 	f.BoolVarP(&interactive, "interactive", "i", false, "stream this command's standard input to the command as it comes")
 	f.BoolVarP(&tty, "tty", "t", false, "run the command on a terminal in the sandbox, this terminal in raw mode")
-	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE added for the command (repeatable)")
-	f.DurationVar(&timeout, "timeout", 0, "kill the command if it runs longer (0: no limit)")
+	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE added for the command (repeatable; default: none)")
+	f.DurationVar(&timeout, "timeout", 0, "kill the command if it runs longer (default 0: no limit)")
 	return cmd
 }
 
