@@ -158,6 +158,13 @@ func TestServeRefusesContradictoryReplicaSettingsSayingWhy(t *testing.T) {
 
 func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 	dir := binaries.TempDir(t, "skcfg")
+	otherFiles := filepath.Join(dir, "data")
+	if err := os.MkdirAll(otherFiles, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(otherFiles, "precious"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -179,6 +186,8 @@ func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 			[]string{"--key-file", "absent.key", "no such file"}},
 		{"store in a missing directory", []string{"--store", filepath.Join(dir, "absent", "sandkey.db")}, nil,
 			[]string{"--store", "does not exist", "mkdir -m 700"}},
+		{"a token root of other files", []string{"--token-root", otherFiles}, nil,
+			[]string{"--token-root", "no sandbox's directory", "new or empty directory"}},
 		{"the CLI's own flag in the config file", []string{"--config", writeConfig(t, "output: json\n")}, nil,
 			[]string{`unknown setting "output"`}},
 	}

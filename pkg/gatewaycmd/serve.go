@@ -212,6 +212,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	}
 	defer lock.Close()
 	tokens, err := memroot.PrepareTokens(g.stateDir, o.tokenRoot, o.tokenRootSize)
+	if errors.Is(err, memroot.ErrNotARoot) {
+		return usageError{fmt.Errorf("--token-root: %w", err)}
+	}
 	if err != nil {
 		return err
 	}
