@@ -188,6 +188,7 @@ func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 			[]string{"--store", "does not exist", "mkdir -m 700"}},
 		{"a token root of other files", []string{"--token-root", otherFiles}, nil,
 			[]string{"--token-root", "no sandbox's directory", "new or empty directory"}},
+		{"a state directory that is a file", nil, nil, []string{"--state-dir", "precious", "not a directory"}},
 		{"the CLI's own flag in the config file", []string{"--config", writeConfig(t, "output: json\n")}, nil,
 			[]string{`unknown setting "output"`}},
 	}
@@ -197,6 +198,9 @@ func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			state := filepath.Join(dir, fmt.Sprintf("s%d", i))
+			if tt.name == "a state directory that is a file" {
+				state = filepath.Join(otherFiles, "precious")
+			}
 			var out, errb strings.Builder
 			// The process driver is built before the store opens; it needs a
 			// supervisor path, not a supervisor.

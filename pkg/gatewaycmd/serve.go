@@ -199,7 +199,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	// The state directory is made (0700), or refused when others may read
 	// it, and locked, before drivers put their own directories in it.
 	if err := gateway.CheckStateDir(g.stateDir); err != nil {
-		return err
+		// A path that is no directory, cannot be made or is not private:
+		// the operator's to fix.
+		return usageError{fmt.Errorf("--state-dir: %w", err)}
 	}
 	// One gateway per state directory, locked before anything in it is
 	// touched: a second one would take the first's sandbox sockets.
