@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -29,14 +30,52 @@ func EnvName(flag string) string {
 	return "SANDKEY_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
-// applyConfig fills every flag the user did not set from the environment,
-// then from the YAML file at path (when not empty). A setting taken from
-// either counts as changed, as if given as a flag.
-func applyConfig(fs *pflag.FlagSet, path string, skip map[string]bool) error {
-	fromFile, err := readConfigFile(path)
-	if err != nil {
+// settingSources says where applyConfig took each setting it set: an
+// environment variable or the config file.
+type settingSources map[string]string
+
+var flagMention = regexp.MustCompile(`--([a-z0-9-]+)`)
+
+// annotate adds to err where the settings it names came from, when not
+// from the command line: an operator who typed no --drivers must learn
+// that SANDKEY_DRIVERS said it. Its exit code stays err's.
+func (s settingSources) annotate(err error) error {
+	if err == nil || len(s) == 0 {
 		return err
 	}
+	var notes []string
+	seen := map[string]bool{}
+	for _, m := range flagMention.FindAllStringSubmatch(err.Error(), -1) {
+		if src, ok := s[m[1]]; ok && !seen[m[1]] {
+			seen[m[1]] = true
+			notes = append(notes, "--"+m[1]+" came from "+src)
+		}
+	}
+	if len(notes) == 0 {
+		return err
+	}
+	return &annotatedError{err: err, note: strings.Join(notes, "; ")}
+}
+
+// annotatedError is an error with a note on its inputs; errors.As still
+// finds what it wraps (a usage error stays one).
+type annotatedError struct {
+	err  error
+	note string
+}
+
+func (e *annotatedError) Error() string { return e.err.Error() + " (" + e.note + ")" }
+func (e *annotatedError) Unwrap() error { return e.err }
+
+// applyConfig fills every flag the user did not set from the environment,
+// then from the YAML file at path (when not empty). A setting taken from
+// either counts as changed, as if given as a flag; the sources say which.
+func applyConfig(fs *pflag.FlagSet, path string, skip map[string]bool) (settingSources, error) {
+	fromFile, err := readConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	sources := settingSources{}
 	var errs []error
 	for key := range fromFile {
 		if f := fs.Lookup(key); f == nil || skip[key] {
@@ -51,16 +90,18 @@ func applyConfig(fs *pflag.FlagSet, path string, skip map[string]bool) error {
 			if err := fs.Set(f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("environment %s=%q: %w", EnvName(f.Name), v, err))
 			}
+			sources[f.Name] = "the environment, " + EnvName(f.Name)
 			return
 		}
 		if v, ok := fromFile[f.Name]; ok {
 			if err := fs.Set(f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("config file %s: %s: %q: %w", path, f.Name, v, err))
 			}
+			sources[f.Name] = "the config file " + path
 		}
 	})
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-	return errors.Join(errs...)
+	return sources, errors.Join(errs...)
 }
 
 // readConfigFile reads a flat YAML mapping of setting names to scalars (or

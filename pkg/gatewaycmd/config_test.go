@@ -40,7 +40,7 @@ func TestConfigPrecedenceIsFlagThenEnvThenFile(t *testing.T) {
 	if err := fs.Parse([]string{"--token-lifetime=3m"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := applyConfig(fs, path, map[string]bool{"config": true}); err != nil {
+	if _, err := applyConfig(fs, path, map[string]bool{"config": true}); err != nil {
 		t.Fatal(err)
 	}
 	if *lifetime != 3*time.Minute || *issuer != "from-env" || strings.Join(*drivers, ",") != "process,docker" {
@@ -77,7 +77,7 @@ func TestConfigErrorsNameTheirSource(t *testing.T) {
 				path = t.TempDir() // a directory
 			}
 			fs, _, _, _ := newTestFlags()
-			err := applyConfig(fs, path, map[string]bool{"config": true})
+			_, err := applyConfig(fs, path, map[string]bool{"config": true})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
@@ -87,7 +87,7 @@ func TestConfigErrorsNameTheirSource(t *testing.T) {
 
 func TestEmptyConfigFileIsNoSettings(t *testing.T) {
 	fs, lifetime, _, _ := newTestFlags()
-	if err := applyConfig(fs, writeConfig(t, ""), nil); err != nil {
+	if _, err := applyConfig(fs, writeConfig(t, ""), nil); err != nil {
 		t.Fatal(err)
 	}
 	if *lifetime != time.Hour {
@@ -178,6 +178,11 @@ func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 		{"zero stop grace", []string{"--stop-grace", "0"}, nil, []string{"--stop-grace 0s", "default 10s"}},
 		{"zero sweep from the environment", nil, map[string]string{"SANDKEY_SWEEP_INTERVAL": "0s"}, []string{"--sweep-interval 0s"}},
 		{"zero JWKS max-age", []string{"--jwks-max-age", "0"}, nil, []string{"--jwks-max-age 0s"}},
+		// Where a setting the operator did not type came from.
+		{"unknown driver from the environment", nil, map[string]string{"SANDKEY_DRIVERS": "process,nope"},
+			[]string{`--drivers: unknown driver "nope"`, "--drivers came from the environment, SANDKEY_DRIVERS"}},
+		{"default driver from the config file", []string{"--config", writeConfig(t, "driver: docker\n")}, nil,
+			[]string{"--driver docker", "--driver came from the config file"}},
 		{"default driver not enabled", []string{"--drivers", "kubernetes", "--driver", "process"}, nil,
 			[]string{"--driver process", "not among --drivers kubernetes", "--drivers kubernetes,process"}},
 		{"admin TCP without TLS", []string{"--admin-tcp", "127.0.0.1:0"}, nil,

@@ -75,22 +75,11 @@ func newServeCommand(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The CLI's own flags are no settings of a gateway.
 			skip := map[string]bool{"config": true, "help": true, "admin": true, "admin-ca": true, "output": true}
-			if err := applyConfig(cmd.Flags(), o.configFile, skip); err != nil {
+			from, err := applyConfig(cmd.Flags(), o.configFile, skip)
+			if err != nil {
 				return usageError{err}
 			}
-			if err := checkDurations(cmd.Flags()); err != nil {
-				return err
-			}
-			if o.demo && !cmd.Flags().Changed("token-lifetime") {
-				o.lifetime = demoLifetime
-			}
-			if err := checkReplicaMode(o, cmd.Flags().Changed); err != nil {
-				return err
-			}
-			if err := checkDefaultDriver(o, cmd.Flags().Changed("driver")); err != nil {
-				return err
-			}
-			return runServe(cmd.Context(), g, o)
+			return from.annotate(checkAndServe(cmd, g, o))
 		},
 	}
 	f := cmd.Flags()
@@ -125,6 +114,23 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.DurationVar(&o.leaderLease, "leader-lease", gateway.DefaultLeaderLease, "lease of the leader gateway (the one that sweeps, prunes and activates keys), renewed every third of it; a dead leader is replaced within it; at least 3s")
 	f.BoolVar(&o.demo, "demo", false, "create and start a demo sandbox with a short token lifetime (30s unless set)")
 	return cmd
+}
+
+// checkAndServe refuses settings that contradict each other, then serves.
+func checkAndServe(cmd *cobra.Command, g *globals, o *serveOptions) error {
+	if err := checkDurations(cmd.Flags()); err != nil {
+		return err
+	}
+	if o.demo && !cmd.Flags().Changed("token-lifetime") {
+		o.lifetime = demoLifetime
+	}
+	if err := checkReplicaMode(o, cmd.Flags().Changed); err != nil {
+		return err
+	}
+	if err := checkDefaultDriver(o, cmd.Flags().Changed("driver")); err != nil {
+		return err
+	}
+	return runServe(cmd.Context(), g, o)
 }
 
 // findSupervisor locates the supervisor binary the process driver runs
