@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
@@ -271,7 +272,7 @@ group in the sandbox; a sandbox whose session drops ends its commands.`,
 				req.Timeout = durationpb.New(timeout)
 			}
 			if interactive || tty {
-				return execInteractive(cmd.Context(), g, req, interactive, tty, cmd.InOrStdin())
+				return execHint(execInteractive(cmd.Context(), g, req, interactive, tty, cmd.InOrStdin()), ref)
 			}
 			if stdin {
 				if req.Stdin, err = readStdin(cmd.InOrStdin()); err != nil {
@@ -279,9 +280,9 @@ group in the sandbox; a sandbox whose session drops ends its commands.`,
 				}
 				req.HasStdin = true
 			}
-			return withClient(cmd.Context(), g, func(ctx context.Context, c adminpb.AdminClient) error {
+			return execHint(withClient(cmd.Context(), g, func(ctx context.Context, c adminpb.AdminClient) error {
 				return runExec(ctx, c, req, g.stdout, g.stderr)
-			})
+			}), ref)
 		},
 	}
 	f := cmd.Flags()
@@ -291,6 +292,18 @@ group in the sandbox; a sandbox whose session drops ends its commands.`,
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE added for the command (repeatable; default: none)")
 	f.DurationVar(&timeout, "timeout", 0, "kill the command if it runs longer (default 0: no limit)")
 	return cmd
+}
+
+// execHint says what to look at when the gateway cannot run an exec in
+// sandbox ref: no session (a stopped sandbox, a supervisor that does not
+// connect) or one that cannot exec.
+func execHint(err error, ref string) error {
+	var re *remoteError
+	if !errors.As(err, &re) || re.code != codes.FailedPrecondition {
+		return err
+	}
+	return &remoteError{code: re.code, msg: fmt.Sprintf("%s (is it running? `gateway sandbox get %s` shows its state and session, `gateway sandbox start %s` starts a stopped one, `gateway sandbox logs %s` shows its supervisor's log)",
+		re.msg, ref, ref, ref)}
 }
 
 // runExec streams an exec's output to stdout and stderr and returns its
