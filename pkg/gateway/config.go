@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -272,5 +273,6 @@ func driverNames(m map[string]driver.Driver) []string {
 	for n := range m {
 		names = append(names, n)
 	}
+	sort.Strings(names)
 	return names
 }

@@ -449,8 +449,12 @@ func TestCreateRefusesBadRequests(t *testing.T) {
 		"no command":     {Name: "empty"},
 		"unknown driver": {Name: "x", Driver: "kvm", Spec: Spec{Command: []string{"true"}}},
 	} {
-		if _, err := e.g.Create(ctx, req); err == nil {
+		_, err := e.g.Create(ctx, req)
+		if err == nil {
 			t.Errorf("%s: create succeeded", name)
+		}
+		if name == "unknown driver" && (!errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--drivers")) {
+			t.Errorf("unknown driver: %v, want ErrInvalid saying how drivers are enabled", err)
 		}
 	}
 	all, _ := e.g.List(ctx)
