@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -26,7 +27,7 @@ import (
 
 func main() {
 	if !vminit.NeedsInit() {
-		os.Exit(run(os.Args[1:]))
+		os.Exit(run(os.Args[1:], os.Stderr))
 	}
 	// The init of a microVM: the VM driver's boot file gives its
 	// environment and arguments, and the VM powers off when it is done.
@@ -35,7 +36,7 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
 	} else {
-		code = run(args)
+		code = run(args, os.Stderr)
 	}
 	vm.Finish()
 	if err := vminit.Halt(code); err != nil {
@@ -44,30 +45,35 @@ func main() {
 	os.Exit(code)
 }
 
-func run(args []string) int {
+// run is the supervisor's command line: its exit code; its own messages
+// go to stderr.
+func run(args []string, stderr io.Writer) int {
 	var o supervisor.Options
 	fs, err := supervisor.NewFlags(&o)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
+		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return supervisor.ExitUsage
 	}
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		// pflag prints nothing of its own with ContinueOnError.
+		fmt.Fprintf(stderr, "supervisor: %v (see supervisor --help)\n", err)
 		return supervisor.ExitUsage
 	}
 	cfg, copyTo := o.Config, o.CopyTo
 	if copyTo != "" {
 		if err := supervisor.CopySelf(copyTo); err != nil {
-			fmt.Fprintf(os.Stderr, "supervisor: --copy-to: %v\n", err)
+			fmt.Fprintf(stderr, "supervisor: --copy-to: %v\n", err)
 			return supervisor.ExitSoftware
 		}
 		return 0
 	}
 	for name, d := range map[string]time.Duration{"grace": cfg.Grace, "poll-interval": cfg.PollInterval} {
 		if d < 0 {
-			fmt.Fprintf(os.Stderr, "supervisor: --%s %s: may not be negative\n", name, d)
+			fmt.Fprintf(stderr, "supervisor: --%s %s: may not be negative\n", name, d)
 			return supervisor.ExitUsage
 		}
 	}
@@ -77,12 +83,12 @@ func run(args []string) int {
 	switch cfg.VMInit {
 	case "auto", "on", "off":
 	default:
-		fmt.Fprintf(os.Stderr, "supervisor: --vm-init %q: want auto, on or off\n", cfg.VMInit)
+		fmt.Fprintf(stderr, "supervisor: --vm-init %q: want auto, on or off\n", cfg.VMInit)
 		return supervisor.ExitUsage
 	}
 	log, err := logging.New(o.LogLevel, o.LogFormat)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
+		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return supervisor.ExitUsage
 	}
 	defer log.Sync()

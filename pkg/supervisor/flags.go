@@ -45,7 +45,7 @@ func NewFlags(o *Options) (*pflag.FlagSet, error) {
 	// No environment variable: none may turn a sandbox's PID 1 into a copier.
 	fs.StringVar(&o.CopyTo, "copy-to", "", "copy this binary to the given path (mode 0555) and exit, running nothing: the init container of a Kubernetes pod from an image without a supervisor (default: run the workload)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: supervisor [flags] -- command args...\n       supervisor --copy-to DEST")
+		fmt.Fprintln(fs.Output(), "usage: supervisor [flags] -- command args...\n       supervisor --copy-to DEST")
 		fs.PrintDefaults()
 	}
 	return fs, errors.Join(errs...)
