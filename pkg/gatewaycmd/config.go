@@ -71,15 +71,24 @@ func (e *annotatedError) Unwrap() error { return e.err }
 // then from the YAML file at path (when not empty). A setting taken from
 // either counts as changed, as if given as a flag; the sources say which.
 func applyConfig(fs *pflag.FlagSet, path string, skip map[string]bool) (settingSources, error) {
-	fromFile, err := readConfigFile(path)
+	fromFile, lists, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
 	}
 	sources := settingSources{}
 	var errs []error
 	for key := range fromFile {
-		if f := fs.Lookup(key); f == nil || skip[key] {
-			errs = append(errs, fmt.Errorf("config file %s: unknown setting %q (settings are the flag names of `gateway serve --help`)", path, key))
+		f := fs.Lookup(key)
+		switch {
+		case f == nil || skip[key]:
+			hint := "settings are the flag names of `gateway serve --help`"
+			if alt := strings.ToLower(strings.ReplaceAll(key, "_", "-")); alt != key && fs.Lookup(alt) != nil && !skip[alt] {
+				hint = fmt.Sprintf("did you mean %q?", alt)
+			}
+			errs = append(errs, fmt.Errorf("config file %s: unknown setting %q (%s)", path, key, hint))
+		case lists[key] && !strings.HasSuffix(f.Value.Type(), "Slice") && !strings.HasSuffix(f.Value.Type(), "Array"):
+			errs = append(errs, fmt.Errorf("config file %s: %s: a list, but the setting takes one value; write %s: VALUE", path, key, key))
+			delete(fromFile, key)
 		}
 	}
 	fs.VisitAll(func(f *pflag.Flag) {
@@ -105,39 +114,41 @@ func applyConfig(fs *pflag.FlagSet, path string, skip map[string]bool) (settingS
 }
 
 // readConfigFile reads a flat YAML mapping of setting names to scalars (or
-// lists of scalars, for repeated flags).
-func readConfigFile(path string) (map[string]string, error) {
+// lists of scalars, for repeated flags), and which of them were lists.
+func readConfigFile(path string) (settings map[string]string, lists map[string]bool, err error) {
 	if path == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config file: %w", err)
+		return nil, nil, fmt.Errorf("config file: %w", err)
 	}
 	if len(data) > maxConfigFile {
-		return nil, fmt.Errorf("config file %s: %d bytes exceeds the %d-byte limit", path, len(data), maxConfigFile)
+		return nil, nil, fmt.Errorf("config file %s: %d bytes exceeds the %d-byte limit", path, len(data), maxConfigFile)
 	}
 	var raw map[string]any
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config file %s: not a YAML mapping of settings: %w", path, err)
+		return nil, nil, fmt.Errorf("config file %s: not a YAML mapping of settings: %w", path, err)
 	}
 	out := make(map[string]string, len(raw))
+	lists = map[string]bool{}
 	for k, v := range raw {
 		switch val := v.(type) {
 		case map[string]any:
-			return nil, fmt.Errorf("config file %s: %s: nested mappings are not settings; write %s: VALUE", path, k, k)
+			return nil, nil, fmt.Errorf("config file %s: %s: nested mappings are not settings; write %s: VALUE", path, k, k)
 		case []any:
 			parts := make([]string, len(val))
 			for i, p := range val {
 				parts[i] = fmt.Sprint(p)
 			}
 			out[k] = strings.Join(parts, ",")
+			lists[k] = true
 		case nil:
 			out[k] = ""
 		default:
 			out[k] = fmt.Sprint(val)
 		}
 	}
-	return out, nil
+	return out, lists, nil
 }

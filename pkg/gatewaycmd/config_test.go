@@ -58,6 +58,8 @@ func TestConfigErrorsNameTheirSource(t *testing.T) {
 		want string
 	}{
 		"unknown key":       {file: "token-lifetim: 1h\n", want: `unknown setting "token-lifetim"`},
+		"underscored key":   {file: "token_lifetime: 1h\n", want: `unknown setting "token_lifetime" (did you mean "token-lifetime"?)`},
+		"list for a scalar": {file: "issuer: [a, b]\n", want: "issuer: a list, but the setting takes one value"},
 		"bad file value":    {file: "token-lifetime: forever\n", want: "token-lifetime"},
 		"nested mapping":    {file: "issuer:\n  name: x\n", want: "nested mappings"},
 		"not yaml":          {file: "{{{", want: "not a YAML mapping"},
