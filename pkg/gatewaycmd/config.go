@@ -152,3 +152,21 @@ func readConfigFile(path string) (settings map[string]string, lists map[string]b
 	}
 	return out, lists, nil
 }
+
+// unknownEnv lists the SANDKEY_* variables of the environment that are no
+// setting of fs, sorted: a mistyped SANDKEY_TOKEN_LIFETIM would otherwise
+// pass unseen. They are warned about, not refused: the environment is
+// shared with the CLI, the tests and other tools.
+func unknownEnv(fs *pflag.FlagSet) []string {
+	known := map[string]bool{"SANDKEY_CONFIG": true}
+	fs.VisitAll(func(f *pflag.Flag) { known[EnvName(f.Name)] = true })
+	var out []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "SANDKEY_") && !known[name] {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

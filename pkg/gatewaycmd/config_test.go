@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -246,5 +247,16 @@ func TestServeDefaultDriverIsAnEnabledOne(t *testing.T) {
 		if err := checkDefaultDriver(o, tt.given != ""); err != nil || o.defaultDriver != tt.want {
 			t.Errorf("--drivers %v --driver %q: default %q (err %v), want %q", tt.enabled, tt.given, o.defaultDriver, err, tt.want)
 		}
+	}
+}
+
+func TestUnknownSandkeyVariablesAreListed(t *testing.T) {
+	t.Setenv("SANDKEY_TOKEN_LIFETIM", "1h") // a typo
+	t.Setenv("SANDKEY_ISSUER", "x")         // a setting
+	t.Setenv("SANDKEY_CONFIG", "")          // --config's
+	fs, _, _, _ := newTestFlags()
+	got := unknownEnv(fs)
+	if !slices.Contains(got, "SANDKEY_TOKEN_LIFETIM") || slices.Contains(got, "SANDKEY_ISSUER") || slices.Contains(got, "SANDKEY_CONFIG") {
+		t.Fatalf("unknownEnv = %v, want the typo alone of these", got)
 	}
 }

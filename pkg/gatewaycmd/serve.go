@@ -64,6 +64,7 @@ type serveOptions struct {
 	demo              bool
 	replicaAdvertise  string
 	leaderLease       time.Duration
+	unknownEnv        []string // SANDKEY_* variables that are no setting, warned about
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -130,6 +131,7 @@ func checkAndServe(cmd *cobra.Command, g *globals, o *serveOptions) error {
 	if err := checkDefaultDriver(o, cmd.Flags().Changed("driver")); err != nil {
 		return err
 	}
+	o.unknownEnv = unknownEnv(cmd.Flags())
 	return runServe(cmd.Context(), g, o)
 }
 
@@ -158,6 +160,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return Usagef("%v", err)
 	}
 	defer log.Sync()
+	if len(o.unknownEnv) > 0 {
+		log.Warn("environment variables that are no setting of gateway serve are ignored; settings are SANDKEY_<FLAG>, see gateway serve --help",
+			zap.Strings("variables", o.unknownEnv))
+	}
 	// Before any key, token or operator credential is in memory.
 	if err := keepMemoryPrivate(); err != nil {
 		log.Warn("the gateway's memory stays readable to its user and may be dumped to a disk on a crash", zap.Error(err))
