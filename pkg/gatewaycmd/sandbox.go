@@ -234,8 +234,8 @@ func newSandboxExecCommand(g *globals) *cobra.Command {
 		Short: "Run a command in a running sandbox; exits with the command's status",
 		Long: `Run a command in a running sandbox through its supervisor. The command's
 stdout and stderr are streamed to this terminal's, and gateway exits with the
-command's exit status (128+N when a signal N killed it, 127 when it could not
-be started).
+command's exit status (128+N when a signal N killed it, 127 when it is not
+there, 126 when it cannot run).
 
 With -i, this command's standard input is streamed to the command as it comes,
 without limit, until it ends. With -t, the supervisor runs the command on a
