@@ -184,6 +184,15 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if (o.sessionCert == "") != (o.sessionKey == "") {
 		return Usagef("--session-tls-cert and --session-tls-key go together")
 	}
+	// Settings of a listener that is not asked for do nothing; whoever
+	// gave them meant to serve it.
+	if o.sessionAddr == "" && (o.sessionCert != "" || o.sessionKey != "") {
+		return Usagef("--session-tls-cert and --session-tls-key secure --session-addr, which is not set: set it (such as --session-addr 0.0.0.0:7443) or drop them")
+	}
+	// (Not --admin-token-file: SANDKEY_ADMIN_TOKEN_FILE is also the CLI's.)
+	if o.adminTCP == "" && (o.adminCert != "" || o.adminKey != "") {
+		return Usagef("--admin-tls-cert and --admin-tls-key secure --admin-tcp, which is not set: set it (such as --admin-tcp 0.0.0.0:7444) or drop them")
+	}
 	if o.adminTCP != "" && (o.adminCert == "" || o.adminKey == "" || o.adminTokenFile == "") {
 		return Usagef("--admin-tcp %s: the operator API on TCP needs --admin-tls-cert, --admin-tls-key and --admin-token-file; set all three", o.adminTCP)
 	}
