@@ -57,6 +57,10 @@ func TestCLIRefusesBadArgumentsBeforeCallingTheGateway(t *testing.T) {
 		{"unknown keys command", []string{"keys", "frob"}, `unknown command "frob"`},
 		{"keys rotate with an operand", []string{"keys", "rotate", "now"}, "takes no arguments"},
 		{"unknown flag", []string{"sandbox", "list", "--frob"}, "unknown flag"},
+		{"exec with the command's flags before --", []string{"sandbox", "exec", "web", "ls", "-la"},
+			"the command's own flags go after --, as in `gateway sandbox exec NAME -- CMD ARGS...`"},
+		{"create with the command's flags before --", []string{"sandbox", "create", "web", "python3", "--version"},
+			"`gateway sandbox create NAME -- CMD ARGS...`"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

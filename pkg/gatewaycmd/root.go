@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -95,7 +96,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := NewRoot(stdout, stderr)
 	root.SetArgs(args)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagError)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
@@ -114,6 +115,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitNotFound
 	}
 	return ExitFailure
+}
+
+// flagError is a flag the command line refused. For the commands that run
+// a command, the likeliest cause is the command's own flags given without
+// -- (exec web ls -la), so it says where they go.
+func flagError(cmd *cobra.Command, err error) error {
+	if (cmd.Name() == "exec" || cmd.Name() == "create") && strings.HasPrefix(err.Error(), "unknown") {
+		return Usagef("%v: the command's own flags go after --, as in `%s NAME -- CMD ARGS...`", err, cmd.CommandPath())
+	}
+	return usageError{err}
 }
 
 // isConfigError reports whether err is a setting the operator must fix
