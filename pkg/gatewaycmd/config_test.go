@@ -181,6 +181,8 @@ func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 		{"zero stop grace", []string{"--stop-grace", "0"}, nil, []string{"--stop-grace 0s", "default 10s"}},
 		{"zero sweep from the environment", nil, map[string]string{"SANDKEY_SWEEP_INTERVAL": "0s"}, []string{"--sweep-interval 0s"}},
 		{"zero JWKS max-age", []string{"--jwks-max-age", "0"}, nil, []string{"--jwks-max-age 0s"}},
+		{"sweep slower than a quarter lifetime, from the config file", []string{"--config", writeConfig(t, "sweep-interval: 20m\n")}, nil,
+			[]string{"at most a quarter of the token lifetime", "--sweep-interval came from the config file"}},
 		// Where a setting the operator did not type came from.
 		{"unknown driver from the environment", nil, map[string]string{"SANDKEY_DRIVERS": "process,nope"},
 			[]string{`--drivers: unknown driver "nope"`, "--drivers came from the environment, SANDKEY_DRIVERS"}},

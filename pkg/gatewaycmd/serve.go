@@ -171,7 +171,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	// gateway.Config takes a zero lifetime for the default; a zero given
 	// here is a request for tokens that never expire, which is refused.
 	if err := auth.CheckLifetime(o.lifetime); err != nil {
-		return usageError{fmt.Errorf("gateway config: %w", err)}
+		return usageError{fmt.Errorf("--token-lifetime: %w", err)}
 	}
 	cfg := gateway.Config{
 		StateDir: g.stateDir, Store: o.store, KeyFile: o.keyFile, Lifetime: o.lifetime,
