@@ -3,6 +3,7 @@ package gatewaycmd
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -161,6 +162,12 @@ func TestServeRefusesContradictoryReplicaSettingsSayingWhy(t *testing.T) {
 
 func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 	dir := binaries.TempDir(t, "skcfg")
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	busy := held.Addr().String()
 	otherFiles := filepath.Join(dir, "data")
 	if err := os.MkdirAll(otherFiles, 0o700); err != nil {
 		t.Fatal(err)
@@ -203,6 +210,8 @@ func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 		{"a token root of other files", []string{"--token-root", otherFiles}, nil,
 			[]string{"--token-root", "no sandbox's directory", "new or empty directory"}},
 		{"a state directory that is a file", nil, nil, []string{"--state-dir", "precious", "not a directory"}},
+		{"an HTTP address in use", []string{"--http-addr", busy}, nil,
+			[]string{"--http-addr " + busy, "address already in use", "SANDKEY_HTTP_ADDR does it for make run"}},
 		{"the CLI's own flag in the config file", []string{"--config", writeConfig(t, "output: json\n")}, nil,
 			[]string{`unknown setting "output"`}},
 	}
@@ -218,7 +227,7 @@ func TestServeRefusesBadSettingsNamingTheFlagAndTheFix(t *testing.T) {
 			var out, errb strings.Builder
 			// The process driver is built before the store opens; it needs a
 			// supervisor path, not a supervisor.
-			args := append([]string{"--state-dir", state, "serve", "--http-addr", "", "--supervisor", "/bin/true"}, tt.args...)
+			args := append([]string{"--state-dir", state, "serve", "--supervisor", "/bin/true", "--http-addr", ""}, tt.args...)
 			// A gateway that accepts the setting serves until this ends.
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()

@@ -310,7 +310,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if o.httpAddr != "" {
 		hl, err := net.Listen("tcp", o.httpAddr)
 		if err != nil {
-			return usageError{fmt.Errorf("--http-addr %s: %w", o.httpAddr, err)}
+			return usageError{fmt.Errorf("--http-addr %s: %w (give another address, such as 127.0.0.1:0, or an empty one to serve no HTTP; SANDKEY_HTTP_ADDR does it for make run)", o.httpAddr, err)}
 		}
 		srv := newHTTPServer(gw, reg)
 		wg.Add(1)
