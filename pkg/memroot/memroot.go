@@ -7,7 +7,10 @@
 // backup or a disk image. Each sandbox's directory is <token root>/<id>.
 //
 // PrepareTokens, run by `gateway serve` before the gateway opens, makes
-// the token root memory-backed where it can:
+// the token root memory-backed where it can. A root the operator chose
+// (--token-root) that holds anything but sandboxes' directories is first
+// refused, untouched (ErrNotARoot): the steps below would empty it, make
+// it 0700 and mount over it.
 //
 //  1. a root that is already tmpfs or ramfs is used as it is: a gateway
 //     restarted after a stop finds the tmpfs it mounted before, still
