@@ -359,11 +359,12 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 // checkDurations refuses a duration setting that is not positive: the
 // gateway reads a zero as its default, so a 0 given on purpose ("no
 // grace", "no heartbeat") would silently become 10s, and a negative one
-// would reach a ticker.
+// would reach a ticker. --token-lifetime and --leader-lease have minimums
+// of their own, checked with their reasons.
 func checkDurations(fs *pflag.FlagSet) error {
 	var errs []error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Value.Type() != "duration" {
+		if f.Value.Type() != "duration" || f.Name == "token-lifetime" || f.Name == "leader-lease" {
 			return
 		}
 		if v, err := time.ParseDuration(f.Value.String()); err == nil && v <= 0 {
