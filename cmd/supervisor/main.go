@@ -10,7 +10,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -25,7 +27,7 @@ import (
 
 func main() {
 	if !vminit.NeedsInit() {
-		os.Exit(run(os.Args[1:]))
+		os.Exit(run(os.Args[1:], os.Stderr))
 	}
 	// The init of a microVM: the VM driver's boot file gives its
 	// environment and arguments, and the VM powers off when it is done.
@@ -34,7 +36,7 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
 	} else {
-		code = run(args)
+		code = run(args, os.Stderr)
 	}
 	vm.Finish()
 	if err := vminit.Halt(code); err != nil {
@@ -43,48 +45,37 @@ func main() {
 	os.Exit(code)
 }
 
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		return v
-	}
-	return def
-}
-
-func run(args []string) int {
-	var cfg supervisor.Config
-	var logLevel, logFormat, copyTo string
-	fs := pflag.NewFlagSet("supervisor", pflag.ContinueOnError)
-	fs.StringVar(&cfg.Mode, "auth-mode", env(guest.EnvAuthMode, ""), "auth mode: dir, static or k8s-sa (env "+guest.EnvAuthMode+")")
-	fs.StringVar(&cfg.SandboxID, "sandbox-id", env(guest.EnvSandboxID, ""), "this sandbox's id (env "+guest.EnvSandboxID+")")
-	fs.StringVar(&cfg.InstanceID, "instance-id", env(guest.EnvInstanceID, ""), "this start's instance id (env "+guest.EnvInstanceID+")")
-	fs.StringVar(&cfg.TokenDir, "token-dir", env(guest.EnvTokenDir, guest.DefaultTokenDir), "token directory (env "+guest.EnvTokenDir+")")
-	fs.StringVar(&cfg.Gateway, "gateway", env(guest.EnvGateway, guest.DefaultGateway), "gateway address: unix://, vsock://, tcp:// or tls:// (env "+guest.EnvGateway+")")
-	fs.StringVar(&cfg.Issuer, "issuer", env(guest.EnvIssuer, ""), "expected token issuer; empty accepts any (env "+guest.EnvIssuer+")")
-	fs.StringVar(&cfg.Audience, "audience", env(guest.EnvAudience, ""), "expected token audience; empty accepts any (env "+guest.EnvAudience+")")
-	fs.StringVar(&cfg.TrustDomain, "trust-domain", env(guest.EnvTrustDomain, ""), "expected SPIFFE trust domain; empty accepts any (env "+guest.EnvTrustDomain+")")
-	fs.StringVar(&cfg.StatusFile, "status-file", env(guest.EnvStatusFile, ""), "status file to keep current; empty disables (env "+guest.EnvStatusFile+")")
-	fs.StringVar(&cfg.TokenFile, "token-file", env(guest.EnvTokenFile, ""), "static mode: file holding the token (env "+guest.EnvTokenFile+")")
-	fs.DurationVar(&cfg.PollInterval, "poll-interval", durationEnv("SANDKEY_POLL_INTERVAL", 0), "token directory poll; 0 picks 1s on FUSE/virtio-fs, 30s elsewhere; at most 1s while the directory is not watched (no inotify) (env SANDKEY_POLL_INTERVAL)")
-	fs.DurationVar(&cfg.Grace, "grace", durationEnv("SANDKEY_GRACE", 10*time.Second), "after SIGTERM, how long the workload has before SIGKILL (env SANDKEY_GRACE)")
-	fs.StringVar(&cfg.User, "user", env(guest.EnvUser, ""), "run the workload and execs as this user: name, uid, uid:gid or name:group, names from the sandbox's /etc/passwd and /etc/group; empty keeps the supervisor's (env "+guest.EnvUser+")")
-	fs.StringVar(&cfg.VMInit, "vm-init", env(guest.EnvVMInit, "auto"), "microVM init duties: auto (when PID 1 without /proc), on, off (env "+guest.EnvVMInit+")")
-	fs.StringVar(&logLevel, "log-level", env("SANDKEY_LOG_LEVEL", "info"), "log level (env SANDKEY_LOG_LEVEL)")
-	fs.StringVar(&logFormat, "log-format", env("SANDKEY_LOG_FORMAT", "json"), "log format: json or console (env SANDKEY_LOG_FORMAT)")
-	// No environment variable: none may turn a sandbox's PID 1 into a copier.
-	fs.StringVar(&copyTo, "copy-to", "", "copy this binary to the given path (mode 0555) and exit, running nothing: the init container of a Kubernetes pod from an image without a supervisor (default: run the workload)")
-	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: supervisor [flags] -- command args...\n       supervisor --copy-to DEST")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+// run is the supervisor's command line: its exit code; its own messages
+// go to stderr.
+func run(args []string, stderr io.Writer) int {
+	var o supervisor.Options
+	fs, err := supervisor.NewFlags(&o)
+	if err != nil {
+		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return supervisor.ExitUsage
 	}
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		// pflag prints nothing of its own with ContinueOnError.
+		fmt.Fprintf(stderr, "supervisor: %v (see supervisor --help)\n", err)
+		return supervisor.ExitUsage
+	}
+	cfg, copyTo := o.Config, o.CopyTo
 	if copyTo != "" {
 		if err := supervisor.CopySelf(copyTo); err != nil {
-			fmt.Fprintf(os.Stderr, "supervisor: --copy-to: %v\n", err)
+			fmt.Fprintf(stderr, "supervisor: --copy-to: %v\n", err)
 			return supervisor.ExitSoftware
 		}
 		return 0
+	}
+	for name, d := range map[string]time.Duration{"grace": cfg.Grace, "poll-interval": cfg.PollInterval} {
+		if d < 0 {
+			fmt.Fprintf(stderr, "supervisor: --%s %s: may not be negative\n", name, d)
+			return supervisor.ExitUsage
+		}
 	}
 	cfg.Argv = fs.Args()
 	cfg.StaticToken = os.Getenv(guest.EnvToken)
@@ -92,12 +83,12 @@ func run(args []string) int {
 	switch cfg.VMInit {
 	case "auto", "on", "off":
 	default:
-		fmt.Fprintf(os.Stderr, "supervisor: --vm-init %q: want auto, on or off\n", cfg.VMInit)
+		fmt.Fprintf(stderr, "supervisor: --vm-init %q: want auto, on or off\n", cfg.VMInit)
 		return supervisor.ExitUsage
 	}
-	log, err := logging.New(logLevel, logFormat)
+	log, err := logging.New(o.LogLevel, o.LogFormat)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "supervisor: %v\n", err)
+		fmt.Fprintf(stderr, "supervisor: %v\n", err)
 		return supervisor.ExitUsage
 	}
 	defer log.Sync()
@@ -106,17 +97,4 @@ func run(args []string) int {
 	// Signals are the workload runner's: it forwards them and, on SIGTERM,
 	// stops the workload after the grace; its exit then ends the supervisor.
 	return supervisor.Run(context.Background(), cfg, log)
-}
-
-func durationEnv(name string, def time.Duration) time.Duration {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "supervisor: %s=%q: %v; using %s\n", name, v, err, def)
-		return def
-	}
-	return d
 }

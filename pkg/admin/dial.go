@@ -24,6 +24,12 @@ import (
 // operator socket.
 var ErrNoGateway = errors.New("no gateway is running")
 
+// ErrDialSettings is returned by Dial for settings it cannot use: an
+// address that is neither a path nor host:port, a token file or CA bundle
+// that is missing or holds nothing. The operator must fix them; no call
+// was made.
+var ErrDialSettings = errors.New("bad operator API setting")
+
 // DialOptions are what Dial needs for a TCP operator API; a unix socket
 // needs none.
 type DialOptions struct {
@@ -46,7 +52,7 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (adminpb.AdminClie
 	}
 	hostport := strings.TrimPrefix(addr, "tls://")
 	if _, _, err := net.SplitHostPort(hostport); err != nil {
-		return nil, nil, fmt.Errorf("operator API address %q: want a unix socket path (/path or unix:///path) or host:port", addr)
+		return nil, nil, fmt.Errorf("%w: --admin %q: want a unix socket path (/path or unix:///path) or host:port", ErrDialSettings, addr)
 	}
 	return dialTLS(hostport, opts)
 }
@@ -84,21 +90,21 @@ func dialUnix(ctx context.Context, path string) (adminpb.AdminClient, io.Closer,
 
 func dialTLS(hostport string, opts DialOptions) (adminpb.AdminClient, io.Closer, error) {
 	if opts.TokenFile == "" {
-		return nil, nil, fmt.Errorf("operator API at %s is reached over TCP, which needs the admin token: pass its file", hostport)
+		return nil, nil, fmt.Errorf("%w: operator API at %s is reached over TCP, which needs the admin token: pass its file with --admin-token-file (or SANDKEY_ADMIN_TOKEN_FILE)", ErrDialSettings, hostport)
 	}
 	token, err := readToken(opts.TokenFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w: --admin-token-file: %w", ErrDialSettings, err)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
 	if opts.CAFile != "" {
 		pem, err := os.ReadFile(opts.CAFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read operator API CA bundle: %w", err)
+			return nil, nil, fmt.Errorf("%w: --admin-ca: read operator API CA bundle: %w", ErrDialSettings, err)
 		}
 		cfg.RootCAs = x509.NewCertPool()
 		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("operator API CA bundle %s holds no PEM certificate", opts.CAFile)
+			return nil, nil, fmt.Errorf("%w: --admin-ca: operator API CA bundle %s holds no PEM certificate", ErrDialSettings, opts.CAFile)
 		}
 	}
 	conn, err := grpc.NewClient("passthrough:///"+hostport,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -189,31 +190,31 @@ func (c *Config) validateSettings() error {
 		errs = append(errs, err)
 	}
 	if n := len(c.SocketRoot) + len(socketSuffix); c.SocketRoot != "" && n > maxSocketPath {
-		errs = append(errs, fmt.Errorf("socket root %s: its sandbox sockets would be %d bytes long, over the %d-byte limit of unix socket paths; use a shorter state directory", c.SocketRoot, n, maxSocketPath))
+		errs = append(errs, fmt.Errorf("socket root %s: its sandbox sockets would be %d bytes long, over the %d-byte limit of unix socket paths; use a shorter state directory (--state-dir)", c.SocketRoot, n, maxSocketPath))
 	}
 	if c.SweepInterval < 10*time.Millisecond {
-		errs = append(errs, fmt.Errorf("sweep interval %s: must be at least 10ms", c.SweepInterval))
+		errs = append(errs, fmt.Errorf("sweep interval %s: must be at least 10ms (--sweep-interval)", c.SweepInterval))
 	}
 	if c.SweepInterval > c.Lifetime/4 {
-		errs = append(errs, fmt.Errorf("sweep interval %s: must be at most a quarter of the token lifetime %s, or tokens expire before they rotate", c.SweepInterval, c.Lifetime))
+		errs = append(errs, fmt.Errorf("sweep interval %s: must be at most a quarter of the token lifetime %s, or tokens expire before they rotate (--sweep-interval, --token-lifetime)", c.SweepInterval, c.Lifetime))
 	}
 	if c.SweepBatch < 1 || c.WriteParallelism < 1 {
 		errs = append(errs, fmt.Errorf("sweep batch %d and write parallelism %d must be positive", c.SweepBatch, c.WriteParallelism))
 	}
 	if c.StopGrace < 0 {
-		errs = append(errs, fmt.Errorf("stop grace %s is negative", c.StopGrace))
+		errs = append(errs, fmt.Errorf("stop grace %s is negative (--stop-grace)", c.StopGrace))
 	}
 	if c.JWKSMaxAge < time.Second {
-		errs = append(errs, fmt.Errorf("JWKS max-age %s: must be at least 1s", c.JWKSMaxAge))
+		errs = append(errs, fmt.Errorf("JWKS max-age %s: must be at least 1s (--jwks-max-age)", c.JWKSMaxAge))
 	}
 	if c.LeaderLease < MinLeaderLease {
-		errs = append(errs, fmt.Errorf("leader lease %s: must be at least %s (it is renewed every third of it)", c.LeaderLease, MinLeaderLease))
+		errs = append(errs, fmt.Errorf("leader lease %s: must be at least %s, as it is renewed every third of it (--leader-lease)", c.LeaderLease, MinLeaderLease))
 	}
 	if c.ReplicaAdvertise != "" && !store.IsPostgresDSN(c.Store) {
 		errs = append(errs, fmt.Errorf("replica mode (advertised at %s) needs a Postgres store (postgres://...) that every replica shares; the store is %q", c.ReplicaAdvertise, c.Store))
 	}
 	if c.KeyPublishDelay < c.JWKSMaxAge {
-		errs = append(errs, fmt.Errorf("key publish delay %s: must be at least the JWKS max-age %s, or verifiers that cache the JWKS refuse the new key's tokens; activate at once with `keys rotate --now` instead", c.KeyPublishDelay, c.JWKSMaxAge))
+		errs = append(errs, fmt.Errorf("key publish delay %s: must be at least the JWKS max-age %s, or verifiers that cache the JWKS refuse the new key's tokens; activate at once with `keys rotate --now` instead (--key-publish-delay, --jwks-max-age)", c.KeyPublishDelay, c.JWKSMaxAge))
 	}
 	return errors.Join(errs...)
 }
@@ -272,5 +273,6 @@ func driverNames(m map[string]driver.Driver) []string {
 	for n := range m {
 		names = append(names, n)
 	}
+	sort.Strings(names)
 	return names
 }

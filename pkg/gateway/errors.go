@@ -28,8 +28,11 @@ var (
 	// ErrWrongKeyFile: the key file does not decrypt the stored signing
 	// keys; the operator must name the right one.
 	ErrWrongKeyFile = errors.New("signing keys cannot be decrypted")
+	// ErrKeyFile: the key file (--key-file) cannot be read or holds no key.
+	ErrKeyFile = errors.New("key file unusable")
 	// ErrStoreLocation: the store's location (--store) does not parse,
-	// answer or let the gateway in.
+	// answer or let the gateway in, is in a directory that does not
+	// exist, or holds no sandkey database this binary can use.
 	ErrStoreLocation = errors.New("store location unusable")
 	// ErrReplicaConflict: the store shows another live gateway this one may
 	// not run beside (single and replica modes mixed, or replicas whose
@@ -49,6 +52,10 @@ var storeKinds = []struct{ from, to error }{
 	{store.ErrWrongKeyFile, ErrWrongKeyFile},
 	{store.ErrInvalidDSN, ErrStoreLocation},
 	{store.ErrConnect, ErrStoreLocation},
+	{store.ErrLocation, ErrStoreLocation},
+	{store.ErrNotDatabase, ErrStoreLocation},
+	{store.ErrSchemaTooNew, ErrStoreLocation},
+	{store.ErrKeyFile, ErrKeyFile},
 	{store.ErrReplicaConflict, ErrReplicaConflict},
 }
 

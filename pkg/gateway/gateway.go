@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -372,7 +373,8 @@ const instanceIDBytes = 8
 func (g *Gateway) driverFor(name string) (driver.Driver, error) {
 	d, ok := g.cfg.Drivers[name]
 	if !ok {
-		return nil, fmt.Errorf("driver %q is not registered (have %v)", name, driverNames(g.cfg.Drivers))
+		return nil, fmt.Errorf("driver %q is not enabled on this gateway (it has %s; `gateway serve --drivers` enables drivers)",
+			name, strings.Join(driverNames(g.cfg.Drivers), ", "))
 	}
 	return d, nil
 }

@@ -451,8 +451,12 @@ func TestCreateRefusesBadRequests(t *testing.T) {
 		"no command":           {Name: "empty"},
 		"unknown driver":       {Name: "x", Driver: "kvm", Spec: Spec{Command: []string{"true"}}},
 	} {
-		if _, err := e.g.Create(ctx, req); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrExists) {
+		_, err := e.g.Create(ctx, req)
+		if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrExists) {
 			t.Errorf("%s: create: %v, want it refused as invalid or existing", name, err)
+		}
+		if name == "unknown driver" && (!errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--drivers")) {
+			t.Errorf("unknown driver: %v, want ErrInvalid saying how drivers are enabled", err)
 		}
 	}
 	all, _ := e.g.List(ctx)

@@ -57,6 +57,14 @@ func TestCLIRefusesBadArgumentsBeforeCallingTheGateway(t *testing.T) {
 		{"unknown keys command", []string{"keys", "frob"}, `unknown command "frob"`},
 		{"keys rotate with an operand", []string{"keys", "rotate", "now"}, "takes no arguments"},
 		{"unknown flag", []string{"sandbox", "list", "--frob"}, "unknown flag"},
+		{"admin neither a path nor host:port", []string{"--admin", "bogus", "sandbox", "list"}, `--admin "bogus"`},
+		{"TCP admin without a token file", []string{"--admin", "127.0.0.1:1", "sandbox", "list"}, "pass its file with --admin-token-file"},
+		{"TCP admin with a missing token file", []string{"--admin", "127.0.0.1:1", "--admin-token-file", "/nonexistent/token", "sandbox", "list"},
+			"--admin-token-file: read admin token file"},
+		{"exec with the command's flags before --", []string{"sandbox", "exec", "web", "ls", "-la"},
+			"the command's own flags go after --, as in `gateway sandbox exec NAME -- CMD ARGS...`"},
+		{"create with the command's flags before --", []string{"sandbox", "create", "web", "python3", "--version"},
+			"`gateway sandbox create NAME -- CMD ARGS...`"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

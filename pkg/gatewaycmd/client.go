@@ -40,6 +40,8 @@ func withClient(ctx context.Context, g *globals, call func(context.Context, admi
 	switch {
 	case errors.Is(err, admin.ErrNoGateway):
 		return fmt.Errorf("%w (start one with `gateway serve`, or pass --admin)", err)
+	case errors.Is(err, admin.ErrDialSettings):
+		return usageError{err}
 	case err != nil:
 		return err
 	}

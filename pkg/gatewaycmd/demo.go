@@ -39,14 +39,15 @@ func startDemo(ctx context.Context, gw *gateway.Gateway, g *globals, o *serveOpt
 	self, _ := os.Executable()
 	fmt.Fprintf(g.stderr, `
 sandkey demo: sandbox %q (%s) runs on the %s driver; its token lives %s and rotates at about half that.
-Watch the generation rise:   %s --state-dir %s sandbox list
-Run a command inside:        %s --state-dir %s sandbox exec demo -- sh -c 'echo hello from $SANDKEY_SANDBOX_ID'
-Its token directory:         %s (%s)
-Open a shell inside:         %s --state-dir %s sandbox exec -it demo -- sh
+Watch the generation rise:     %s --state-dir %s sandbox list
+Run a command inside:          %s --state-dir %s sandbox exec demo -- sh -c 'echo hello from $SANDKEY_SANDBOX_ID'
+Its token directory:           %s (%s)
+Open a shell inside:           %s --state-dir %s sandbox exec -it demo -- sh
+Remove it (stops its process): %s --state-dir %s sandbox delete demo
 Stop the gateway with Ctrl-C; the sandbox keeps running and the next gateway finds it.
 
 `, sb.Name, sb.ID, sb.Driver, o.lifetime, self, g.stateDir, self, g.stateDir,
-		filepath.Join(gw.TokenRoot().Path, sb.ID), memoryNote(gw.TokenRoot()), self, g.stateDir)
+		filepath.Join(gw.TokenRoot().Path, sb.ID), memoryNote(gw.TokenRoot()), self, g.stateDir, self, g.stateDir)
 	log.Info("demo sandbox running", zap.String("sandbox", sb.ID), zap.Uint64("gen", sb.LatestGen))
 	return nil
 }

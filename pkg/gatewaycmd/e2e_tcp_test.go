@@ -61,8 +61,9 @@ func TestCLIReachesAGatewayOverTLSWithTheAdminToken(t *testing.T) {
 	if code != ExitFailure || !strings.Contains(stderr, "invalid admin token") || !strings.Contains(stderr, "--admin-token-file") {
 		t.Errorf("keys list with a wrong token: exit %d, stderr %q", code, stderr)
 	}
+	// No token file is a usage error, found before any call.
 	code, _, stderr = runCLI(t, "--admin", addr, "--admin-ca", cert, "keys", "list")
-	if code != ExitFailure || !strings.Contains(stderr, "admin token") {
+	if code != ExitUsage || !strings.Contains(stderr, "--admin-token-file") {
 		t.Errorf("keys list without a token: exit %d, stderr %q", code, stderr)
 	}
 }

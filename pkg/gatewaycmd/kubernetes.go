@@ -42,7 +42,7 @@ func addKubernetesFlags(fs *pflag.FlagSet, o *kubernetesOptions) {
 	fs.StringVar(&o.serviceAccount, "kubernetes-service-account", kubernetes.DefaultServiceAccount, "ServiceAccount the sandboxes' pods run as (give it no RBAC at all); the exchange accepts no other")
 	fs.StringVar(&o.audience, "kubernetes-audience", kubernetes.DefaultAudience, "audience of the pods' projected ServiceAccount tokens, checked by TokenReview")
 	fs.Int64Var(&o.expiration, "kubernetes-token-expiration-seconds", kubernetes.DefaultExpirationSeconds, "lifetime of the projected tokens, in seconds (600 is the API's minimum; the kubelet rotates them at 80%)")
-	fs.StringVar(&o.gateway, "kubernetes-gateway", "", "address the pods' supervisors dial: tls://host:port of this gateway's --session-addr as pods reach it (required with the kubernetes driver)")
+	fs.StringVar(&o.gateway, "kubernetes-gateway", "", "address the pods' supervisors dial: tls://host:port of this gateway's --session-addr as pods reach it (default: none; required with the kubernetes driver)")
 	fs.StringVar(&o.caFile, "kubernetes-ca-file", "", "PEM bundle the supervisors trust for --kubernetes-gateway, passed in their environment (default: the image's system roots)")
 	fs.StringVar(&o.pullPolicy, "kubernetes-image-pull-policy", string(corev1.PullIfNotPresent), "image pull policy of the sandboxes' pods: Always, IfNotPresent or Never")
 	fs.StringVar(&o.supervisorImg, "kubernetes-supervisor-image", "", "image holding /supervisor (FROM scratch is enough): when set, any image is a sandbox, an init container copying the supervisor in, and every sandbox needs a command (default: none, sandbox images carry the supervisor, FROM sandkey-base)")

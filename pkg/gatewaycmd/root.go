@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -84,8 +85,8 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", envOr("SANDKEY_STATE_DIR", DefaultStateDir()), "state directory (env SANDKEY_STATE_DIR)")
 	pf.StringVar(&g.adminAddr, "admin", envOr("SANDKEY_ADMIN", ""), "operator API of a running gateway: a unix socket path, or host:port for TLS (env SANDKEY_ADMIN; default <state-dir>/admin.sock)")
-	pf.StringVar(&g.adminToken, "admin-token-file", envOr("SANDKEY_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token for a TCP operator API (env SANDKEY_ADMIN_TOKEN_FILE)")
-	pf.StringVar(&g.adminCA, "admin-ca", envOr("SANDKEY_ADMIN_CA", ""), "CA bundle that signed the TCP operator API's certificate (env SANDKEY_ADMIN_CA)")
+	pf.StringVar(&g.adminToken, "admin-token-file", envOr("SANDKEY_ADMIN_TOKEN_FILE", ""), "file holding the admin bearer token for a TCP operator API (env SANDKEY_ADMIN_TOKEN_FILE; default: none, required with a host:port --admin)")
+	pf.StringVar(&g.adminCA, "admin-ca", envOr("SANDKEY_ADMIN_CA", ""), "CA bundle that signed the TCP operator API's certificate (env SANDKEY_ADMIN_CA; default: the system roots)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, wide (sandbox lists add the replica holding each session) or json")
 	root.AddCommand(newServeCommand(g), newSandboxCommand(g), newKeysCommand(g), newVMKrunRunCommand())
 	return root
@@ -95,7 +96,7 @@ func NewRoot(stdout, stderr io.Writer) *cobra.Command {
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := NewRoot(stdout, stderr)
 	root.SetArgs(args)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagError)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
@@ -114,6 +115,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitNotFound
 	}
 	return ExitFailure
+}
+
+// flagError is a flag the command line refused. For the commands that run
+// a command, the likeliest cause is the command's own flags given without
+// -- (exec web ls -la), so it says where they go.
+func flagError(cmd *cobra.Command, err error) error {
+	if (cmd.Name() == "exec" || cmd.Name() == "create") && strings.HasPrefix(err.Error(), "unknown") {
+		return Usagef("%v: the command's own flags go after --, as in `%s NAME -- CMD ARGS...`", err, cmd.CommandPath())
+	}
+	return usageError{err}
 }
 
 // isConfigError reports whether err is a setting the operator must fix

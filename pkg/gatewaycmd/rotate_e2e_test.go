@@ -52,3 +52,20 @@ func TestRotateSucceedsWhenOnlyTheSessionDeliveredTheToken(t *testing.T) {
 		t.Errorf("rotate of a stopped sandbox whose directory is full: exit %d, stderr %q; want 1 saying it reached the sandbox nowhere", code, stderr)
 	}
 }
+
+// An exec in a sandbox that is created but never started (no session)
+// fails with exit 1 and says how to look at it and start it.
+func TestExecInASandboxWithoutSessionSaysHowToStartIt(t *testing.T) {
+	clearAdminEnv(t)
+	tg := startTestGateway(t)
+	tg.ok(t, "sandbox", "create", "idle", "--", "sleep", "3600")
+	code, _, stderr := tg.cli(t, "sandbox", "exec", "idle", "--", "true")
+	if code != ExitFailure {
+		t.Fatalf("exec without a session: exit %d, stderr %q; want 1", code, stderr)
+	}
+	for _, want := range []string{"has no session", "gateway sandbox get idle", "gateway sandbox start idle"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q does not say %q", stderr, want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sandkey/sandkey/pkg/admin/adminpb"
@@ -93,8 +94,8 @@ command takes a sandbox's id or its name.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&drv, "driver", "", "compute driver (default: the gateway's default driver)")
-	f.StringVar(&image, "image", "", "container or VM image, for drivers that run images")
-	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE of the workload (repeatable)")
+	f.StringVar(&image, "image", "", "container or VM image, for drivers that run images (default: none)")
+	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE of the workload (repeatable; default: none)")
 	f.BoolVar(&start, "start", false, "start the sandbox right after creating it")
 	return cmd
 }
@@ -237,8 +238,8 @@ func newSandboxExecCommand(g *globals) *cobra.Command {
 		Short: "Run a command in a running sandbox; exits with the command's status",
 		Long: `Run a command in a running sandbox through its supervisor. The command's
 stdout and stderr are streamed to this terminal's, and gateway exits with the
-command's exit status (128+N when a signal N killed it, 127 when it could not
-be started).
+command's exit status (128+N when a signal N killed it, 127 when it is not
+there, 126 when it cannot run).
 
 With -i, this command's standard input is streamed to the command as it comes,
 without limit, until it ends. With -t, the supervisor runs the command on a
@@ -275,7 +276,7 @@ group in the sandbox; a sandbox whose session drops ends its commands.`,
 				req.Timeout = durationpb.New(timeout)
 			}
 			if interactive || tty {
-				return execInteractive(cmd.Context(), g, req, interactive, tty, cmd.InOrStdin())
+				return execHint(execInteractive(cmd.Context(), g, req, interactive, tty, cmd.InOrStdin()), ref)
 			}
 			if stdin {
 				if req.Stdin, err = readStdin(cmd.InOrStdin()); err != nil {
@@ -283,18 +284,30 @@ group in the sandbox; a sandbox whose session drops ends its commands.`,
 				}
 				req.HasStdin = true
 			}
-			return withClient(cmd.Context(), g, func(ctx context.Context, c adminpb.AdminClient) error {
+			return execHint(withClient(cmd.Context(), g, func(ctx context.Context, c adminpb.AdminClient) error {
 				return runExec(ctx, c, req, g.stdout, g.stderr)
-			})
+			}), ref)
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&stdin, "stdin", false, "read this command's standard input to its end and send it to the command in one piece")
 	f.BoolVarP(&interactive, "interactive", "i", false, "stream this command's standard input to the command as it comes")
 	f.BoolVarP(&tty, "tty", "t", false, "run the command on a terminal in the sandbox, this terminal in raw mode")
-	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE added for the command (repeatable)")
-	f.DurationVar(&timeout, "timeout", 0, "kill the command if it runs longer (0: no limit)")
+	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE added for the command (repeatable; default: none)")
+	f.DurationVar(&timeout, "timeout", 0, "kill the command if it runs longer (default 0: no limit)")
 	return cmd
+}
+
+// execHint says what to look at when the gateway cannot run an exec in
+// sandbox ref: no session (a stopped sandbox, a supervisor that does not
+// connect) or one that cannot exec.
+func execHint(err error, ref string) error {
+	var re *remoteError
+	if !errors.As(err, &re) || re.code != codes.FailedPrecondition {
+		return err
+	}
+	return &remoteError{code: re.code, msg: fmt.Sprintf("%s (is it running? `gateway sandbox get %s` shows its state and session, `gateway sandbox start %s` starts a stopped one, `gateway sandbox logs %s` shows its supervisor's log)",
+		re.msg, ref, ref, ref)}
 }
 
 // runExec streams an exec's output to stdout and stderr and returns its

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,12 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/sandkey/sandkey/pkg/admin"
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/driver/kubernetes"
+	"github.com/sandkey/sandkey/pkg/driver/process"
 	"github.com/sandkey/sandkey/pkg/gateway"
 	"github.com/sandkey/sandkey/pkg/logging"
 	"github.com/sandkey/sandkey/pkg/memroot"
@@ -61,6 +64,7 @@ type serveOptions struct {
 	demo              bool
 	replicaAdvertise  string
 	leaderLease       time.Duration
+	unknownEnv        []string // SANDKEY_* variables that are no setting, warned about
 }
 
 func newServeCommand(g *globals) *cobra.Command {
@@ -70,21 +74,17 @@ func newServeCommand(g *globals) *cobra.Command {
 		Short: "Run the gateway: mint and rotate tokens, run sandboxes, serve supervisors and operators",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			skip := map[string]bool{"config": true}
-			if err := applyConfig(cmd.Flags(), o.configFile, skip); err != nil {
+			// The CLI's own flags are no settings of a gateway.
+			skip := map[string]bool{"config": true, "help": true, "admin": true, "admin-ca": true, "output": true}
+			from, err := applyConfig(cmd.Flags(), o.configFile, skip)
+			if err != nil {
 				return usageError{err}
 			}
-			if o.demo && !cmd.Flags().Changed("token-lifetime") {
-				o.lifetime = demoLifetime
-			}
-			if err := checkReplicaMode(o, cmd.Flags().Changed); err != nil {
-				return err
-			}
-			return runServe(cmd.Context(), g, o)
+			return from.annotate(checkAndServe(cmd, g, o))
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.configFile, "config", os.Getenv("SANDKEY_CONFIG"), "YAML file of settings named like these flags (env SANDKEY_CONFIG)")
+	f.StringVar(&o.configFile, "config", os.Getenv("SANDKEY_CONFIG"), "YAML file of settings named like these flags (env SANDKEY_CONFIG; default: none, flags and environment only)")
 	f.DurationVar(&o.lifetime, "token-lifetime", auth.DefaultLifetime, "lifetime of every token; at least 10s")
 	f.StringVar(&o.issuer, "issuer", gateway.DefaultIssuer, "token issuer (iss)")
 	f.StringVar(&o.audience, "audience", gateway.DefaultAudience, "token audience (aud)")
@@ -95,26 +95,44 @@ func newServeCommand(g *globals) *cobra.Command {
 	f.DurationVar(&o.jwksMaxAge, "jwks-max-age", gateway.DefaultJWKSMaxAge, "Cache-Control max-age of /jwks.json; at least 1s")
 	f.DurationVar(&o.keyPublishDelay, "key-publish-delay", gateway.DefaultKeyPublishDelay, "how long keys rotate publishes a new signing key before it signs with it; at least --jwks-max-age")
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:9464", "HTTP address for /healthz, /readyz, /metrics, /jwks.json; empty disables")
-	f.StringVar(&o.sessionAddr, "session-addr", "", "also serve supervisor sessions on this TCP address (shared, bearer token only; TLS required off loopback)")
-	f.StringVar(&o.sessionCert, "session-tls-cert", "", "TLS certificate for --session-addr")
-	f.StringVar(&o.sessionKey, "session-tls-key", "", "TLS private key for --session-addr")
-	f.StringVar(&o.adminTCP, "admin-tcp", "", "also serve the operator API on this TCP address, with TLS and an admin token")
-	f.StringVar(&o.adminCert, "admin-tls-cert", "", "TLS certificate for --admin-tcp")
-	f.StringVar(&o.adminKey, "admin-tls-key", "", "TLS private key for --admin-tcp")
-	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires")
+	f.StringVar(&o.sessionAddr, "session-addr", "", "also serve supervisor sessions on this TCP address (shared, bearer token only; TLS required off loopback); default: none, each sandbox's own socket only")
+	f.StringVar(&o.sessionCert, "session-tls-cert", "", "TLS certificate for --session-addr (default: none, plaintext, allowed on loopback only)")
+	f.StringVar(&o.sessionKey, "session-tls-key", "", "TLS private key for --session-addr (default: none, with --session-tls-cert)")
+	f.StringVar(&o.adminTCP, "admin-tcp", "", "also serve the operator API on this TCP address, with TLS and an admin token (default: none, the unix socket <state-dir>/admin.sock only)")
+	f.StringVar(&o.adminCert, "admin-tls-cert", "", "TLS certificate for --admin-tcp (default: none; required with it)")
+	f.StringVar(&o.adminKey, "admin-tls-key", "", "TLS private key for --admin-tcp (default: none; required with it)")
+	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token --admin-tcp requires (default: none; required with it)")
 	addPeerFlags(f, o)
-	f.StringVar(&o.defaultDriver, "driver", "process", "driver for sandboxes created without one")
+	f.StringVar(&o.defaultDriver, "driver", process.Name, "driver for sandboxes created without one; one of --drivers (default: process, or the first of --drivers when process is not among them)")
 	addDriverFlags(f, &o.drivers)
 	f.StringVar(&o.tokenRoot, "token-root", "", "directory of the sandboxes' token directories; default <state-dir>/tokens, mounted as a tmpfs when the gateway may mount (else $XDG_RUNTIME_DIR/sandkey/..., else on disk with a warning)")
 	f.StringVar(&o.tokenRootSize, "token-root-size", memroot.DefaultTokenSize, "size limit of the tmpfs mounted at the token root (bytes, or with a k, m, g or % suffix)")
 	f.StringVar(&o.store, "store", "", "where the gateway keeps its state: an SQLite file path, or a Postgres DSN postgres://USER:PASSWORD@HOST:PORT/DATABASE (default <state-dir>/"+gateway.StoreFile+")")
-	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (optional)")
+	f.StringVar(&o.keyFile, "key-file", "", "32-byte key file encrypting signing keys at rest (default: none, keys stored unencrypted)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	f.StringVar(&o.replicaAdvertise, "replica-advertise", "", "run as one of several gateway replicas sharing a Postgres --store: host:port where the other replicas reach this one's --admin-tcp; empty: a single gateway (replica mode needs --store postgres://..., --drivers kubernetes alone, --admin-tcp with its TLS pair and --admin-token-file, and --session-addr)")
 	f.DurationVar(&o.leaderLease, "leader-lease", gateway.DefaultLeaderLease, "lease of the leader gateway (the one that sweeps, prunes and activates keys), renewed every third of it; a dead leader is replaced within it; at least 3s")
 	f.BoolVar(&o.demo, "demo", false, "create and start a demo sandbox with a short token lifetime (30s unless set)")
 	return cmd
+}
+
+// checkAndServe refuses settings that contradict each other, then serves.
+func checkAndServe(cmd *cobra.Command, g *globals, o *serveOptions) error {
+	if err := checkDurations(cmd.Flags()); err != nil {
+		return err
+	}
+	if o.demo && !cmd.Flags().Changed("token-lifetime") {
+		o.lifetime = demoLifetime
+	}
+	if err := checkReplicaMode(o, cmd.Flags().Changed); err != nil {
+		return err
+	}
+	if err := checkDefaultDriver(o, cmd.Flags().Changed("driver")); err != nil {
+		return err
+	}
+	o.unknownEnv = unknownEnv(cmd.Flags())
+	return runServe(cmd.Context(), g, o)
 }
 
 // findSupervisor locates the supervisor binary the process driver runs
@@ -142,6 +160,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		return Usagef("%v", err)
 	}
 	defer log.Sync()
+	if len(o.unknownEnv) > 0 {
+		log.Warn("environment variables that are no setting of gateway serve are ignored; settings are SANDKEY_<FLAG>, see gateway serve --help",
+			zap.Strings("variables", o.unknownEnv))
+	}
 	// Before any key, token or operator credential is in memory.
 	if err := keepMemoryPrivate(); err != nil {
 		log.Warn("the gateway's memory stays readable to its user and may be dumped to a disk on a crash", zap.Error(err))
@@ -149,7 +171,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	// gateway.Config takes a zero lifetime for the default; a zero given
 	// here is a request for tokens that never expire, which is refused.
 	if err := auth.CheckLifetime(o.lifetime); err != nil {
-		return usageError{fmt.Errorf("gateway config: %w", err)}
+		return usageError{fmt.Errorf("--token-lifetime: %w", err)}
 	}
 	cfg := gateway.Config{
 		StateDir: g.stateDir, Store: o.store, KeyFile: o.keyFile, Lifetime: o.lifetime,
@@ -161,6 +183,18 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	}
 	if (o.sessionCert == "") != (o.sessionKey == "") {
 		return Usagef("--session-tls-cert and --session-tls-key go together")
+	}
+	// Settings of a listener that is not asked for do nothing; whoever
+	// gave them meant to serve it.
+	if o.sessionAddr == "" && (o.sessionCert != "" || o.sessionKey != "") {
+		return Usagef("--session-tls-cert and --session-tls-key secure --session-addr, which is not set: set it (such as --session-addr 0.0.0.0:7443) or drop them")
+	}
+	// (Not --admin-token-file: SANDKEY_ADMIN_TOKEN_FILE is also the CLI's.)
+	if o.adminTCP == "" && (o.adminCert != "" || o.adminKey != "") {
+		return Usagef("--admin-tls-cert and --admin-tls-key secure --admin-tcp, which is not set: set it (such as --admin-tcp 0.0.0.0:7444) or drop them")
+	}
+	if o.adminTCP != "" && (o.adminCert == "" || o.adminKey == "" || o.adminTokenFile == "") {
+		return Usagef("--admin-tcp %s: the operator API on TCP needs --admin-tls-cert, --admin-tls-key and --admin-token-file; set all three", o.adminTCP)
 	}
 	if o.sessionCert != "" {
 		pair, err := tls.LoadX509KeyPair(o.sessionCert, o.sessionKey)
@@ -186,7 +220,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	// The state directory is made (0700), or refused when others may read
 	// it, and locked, before drivers put their own directories in it.
 	if err := gateway.CheckStateDir(g.stateDir); err != nil {
-		return err
+		// A path that is no directory, cannot be made or is not private:
+		// the operator's to fix.
+		return usageError{fmt.Errorf("--state-dir: %w", err)}
 	}
 	// One gateway per state directory, locked before anything in it is
 	// touched: a second one would take the first's sandbox sockets.
@@ -199,6 +235,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	}
 	defer lock.Close()
 	tokens, err := memroot.PrepareTokens(g.stateDir, o.tokenRoot, o.tokenRootSize)
+	if errors.Is(err, memroot.ErrNotARoot) {
+		return usageError{fmt.Errorf("--token-root: %w", err)}
+	}
 	if err != nil {
 		return err
 	}
@@ -227,6 +266,9 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 		// --store names a database that does not parse, answer or let us in.
 		if errors.Is(err, gateway.ErrStoreLocation) {
 			return usageError{fmt.Errorf("--store: %w", err)}
+		}
+		if errors.Is(err, gateway.ErrKeyFile) {
+			return usageError{fmt.Errorf("--key-file: %w", err)}
 		}
 		// Another live gateway on the store that this one may not join.
 		if errors.Is(err, gateway.ErrReplicaConflict) {
@@ -268,7 +310,7 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	if o.httpAddr != "" {
 		hl, err := net.Listen("tcp", o.httpAddr)
 		if err != nil {
-			return usageError{fmt.Errorf("--http-addr %s: %w", o.httpAddr, err)}
+			return usageError{fmt.Errorf("--http-addr %s: %w (give another address, such as 127.0.0.1:0, or an empty one to serve no HTTP; SANDKEY_HTTP_ADDR does it for make run)", o.httpAddr, err)}
 		}
 		srv := newHTTPServer(gw, reg)
 		wg.Add(1)
@@ -287,7 +329,10 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 			return usageError{fmt.Errorf("--session-addr %s: %w", o.sessionAddr, err)}
 		}
 		if err := gw.ServeShared("tcp", sl); err != nil {
-			return usageError{err}
+			if cfg.SessionTLS == nil {
+				return Usagef("--session-addr %s: %v: give --session-tls-cert and --session-tls-key, or a loopback address", o.sessionAddr, err)
+			}
+			return Usagef("--session-addr %s: %v", o.sessionAddr, err)
 		}
 		log.Info("sessions serving on a shared listener", zap.String("addr", sl.Addr().String()), zap.Bool("tls", cfg.SessionTLS != nil))
 	}
@@ -309,6 +354,43 @@ func runServe(ctx context.Context, g *globals, o *serveOptions) error {
 	case err := <-fail:
 		return err
 	}
+}
+
+// checkDurations refuses a duration setting that is not positive: the
+// gateway reads a zero as its default, so a 0 given on purpose ("no
+// grace", "no heartbeat") would silently become 10s, and a negative one
+// would reach a ticker. --token-lifetime and --leader-lease have minimums
+// of their own, checked with their reasons.
+func checkDurations(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Value.Type() != "duration" || f.Name == "token-lifetime" || f.Name == "leader-lease" {
+			return
+		}
+		if v, err := time.ParseDuration(f.Value.String()); err == nil && v <= 0 {
+			errs = append(errs, fmt.Errorf("--%s %s: must be positive (default %s)", f.Name, v, f.DefValue))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+// checkDefaultDriver makes --driver one of --drivers: left unset, it is
+// process when enabled, else the first enabled driver; set, it must be
+// enabled, or every create without --driver would fail.
+func checkDefaultDriver(o *serveOptions, changed bool) error {
+	enabled := o.drivers.enabled
+	if slices.Contains(enabled, o.defaultDriver) || len(enabled) == 0 {
+		return nil
+	}
+	if !changed {
+		o.defaultDriver = enabled[0]
+		return nil
+	}
+	return Usagef("--driver %s: not among --drivers %s; enable it (--drivers %s,%s) or pick one of those",
+		o.defaultDriver, strings.Join(enabled, ","), strings.Join(enabled, ","), o.defaultDriver)
 }
 
 func serveGRPC(wg *sync.WaitGroup, fail chan<- error, srv *grpc.Server, l net.Listener) {

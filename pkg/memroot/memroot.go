@@ -7,7 +7,10 @@
 // backup or a disk image. Each sandbox's directory is <token root>/<id>.
 //
 // PrepareTokens, run by `gateway serve` before the gateway opens, makes
-// the token root memory-backed where it can:
+// the token root memory-backed where it can. A root the operator chose
+// (--token-root) that holds anything but sandboxes' directories is first
+// refused, untouched (ErrNotARoot): the steps below would empty it, make
+// it 0700 and mount over it.
 //
 //  1. a root that is already tmpfs or ramfs is used as it is: a gateway
 //     restarted after a stop finds the tmpfs it mounted before, still
@@ -32,6 +35,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -71,6 +75,17 @@ func TokenRoot(stateDir string) string { return filepath.Join(stateDir, TokenDir
 func SocketRoot(stateDir string) string { return filepath.Join(stateDir, SocketDirName) }
 
 var tmpfsSize = regexp.MustCompile(`^[1-9][0-9]*[kmg%]?$`)
+
+// ErrNotARoot is a root the operator chose (--token-root) that is not a
+// directory, or that holds anything but sandboxes' token directories:
+// the gateway empties a root on disk, makes it 0700 and mounts a tmpfs on
+// it, which must never befall a directory of other files (a mistyped
+// --token-root /srv or /run).
+var ErrNotARoot = errors.New("not usable as a root")
+
+// sandboxDirName is the name of a sandbox's directory under a root: its
+// id, 32 hex digits.
+var sandboxDirName = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // CheckTokenSize validates a tmpfs size= value (bytes, or with a k, m,
 // g or % suffix).
@@ -121,6 +136,8 @@ func prepare(kind rootKind, stateDir, dir, size string) (Root, error) {
 	chosen := dir != ""
 	if !chosen {
 		dir = filepath.Join(stateDir, kind.base)
+	} else if err := checkChosenRoot(kind, dir); err != nil {
+		return Root{}, err
 	}
 	root, err := inspectRoot(kind, dir)
 	if err != nil || root.MemoryBacked {
@@ -152,6 +169,26 @@ func InspectTokens(dir string) (Root, error) { return inspectRoot(tokenRootKind,
 
 // InspectSockets is InspectTokens for the socket root.
 func InspectSockets(dir string) (Root, error) { return inspectRoot(socketRootKind, dir) }
+
+// checkChosenRoot refuses a root the operator named that does not exist
+// as a directory of sandboxes' directories alone (ErrNotARoot); one that
+// does not exist yet is made.
+func checkChosenRoot(kind rootKind, dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: %s %s: %w; give a new or empty directory", ErrNotARoot, kind.name, dir, err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !sandboxDirName.MatchString(e.Name()) {
+			return fmt.Errorf("%w: %s %s holds %q, which is no sandbox's directory: the gateway would empty it, make it 0700 and mount a tmpfs on it; give a new or empty directory",
+				ErrNotARoot, kind.name, dir, e.Name())
+		}
+	}
+	return nil
+}
 
 func inspectRoot(kind rootKind, dir string) (Root, error) {
 	abs, err := filepath.Abs(dir)

@@ -96,6 +96,41 @@ func TestPrepareTokensMountsATmpfsOnceAndReusesIt(t *testing.T) {
 	}
 }
 
+// A mistyped --token-root (/srv, /run) must never be emptied, made 0700
+// or mounted over: a chosen root holding anything but sandboxes'
+// directories is refused, untouched.
+func TestPrepareTokensRefusesAChosenRootOfOtherFilesUntouched(t *testing.T) {
+	chosen := filepath.Join(t.TempDir(), "data")
+	precious := filepath.Join(chosen, "precious")
+	if err := os.MkdirAll(chosen, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(precious, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := PrepareTokens(t.TempDir(), chosen, "1m")
+	if !errors.Is(err, ErrNotARoot) || !strings.Contains(err.Error(), chosen) || !strings.Contains(err.Error(), `"precious"`) {
+		t.Fatalf("PrepareTokens = %v, want ErrNotARoot naming %s and what it holds", err, chosen)
+	}
+	if _, err := os.Stat(precious); err != nil {
+		t.Errorf("the refused root lost its file: %v", err)
+	}
+	if fi, err := os.Stat(chosen); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("the refused root's mode is %v (%v), want 0755 as it was", fi.Mode(), err)
+	}
+	if n := mountsAt(t, chosen); n != 0 {
+		t.Errorf("%d mounts at the refused root", n)
+	}
+
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PrepareTokens(t.TempDir(), file, "1m"); !errors.Is(err, ErrNotARoot) {
+		t.Errorf("a file as the token root: %v, want ErrNotARoot", err)
+	}
+}
+
 func TestPrepareTokensRefusesABadSize(t *testing.T) {
 	for _, size := range []string{"", "0", "-1", "12q", "1m; rm", "size=1m"} {
 		if _, err := PrepareTokens(t.TempDir(), "", size); err == nil || !strings.Contains(err.Error(), "token root size") {

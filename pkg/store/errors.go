@@ -25,6 +25,12 @@ var (
 	// an SQLite database of another program; or the Postgres schema holds
 	// another program's tables.
 	ErrNotDatabase = errors.New("not a usable sandkey database")
+	// ErrLocation: an SQLite store's path is in a directory that does not
+	// exist or is not a directory.
+	ErrLocation = errors.New("store location unusable")
+	// ErrKeyFile: the key file cannot be opened or read, or does not hold
+	// a key (ErrInsecurePermissions for one others can read).
+	ErrKeyFile = errors.New("key file unusable")
 	// ErrInvalidDSN: a Postgres store location does not parse.
 	ErrInvalidDSN = errors.New("invalid Postgres DSN")
 	// ErrConnect: the Postgres server cannot be reached, or refused the

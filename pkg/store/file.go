@@ -27,10 +27,13 @@ func prepareFile(path string) (created bool, err error) {
 	dir := filepath.Dir(path)
 	di, err := os.Stat(dir)
 	if err != nil {
-		return false, fmt.Errorf("stat database directory %s: %w", dir, err)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("%w: database directory %s does not exist; create it (mkdir -m 700 %s) or choose another path", ErrLocation, dir, dir)
+		}
+		return false, fmt.Errorf("%w: stat database directory %s: %w", ErrLocation, dir, err)
 	}
 	if !di.IsDir() {
-		return false, fmt.Errorf("database directory %s: not a directory", dir)
+		return false, fmt.Errorf("%w: database directory %s: not a directory", ErrLocation, dir)
 	}
 	if di.Mode().Perm()&0o022 != 0 {
 		return false, fmt.Errorf("%w: database directory %s is writable by group or others (mode %04o); run: chmod go-w %s",

@@ -31,15 +31,15 @@ type sealer struct {
 func loadKeyFile(path string) (*sealer, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open key file %s: %w", path, err)
+		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("stat key file %s: %w", path, err)
+		return nil, fmt.Errorf("%w: stat %s: %w", ErrKeyFile, path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("key file %s: not a regular file", path)
+		return nil, fmt.Errorf("%w: %s: not a regular file", ErrKeyFile, path)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%w: key file %s is accessible by group or others (mode %04o); run: chmod 600 %s",
@@ -47,12 +47,12 @@ func loadKeyFile(path string) (*sealer, error) {
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, maxKeyFileRead))
 	if err != nil {
-		return nil, fmt.Errorf("read key file %s: %w", path, err)
+		return nil, fmt.Errorf("%w: read %s: %w", ErrKeyFile, path, err)
 	}
 	key, err := parseKeyFile(raw)
 	if err != nil {
-		return nil, fmt.Errorf("key file %s: %w; create one with: head -c 32 /dev/urandom > %s",
-			path, err, path)
+		return nil, fmt.Errorf("%w: %s: %w; create one with: head -c 32 /dev/urandom > %s",
+			ErrKeyFile, path, err, path)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {

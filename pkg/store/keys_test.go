@@ -107,17 +107,25 @@ func TestOpenRefusesBadKeyFiles(t *testing.T) {
 			contents []byte
 			mode     os.FileMode
 			want     string
+			kind     error
 		}{
-			{"group-readable", bytes.Repeat([]byte{1}, 32), 0o640, "chmod 600"},
-			{"too short", []byte("short"), 0o600, "want 32 raw bytes"},
-			{"not hex", bytes.Repeat([]byte("z"), 64), 0o600, "want 32 raw bytes"},
+			{"group-readable", bytes.Repeat([]byte{1}, 32), 0o640, "chmod 600", ErrInsecurePermissions},
+			{"too short", []byte("short"), 0o600, "want 32 raw bytes", ErrKeyFile},
+			{"not hex", bytes.Repeat([]byte("z"), 64), 0o600, "want 32 raw bytes", ErrKeyFile},
+			{"missing", nil, 0, "no such file", ErrKeyFile},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				keyPath := writeKeyFile(t, tt.contents, tt.mode)
+				keyPath := filepath.Join(t.TempDir(), "absent.key")
+				if tt.contents != nil {
+					keyPath = writeKeyFile(t, tt.contents, tt.mode)
+				}
 				_, err := Open(context.Background(), be.newLocation(t), Options{KeyFile: keyPath})
 				if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), keyPath) {
 					t.Errorf("Open = %v, want an error naming %s and %q", err, keyPath, tt.want)
+				}
+				if !errors.Is(err, tt.kind) {
+					t.Errorf("Open = %v, want it to be %v", err, tt.kind)
 				}
 			})
 		}

@@ -214,6 +214,17 @@ func TestOpenRefusesNewerSchemaWithoutTouchingIt(t *testing.T) {
 	})
 }
 
+func TestOpenInAMissingDirectoryIsAnUnusableLocationSayingWhatToDo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "absent")
+	_, err := Open(context.Background(), filepath.Join(dir, "sandkey.db"), Options{})
+	if !errors.Is(err, ErrLocation) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "mkdir") {
+		t.Fatalf("Open = %v, want ErrLocation naming %s and how to create it", err, dir)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the refused Open created %s (stat: %v)", dir, err)
+	}
+}
+
 func TestOpenRefusesInsecurePermissions(t *testing.T) {
 	tests := []struct {
 		name     string

@@ -33,7 +33,15 @@
 //     operators: rewritten at every new token and every session coming
 //     up or going down.
 //  6. When the workload ends, report its exit to the gateway (bounded
-//     retries) and exit with its code: 128+signal when it was killed.
+//     retries) and exit with its code: 128+signal when it was killed. A
+//     workload that cannot be started at all (a mistyped command) is
+//     reported too, as exit 127, before any session: the gateway then
+//     marks the sandbox stopped rather than running with no process.
+//
+// NewFlags (flags.go) is the command line: every flag defaults to its
+// SANDKEY_* variable, set by the driver; a variable that does not parse
+// is an error, never a silent default. docs/operating.md lists them, which
+// a test of pkg/gatewaycmd checks.
 //
 // CopySelf (`supervisor --copy-to DEST`) runs none of that: it copies the
 // binary into a volume and exits, for the init container of a Kubernetes

@@ -30,7 +30,13 @@ func (r reaperExec) Run(ctx context.Context, c session.ExecCommand, stdout, stde
 	}
 	path, err := exec.LookPath(c.Argv[0])
 	if err != nil {
-		return session.ExecResult{ExitCode: session.ExitNotFound, Error: err.Error()}
+		// As shells: 127 for a command that is not there, 126 for one
+		// that is but cannot run (not executable, a directory).
+		code := session.ExitCannotExecute
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = session.ExitNotFound
+		}
+		return session.ExecResult{ExitCode: code, Error: err.Error()}
 	}
 	cmd := exec.Command(path, c.Argv[1:]...)
 	cmd.Args[0] = c.Argv[0]

@@ -89,7 +89,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	runner, err := workload.Start(context.Background(), wcfg)
 	if err != nil {
 		log.Error("start workload", zap.Strings("argv", cfg.Argv), zap.Error(err))
-		return 127
+		reportStartFailure(cfg, src, dial, watcher, log)
+		return session.ExitNotFound
 	}
 	defer runner.Close()
 
@@ -132,6 +133,27 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) int {
 	stopSession()
 	wg.Wait()
 	return exit.Code
+}
+
+// reportStartFailure tells the gateway that the workload never started,
+// as an exit with code 127: the session that reports every other exit is
+// never opened then, and the sandbox would stay "running" with no process
+// (a mistyped command) until the gateway restarted.
+func reportStartFailure(cfg Config, src tokenSource, dial []session.DialOption, watcher *dirwatch.Watcher, log *zap.Logger) {
+	client, err := session.NewClient(session.ClientConfig{
+		Target: cfg.Gateway, SandboxID: cfg.SandboxID, InstanceID: cfg.InstanceID, Version: Version,
+		Source: src, Logger: log.Named("session"), Watcher: watcher, DialOptions: dial, Backoff: backoffFor(cfg.Mode),
+	})
+	if err != nil {
+		log.Warn("report the failed start to the gateway", zap.Error(err))
+		return
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), reportExitTimeout)
+	defer cancel()
+	if err := client.ReportExit(ctx, session.ExitNotFound, 0); err != nil && !errors.Is(err, session.ErrUnknownSandbox) {
+		log.Warn("report the failed start to the gateway", zap.Error(err))
+	}
 }
 
 func fail(log *zap.Logger, err error) int {

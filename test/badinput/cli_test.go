@@ -32,7 +32,7 @@ func TestCLIRefusesBadArgumentsWithTheirExitCodeAndChangesNothing(t *testing.T) 
 		{"--env with a space in the name", []string{"sandbox", "create", "x", "-e", "A B=1", "--", "true"}, gatewaycmd.ExitUsage, []string{"is not a variable name"}},
 		{"--env setting a reserved variable", []string{"sandbox", "create", "x", "-e", "SANDKEY_SANDBOX_ID=forged", "--", "true"}, gatewaycmd.ExitUsage, []string{"set by the gateway"}},
 		{"bad sandbox name", []string{"sandbox", "create", "bad name!", "--", "true"}, gatewaycmd.ExitUsage, []string{"use 1-63 letters"}},
-		{"unknown driver", []string{"sandbox", "create", "x", "--driver", "bogus", "--", "true"}, gatewaycmd.ExitUsage, []string{`driver "bogus" is not registered`}},
+		{"unknown driver", []string{"sandbox", "create", "x", "--driver", "bogus", "--", "true"}, gatewaycmd.ExitUsage, []string{`driver "bogus" is not enabled on this gateway`, "--drivers"}},
 		{"duplicate name", []string{"sandbox", "create", "keep", "--", "true"}, gatewaycmd.ExitFailure, []string{"name already taken"}},
 		{"negative exec timeout", []string{"sandbox", "exec", "keep", "--timeout", "-1s", "--", "true"}, gatewaycmd.ExitUsage, []string{"negative"}},
 		{"exec of a missing binary", []string{"sandbox", "exec", "keep", "--", "/nonexistent/binary"}, 127, []string{"no such file or directory"}},

@@ -111,7 +111,8 @@ func TestServeRefusesAStoreThatIsNotADatabaseAndLeavesItUntouched(t *testing.T) 
 				t.Fatal(err)
 			}
 			r := runGateway(t, nil, "serve", "--state-dir", state, "--http-addr", "", "--supervisor", binaries.Supervisor)
-			checkClearError(t, r, gatewaycmd.ExitFailure, db, tc.want)
+			// A configuration to fix (--store names no usable database): 2.
+			checkClearError(t, r, gatewaycmd.ExitUsage, db, tc.want, "--store")
 			if got, err := os.ReadFile(db); err != nil || !bytes.Equal(got, tc.store) {
 				t.Errorf("the store file changed (%v)", err)
 			}

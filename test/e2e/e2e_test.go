@@ -192,6 +192,23 @@ func TestResumeAfterExpiryRegistersOnTheFirstTry(t *testing.T) {
 	}
 }
 
+// A mistyped command: the supervisor cannot start it and ends before any
+// session, and still tells the gateway, which marks the sandbox stopped
+// rather than running with no process.
+func TestWorkloadThatCannotStartMarksTheSandboxStopped(t *testing.T) {
+	h := newHarness(t, time.Minute)
+	ctx := context.Background()
+	sb, err := h.gw.Create(ctx, gateway.CreateRequest{Name: "typo", Start: true,
+		Spec: gateway.Spec{Command: []string{"/no/such/command"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(15*time.Second, "the sandbox is marked stopped after its workload failed to start", func() bool {
+		got, _ := h.gw.Get(ctx, sb.ID)
+		return got.State == "stopped"
+	})
+}
+
 func TestWorkloadExitMarksTheSandboxStopped(t *testing.T) {
 	h := newHarness(t, time.Minute)
 	ctx := context.Background()
