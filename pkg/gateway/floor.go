@@ -20,9 +20,10 @@ import (
 // gateway looks for that evidence and raises the sandbox's generation
 // floor past it (store.RaiseGenerationFloor), so that no generation number
 // is ever issued twice:
-//   - at reconcile, for every running sandbox, and before a start or a
-//     manual rotation (mintOne): the token in the sandbox's directory,
-//     which a gateway writes before it pushes;
+//   - at reconcile, for every running sandbox, and before a start
+//     (mintOne), a manual rotation (of a stopped sandbox too, which no
+//     reconcile looked at) or a reissue: the token in the sandbox's
+//     directory, which a gateway writes before it pushes;
 //   - whenever a supervisor presents a token signed for its sandbox that
 //     the store never issued, on any listener; on an attested socket it is
 //     then answered with a generation above it (Reissue).
@@ -87,6 +88,15 @@ func (g *Gateway) floorFromDir(ctx context.Context, sb store.Sandbox) (bool, err
 	return true, nil
 }
 
+// floorFromDirLogged is floorFromDir before a single mint (a start, a
+// manual rotation, a reissue), which goes on whatever it found: a
+// directory it cannot read is logged, not fatal.
+func (g *Gateway) floorFromDirLogged(ctx context.Context, sb store.Sandbox) {
+	if _, err := g.floorFromDir(ctx, sb); err != nil {
+		g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", sb.ID), zap.Error(err))
+	}
+}
+
 // Reissue implements session.Authority: the latest token of sandboxID when
 // it is above `above` and unexpired, or else a new generation minted above
 // `above` and above the sandbox's directory.
@@ -104,9 +114,7 @@ func (g *Gateway) Reissue(ctx context.Context, sandboxID string, above uint64) (
 	if err != nil {
 		return nil, err
 	}
-	if _, err := g.floorFromDir(ctx, sb); err != nil {
-		g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", sandboxID), zap.Error(err))
-	}
+	g.floorFromDirLogged(ctx, sb)
 	if latest, err := g.latestToken(ctx, sandboxID); err == nil && latest.Gen() > above && g.now().Before(latest.ExpiresAt()) {
 		return latest, nil
 	}

@@ -335,6 +335,9 @@ func (g *Gateway) RotateReport(ctx context.Context, idOrName string) (_ RotateRe
 	if err != nil {
 		return RotateResult{}, err
 	}
+	// A stopped sandbox was not reconciled: its directory may hold a
+	// generation a restored store forgot.
+	g.floorFromDirLogged(ctx, sb)
 	tokens, err := g.mint(ctx, []string{sb.ID}, "manual")
 	if err != nil {
 		return RotateResult{}, err

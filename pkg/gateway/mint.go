@@ -233,9 +233,7 @@ func (g *Gateway) deliver(ctx context.Context, tokens minted, reason string) {
 // a generation its directory holds that the store forgot (floorFromDir).
 func (g *Gateway) mintOne(ctx context.Context, id, reason string) (*auth.Token, error) {
 	if sb, err := g.store.GetSandbox(ctx, id); err == nil {
-		if _, err := g.floorFromDir(ctx, sb); err != nil {
-			g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", id), zap.Error(err))
-		}
+		g.floorFromDirLogged(ctx, sb)
 	}
 	tokens, err := g.mint(ctx, []string{id}, reason)
 	if err != nil {
