@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
@@ -78,4 +79,50 @@ func (e *env) dirTokenIgnoringExpiry(id string) (*auth.Token, error) {
 		return nil, err
 	}
 	return e.g.verify.VerifyIgnoringExpiry(string(raw), id)
+}
+
+// A sandbox the store does not know runs: the store was restored from a
+// backup taken before its start (or the gateway was killed between the
+// driver's start and the store's record of it). The restarted gateway
+// finds it with its driver, opens its socket and keeps its token fresh:
+// a running sandbox's token never lapses because the store forgot its
+// start.
+func TestARunningSandboxTheStoreThinksStoppedIsReconciled(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb, err := e.g.Create(ctx, CreateRequest{Name: "unrecorded", Spec: Spec{Command: []string{"sleep", "600"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := e.backupStore()
+	if _, err := e.g.Start(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.restoreStore(backup)
+
+	got, err := e.g.Get(ctx, sb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != StateRunning {
+		t.Errorf("after the restart: state %s, want %s (its process runs)", got.State, StateRunning)
+	}
+	if _, err := os.Stat(filepath.Join(e.g.socketDir(sb.ID), "gw.sock")); err != nil {
+		t.Errorf("its supervisor has no socket to reach the gateway: %v", err)
+	}
+	// Two half lifetimes, a sweep after each: past the first token's expiry
+	// and its verifiers' leeway.
+	for range 2 {
+		e.clock.Add(lifetime / 2)
+		if _, err := e.g.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Add(auth.Leeway + time.Second)
+	if _, err := e.g.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.dirToken(sb.ID); err != nil {
+		t.Fatalf("a lifetime after the restart, its token directory: %v (the token lapsed while it runs)", err)
+	}
 }

@@ -19,12 +19,19 @@ import (
 // fresh generation was never issued before); one the driver no longer
 // knows is marked vanished, one that ended is marked stopped. A token
 // directory found empty (a tmpfs after a host reboot) counts as never
-// written.
+// written. A sandbox the store does not record as running but whose driver
+// runs an instance the store never recorded is adopted first
+// (unrecordedStarts).
 func (g *Gateway) reconcile(ctx context.Context) error {
 	running, err := g.store.ListSandboxes(ctx, store.SandboxRunning)
 	if err != nil {
 		return err
 	}
+	unrecorded, err := g.unrecordedStarts(ctx)
+	if err != nil {
+		return err
+	}
+	running = append(running, unrecorded...)
 	now := g.now()
 	var serve, remint []string
 	latest := make(map[string]uint64)
@@ -80,4 +87,52 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 	}
 	g.log.Info("reconciled sandboxes", zap.Int("running", len(running)), zap.Int("reminted", len(remint)))
 	return nil
+}
+
+// unrecordedStarts finds the sandboxes whose start the store does not
+// record, marks them running with their driver's instance, and returns
+// them: the gateway was killed between a driver's start and the store's
+// record of it, or the store was restored from a backup taken before the
+// start. Left alone, such a sandbox runs without a socket to reach the
+// gateway, and no sweep rotates its token, which lapses. Only an
+// instance other than the store's counts: the store's own instance,
+// still running, has reported its exit and is on its way out. Drivers
+// that name their runs (Kubernetes) are left out: a run the store did not
+// record is refused by the exchange whatever its state, and reported by
+// reportUnknownRuns; so is a replica, whose peers start sandboxes while it
+// reconciles.
+func (g *Gateway) unrecordedStarts(ctx context.Context) ([]store.Sandbox, error) {
+	if g.ReplicaMode() {
+		return nil, nil
+	}
+	idle, err := g.store.ListSandboxes(ctx, store.SandboxCreated, store.SandboxStopped, store.SandboxVanished)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Sandbox
+	for _, sb := range idle {
+		d, err := g.driverFor(sb.Driver)
+		if err != nil {
+			continue
+		}
+		if _, names := d.(driver.RunStarter); names {
+			continue
+		}
+		st, err := d.Status(ctx, sb.ID)
+		if err != nil {
+			return nil, fmt.Errorf("driver %s status of sandbox %s: %w", sb.Driver, sb.ID, err)
+		}
+		if st.State != driver.StateRunning || st.InstanceID == "" || st.InstanceID == sb.InstanceID {
+			continue
+		}
+		g.log.Warn("sandbox runs an instance the store never recorded (gateway killed during its start, or store restored from a backup); reconciling it as running",
+			zap.String("sandbox", sb.ID), zap.String("name", sb.Name), zap.String("recorded_state", string(sb.State)),
+			zap.String("instance", st.InstanceID))
+		if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxRunning, st.InstanceID); err != nil {
+			return nil, err
+		}
+		sb.State, sb.InstanceID = store.SandboxRunning, st.InstanceID
+		out = append(out, sb)
+	}
+	return out, nil
 }
