@@ -69,6 +69,8 @@ type Gateway struct {
 	fds *fdCheck
 	// writers holds each sandbox's token directory writer, by id.
 	writers sync.Map
+	// clock notices the wall clock going back between sweeps (sweep.go).
+	clock clockWatch
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
 	lastPrune atomic.Int64
 	// noDir and anyNoDir: sandboxes whose driver writes no token directory.

@@ -75,9 +75,16 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 			latest[sb.ID] = sb.LatestGen
 		}
 	}
+	// The clock may have been set back while the gateway was down.
+	ahead, err := g.issuedAhead(ctx, now)
+	if err != nil {
+		return err
+	}
+	remint = appendNew(remint, ahead)
 	if _, err := g.mintAll(ctx, remint, latest, "reconcile"); err != nil {
 		return err
 	}
+	g.clock.checked(now, true)
 	// Only now, with every token fresh, do the sandboxes' sockets open,
 	// WriteParallelism at a time.
 	err = g.openSockets(serve)
