@@ -126,3 +126,39 @@ func TestARunningSandboxTheStoreThinksStoppedIsReconciled(t *testing.T) {
 		t.Fatalf("a lifetime after the restart, its token directory: %v (the token lapsed while it runs)", err)
 	}
 }
+
+// A token directory whose token is not a token of its sandbox (truncated,
+// tampered with) is rewritten by a restart's reconcile, as an empty one
+// is: the directory is the channel a sandbox recovers from, and its
+// workload may read it, so it must not wait for the next rotation point.
+func TestRestartRewritesATokenDirectoryWhoseTokenIsBad(t *testing.T) {
+	for name, bad := range map[string]func(e *env, id string) []byte{
+		"garbage": func(*env, string) []byte { return []byte("not a token\n") },
+		"truncated": func(e *env, id string) []byte {
+			raw, _ := tokendir.ReadToken(e.g.tokenDir(id))
+			return raw[:len(raw)/2]
+		},
+		"empty": func(*env, string) []byte { return nil },
+		"another sandbox's": func(e *env, _ string) []byte {
+			other := e.create("other")
+			raw, _ := tokendir.ReadToken(e.g.tokenDir(other.ID))
+			return raw
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			sb := e.create("victim")
+			w, err := tokendir.NewWriter(e.g.tokenDir(sb.ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Write(map[string][]byte{tokendir.TokenFile: bad(e, sb.ID), tokendir.JWKSFile: e.g.JWKSJSON()}); err != nil {
+				t.Fatal(err)
+			}
+			e.restart(0)
+			if _, err := e.dirToken(sb.ID); err != nil {
+				t.Fatalf("after the restart, the token directory: %v", err)
+			}
+		})
+	}
+}

@@ -336,14 +336,6 @@ func (g *Gateway) sandboxDir(id string) string { return filepath.Join(g.cfg.Stat
 func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.tokens.Path, id) }
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
 
-// tokenDirPublished reports whether a sandbox's token directory holds a
-// published generation: after a host reboot the tmpfs is empty, and
-// reconcile re-mints what it lacks.
-func (g *Gateway) tokenDirPublished(id string) bool {
-	_, err := os.Lstat(filepath.Join(g.tokenDir(id), "..data"))
-	return err == nil
-}
-
 // socketDir is the directory of a sandbox's socket: <socket root>/<id>,
 // or <state>/sandboxes/<id>/gw where a gateway before the socket root
 // made it, which the sandbox's driver mounted and a restart must keep.

@@ -18,8 +18,9 @@ import (
 // store restored from backup: the floor is raised past it first, so the
 // fresh generation was never issued before); one the driver no longer
 // knows is marked vanished, one that ended is marked stopped. A token
-// directory found empty (a tmpfs after a host reboot) counts as never
-// written. A sandbox the store does not record as running but whose driver
+// directory found empty (a tmpfs after a host reboot), or holding anything
+// but the sandbox's newest generation (a token truncated, tampered with,
+// another sandbox's, an older one), counts as never written. A sandbox the store does not record as running but whose driver
 // runs an instance the store never recorded is adopted first
 // (unrecordedStarts).
 func (g *Gateway) reconcile(ctx context.Context) error {
@@ -61,7 +62,7 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 			continue
 		}
 		serve = append(serve, sb.ID)
-		forgotten, err := g.floorFromDir(ctx, sb)
+		held, err := g.floorFromDir(ctx, sb)
 		if err != nil {
 			g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", sb.ID), zap.Error(err))
 		}
@@ -70,7 +71,7 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 		// generation again from the store, so a new leader re-mints
 		// nothing that is still fresh.
 		noDir := g.ReplicaMode() && d.TokenDelivery() == driver.DeliveryK8sSA
-		if forgotten || sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) || (!noDir && !g.tokenDirPublished(sb.ID)) {
+		if held == dirForgotten || sb.LatestGen == 0 || sb.WrittenGen < sb.LatestGen || !now.Before(sb.RotateAt) || (!noDir && held != dirLatest) {
 			remint = append(remint, sb.ID)
 			latest[sb.ID] = sb.LatestGen
 		}
