@@ -189,9 +189,13 @@ func (g *Gateway) commit(ctx context.Context, ids []string, signed map[string]pr
 		committed[gen.SandboxID] = tokens[gen.SandboxID]
 	}
 	g.metrics.minted.WithLabelValues(reason).Add(float64(len(committed)))
+	// Only ever newer: a racing mint of the same sandbox may have
+	// committed after this one and cached its token first.
 	g.latestMu.Lock()
 	for id, tok := range committed {
-		g.latest[id] = tok
+		if cur := g.latest[id]; cur == nil || cur.Gen() < tok.Gen() {
+			g.latest[id] = tok
+		}
 	}
 	g.latestMu.Unlock()
 	return committed, nil
@@ -266,7 +270,7 @@ func (g *Gateway) writeAll(tokens minted) map[string]uint64 {
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if err := g.writeToken(j.id, j.tok.Raw()); err != nil {
+				if err := g.writeToken(j.id, j.tok); err != nil {
 					g.metrics.writeFailures.Inc()
 					g.log.Error("write token directory", zap.String("sandbox", j.id),
 						zap.Uint64("gen", j.tok.Gen()), zap.String("jti", j.tok.JTI()), zap.Error(err))
