@@ -162,3 +162,34 @@ func TestRestartRewritesATokenDirectoryWhoseTokenIsBad(t *testing.T) {
 		})
 	}
 }
+
+// Something that is not a socket where a sandbox's socket goes (a stray
+// file, a directory) is left alone, and keeps that one sandbox's
+// supervisor from its session; it must not keep the gateway from
+// starting and serving every other sandbox.
+func TestAStrayEntryAtOneSandboxSocketDoesNotStopTheGateway(t *testing.T) {
+	e := newEnv(t)
+	blocked, other := e.create("blocked"), e.create("other")
+	e.g.Close()
+	e.g = nil
+	e.proc.Close()
+	sock := filepath.Join(filepath.Dir(e.config().StateDir), "state", "sockets", blocked.ID, "gw.sock")
+	if _, err := os.Lstat(sock); err == nil {
+		if err := os.Remove(sock); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(sock, []byte("not a socket"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.open()
+	if _, err := os.Stat(filepath.Join(e.g.socketDir(other.ID), "gw.sock")); err != nil {
+		t.Errorf("the other sandbox's socket: %v", err)
+	}
+	if data, err := os.ReadFile(sock); err != nil || string(data) != "not a socket" {
+		t.Errorf("the stray file was touched: %q, %v", data, err)
+	}
+	if _, err := e.dirToken(other.ID); err != nil {
+		t.Errorf("the other sandbox's token: %v", err)
+	}
+}

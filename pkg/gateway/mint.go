@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -291,18 +290,23 @@ func (g *Gateway) writeAll(tokens minted) map[string]uint64 {
 }
 
 // openSockets opens the attested socket of every sandbox of ids, with at
-// most WriteParallelism in flight, and returns the first error.
-func (g *Gateway) openSockets(ids []string) error {
+// most WriteParallelism in flight. A socket that cannot be opened (a
+// stray file where it goes, the open-file limit) cuts that one sandbox off
+// its session, not the others: it is logged, naming what to do, and
+// counted in the result. Its supervisor keeps its token through the
+// directory, and the sandbox's next start tries again.
+func (g *Gateway) openSockets(ids []string) (failed int) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var first error
 	jobs := make(chan string)
 	for range min(g.cfg.WriteParallelism, len(ids)) {
 		wg.Go(func() {
 			for id := range jobs {
 				if _, err := g.sockets.AddSandbox(g.socketDir(id), id); err != nil {
+					g.log.Error("cannot open the sandbox's gateway socket; its supervisor has no session until it is fixed and the gateway or the sandbox restarts",
+						zap.String("sandbox", id), zap.Error(err))
 					mu.Lock()
-					first = cmp.Or(first, err)
+					failed++
 					mu.Unlock()
 				}
 			}
@@ -313,7 +317,7 @@ func (g *Gateway) openSockets(ids []string) error {
 	}
 	close(jobs)
 	wg.Wait()
-	return first
+	return failed
 }
 
 // latestToken returns the newest token of a sandbox. The store keeps no

@@ -88,12 +88,10 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 	g.clock.checked(now, true)
 	// Only now, with every token fresh, do the sandboxes' sockets open,
 	// WriteParallelism at a time.
-	err = g.openSockets(serve)
+	failed := g.openSockets(serve)
 	g.fds.check(g.sockets.Len())
-	if err != nil {
-		return err
-	}
-	g.log.Info("reconciled sandboxes", zap.Int("running", len(running)), zap.Int("reminted", len(remint)))
+	g.log.Info("reconciled sandboxes", zap.Int("running", len(running)), zap.Int("reminted", len(remint)),
+		zap.Int("sockets_failed", failed))
 	return nil
 }
 
