@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,6 +190,38 @@ func TestAStrayEntryAtOneSandboxSocketDoesNotStopTheGateway(t *testing.T) {
 	}
 	if data, err := os.ReadFile(sock); err != nil || string(data) != "not a socket" {
 		t.Errorf("the stray file was touched: %q, %v", data, err)
+	}
+	if _, err := e.dirToken(other.ID); err != nil {
+		t.Errorf("the other sandbox's token: %v", err)
+	}
+}
+
+// One sandbox whose driver cannot say its state (its process driver's
+// record is corrupt) is left as the store has it and reported; the
+// gateway still starts and serves every other sandbox.
+func TestOneSandboxWhoseDriverCannotSayItsStateDoesNotStopTheGateway(t *testing.T) {
+	e := newEnv(t)
+	broken, other := e.create("broken"), e.create("other")
+	e.g.Close()
+	e.g = nil
+	e.proc.Close()
+	var records []string
+	filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "pid" && strings.Contains(path, broken.ID) {
+			records = append(records, path)
+		}
+		return nil
+	})
+	if len(records) != 1 {
+		t.Fatalf("process driver records of %s: %v, want one", broken.ID, records)
+	}
+	if err := os.WriteFile(records[0], []byte(`{"pid": 12`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(lifetime) // every token is due
+	e.open()
+	if _, err := os.Stat(filepath.Join(e.g.socketDir(other.ID), "gw.sock")); err != nil {
+		t.Errorf("the other sandbox's socket: %v", err)
 	}
 	if _, err := e.dirToken(other.ID); err != nil {
 		t.Errorf("the other sandbox's token: %v", err)

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 
 	"go.uber.org/zap"
 
@@ -45,7 +44,13 @@ func (g *Gateway) reconcile(ctx context.Context) error {
 		}
 		st, err := d.Status(ctx, sb.ID)
 		if err != nil {
-			return fmt.Errorf("driver %s status of sandbox %s: %w", sb.Driver, sb.ID, err)
+			// One sandbox the driver cannot judge (a corrupt record, an
+			// engine that does not answer) must not keep the gateway from
+			// serving the others. It may well run: it is served as the
+			// store says, so its token stays fresh.
+			g.log.Error("cannot tell whether the sandbox still runs; serving it as running", zap.String("sandbox", sb.ID),
+				zap.String("name", sb.Name), zap.String("driver", sb.Driver), zap.Error(err))
+			st.State = driver.StateRunning
 		}
 		switch st.State {
 		case driver.StateMissing:
@@ -126,7 +131,9 @@ func (g *Gateway) unrecordedStarts(ctx context.Context) ([]store.Sandbox, error)
 		}
 		st, err := d.Status(ctx, sb.ID)
 		if err != nil {
-			return nil, fmt.Errorf("driver %s status of sandbox %s: %w", sb.Driver, sb.ID, err)
+			g.log.Warn("cannot tell whether the sandbox runs; leaving it as the store has it", zap.String("sandbox", sb.ID),
+				zap.String("name", sb.Name), zap.String("recorded_state", string(sb.State)), zap.Error(err))
+			continue
 		}
 		if st.State != driver.StateRunning || st.InstanceID == "" || st.InstanceID == sb.InstanceID {
 			continue
