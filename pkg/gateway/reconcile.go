@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -120,32 +121,59 @@ func (g *Gateway) unrecordedStarts(ctx context.Context) ([]store.Sandbox, error)
 	if err != nil {
 		return nil, err
 	}
+	// Asked WriteParallelism at a time: an engine answers each in a
+	// round trip, and a fleet may hold thousands of stopped sandboxes.
+	running := make([]string, len(idle)) // the driver's instance, where it runs one
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range min(g.cfg.WriteParallelism, len(idle)) {
+		wg.Go(func() {
+			for i := range jobs {
+				running[i] = g.unrecordedInstance(ctx, idle[i])
+			}
+		})
+	}
+	for i := range idle {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
 	var out []store.Sandbox
-	for _, sb := range idle {
-		d, err := g.driverFor(sb.Driver)
-		if err != nil {
-			continue
-		}
-		if _, names := d.(driver.RunStarter); names {
-			continue
-		}
-		st, err := d.Status(ctx, sb.ID)
-		if err != nil {
-			g.log.Warn("cannot tell whether the sandbox runs; leaving it as the store has it", zap.String("sandbox", sb.ID),
-				zap.String("name", sb.Name), zap.String("recorded_state", string(sb.State)), zap.Error(err))
-			continue
-		}
-		if st.State != driver.StateRunning || st.InstanceID == "" || st.InstanceID == sb.InstanceID {
+	for i, sb := range idle {
+		instance := running[i]
+		if instance == "" {
 			continue
 		}
 		g.log.Warn("sandbox runs an instance the store never recorded (gateway killed during its start, or store restored from a backup); reconciling it as running",
 			zap.String("sandbox", sb.ID), zap.String("name", sb.Name), zap.String("recorded_state", string(sb.State)),
-			zap.String("instance", st.InstanceID))
-		if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxRunning, st.InstanceID); err != nil {
+			zap.String("instance", instance))
+		if err := g.store.UpdateSandboxState(ctx, sb.ID, store.SandboxRunning, instance); err != nil {
 			return nil, err
 		}
-		sb.State, sb.InstanceID = store.SandboxRunning, st.InstanceID
+		sb.State, sb.InstanceID = store.SandboxRunning, instance
 		out = append(out, sb)
 	}
 	return out, nil
+}
+
+// unrecordedInstance returns the instance the driver runs for sb when it
+// is not the one the store recorded, or "".
+func (g *Gateway) unrecordedInstance(ctx context.Context, sb store.Sandbox) string {
+	d, err := g.driverFor(sb.Driver)
+	if err != nil {
+		return ""
+	}
+	if _, names := d.(driver.RunStarter); names {
+		return ""
+	}
+	st, err := d.Status(ctx, sb.ID)
+	if err != nil {
+		g.log.Warn("cannot tell whether the sandbox runs; leaving it as the store has it", zap.String("sandbox", sb.ID),
+			zap.String("name", sb.Name), zap.String("recorded_state", string(sb.State)), zap.Error(err))
+		return ""
+	}
+	if st.State != driver.StateRunning || st.InstanceID == sb.InstanceID {
+		return ""
+	}
+	return st.InstanceID
 }
