@@ -3,6 +3,11 @@ package gateway
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sandkey/sandkey/pkg/auth"
 )
 
 // The host's clock is set back by more than the verifiers' leeway (an NTP
@@ -31,5 +36,33 @@ func TestAClockSetBackRotatesTokensIssuedInTheFuture(t *testing.T) {
 	e.restart(0)
 	if _, err := e.dirToken(sb.ID); err != nil {
 		t.Fatalf("after a restart, the running sandbox's token: %v", err)
+	}
+}
+
+// A sweep while the clock ran a day ahead pruned then; once the clock is
+// set right, sweeps go on pruning every half lifetime, rather than waiting
+// a day for the clock to pass that prune (the store growing by a row per
+// sandbox per rotation meanwhile).
+func TestPruningGoesOnAfterTheClockWasSetBack(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sb := e.create("pruned")
+	e.clock.Add(24 * time.Hour)
+	if _, err := e.g.Sweep(ctx); err != nil { // prunes (nothing yet), a day ahead
+		t.Fatal(err)
+	}
+	e.clock.Add(-24 * time.Hour)
+	for range 4 {
+		if _, err := e.g.Rotate(ctx, sb.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := testutil.ToFloat64(e.g.metrics.pruned)
+	e.clock.Add(lifetime + auth.Leeway + time.Second) // every generation but the newest two expired
+	if _, err := e.g.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(e.g.metrics.pruned) - before; got == 0 {
+		t.Fatal("no generation record pruned since the clock was set back")
 	}
 }

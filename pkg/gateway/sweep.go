@@ -96,8 +96,11 @@ func (g *Gateway) Sweep(ctx context.Context) (_ int, err error) {
 // not among their sandbox's two newest): without it the store grows by one
 // row per sandbox per rotation, for ever.
 func (g *Gateway) pruneGenerations(ctx context.Context, now time.Time) {
+	// A last prune ahead of now (the clock was set back since) is due at
+	// once: waiting for the clock to reach it again could take days.
 	last := g.lastPrune.Load()
-	if now.UnixNano()-last < int64(g.cfg.Lifetime/2) || !g.lastPrune.CompareAndSwap(last, now.UnixNano()) {
+	if since := now.UnixNano() - last; (since >= 0 && since < int64(g.cfg.Lifetime/2)) ||
+		!g.lastPrune.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
 	n, err := g.store.PruneGenerations(ctx, now.Add(-auth.Leeway))
