@@ -14,7 +14,8 @@
 //     in rotation.go), for all due sandboxes in one store transaction per
 //     batch, with the directory writes in parallel.
 //  4. On start, before any session is served, every sandbox the store says
-//     is running is reconciled with its driver, and re-minted if its token
+//     is running (or whose driver runs an instance the store never
+//     recorded) is reconciled with its driver, and re-minted if its token
 //     expired or reached its rotation point while the gateway was down.
 //  5. Only the two newest generations of a sandbox authenticate; deleting a
 //     sandbox revokes all of them at once (its rows go, and with them every

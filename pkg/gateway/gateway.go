@@ -68,8 +68,11 @@ type Gateway struct {
 	inotify *inotifyCheck
 	// fds compares the open-file limit with the session listeners.
 	fds *fdCheck
-	// writers holds each sandbox's token directory writer, by id.
+	// writers holds each sandbox's token directory writer (a
+	// *tokenWriter), by id.
 	writers sync.Map
+	// clock notices the wall clock going back between sweeps (sweep.go).
+	clock clockWatch
 	// lastPrune is when the sweep last pruned old generations (UnixNano).
 	lastPrune atomic.Int64
 	// noDir and anyNoDir: sandboxes whose driver writes no token directory.
@@ -335,14 +338,6 @@ func (g *Gateway) sandboxDir(id string) string { return filepath.Join(g.cfg.Stat
 func (g *Gateway) tokenDir(id string) string   { return filepath.Join(g.tokens.Path, id) }
 func (g *Gateway) driverDir(id string) string  { return filepath.Join(g.sandboxDir(id), "driver") }
 
-// tokenDirPublished reports whether a sandbox's token directory holds a
-// published generation: after a host reboot the tmpfs is empty, and
-// reconcile re-mints what it lacks.
-func (g *Gateway) tokenDirPublished(id string) bool {
-	_, err := os.Lstat(filepath.Join(g.tokenDir(id), "..data"))
-	return err == nil
-}
-
 // socketDir is the directory of a sandbox's socket: <socket root>/<id>,
 // or <state>/sandboxes/<id>/gw where a gateway before the socket root
 // made it, which the sandbox's driver mounted and a restart must keep.
@@ -380,19 +375,43 @@ func (g *Gateway) driverFor(name string) (driver.Driver, error) {
 }
 
 // writeToken writes one generation into the sandbox's token directory,
-// with the current JWKS beside it. Writers are kept per sandbox: making
-// one checks and creates the directory, which a sweep need not repeat for
-// every sandbox on every rotation.
-func (g *Gateway) writeToken(id, raw string) error {
-	w, ok := g.writers.Load(id)
+// with the current JWKS beside it, unless a newer generation was written
+// there already: mints of one sandbox that race (the sweep, a manual
+// rotation, a reissue: none takes the sandbox's lock) commit in one order
+// and may reach their writes in another, and an older token written last
+// would leave the directory on a superseded generation until the next
+// rotation. A write skipped so is no error: the directory holds newer.
+// Writers are kept per sandbox: making one checks and creates the
+// directory, which a sweep need not repeat for every sandbox on every
+// rotation.
+func (g *Gateway) writeToken(id string, tok *auth.Token) error {
+	v, ok := g.writers.Load(id)
 	if !ok {
-		nw, err := tokendir.NewWriter(g.tokenDir(id))
+		w, err := tokendir.NewWriter(g.tokenDir(id))
 		if err != nil {
 			return err
 		}
-		w, _ = g.writers.LoadOrStore(id, nw)
+		v, _ = g.writers.LoadOrStore(id, &tokenWriter{w: w})
 	}
-	return w.(*tokendir.Writer).Write(map[string][]byte{tokendir.TokenFile: []byte(raw), tokendir.JWKSFile: g.JWKSJSON()})
+	tw := v.(*tokenWriter)
+	tw.mu.Lock()
+	defer tw.mu.Unlock()
+	if tok.Gen() <= tw.gen {
+		return nil
+	}
+	err := tw.w.Write(map[string][]byte{tokendir.TokenFile: []byte(tok.Raw()), tokendir.JWKSFile: g.JWKSJSON()})
+	if err == nil {
+		tw.gen = tok.Gen()
+	}
+	return err
+}
+
+// tokenWriter is a sandbox's token directory writer and the newest
+// generation it wrote.
+type tokenWriter struct {
+	mu  sync.Mutex
+	w   *tokendir.Writer
+	gen uint64
 }
 
 // removeTokenDir removes a sandbox's token directory, generations that

@@ -340,6 +340,9 @@ func (g *Gateway) RotateReport(ctx context.Context, idOrName string) (_ RotateRe
 	if err != nil {
 		return RotateResult{}, err
 	}
+	// A stopped sandbox was not reconciled: its directory may hold a
+	// generation a restored store forgot.
+	g.floorFromDirLogged(ctx, sb)
 	tokens, err := g.mint(ctx, []string{sb.ID}, "manual")
 	if err != nil {
 		return RotateResult{}, err
@@ -358,7 +361,7 @@ func (g *Gateway) RotateReport(ctx context.Context, idOrName string) (_ RotateRe
 		return r, nil
 	}
 	// mint logged the failure; one more try gives its cause to the caller.
-	if r.WriteErr = g.writeToken(sb.ID, tok.Raw()); r.WriteErr == nil {
+	if r.WriteErr = g.writeToken(sb.ID, tok); r.WriteErr == nil {
 		r.Written = true
 		if err := g.store.RecordWritten(ctx, sb.ID, r.Gen); err != nil {
 			g.log.Warn("record written generation", zap.String("sandbox", sb.ID), zap.Uint64("gen", r.Gen), zap.Error(err))

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -189,9 +188,13 @@ func (g *Gateway) commit(ctx context.Context, ids []string, signed map[string]pr
 		committed[gen.SandboxID] = tokens[gen.SandboxID]
 	}
 	g.metrics.minted.WithLabelValues(reason).Add(float64(len(committed)))
+	// Only ever newer: a racing mint of the same sandbox may have
+	// committed after this one and cached its token first.
 	g.latestMu.Lock()
 	for id, tok := range committed {
-		g.latest[id] = tok
+		if cur := g.latest[id]; cur == nil || cur.Gen() < tok.Gen() {
+			g.latest[id] = tok
+		}
 	}
 	g.latestMu.Unlock()
 	return committed, nil
@@ -233,9 +236,7 @@ func (g *Gateway) deliver(ctx context.Context, tokens minted, reason string) {
 // a generation its directory holds that the store forgot (floorFromDir).
 func (g *Gateway) mintOne(ctx context.Context, id, reason string) (*auth.Token, error) {
 	if sb, err := g.store.GetSandbox(ctx, id); err == nil {
-		if _, err := g.floorFromDir(ctx, sb); err != nil {
-			g.log.Warn("read the token directory for generations the store forgot", zap.String("sandbox", id), zap.Error(err))
-		}
+		g.floorFromDirLogged(ctx, sb)
 	}
 	tokens, err := g.mint(ctx, []string{id}, reason)
 	if err != nil {
@@ -268,7 +269,7 @@ func (g *Gateway) writeAll(tokens minted) map[string]uint64 {
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				if err := g.writeToken(j.id, j.tok.Raw()); err != nil {
+				if err := g.writeToken(j.id, j.tok); err != nil {
 					g.metrics.writeFailures.Inc()
 					g.log.Error("write token directory", zap.String("sandbox", j.id),
 						zap.Uint64("gen", j.tok.Gen()), zap.String("jti", j.tok.JTI()), zap.Error(err))
@@ -289,18 +290,23 @@ func (g *Gateway) writeAll(tokens minted) map[string]uint64 {
 }
 
 // openSockets opens the attested socket of every sandbox of ids, with at
-// most WriteParallelism in flight, and returns the first error.
-func (g *Gateway) openSockets(ids []string) error {
+// most WriteParallelism in flight. A socket that cannot be opened (a
+// stray file where it goes, the open-file limit) cuts that one sandbox off
+// its session, not the others: it is logged, naming what to do, and
+// counted in the result. Its supervisor keeps its token through the
+// directory, and the sandbox's next start tries again.
+func (g *Gateway) openSockets(ids []string) (failed int) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var first error
 	jobs := make(chan string)
 	for range min(g.cfg.WriteParallelism, len(ids)) {
 		wg.Go(func() {
 			for id := range jobs {
 				if _, err := g.sockets.AddSandbox(g.socketDir(id), id); err != nil {
+					g.log.Error("cannot open the sandbox's gateway socket; its supervisor has no session until it is fixed and the gateway or the sandbox restarts",
+						zap.String("sandbox", id), zap.Error(err))
 					mu.Lock()
-					first = cmp.Or(first, err)
+					failed++
 					mu.Unlock()
 				}
 			}
@@ -311,7 +317,7 @@ func (g *Gateway) openSockets(ids []string) error {
 	}
 	close(jobs)
 	wg.Wait()
-	return first
+	return failed
 }
 
 // latestToken returns the newest token of a sandbox. The store keeps no

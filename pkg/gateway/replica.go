@@ -608,12 +608,15 @@ func (h *holders) run(ctx context.Context) {
 // reloadKeys makes the key set what the store holds, after another
 // replica changed it, and republishes the JWKS.
 func (g *Gateway) reloadKeys(ctx context.Context) error {
+	// Read under the lock that this replica's own key changes hold: a
+	// snapshot read before a local activation and applied after it would
+	// put the old active key back.
+	g.keyState.mu.Lock()
+	defer g.keyState.mu.Unlock()
 	stored, err := g.store.ListKeys(ctx)
 	if err != nil {
 		return err
 	}
-	g.keyState.mu.Lock()
-	defer g.keyState.mu.Unlock()
 	var active *auth.SigningKey
 	var others []*auth.SigningKey
 	next, nextAt := "", time.Time{}

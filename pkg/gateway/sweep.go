@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,10 +74,16 @@ func (g *Gateway) Sweep(ctx context.Context) (_ int, err error) {
 			g.metrics.rotationLag.Observe(now.Sub(d.RotateAt).Seconds())
 		}
 	}
+	ahead, err := g.aheadAfterClockSetBack(ctx, now)
+	if err != nil {
+		return 0, err
+	}
+	ids = appendNew(ids, ahead)
 	total, err := g.mintAll(ctx, ids, nil, "rotation")
 	if err != nil {
 		return total, err
 	}
+	g.clock.checked(now, ahead != nil)
 	if err := g.retireUnusedKeys(ctx); err != nil {
 		return total, err
 	}
@@ -89,8 +96,11 @@ func (g *Gateway) Sweep(ctx context.Context) (_ int, err error) {
 // not among their sandbox's two newest): without it the store grows by one
 // row per sandbox per rotation, for ever.
 func (g *Gateway) pruneGenerations(ctx context.Context, now time.Time) {
+	// A last prune ahead of now (the clock was set back since) is due at
+	// once: waiting for the clock to reach it again could take days.
 	last := g.lastPrune.Load()
-	if now.UnixNano()-last < int64(g.cfg.Lifetime/2) || !g.lastPrune.CompareAndSwap(last, now.UnixNano()) {
+	if since := now.UnixNano() - last; (since >= 0 && since < int64(g.cfg.Lifetime/2)) ||
+		!g.lastPrune.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
 	n, err := g.store.PruneGenerations(ctx, now.Add(-auth.Leeway))
@@ -102,4 +112,86 @@ func (g *Gateway) pruneGenerations(ctx context.Context, now time.Time) {
 	if n > 0 {
 		g.log.Debug("pruned old generations", zap.Int64("rows", n))
 	}
+}
+
+// clockWatch notices the wall clock going back between sweeps. Tokens
+// minted before such a step claim to be issued in the future: verifiers
+// refuse them as not yet valid until the clock catches up, and their
+// rotation point, as far ahead, would leave them in place all that while.
+type clockWatch struct {
+	mu sync.Mutex
+	// latest is the latest wall time a sweep or reconcile saw, or the time
+	// of the last check for tokens issued ahead: no token was issued
+	// (much) after it.
+	latest time.Time
+	// pending: a step back was seen and its tokens not yet replaced.
+	pending bool
+}
+
+// due reports whether the sweep at now must look for tokens issued ahead
+// of the clock: it went back by more than the verifiers' leeway since
+// the latest time seen, or a check is still pending.
+func (c *clockWatch) due(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.latest.IsZero() && c.latest.Sub(now) > auth.Leeway {
+		c.pending = true
+	}
+	return c.pending
+}
+
+// checked records a sweep or reconcile at now that minted what it had to:
+// after a check, the newest token was issued at now at the latest.
+func (c *clockWatch) checked(now time.Time, didCheck bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now = now.Round(0) // the wall clock, not the monotonic one
+	if didCheck || now.After(c.latest) {
+		c.latest = now
+	}
+	if didCheck {
+		c.pending = false
+	}
+}
+
+// aheadAfterClockSetBack returns the running sandboxes whose newest token
+// was issued more than the leeway after now, once the clock was seen to
+// go back; nil when it was not.
+func (g *Gateway) aheadAfterClockSetBack(ctx context.Context, now time.Time) ([]string, error) {
+	if !g.clock.due(now) {
+		return nil, nil
+	}
+	return g.issuedAhead(ctx, now)
+}
+
+// issuedAhead returns the running sandboxes whose newest token was issued
+// more than the leeway after now (never nil).
+func (g *Gateway) issuedAhead(ctx context.Context, now time.Time) ([]string, error) {
+	ids, err := g.store.IssuedAfter(ctx, now.Add(auth.Leeway))
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) > 0 {
+		g.log.Warn("the clock was set back: tokens issued ahead of it are not valid yet; replacing them",
+			zap.Int("sandboxes", len(ids)), zap.Time("now", now))
+	}
+	return append([]string{}, ids...), nil
+}
+
+// appendNew appends to ids those of more it does not hold.
+func appendNew(ids, more []string) []string {
+	if len(more) == 0 {
+		return ids
+	}
+	have := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		have[id] = true
+	}
+	for _, id := range more {
+		if !have[id] {
+			have[id] = true
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }

@@ -656,6 +656,36 @@ func (s *Store) DueForRotation(ctx context.Context, now time.Time) ([]Due, error
 	return due, nil
 }
 
+// IssuedAfter returns, by id, the running sandboxes whose newest
+// generation was issued after t: minted while the clock read later than
+// it does now (it was set back since). Verifiers refuse such a token as
+// not yet valid until the clock catches up, and its rotation point, as far
+// ahead, would leave it in place all that while. It reads every running
+// sandbox's newest generation: the gateway asks at start and after it saw
+// its clock go back, not at every sweep.
+func (s *Store) IssuedAfter(ctx context.Context, t time.Time) ([]string, error) {
+	rows, err := s.reader.QueryContext(ctx,
+		`SELECT s.id FROM sandboxes s JOIN generations g ON g.sandbox_id = s.id AND g.gen = s.latest_gen
+		 WHERE s.state = ? AND g.issued_at > ? ORDER BY s.id`,
+		SandboxRunning, dbTime(t))
+	if err != nil {
+		return nil, fmt.Errorf("sandboxes whose newest generation was issued after %v: %w", t, err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("sandboxes whose newest generation was issued after %v: %w", t, err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sandboxes whose newest generation was issued after %v: %w", t, err)
+	}
+	return ids, nil
+}
+
 // PruneGenerations deletes the metadata of generations that expired before
 // the given time and are not among their sandbox's two newest, and returns
 // how many it deleted. Without it, history grows by one row per sandbox per

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -480,6 +481,42 @@ func TestDueForRotationReturnsRunningSandboxesPastTheirRotationPoint(t *testing.
 		}
 		if due, err := s.DueForRotation(ctx, now); err != nil || len(due) != 0 {
 			t.Errorf("after rotation: DueForRotation = %v, %v; want none", due, err)
+		}
+	})
+}
+
+func TestIssuedAfterReturnsRunningSandboxesWhoseNewestGenerationIsAhead(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		s := openTestStore(t, be)
+		mk := func(name string, state SandboxState, issued ...time.Time) string {
+			sb := createTestSandbox(t, s, name)
+			if err := s.UpdateSandboxState(ctx, sb.ID, state, "i-"+name); err != nil {
+				t.Fatal(err)
+			}
+			for _, at := range issued {
+				if _, err := s.NextGenerations(ctx, []string{sb.ID}, testMint(at)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return sb.ID
+		}
+		now := testEpoch
+		ahead := mk("ahead", SandboxRunning, now.Add(time.Hour))
+		justAhead := mk("just-ahead", SandboxRunning, now.Add(time.Second))
+		mk("at", SandboxRunning, now)                            // issued at t: not after it
+		mk("caught-up", SandboxRunning, now.Add(time.Hour), now) // its newest is current
+		mk("stopped", SandboxStopped, now.Add(time.Hour))        // not running
+		mk("unminted", SandboxRunning)                           // no token yet
+		want := []string{ahead, justAhead}
+		slices.Sort(want)
+
+		ids, err := s.IssuedAfter(ctx, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Errorf("IssuedAfter = %v, want %v (ahead and just-ahead, by id)", ids, want)
 		}
 	})
 }

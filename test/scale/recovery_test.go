@@ -183,6 +183,13 @@ func freeLoopbackAddr(t *testing.T) string {
 // says ready, with the moment it first did.
 func (h *host) start() time.Time {
 	h.t.Helper()
+	h.spawn()
+	return h.awaitReady()
+}
+
+// spawn starts `gateway serve` as the host's user.
+func (h *host) spawn() {
+	h.t.Helper()
 	logf, err := os.OpenFile(filepath.Join(h.dir, "gateway.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		h.t.Fatal(err)
@@ -198,7 +205,14 @@ func (h *host) start() time.Time {
 		h.t.Fatal(err)
 	}
 	h.cmd, h.cmdDone = cmd, make(chan struct{})
-	go func() { cmd.Wait(); close(h.cmdDone) }()
+	done := h.cmdDone
+	go func() { cmd.Wait(); close(done) }()
+}
+
+// awaitReady waits until the spawned gateway's /readyz says ready and
+// returns the moment it first did.
+func (h *host) awaitReady() time.Time {
+	h.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if ready(h.httpAddr) {
