@@ -39,6 +39,20 @@ type result struct {
 	stderr string
 }
 
+// withoutSettings drops the SANDKEY_* variables of environ: what a case
+// gives the gateway is its env alone, not whatever the shell or `make
+// test` (SANDKEY_KUBE_BIN) set, which the gateway would read as settings
+// or warn about.
+func withoutSettings(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "SANDKEY_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // runGateway runs the gateway binary with args and returns how it ended.
 // A run that does not end within 20 s fails the test: no input may hang it.
 func runGateway(t *testing.T, env []string, args ...string) result {
@@ -46,7 +60,7 @@ func runGateway(t *testing.T, env []string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binaries.Gateway, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(withoutSettings(os.Environ()), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
