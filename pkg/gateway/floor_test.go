@@ -15,15 +15,13 @@ import (
 func (e *env) restoreStore(backup []byte) {
 	e.t.Helper()
 	dbPath := filepath.Join(e.dir, "state", StoreFile)
-	e.g.Close()
+	e.shutdown()
 	for _, suffix := range []string{"-wal", "-shm"} {
 		os.Remove(dbPath + suffix)
 	}
 	if err := os.WriteFile(dbPath, backup, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	e.g = nil
-	e.proc.Close()
 	e.open()
 }
 

@@ -139,11 +139,17 @@ func (e *env) config() Config {
 // same state, after the clock moves by down.
 func (e *env) restart(down time.Duration) {
 	e.t.Helper()
+	e.shutdown()
+	e.clock.Add(down)
+	e.open()
+}
+
+// shutdown closes the gateway and its driver, as a gateway that stopped;
+// open starts them again.
+func (e *env) shutdown() {
 	e.g.Close()
 	e.g = nil
 	e.proc.Close()
-	e.clock.Add(down)
-	e.open()
 }
 
 func (e *env) create(name string) Sandbox {
@@ -526,12 +532,7 @@ func TestStoreRestoredFromBackupNeverIssuesAGenerationTwice(t *testing.T) {
 	}
 	cBackupToken, _ := tokendir.ReadToken(e.g.tokenDir(c.ID))
 
-	dbPath := filepath.Join(e.dir, "state", StoreFile)
-	e.restart(0)
-	backup, err := os.ReadFile(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	backup := e.backupStore()
 	held := map[string]*auth.Token{} // what each supervisor holds at the end
 	for range 3 {
 		for _, sb := range []Sandbox{a, b, c} {
@@ -553,16 +554,7 @@ func TestStoreRestoredFromBackupNeverIssuesAGenerationTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e.g.Close()
-	for _, suffix := range []string{"-wal", "-shm"} {
-		os.Remove(dbPath + suffix)
-	}
-	if err := os.WriteFile(dbPath, backup, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.g = nil
-	e.proc.Close()
-	e.open()
+	e.restoreStore(backup)
 
 	// a: reconcile saw gen 4 in its directory and minted above it.
 	if tok := noteDir(a.ID); tok.Gen() <= held[a.ID].Gen() {

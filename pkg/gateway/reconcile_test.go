@@ -11,6 +11,8 @@ import (
 
 	"github.com/sandkey/sandkey/pkg/auth"
 	"github.com/sandkey/sandkey/pkg/auth/tokendir"
+	"github.com/sandkey/sandkey/pkg/guest"
+	"github.com/sandkey/sandkey/pkg/memroot"
 )
 
 // A sandbox the store does not know runs: the store was restored from a
@@ -102,10 +104,8 @@ func TestRestartRewritesATokenDirectoryWhoseTokenIsBad(t *testing.T) {
 func TestAStrayEntryAtOneSandboxSocketDoesNotStopTheGateway(t *testing.T) {
 	e := newEnv(t)
 	blocked, other := e.create("blocked"), e.create("other")
-	e.g.Close()
-	e.g = nil
-	e.proc.Close()
-	sock := filepath.Join(filepath.Dir(e.config().StateDir), "state", "sockets", blocked.ID, "gw.sock")
+	e.shutdown()
+	sock := filepath.Join(memroot.SocketRoot(e.config().StateDir), blocked.ID, guest.SocketName)
 	if _, err := os.Lstat(sock); err == nil {
 		if err := os.Remove(sock); err != nil {
 			t.Fatal(err)
@@ -132,9 +132,7 @@ func TestAStrayEntryAtOneSandboxSocketDoesNotStopTheGateway(t *testing.T) {
 func TestOneSandboxWhoseDriverCannotSayItsStateDoesNotStopTheGateway(t *testing.T) {
 	e := newEnv(t)
 	broken, other := e.create("broken"), e.create("other")
-	e.g.Close()
-	e.g = nil
-	e.proc.Close()
+	e.shutdown()
 	var records []string
 	filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && d.Name() == "pid" && strings.Contains(path, broken.ID) {

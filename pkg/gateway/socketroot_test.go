@@ -40,12 +40,10 @@ func TestASandboxOfTheOlderLayoutKeepsItsSocketDirectory(t *testing.T) {
 	e := newEnv(t)
 	sb := e.create("old")
 	legacy := e.g.legacySocketDir(sb.ID)
-	e.g.Close()
-	e.g = nil
+	e.shutdown()
 	if err := os.Mkdir(legacy, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	e.proc.Close()
 	e.open()
 	conn, err := net.Dial("unix", filepath.Join(legacy, guest.SocketName))
 	if err != nil {
